@@ -1,0 +1,1 @@
+"""release-bot: Slack ChatOps for canary and blue-green releases on Kubernetes."""

@@ -1,0 +1,58 @@
+"""Release plans: the ordered stages a canary walks through.
+
+Used by the config loader (which builds plans from YAML) and by the state
+machine (which walks them). Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of a canary: send `weight` % of public traffic to the canary for `duration_s`.
+
+    weight 0 with `header_routed` is the internal-validation stage: no public traffic,
+    the canary is reachable by a request header where the router supports it.
+    `needs_approval` means a person must approve before the release leaves this stage.
+    """
+
+    weight: int
+    duration_s: int
+    needs_approval: bool = False
+    header_routed: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 100:
+            raise ValueError(f"stage weight must be 0..100, got {self.weight}")
+        if self.duration_s < 0:
+            raise ValueError(f"stage duration must be >= 0 s, got {self.duration_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A named, ordered list of stages; after the last stage the canary is promoted to 100 %."""
+
+    name: str
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError(f"plan {self.name!r} has no stages")
+        weights = [stage.weight for stage in self.stages]
+        if weights != sorted(weights):
+            raise ValueError(f"plan {self.name!r}: stage weights must not decrease, got {weights}")
+
+
+HOUR = 3600
+
+DEFAULT_PLAN = Plan(
+    name="default",
+    stages=(
+        Stage(weight=0, duration_s=1 * HOUR, header_routed=True),
+        Stage(weight=5, duration_s=2 * HOUR),
+        Stage(weight=50, duration_s=4 * HOUR, needs_approval=True),
+        Stage(weight=100, duration_s=0),
+    ),
+)

@@ -1,0 +1,8 @@
+"""Every test may use the real services; each plugin below starts one on first use."""
+
+pytest_plugins = [
+    "tests.infra.redis_server",
+    "tests.infra.prometheus_server",
+    "tests.infra.slack",
+    "tests.infra.kube",
+]
