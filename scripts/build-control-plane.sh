@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Called by .ci/run and by the pytest fixture in tests/infra/kube.py (through
-# `ensure_control_plane`): builds etcd, kube-apiserver, kube-controller-manager
-# and kwok from the Go module proxy into a version-keyed cache outside the repo.
+# `ensure_control_plane`): builds etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kwok from the Go module proxy into a version-keyed cache outside the repo.
 # Rebuilds nothing that is already cached.
 set -euo pipefail
 
@@ -9,7 +9,7 @@ K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 CACHE_ROOT="${RELEASE_BOT_CACHE:-$HOME/.cache/release-bot}"
 BIN_DIR="$CACHE_ROOT/control-plane-$K8S_VERSION-kwok-$KWOK_VERSION"
-BINARIES=(etcd kube-apiserver kube-controller-manager kwok)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 all_cached() {
   for name in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$name" ]] || return 1; done
@@ -54,7 +54,7 @@ version_pkg="k8s.io/component-base/version"
 ldflags="-s -w -X $version_pkg.gitVersion=$K8S_VERSION -X $version_pkg.gitMajor=$major -X $version_pkg.gitMinor=$minor"
 ldflags+=" -X $version_pkg.gitTreeState=clean -X $version_pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
-for component in kube-apiserver kube-controller-manager; do
+for component in kube-apiserver kube-controller-manager kube-scheduler; do
   if [[ ! -x "$BIN_DIR/$component" ]]; then
     echo "building $component $K8S_VERSION" >&2
     (cd "$WORK/kube" && go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$component.tmp" "k8s.io/kubernetes/cmd/$component")

@@ -11,7 +11,9 @@ def test_round_trip_through_real_redis(redis_client: redis.Redis) -> None:
     assert int(redis_client.info("server")["redis_version"].split(".")[0]) >= 7
 
 
-def test_data_survives_a_restart_through_aof(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+def test_data_survives_a_restart_through_aof(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
     assert redis_client.config_get("appendonly") == {"appendonly": "yes"}
     redis_client.set("survivor", "yes")
     redis_server.restart()

@@ -19,8 +19,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.1) -> float:
-    """Poll `check` until it returns True; return the seconds waited, raise TimeoutError naming `what`."""
+def wait_until(
+    check: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.1
+) -> float:
+    """Poll `check` until it is True; return the seconds waited, or raise TimeoutError."""
     started = time.monotonic()
     deadline = started + timeout_s
     last_error: Exception | None = None
@@ -48,7 +50,11 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            list(self.argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, start_new_session=True
+            list(self.argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            start_new_session=True,
         )
         log.close()
         return self

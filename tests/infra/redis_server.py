@@ -32,7 +32,9 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server not found: install Debian's redis-server (scripts/setup.sh does)")
+            raise RuntimeError(
+                "redis-server not found: install Debian's redis-server (scripts/setup.sh does)"
+            )
         self.port = self.port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
