@@ -1,0 +1,1 @@
+"""Kubernetes adapter: workloads, traffic routers and preflight checks; called by the reconciler."""
