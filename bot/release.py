@@ -1,0 +1,165 @@
+"""The release record: everything the bot knows about one release, stored as JSON in Redis.
+
+Built and changed only by the state machine (bot.machine); read by the store, the reconciler
+(through `desired_traffic`), the Slack adapter and the scheduler. Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
+
+from bot.plan import Plan, Stage
+
+NonBlank = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
+
+
+class ReleaseKind(StrEnum):
+    """How the new version reaches users; blue-green will join canary here."""
+
+    CANARY = "canary"
+
+
+class Phase(StrEnum):
+    """Where a release is in its life; bot.machine defines which events move it on."""
+
+    STARTING = "starting"  # canary being created, 0 % traffic
+    RUNNING = "running"  # in a stage, stage timer counting
+    AWAITING_APPROVAL = "awaiting_approval"  # stage time is up and the stage needs approval
+    PAUSED = "paused"  # held by a person or by inconclusive checks, timer stopped
+    PROMOTING = "promoting"  # stable being rolled to the new version, canary takes 100 %
+    ROLLING_BACK = "rolling_back"  # all traffic to stable, canary being removed
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED}
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Approval(_Record):
+    """A person let the release leave stage `stage_index` (Approve, or Promote past a gate)."""
+
+    by: NonBlank
+    at: AwareDatetime
+    stage_index: int = Field(ge=0)
+
+
+class PauseInfo(_Record):
+    """Why and since when a release is paused, and what Resume restores.
+
+    `by` is None when the release paused itself (inconclusive checks). `remaining_s` is the
+    stage time left when the pause began (0 when it was awaiting approval). `resume_due_at`
+    is set when the pause was given a duration.
+    """
+
+    by: str | None
+    reason: str
+    paused_at: AwareDatetime
+    paused_from: Phase
+    remaining_s: NonNegativeFloat
+    resume_due_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _resumable_phase(self) -> Self:
+        if self.paused_from not in {Phase.RUNNING, Phase.AWAITING_APPROVAL}:
+            allowed = "running or awaiting approval"
+            raise ValueError(f"a release can only pause from {allowed}, not {self.paused_from}")
+        return self
+
+
+class Release(_Record):
+    """One release of one app; its plan is a copy, so a config change never alters it midway.
+
+    `stage_due_at` is the absolute time the current stage's timer ends; it is None whenever no
+    stage timer counts (not RUNNING). `outcome_by` / `outcome_reason` say who ended the release
+    and why, from the moment it is decided (promotion or rollback); `finished_at` is set when it
+    reaches a terminal phase. `card_ts` / `thread_ts` are the Slack message refs, set by the
+    Slack adapter once the card is posted.
+    """
+
+    id: NonBlank
+    app: NonBlank
+    kind: ReleaseKind = ReleaseKind.CANARY
+    version: NonBlank
+    previous_version: NonBlank | None
+    plan: Plan
+    stage_index: int = Field(default=0, ge=0)
+    phase: Phase
+    requested_by: NonBlank
+    channel: NonBlank
+    four_eyes: bool
+    started_at: AwareDatetime
+    stage_started_at: AwareDatetime | None = None
+    stage_due_at: AwareDatetime | None = None
+    pause: PauseInfo | None = None
+    approvals: tuple[Approval, ...] = ()
+    outcome_by: str | None = None
+    outcome_reason: str | None = None
+    finished_at: AwareDatetime | None = None
+    card_ts: str | None = None
+    thread_ts: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        stage_count = len(self.plan.stages)
+        if self.stage_index >= stage_count:
+            plan = f"plan {self.plan.name!r} ({stage_count} stages)"
+            raise ValueError(f"stage_index {self.stage_index} is outside {plan}")
+        if any(approval.stage_index >= stage_count for approval in self.approvals):
+            raise ValueError(f"an approval names a stage outside plan {self.plan.name!r}")
+        if (self.pause is not None) != (self.phase is Phase.PAUSED):
+            raise ValueError(f"pause info must be present exactly when paused (phase {self.phase})")
+        if (self.stage_due_at is not None) != (self.phase is Phase.RUNNING):
+            raise ValueError(f"stage_due_at must be set exactly when running (phase {self.phase})")
+        if (self.finished_at is not None) != self.phase.is_terminal:
+            raise ValueError(f"finished_at must be set exactly when finished (phase {self.phase})")
+        return self
+
+    @property
+    def stage(self) -> Stage:
+        return self.plan.stages[self.stage_index]
+
+    @property
+    def is_last_stage(self) -> bool:
+        return self.stage_index == len(self.plan.stages) - 1
+
+    def approval_of(self, stage_index: int) -> Approval | None:
+        return next((a for a in self.approvals if a.stage_index == stage_index), None)
+
+    def evolve(self, **changes: object) -> Release:
+        """A copy with `changes` applied, validated like a record loaded from Redis."""
+        return Release.model_validate(self.model_dump() | changes)
+
+
+class DesiredTraffic(_Record):
+    """What the router must apply: the canary's share of public traffic, header routing on/off."""
+
+    canary_weight: int = Field(ge=0, le=100)
+    header_routing: bool
+
+
+_STAGE_PHASES = {Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED}
+
+
+def desired_traffic(release: Release) -> DesiredTraffic:
+    """The traffic split the reconciler must bring the router to for this release's phase.
+
+    Outside the stages the canary takes everything while stable is rolled (PROMOTING) and
+    nothing otherwise: before it is ready, while rolling back, and once finished (after a
+    success the stable Deployment runs the new version).
+    """
+    if release.phase in _STAGE_PHASES:
+        return DesiredTraffic(
+            canary_weight=release.stage.weight, header_routing=release.stage.header_routed
+        )
+    if release.phase is Phase.PROMOTING:
+        return DesiredTraffic(canary_weight=100, header_routing=False)
+    return DesiredTraffic(canary_weight=0, header_routing=False)
