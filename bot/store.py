@@ -1,0 +1,256 @@
+"""Redis adapter for release state; called by the release service and the scheduler.
+
+Keys (prefix `rb:`):
+  release:{id}    hash: json (the Release), revision (bumped by every save)
+  active:{app}    id of the app's one active release
+  active          set of active release ids
+  history:{app}   list: the app's append-only audit trail (JSON entries)
+  lock:{app}      hash: by, reason, at (a deploy lock)
+  applied:{key}   idempotency keys of applied actions (expire after a day)
+
+Every write is one Lua script, so it is atomic and a concurrent writer loses
+instead of overwriting: saves compare the revision they read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from bot.errors import ReleaseBotError, TemporaryError
+from bot.release import Release
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+_CREATE = """
+local lock = redis.call('HGETALL', KEYS[2])
+if #lock > 0 then return {'locked', cjson.encode(lock)} end
+local holder = redis.call('GET', KEYS[1])
+if holder then return {'busy', holder} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[3], 'json', ARGV[2], 'revision', 1)
+redis.call('RPUSH', KEYS[4], ARGV[3])
+redis.call('SADD', KEYS[5], ARGV[1])
+return {'ok', '1'}
+"""
+
+# KEYS: release, history, active:{app}, active set, applied:{key} (or the release key again
+# when the action carries no idempotency key). ARGV: expected revision, json, history entry,
+# finished (0/1), release id, has idempotency key (0/1), idempotency ttl.
+_SAVE = """
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then return {'duplicate', ''} end
+local revision = redis.call('HGET', KEYS[1], 'revision')
+if revision ~= ARGV[1] then return {'conflict', revision or ''} end
+local next_revision = tonumber(revision) + 1
+redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', next_revision)
+redis.call('RPUSH', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then
+  if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+  redis.call('SREM', KEYS[4], ARGV[5])
+end
+if ARGV[6] == '1' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[7]) end
+return {'ok', tostring(next_revision)}
+"""
+
+
+class StoreUnavailable(TemporaryError):
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"state store unavailable, nothing changed ({type(cause).__name__})")
+
+
+class AppBusy(ReleaseBotError):
+    def __init__(self, holder: StoredRelease) -> None:
+        release = holder.release
+        super().__init__(
+            f"{release.app} already has an active release: {release.version} "
+            f"started by <@{release.requested_by}>"
+        )
+        self.holder = holder
+
+
+class AppLocked(ReleaseBotError):
+    def __init__(self, app: str, lock: DeployLock) -> None:
+        super().__init__(f"{app} is locked by <@{lock.by}>: {lock.reason or 'no reason given'}")
+        self.lock = lock
+
+
+class RevisionConflict(TemporaryError):
+    """Someone saved the release after we read it; re-read and try again."""
+
+
+class DuplicateAction(ReleaseBotError):
+    """The action with this idempotency key was already applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRelease:
+    release: Release
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeployLock:
+    by: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of the audit trail: who did what, when, and what came of it."""
+
+    at: str
+    release_id: str
+    actor: str
+    action: str
+    outcome: str
+    detail: str = ""
+    stage: int | None = None
+    phase: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> HistoryEntry:
+        return cls(**json.loads(text))
+
+
+def connect(url: str) -> redis.Redis:
+    """A client with short timeouts, so a Redis outage answers fast instead of hanging Slack."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+    )
+
+
+class ReleaseStore:
+    """Expects a client made with decode_responses=True (see `connect`)."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "rb:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._create = client.register_script(_CREATE)
+        self._save = client.register_script(_SAVE)
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    def create(self, release: Release, *, entry: HistoryEntry) -> StoredRelease:
+        """Store a new active release; refuse if the app is locked or already has one."""
+        keys = [
+            self._key("active", release.app),
+            self._key("lock", release.app),
+            self._key("release", release.id),
+            self._key("history", release.app),
+            self._key("active"),
+        ]
+        status, value = self._run(
+            self._create, keys, [release.id, release.model_dump_json(), entry.to_json()]
+        )
+        if status == "locked":
+            fields = json.loads(value)
+            raise AppLocked(
+                release.app, DeployLock(**dict(zip(fields[::2], fields[1::2], strict=True)))
+            )
+        if status == "busy":
+            holder = self.get(value)
+            if holder is None:
+                raise RevisionConflict(f"{release.app}'s active release vanished; try again")
+            raise AppBusy(holder)
+        return StoredRelease(release, int(value))
+
+    def save(
+        self,
+        stored: StoredRelease,
+        release: Release,
+        *,
+        entry: HistoryEntry,
+        finished: bool,
+        idempotency_key: str | None = None,
+    ) -> StoredRelease:
+        """Replace `stored` by `release` if nobody saved since `stored` was read."""
+        release_key = self._key("release", release.id)
+        keys = [
+            release_key,
+            self._key("history", release.app),
+            self._key("active", release.app),
+            self._key("active"),
+            self._key("applied", idempotency_key) if idempotency_key else release_key,
+        ]
+        args = [
+            str(stored.revision),
+            release.model_dump_json(),
+            entry.to_json(),
+            "1" if finished else "0",
+            release.id,
+            "1" if idempotency_key else "0",
+            str(IDEMPOTENCY_TTL_S),
+        ]
+        status, value = self._run(self._save, keys, args)
+        if status == "duplicate":
+            raise DuplicateAction(f"action {idempotency_key} was already applied")
+        if status == "conflict":
+            raise RevisionConflict(
+                f"release {release.id} changed (revision {value}, expected {stored.revision})"
+            )
+        return StoredRelease(release, int(value))
+
+    def get(self, release_id: str) -> StoredRelease | None:
+        fields = self._call(
+            self._redis.hmget, self._key("release", release_id), ["json", "revision"]
+        )
+        if fields[0] is None:
+            return None
+        return StoredRelease(Release.model_validate_json(fields[0]), int(fields[1]))
+
+    def active(self, app: str) -> StoredRelease | None:
+        release_id = self._call(self._redis.get, self._key("active", app))
+        return self.get(release_id) if release_id else None
+
+    def active_releases(self) -> list[StoredRelease]:
+        ids = sorted(self._call(self._redis.smembers, self._key("active")))
+        return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
+
+    def append_history(self, app: str, entry: HistoryEntry) -> None:
+        """Record an action that changed no state (a refusal, a duplicate) in the audit trail."""
+        self._call(self._redis.rpush, self._key("history", app), entry.to_json())
+
+    def history(self, app: str, *, limit: int = 50) -> list[HistoryEntry]:
+        lines = self._call(self._redis.lrange, self._key("history", app), -limit, -1)
+        return [HistoryEntry.from_json(line) for line in lines]
+
+    def lock(self, app: str, *, by: str, reason: str, at: datetime) -> DeployLock:
+        lock = DeployLock(by=by, reason=reason, at=at.isoformat())
+        self._call(self._redis.hset, self._key("lock", app), mapping=asdict(lock))
+        return lock
+
+    def unlock(self, app: str) -> DeployLock | None:
+        previous = self.lock_of(app)
+        self._call(self._redis.delete, self._key("lock", app))
+        return previous
+
+    def lock_of(self, app: str) -> DeployLock | None:
+        fields = self._call(self._redis.hgetall, self._key("lock", app))
+        return DeployLock(**fields) if fields else None
+
+    def _run(self, script: Any, keys: list[str], args: list[str]) -> tuple[str, str]:
+        status, value = self._call(script, keys=keys, args=args)
+        return _text(status), _text(value)
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(error) from error
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
