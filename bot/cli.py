@@ -23,8 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from bot.server import serve
+        from handlers.app import build_app
 
-        return serve()
+        return serve(build_app=build_app)
     if args.command == "check-config":
         from bot.config import check_config_command
 

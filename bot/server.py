@@ -1,0 +1,291 @@
+"""`release-bot serve`: runs the Slack app in HTTP mode or Socket Mode, plus health and metrics.
+
+Called by bot.cli, which passes handlers.app.build_app as `build_app` (bot never imports the
+Slack listeners). One WSGI application, served by waitress on PORT, answers
+`/slack/events` (HTTP mode only), `/healthz`, `/readyz` and `/metrics`. Logs are JSON lines
+on stdout, and every secret in them is replaced by [REDACTED].
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import FrameType
+from typing import Any, Protocol
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+import structlog
+from prometheus_client import Histogram, make_wsgi_app
+from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from waitress.server import create_server
+
+from bot.settings import Settings, SettingsError, load_settings
+
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2
+EXIT_SLACK_REFUSED = 3
+
+REJECTED_TOKEN_ERRORS = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+)
+"""auth.test errors that no retry can fix: the operator must change SLACK_BOT_TOKEN."""
+
+SLACK_TOKEN_PATTERN = r"\bxox[a-z]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+"
+REDACTED = "[REDACTED]"
+
+SLACK_EVENT_SECONDS = Histogram(
+    "release_bot_slack_event_seconds",
+    "Time to answer a request on /slack/events, by HTTP status",
+    ["status"],
+)
+
+log = structlog.get_logger("release_bot.server")
+
+
+class AppBuilder(Protocol):
+    """handlers.app.build_app's signature."""
+
+    def __call__(self, *, settings: Settings) -> App: ...
+
+
+def serve(*, build_app: AppBuilder) -> int:
+    """Run until SIGTERM or SIGINT; return the process exit code."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"release-bot: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    configure_logging(level=settings.log_level, secrets=settings.secret_values())
+    return _run(build_app(settings=settings), settings)
+
+
+def _run(app: App, settings: Settings) -> int:
+    stopper = Stopper()
+    verifier = SlackTokenVerifier(app.client, on_rejected=stopper.fail)
+    readiness = Readiness()
+    readiness.add("slack_auth", verifier.verified.is_set)
+    app_token = settings.slack_app_token
+    socket_mode = SocketModeHandler(app, app_token.get_secret_value()) if app_token else None
+    mode = "socket" if socket_mode else "http"
+    log.info("starting", mode=mode, port=settings.port, slack_api_url=settings.slack_api_url)
+    if socket_mode is not None and not _connect_socket_mode(socket_mode, readiness):
+        return EXIT_SLACK_REFUSED
+    wsgi_app = build_wsgi_app(
+        slack_events=None if socket_mode else SlackRequestHandler(app), readiness=readiness
+    )
+    server = create_server(wsgi_app, host="0.0.0.0", port=settings.port, ident="release-bot")
+    signal.signal(signal.SIGTERM, stopper.on_signal)
+    verifier.start()
+    try:
+        server.run()
+    finally:
+        verifier.stop()
+        if socket_mode is not None:
+            socket_mode.client.close()
+    log.info("stopped", exit_code=stopper.exit_code)
+    return stopper.exit_code
+
+
+def _connect_socket_mode(handler: SocketModeHandler, readiness: Readiness) -> bool:
+    try:
+        handler.client.connect()
+    except SlackApiError as error:
+        reason = error.response.get("error")
+        log.error(
+            "fatal", reason=f"Slack refused the Socket Mode connection (SLACK_APP_TOKEN): {reason}"
+        )
+        return False
+    readiness.add("slack_socket_mode", handler.client.is_connected)
+    return True
+
+
+class Stopper:
+    """Turns SIGTERM (or a fatal error in a worker thread) into a clean stop of the server."""
+
+    def __init__(self) -> None:
+        self.exit_code = EXIT_OK
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        raise SystemExit(self.exit_code)  # waitress's loop catches it and shuts down its threads
+
+    def fail(self, reason: str) -> None:
+        log.error("fatal", reason=reason)
+        self.exit_code = EXIT_SLACK_REFUSED
+        _thread.interrupt_main(signal.SIGTERM)
+
+
+class Readiness:
+    """Named checks behind /readyz; the bot is ready when every check passes."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Callable[[], bool]] = {}
+
+    def add(self, name: str, check: Callable[[], bool]) -> None:
+        self._checks[name] = check
+
+    def report(self) -> dict[str, bool]:
+        return {name: _passes(check) for name, check in self._checks.items()}
+
+
+def _passes(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except Exception:
+        log.warning("readiness check raised", exc_info=True)
+        return False
+
+
+class SlackTokenVerifier:
+    """Calls auth.test in the background until Slack answers; a rejected token stops the bot."""
+
+    MAX_BACKOFF_S = 30.0
+
+    def __init__(self, client: WebClient, *, on_rejected: Callable[[str], None]) -> None:
+        self._client = client
+        self._on_rejected = on_rejected
+        self._stopping = threading.Event()
+        self.verified = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="slack-auth-test", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _run(self) -> None:
+        backoff_s = 1.0
+        while not self._stopping.is_set():
+            try:
+                response = self._client.auth_test()
+            except SlackApiError as error:
+                code = str(error.response.get("error"))
+                if code in REJECTED_TOKEN_ERRORS:
+                    self._on_rejected(f"Slack rejected SLACK_BOT_TOKEN: {code}")
+                    return
+                log.warning("auth.test failed, retrying", error=code, retry_in_s=backoff_s)
+            except OSError as error:
+                log.warning("Slack unreachable, retrying", error=repr(error), retry_in_s=backoff_s)
+            else:
+                log.info(
+                    "slack token verified", team=response.get("team"), bot=response.get("user")
+                )
+                self.verified.set()
+                return
+            self._stopping.wait(backoff_s)
+            backoff_s = min(backoff_s * 2, self.MAX_BACKOFF_S)
+
+
+def build_wsgi_app(
+    *, slack_events: WSGIApplication | None, readiness: Readiness
+) -> WSGIApplication:
+    """Route /healthz, /readyz, /metrics and (when given) /slack/events; 404 for anything else."""
+    metrics = make_wsgi_app()
+    events = _timed(slack_events) if slack_events is not None else None
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _respond(start_response, "200 OK", {"status": "ok"})
+        if path == "/readyz":
+            checks = readiness.report()
+            ready = all(checks.values())
+            status = "200 OK" if ready else "503 Service Unavailable"
+            return _respond(start_response, status, {"ready": ready, "checks": checks})
+        if path == "/metrics":
+            exposition: Iterable[bytes] = metrics(environ, start_response)
+            return exposition
+        if path == "/slack/events" and events is not None:
+            return events(environ, start_response)
+        return _respond(start_response, "404 Not Found", {"error": f"no route for {path}"})
+
+    return application
+
+
+def _respond(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    )
+    return [payload]
+
+
+def _timed(app: WSGIApplication) -> WSGIApplication:
+    """Record each answer's latency and status (Slack gives up after 3 s) in the histogram."""
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        statuses: list[str] = []
+
+        def recording_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            statuses.append(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        body = app(environ, recording_start_response)
+        status = statuses[0] if statuses else "none"
+        SLACK_EVENT_SECONDS.labels(status=status).observe(time.perf_counter() - started)
+        return body
+
+    return application
+
+
+def configure_logging(*, level: str, secrets: Sequence[str]) -> None:
+    """JSON lines on stdout for structlog and stdlib loggers (Bolt, slack_sdk, waitress) alike."""
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            SecretRedactor(secrets),
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+class SecretRedactor:
+    """A structlog processor: replaces the given secrets and anything shaped like a Slack token."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        alternatives = [re.escape(secret) for secret in secrets if secret]
+        self._pattern = re.compile("|".join([*alternatives, SLACK_TOKEN_PATTERN]))
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
+        return {key: self._redact(value) for key, value in event_dict.items()}
+
+    def _redact(self, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        text = value if isinstance(value, str) else str(value)
+        return self._pattern.sub(REDACTED, text)

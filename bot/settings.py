@@ -1,0 +1,119 @@
+"""The bot's configuration from environment variables (12-factor).
+
+Called by bot.server (`release-bot serve`) through `load_settings()`, and by the Slack app
+factory (handlers.app), which receives the `Settings` it returns. Secrets are `SecretStr`, so
+printing or logging a `Settings` never shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SLACK_API_URL_DEFAULT = "https://slack.com/api/"
+PORT_DEFAULT = 3000
+
+_HELP = {
+    "SLACK_BOT_TOKEN": "the bot token (xoxb-...) from the Slack app's OAuth page",
+    "SLACK_SIGNING_SECRET": "the signing secret from the Slack app's Basic Information page",
+    "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, for Socket Mode",
+    "SLACK_API_URL": "the Slack Web API base URL",
+    "PORT": "the HTTP port to listen on",
+    "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+}
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable bot; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    """Every environment variable the bot reads; the field name upper-cased is the variable."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, env_ignore_empty=True, extra="ignore")
+
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = SLACK_API_URL_DEFAULT
+    redis_url: str | None = None
+    prometheus_url: str | None = None
+    kubeconfig: Path | None = None
+    release_bot_config: Path | None = None
+    port: int = Field(default=PORT_DEFAULT, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    @property
+    def socket_mode(self) -> bool:
+        """Socket Mode when an app-level token is configured, else HTTP mode (/slack/events)."""
+        return self.slack_app_token is not None
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The plain values that must never appear in a log line."""
+        secrets = (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token)
+        return tuple(secret.get_secret_value() for secret in secrets if secret is not None)
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, token: SecretStr) -> SecretStr:
+        if not token.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return token
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not token.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return token
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url_shape(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"must be an http(s) URL, got {url!r}")
+        return url if url.endswith("/") else url + "/"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, level: str) -> str:
+        name = level.upper()
+        if name not in logging.getLevelNamesMapping():
+            raise ValueError(f"must be a logging level name, got {level!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _http_mode_needs_signing_secret(self) -> Settings:
+        if not self.socket_mode and self.slack_signing_secret is None:
+            raise ValueError(
+                "SLACK_SIGNING_SECRET is required in HTTP mode (no SLACK_APP_TOKEN is set)"
+            )
+        return self
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment; raise SettingsError naming every bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # pydantic-settings fills fields from the environment
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    """One line per problem, naming the variable; never echoes a value (it may be a secret)."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        variable = str(problem["loc"][0]).upper() if problem["loc"] else ""
+        reason = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "missing":
+            lines.append(
+                f"missing environment variable {variable} ({_HELP.get(variable, 'required')})"
+            )
+        elif variable:
+            lines.append(f"environment variable {variable}: {reason}")
+        else:
+            lines.append(reason)
+    return "invalid configuration:\n  " + "\n  ".join(lines)
