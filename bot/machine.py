@@ -146,6 +146,7 @@ class TimerKind(StrEnum):
 
 class NoticeKind(StrEnum):
     STARTED = "started"
+    PREFLIGHT = "preflight"
     STAGE_STARTED = "stage_started"
     ADVANCED = "advanced"
     APPROVAL_REQUESTED = "approval_requested"
