@@ -1,0 +1,756 @@
+"""Preflight checks on the stable Deployment before a release starts; called by the release starter.
+
+`run_preflight` reads the cluster (never writes) and returns a `PreflightReport`: one finding per
+check, each `pass`, `warn` or `block`, with a message written for a person in a Slack thread.
+A release may start only when nothing blocks.
+
+Checks, in order: the stable Deployment exists; the named container exists; the new image
+reference is well-formed; every container has a readiness probe (block); the pod template carries
+a version label (block, see `_check_version_label`); the ConfigMaps the pods use are versioned
+(warn); the namespace's ResourceQuotas have room for the pods the release adds (block).
+
+API errors: 403 becomes a blocking finding that names the missing permission (a check that cannot
+run never passes); timeouts, 429 and 5xx raise TemporaryError; anything else PermanentError.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal, TypeVar, get_args
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from bot.errors import PermanentError, TemporaryError
+
+ReleaseKind = Literal["canary", "bluegreen"]
+VERSION_LABELS = ("version", "app.kubernetes.io/version")
+REQUEST_TIMEOUT_S = 10
+TRANSIENT_STATUSES = frozenset({0, 408, 425, 429, 500, 502, 503, 504})
+# Besides pods, a release adds one Deployment (canary or green) and the ReplicaSet under it.
+OBJECTS_A_RELEASE_ADDS: Mapping[str, int] = {
+    "count/deployments.apps": 1,
+    "count/replicasets.apps": 1,
+}
+
+_T = TypeVar("_T")
+
+
+class Severity(StrEnum):
+    PASS = "pass"
+    WARN = "warn"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: str
+    severity: Severity
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightReport:
+    """What preflight found; `new_image` is None when the image could not be resolved."""
+
+    namespace: str
+    deployment: str
+    kind: ReleaseKind
+    new_image: str | None
+    findings: tuple[Finding, ...]
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.blocking)
+
+    @property
+    def blocking(self) -> tuple[Finding, ...]:
+        return self._with(Severity.BLOCK)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return self._with(Severity.WARN)
+
+    def _with(self, severity: Severity) -> tuple[Finding, ...]:
+        return tuple(finding for finding in self.findings if finding.severity is severity)
+
+
+def run_preflight(
+    *,
+    api: k8s.ApiClient,
+    namespace: str,
+    deployment: str,
+    container: str | None,
+    version: str,
+    kind: ReleaseKind,
+    extra_replicas: int | None = None,
+) -> PreflightReport:
+    """Check that `deployment` can be released to `version` (an image tag or a full reference).
+
+    `container` names the container whose image changes; None means the pod's only container.
+    `extra_replicas` is how many pods the release adds at its peak: required for a canary; for
+    blue-green None means a full second copy (as many pods as the stable runs: twice the resources).
+    """
+    _validate_arguments(kind=kind, extra_replicas=extra_replicas)
+    kube = _Kube(api=api, namespace=namespace)
+
+    def report(new_image: str | None, findings: Sequence[Finding]) -> PreflightReport:
+        return PreflightReport(namespace, deployment, kind, new_image, tuple(findings))
+
+    try:
+        stable = kube.read_deployment(deployment)
+    except _ForbiddenError as denied:
+        return report(None, [Finding("deployment", Severity.BLOCK, str(denied))])
+    if stable is None:
+        return report(None, [_deployment_missing(deployment, namespace)])
+    found = Finding("deployment", Severity.PASS, f"Deployment `{deployment}` found.")
+    template = stable.spec.template
+    target, picked = _pick_container(template.spec.containers, container, deployment)
+    if target is None:
+        return report(None, [found, picked])
+    new_image, image_findings = _check_image(
+        current=target.image, version=version, container=target.name
+    )
+    pods = extra_replicas if extra_replicas is not None else int(stable.spec.replicas)
+    findings = [
+        found,
+        picked,
+        *image_findings,
+        _check_readiness_probes(template.spec, deployment),
+        _check_version_label(template.metadata.labels or {}, deployment),
+        *_guarded("configmaps", lambda: _check_configmaps(kube, template.spec)),
+        *_guarded("quota", lambda: _check_quota(kube, template.spec, pods=pods, kind=kind)),
+    ]
+    return report(new_image, findings)
+
+
+def _validate_arguments(*, kind: str, extra_replicas: int | None) -> None:
+    if kind not in get_args(ReleaseKind):
+        raise ValueError(f"release kind must be one of {get_args(ReleaseKind)}, got {kind!r}")
+    if kind == "canary" and extra_replicas is None:
+        raise ValueError("a canary preflight needs extra_replicas (the pods the canary adds)")
+    if extra_replicas is not None and extra_replicas < 1:
+        raise ValueError(f"extra_replicas must be at least 1, got {extra_replicas}")
+
+
+def _deployment_missing(deployment: str, namespace: str) -> Finding:
+    return Finding(
+        "deployment",
+        Severity.BLOCK,
+        f"Deployment `{deployment}` not found in namespace `{namespace}`: "
+        "check the app's deployment name and namespace in the bot's configuration.",
+    )
+
+
+# --- Kubernetes API access -------------------------------------------------------------------
+
+
+class _ForbiddenError(PermanentError):
+    """A 403: the bot's RBAC lacks a permission; the message names it."""
+
+
+class _NotFoundError(PermanentError):
+    """A 404 where the caller may expect one (an object that does not exist)."""
+
+
+class _Kube:
+    """The reads preflight makes, with API errors translated into the bot's taxonomy."""
+
+    def __init__(self, *, api: k8s.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        self.apps = k8s.AppsV1Api(api)
+        self.core = k8s.CoreV1Api(api)
+
+    def read_deployment(self, name: str) -> Any | None:
+        return self._read(
+            "get",
+            "deployments.apps",
+            lambda: self.apps.read_namespaced_deployment(name, **self._in),
+        )
+
+    def read_configmap(self, name: str) -> Any | None:
+        return self._read(
+            "get", "configmaps", lambda: self.core.read_namespaced_config_map(name, **self._in)
+        )
+
+    def list_resource_quotas(self) -> list[Any]:
+        listed = self._call(
+            "list", "resourcequotas", lambda: self.core.list_namespaced_resource_quota(**self._in)
+        )
+        return list(listed.items)
+
+    def list_limit_ranges(self) -> list[Any]:
+        listed = self._call(
+            "list", "limitranges", lambda: self.core.list_namespaced_limit_range(**self._in)
+        )
+        return list(listed.items)
+
+    @property
+    def _in(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "_request_timeout": REQUEST_TIMEOUT_S}
+
+    def _read(self, verb: str, resource: str, call: Callable[[], Any]) -> Any | None:
+        """Like `_call`, but a missing object is None rather than an error."""
+        try:
+            return self._call(verb, resource, call)
+        except _NotFoundError:
+            return None
+
+    def _call(self, verb: str, resource: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except ApiException as error:
+            raise self._translate(error, verb, resource) from error
+        except urllib3.exceptions.HTTPError as error:
+            raise TemporaryError(
+                f"Kubernetes API unreachable to {verb} {resource} in namespace "
+                f"`{self.namespace}`: {type(error).__name__}"
+            ) from error
+
+    def _translate(self, error: ApiException, verb: str, resource: str) -> Exception:
+        doing = f"{verb} {resource} in namespace `{self.namespace}`"
+        if error.status == 404:
+            return _NotFoundError(f"Kubernetes API found nothing to {doing}")
+        if error.status == 403:
+            return _ForbiddenError(
+                f"the bot may not {doing} (403 Forbidden): "
+                f"grant its service account `{verb}` on `{resource}` in that namespace."
+            )
+        if error.status in TRANSIENT_STATUSES:
+            return TemporaryError(
+                f"Kubernetes API failed to {doing}: {error.status} {error.reason}"
+            )
+        if error.status == 401:
+            return PermanentError(f"Kubernetes API rejected the bot's credentials (401) to {doing}")
+        return PermanentError(f"Kubernetes API refused to {doing}: {error.status} {error.reason}")
+
+
+def _guarded(check: str, run: Callable[[], list[Finding]]) -> list[Finding]:
+    """Run a check that reads the API; a missing permission blocks instead of passing."""
+    try:
+        return run()
+    except _ForbiddenError as denied:
+        return [Finding(check, Severity.BLOCK, str(denied))]
+
+
+# --- container and image -------------------------------------------------------------------
+
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?")
+_MAX_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """A parsed image reference (the grammar of the distribution project)."""
+
+    name: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, reference: str) -> ImageReference:
+        match = _REFERENCE.fullmatch(reference)
+        if match is None or len(match["name"]) > _MAX_NAME_LENGTH:
+            raise ValueError(
+                f"`{reference}` is not a valid image reference "
+                "(expected e.g. `registry.example.com/team/app:v2.4.1`)"
+            )
+        return cls(match["name"], match["tag"], match["digest"])
+
+
+def resolve_image(*, current_image: str, version: str) -> str:
+    """The image a release of `version` runs: a full reference as given, or a tag on the current
+    image's repository. Raises ValueError, with a message for people, on a malformed input."""
+    if any(separator in version for separator in "/:@"):
+        ImageReference.parse(version)
+        return version
+    if re.fullmatch(_TAG, version) is None:
+        raise ValueError(
+            f"`{version}` is not a valid image tag (letters, digits, `_`, `.`, `-`, "
+            "at most 128, not starting with `.` or `-`) nor a full image reference"
+        )
+    return f"{ImageReference.parse(current_image).name}:{version}"
+
+
+def _pick_container(
+    containers: list[Any], wanted: str | None, deployment: str
+) -> tuple[Any | None, Finding]:
+    names = ", ".join(f"`{container.name}`" for container in containers)
+    if wanted is None:
+        if len(containers) == 1:
+            return containers[0], _container_found(containers[0].name)
+        return None, Finding(
+            "container",
+            Severity.BLOCK,
+            f"Deployment `{deployment}` has several containers ({names}): "
+            "name the one to release in the app's configuration.",
+        )
+    for container in containers:
+        if container.name == wanted:
+            return container, _container_found(wanted)
+    return None, Finding(
+        "container",
+        Severity.BLOCK,
+        f"Deployment `{deployment}` has no container `{wanted}` (it has {names}).",
+    )
+
+
+def _container_found(name: str) -> Finding:
+    return Finding("container", Severity.PASS, f"Container `{name}` found.")
+
+
+def _check_image(*, current: str, version: str, container: str) -> tuple[str | None, list[Finding]]:
+    try:
+        new_image = resolve_image(current_image=current, version=version)
+    except ValueError as malformed:
+        return None, [Finding("image", Severity.BLOCK, f"{malformed}.")]
+    reference = ImageReference.parse(new_image)
+    findings: list[Finding] = []
+    if new_image == current:
+        findings.append(
+            Finding("image", Severity.WARN, f"`{new_image}` is what `{container}` runs already.")
+        )
+    if reference.digest is None and reference.tag in (None, "latest"):
+        findings.append(
+            Finding(
+                "image",
+                Severity.WARN,
+                f"`{new_image}` is a moving tag: canary pods may not all run the same build, "
+                "and a rollback may not bring the old one back. Prefer a version tag or a digest.",
+            )
+        )
+    return new_image, findings or [
+        Finding("image", Severity.PASS, f"`{container}` goes from `{current}` to `{new_image}`.")
+    ]
+
+
+# --- readiness probes and version label ----------------------------------------------------
+
+
+def _check_readiness_probes(pod_spec: Any, deployment: str) -> Finding:
+    missing = [c.name for c in pod_spec.containers if c.readiness_probe is None]
+    if not missing:
+        return Finding("readiness-probe", Severity.PASS, "Every container has a readiness probe.")
+    names = ", ".join(f"`{name}`" for name in missing)
+    return Finding(
+        "readiness-probe",
+        Severity.BLOCK,
+        f"Container {names} of Deployment `{deployment}` has no readinessProbe: a new pod would "
+        "get traffic before it can serve, and a broken version would still look Ready. "
+        "Add a readinessProbe before releasing.",
+    )
+
+
+def _check_version_label(labels: Mapping[str, str], deployment: str) -> Finding:
+    """Blocking, not a warning: canary metrics, logs, mesh subsets and the blue-green selector
+    (`version: green`) all tell versions apart by this label. Without it the canary's metrics mix
+    with the stable's, so no stage could ever be judged. The bot does not add the label itself:
+    editing the stable's template restarts every stable pod, which is the team's call to make."""
+    for key in VERSION_LABELS:
+        if labels.get(key):
+            return Finding(
+                "version-label", Severity.PASS, f"Pods carry the label `{key}={labels[key]}`."
+            )
+    return Finding(
+        "version-label",
+        Severity.BLOCK,
+        f"The pod template of Deployment `{deployment}` has no version label "
+        f"(`{VERSION_LABELS[0]}` or `{VERSION_LABELS[1]}`): metrics and logs of the new version "
+        "could not be told apart from the stable's. Add e.g. `version: <current tag>` to "
+        "spec.template.metadata.labels (this rolls the stable pods once).",
+    )
+
+
+# --- ConfigMaps ----------------------------------------------------------------------------
+
+_HEX_HASH_SUFFIX = re.compile(r"-(?=[0-9a-f]{6,}$)[0-9a-f]*[0-9][0-9a-f]*$")
+_KUSTOMIZE_HASH_SUFFIX = re.compile(r"-[bcdfghjklmnpqrstvwxz2456789]{10}$")
+_VERSION_SUFFIX = re.compile(r"[-.]v?[0-9]+(?:[.-][0-9]+)*$")
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfigMapUse:
+    name: str
+    where: str
+    optional: bool
+
+
+def _configmap_uses(pod_spec: Any) -> Iterator[_ConfigMapUse]:
+    """Every place the pod reads a ConfigMap: volumes, projected volumes, envFrom, env valueFrom."""
+    for volume in pod_spec.volumes or []:
+        where = f"volume `{volume.name}`"
+        if volume.config_map is not None:
+            yield _ConfigMapUse(volume.config_map.name, where, bool(volume.config_map.optional))
+        for source in (volume.projected.sources or []) if volume.projected else []:
+            if source.config_map is not None:
+                cm = source.config_map
+                yield _ConfigMapUse(cm.name, f"projected {where}", bool(cm.optional))
+    for container in [*(pod_spec.init_containers or []), *pod_spec.containers]:
+        of = f"of container `{container.name}`"
+        for env_from in container.env_from or []:
+            if env_from.config_map_ref is not None:
+                ref = env_from.config_map_ref
+                yield _ConfigMapUse(ref.name, f"envFrom {of}", bool(ref.optional))
+        for env in container.env or []:
+            if env.value_from is not None and env.value_from.config_map_key_ref is not None:
+                ref = env.value_from.config_map_key_ref
+                yield _ConfigMapUse(ref.name, f"env `{env.name}` {of}", bool(ref.optional))
+
+
+def _versioned_by_name(name: str) -> str | None:
+    """Why the name alone makes the ConfigMap versioned, or None."""
+    if _HEX_HASH_SUFFIX.search(name) or _KUSTOMIZE_HASH_SUFFIX.search(name):
+        return "hash suffix"
+    if _VERSION_SUFFIX.search(name):
+        return "version suffix"
+    return None
+
+
+def _check_configmaps(kube: _Kube, pod_spec: Any) -> list[Finding]:
+    uses: dict[str, list[_ConfigMapUse]] = {}
+    for use in _configmap_uses(pod_spec):
+        uses.setdefault(use.name, []).append(use)
+    if not uses:
+        return [Finding("configmaps", Severity.PASS, "The pods use no ConfigMap.")]
+    return [_check_configmap(kube, name, name_uses) for name, name_uses in uses.items()]
+
+
+def _check_configmap(kube: _Kube, name: str, uses: list[_ConfigMapUse]) -> Finding:
+    places = ", ".join(use.where for use in uses)
+    by_name = _versioned_by_name(name)
+    if by_name is not None:
+        return Finding("configmaps", Severity.PASS, f"ConfigMap `{name}` is versioned ({by_name}).")
+    configmap = kube.read_configmap(name)
+    if configmap is None:
+        if all(use.optional for use in uses):
+            return Finding(
+                "configmaps", Severity.PASS, f"Optional ConfigMap `{name}` ({places}) is absent."
+            )
+        return Finding(
+            "configmaps",
+            Severity.BLOCK,
+            f"ConfigMap `{name}` ({places}) does not exist: new pods would not start.",
+        )
+    if configmap.immutable:
+        return Finding("configmaps", Severity.PASS, f"ConfigMap `{name}` is immutable.")
+    return Finding(
+        "configmaps",
+        Severity.WARN,
+        f"ConfigMap `{name}` ({places}) is neither immutable nor name-versioned: an edit reaches "
+        "stable and new pods alike, and a rollback cannot bring the old settings back. Give it a "
+        "hash or version suffix (e.g. kustomize's configMapGenerator) or set `immutable: true`.",
+    )
+
+
+# --- quota ---------------------------------------------------------------------------------
+
+_COMPUTE = ("cpu", "memory", "ephemeral-storage")
+_QOS = frozenset(
+    {"cpu", "memory"}
+)  # the resources that decide a pod's QoS class (BestEffort or not)
+# Quota admission rejects a pod whose containers leave these unset while a quota tracks them.
+_MUST_BE_SET = frozenset(
+    {"cpu", "memory", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"}
+)
+_BINARY_UNITS = (
+    ("Ei", 2**60),
+    ("Pi", 2**50),
+    ("Ti", 2**40),
+    ("Gi", 2**30),
+    ("Mi", 2**20),
+    ("Ki", 2**10),
+)
+
+ResourceList = dict[str, Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class _PodShape:
+    """One new pod as quota admission sees it, after request and LimitRange defaulting."""
+
+    usage: ResourceList  # quota resource name -> amount one pod is charged
+    unset: dict[str, list[str]]  # quota resource that must be set -> containers leaving it unset
+    best_effort: bool
+    pod_spec: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Demand:
+    """What the new pods add to one resource of one quota, beside what the quota allows."""
+
+    resource: str
+    each: Decimal  # per pod; 0 for objects counted once per release
+    need: Decimal
+    used: Decimal
+    hard: Decimal
+
+    @property
+    def room(self) -> Decimal:
+        return max(self.hard - self.used, Decimal(0))
+
+    @property
+    def fits(self) -> bool:
+        return self.need <= self.hard - self.used
+
+
+def _check_quota(kube: _Kube, pod_spec: Any, *, pods: int, kind: ReleaseKind) -> list[Finding]:
+    quotas = kube.list_resource_quotas()
+    if not quotas:
+        return [Finding("quota", Severity.PASS, "No ResourceQuota in the namespace: no limit.")]
+    shape = _pod_shape(pod_spec, kube.list_limit_ranges())
+    what = f"{pods} new pod{'s' if pods != 1 else ''}"
+    if kind == "bluegreen":
+        what += " (blue-green: a full second copy)"
+    findings: list[Finding] = []
+    for quota in quotas:
+        findings.extend(_check_one_quota(quota, shape, pods=pods, what=what))
+    return findings
+
+
+def _check_one_quota(quota: Any, shape: _PodShape, *, pods: int, what: str) -> list[Finding]:
+    name = quota.metadata.name
+    if not _quota_applies(quota.spec, shape):
+        return [
+            Finding("quota", Severity.PASS, f"ResourceQuota `{name}` does not cover these pods.")
+        ]
+    hard = _quantities(quota.spec.hard)
+    unset = {resource: names for resource, names in shape.unset.items() if resource in hard}
+    if unset:
+        return [_unset_finding(name, unset)]
+    demands = _demands(quota, hard, shape.usage, pods=pods)
+    shortfalls = [_shortfall(name, what, demand) for demand in demands if not demand.fits]
+    if shortfalls:
+        return shortfalls
+    figures = ", ".join(
+        f"{d.resource} {_show(d.resource, d.need)} of {_show(d.resource, d.room)} free"
+        for d in demands
+    )
+    return [
+        Finding(
+            "quota",
+            Severity.PASS,
+            f"ResourceQuota `{name}` has room for {what}: {figures or 'nothing it tracks'}.",
+        )
+    ]
+
+
+def _demands(quota: Any, hard: ResourceList, usage: ResourceList, *, pods: int) -> list[_Demand]:
+    needs = {
+        resource: usage.get(resource, Decimal(0)) * pods + OBJECTS_A_RELEASE_ADDS.get(resource, 0)
+        for resource in sorted(hard)
+    }
+    tracked = [resource for resource, need in needs.items() if need > 0]
+    used = _quantities((quota.status.used if quota.status else None) or {})
+    if not set(tracked) <= set(used):
+        raise TemporaryError(
+            f"ResourceQuota `{quota.metadata.name}` has no usage figures yet "
+            "(the quota controller has not counted them): try again in a few seconds."
+        )
+    return [_Demand(r, usage.get(r, Decimal(0)), needs[r], used[r], hard[r]) for r in tracked]
+
+
+def _shortfall(quota: str, what: str, demand: _Demand) -> Finding:
+    resource = demand.resource
+    per_pod = ""
+    if demand.each and demand.need != demand.each and resource not in ("pods", "count/pods"):
+        per_pod = f" ({_show(resource, demand.each)} each)"
+    return Finding(
+        "quota",
+        Severity.BLOCK,
+        f"ResourceQuota `{quota}` is short of `{resource}`: {what} need "
+        f"{_show(resource, demand.need)}{per_pod}, room is {_show(resource, demand.room)} "
+        f"(used {_show(resource, demand.used)} of {_show(resource, demand.hard)}). "
+        "Raise the quota or free room before releasing.",
+    )
+
+
+def _unset_finding(quota: str, unset: dict[str, list[str]]) -> Finding:
+    missing = "; ".join(
+        f"`{resource}` for {', '.join(f'`{c}`' for c in containers)}"
+        for resource, containers in sorted(unset.items())
+    )
+    return Finding(
+        "quota",
+        Severity.BLOCK,
+        f"ResourceQuota `{quota}` would reject the new pods: they must specify {missing} "
+        "(set resources on the containers, or a LimitRange default).",
+    )
+
+
+def _pod_shape(pod_spec: Any, limit_ranges: list[Any]) -> _PodShape:
+    defaults = _limit_range_defaults(limit_ranges)
+    containers = [*pod_spec.containers, *(pod_spec.init_containers or [])]
+    effective = {c.name: _effective_resources(c, defaults) for c in containers}
+    requests = _pod_total(pod_spec, {name: pair[0] for name, pair in effective.items()}, "requests")
+    limits = _pod_total(pod_spec, {name: pair[1] for name, pair in effective.items()}, "limits")
+    return _PodShape(
+        usage=_quota_usage(requests, limits),
+        unset={} if _has_pod_level_resources(pod_spec) else _unset_by_container(effective),
+        best_effort=not any(_QOS & (set(req) | set(lim)) for req, lim in effective.values()),
+        pod_spec=pod_spec,
+    )
+
+
+def _quantities(values: Mapping[str, str] | None) -> ResourceList:
+    return {name: _parse_quantity(value) for name, value in (values or {}).items()}
+
+
+def _parse_quantity(value: str) -> Decimal:
+    return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
+
+
+def _limit_range_defaults(limit_ranges: list[Any]) -> tuple[ResourceList, ResourceList]:
+    """Container (requests, limits) defaults; as in the LimitRanger, the first range wins."""
+    requests: ResourceList = {}
+    limits: ResourceList = {}
+    for limit_range in limit_ranges:
+        for item in limit_range.spec.limits or []:
+            if item.type == "Container":
+                requests = _quantities(item.default_request) | requests
+                limits = _quantities(item.default) | limits
+    return requests, limits
+
+
+def _effective_resources(
+    container: Any, defaults: tuple[ResourceList, ResourceList]
+) -> tuple[ResourceList, ResourceList]:
+    """Requests default to limits (pod defaulting), then unset values to the LimitRange's."""
+    resources = container.resources
+    requests = _quantities(resources.requests if resources else None)
+    limits = _quantities(resources.limits if resources else None)
+    requests = limits | requests
+    return defaults[0] | requests, defaults[1] | limits
+
+
+def _pod_total(pod_spec: Any, per_container: dict[str, ResourceList], side: str) -> ResourceList:
+    """The pod's total as Kubernetes computes it, sidecars (restartable init containers) too."""
+    total: ResourceList = {}
+    for container in pod_spec.containers:
+        total = _add(total, per_container[container.name])
+    sidecars: ResourceList = {}
+    init_peak: ResourceList = {}
+    for container in pod_spec.init_containers or []:
+        own = per_container[container.name]
+        if container.restart_policy == "Always":
+            total = _add(total, own)
+            sidecars = _add(sidecars, own)
+            init_peak = _max(init_peak, sidecars)
+        else:
+            init_peak = _max(init_peak, _add(own, sidecars))
+    total = _max(total, init_peak)
+    pod_level = getattr(pod_spec.resources, side, None) if pod_spec.resources else None
+    return total | _quantities(pod_level)
+
+
+def _has_pod_level_resources(pod_spec: Any) -> bool:
+    resources = pod_spec.resources
+    return resources is not None and bool(resources.requests or resources.limits)
+
+
+def _add(left: ResourceList, right: ResourceList) -> ResourceList:
+    return {name: left.get(name, Decimal(0)) + right.get(name, Decimal(0)) for name in left | right}
+
+
+def _max(left: ResourceList, right: ResourceList) -> ResourceList:
+    return {
+        name: max(left.get(name, Decimal(0)), right.get(name, Decimal(0))) for name in left | right
+    }
+
+
+def _quota_usage(requests: ResourceList, limits: ResourceList) -> ResourceList:
+    """What quota charges one pod, by quota resource name (as the apiserver's pod evaluator)."""
+    usage: ResourceList = {"pods": Decimal(1), "count/pods": Decimal(1)}
+    for name, amount in requests.items():
+        usage[f"requests.{name}"] = amount
+        if name in _COMPUTE or name.startswith("hugepages-"):
+            usage[name] = amount
+    for name in _COMPUTE:
+        if name in limits:
+            usage[f"limits.{name}"] = limits[name]
+    return usage
+
+
+def _unset_by_container(
+    effective: dict[str, tuple[ResourceList, ResourceList]],
+) -> dict[str, list[str]]:
+    unset: dict[str, list[str]] = {}
+    for container, (requests, limits) in effective.items():
+        charged = _quota_usage(requests, limits)
+        for resource in sorted(_MUST_BE_SET - set(charged)):
+            unset.setdefault(resource, []).append(container)
+    return unset
+
+
+def _quota_applies(spec: Any, shape: _PodShape) -> bool:
+    """Whether a quota's scopes select the new pods; an unknown scope is assumed to select them."""
+    requirements: list[tuple[str, str, list[str]]] = [
+        (scope, "Exists", []) for scope in spec.scopes or []
+    ]
+    if spec.scope_selector is not None:
+        requirements += [
+            (e.scope_name, e.operator, e.values or [])
+            for e in spec.scope_selector.match_expressions
+        ]
+    return all(_scope_matches(scope, op, values, shape) for scope, op, values in requirements)
+
+
+def _scope_matches(scope: str, operator: str, values: list[str], shape: _PodShape) -> bool:
+    pod_spec = shape.pod_spec
+    if scope == "PriorityClass":
+        priority_class = pod_spec.priority_class_name or ""
+        return {
+            "Exists": bool(priority_class),
+            "DoesNotExist": not priority_class,
+            "In": priority_class in values,
+            "NotIn": priority_class not in values,
+        }.get(operator, True)
+    terminating = pod_spec.active_deadline_seconds is not None
+    matched = {
+        "Terminating": terminating,
+        "NotTerminating": not terminating,
+        "BestEffort": shape.best_effort,
+        "NotBestEffort": not shape.best_effort,
+        "CrossNamespacePodAffinity": _uses_cross_namespace_affinity(pod_spec),
+    }.get(scope, True)
+    return matched if operator != "DoesNotExist" else not matched
+
+
+def _uses_cross_namespace_affinity(pod_spec: Any) -> bool:
+    affinity = pod_spec.affinity
+    terms: list[Any] = []
+    for kind in (affinity.pod_affinity, affinity.pod_anti_affinity) if affinity else ():
+        if kind is not None:
+            terms += kind.required_during_scheduling_ignored_during_execution or []
+            terms += [
+                weighted.pod_affinity_term
+                for weighted in kind.preferred_during_scheduling_ignored_during_execution or []
+            ]
+    return any(term.namespaces or term.namespace_selector is not None for term in terms)
+
+
+def _show(resource: str, amount: Decimal) -> str:
+    """An amount as people read it: 1500m or 2 for CPU, 768Mi or 1.5Gi for bytes, else a count."""
+    base = resource.removeprefix("requests.").removeprefix("limits.")
+    if base == "cpu":
+        return _plain(amount) if amount == amount.to_integral() else f"{_plain(amount * 1000)}m"
+    if base in ("memory", "ephemeral-storage") or base.startswith("hugepages-"):
+        for suffix, size in _BINARY_UNITS:
+            if amount >= size:
+                return f"{_plain(amount / size)}{suffix}"
+    return _plain(amount)
+
+
+def _plain(amount: Decimal) -> str:
+    return f"{round(amount, 2).normalize():f}"
