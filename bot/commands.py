@@ -1,0 +1,675 @@
+"""The `/release` command grammar: slash-command text in, a typed command (or a UsageError) out.
+
+Called by the Slack slash-command listener (handlers/commands.py), which acts on the command and
+answers a UsageError with its message and usage text. Pure: no I/O, no Slack imports.
+
+Decisions:
+- Empty text is `help`. Subcommand and flag names are case-insensitive; app names must be
+  lower-case DNS labels (the apps file's keys), plan names too.
+- Slack sends `&`, `<` and `>` as `&amp;`, `&lt;`, `&gt;`; they are unescaped first. Clients that
+  "smarten" typing turn `--` into an em or en dash and quotes into curly quotes: a word starting
+  with a dash is read as `--`, and one pair of quotes (straight or curly) around a flag value or a
+  whole reason is dropped.
+- Flags may appear anywhere before the reason; for commands that take a reason, the first
+  word after the app that is not a flag starts the reason, which runs to the end of the text.
+  A flag of the command written inside the reason is refused rather than silently read as words
+  (`pause shop-api db migration --for 1h` would otherwise pause with no end).
+- `<version>` follows github.com/distribution/reference: a bare image tag, or a full reference
+  `[registry[:port]/]path[:tag][@digest]` naming a tag or a digest (a bare repository would mean
+  an unpinned `latest`). Digests follow github.com/opencontainers/go-digest: sha256, sha384 or
+  sha512 in lower-case hex of the algorithm's exact length.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from bot.config import parse_duration
+from bot.errors import ReleaseBotError
+
+COMMAND = "/release"
+
+
+class UsageError(ReleaseBotError):
+    """The text is not a valid command: `problem` says what is wrong, `usage` shows the grammar."""
+
+    def __init__(self, problem: str, *, usage: str) -> None:
+        self.problem = problem
+        self.usage = usage
+        super().__init__(f"{problem}\n\n{usage}")
+
+
+_SHOWN_LENGTH = 60
+
+
+def _shown(text: str) -> str:
+    """User text quoted in a message, cut short so a pasted blob does not flood the reply."""
+    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
+
+
+# ---------------------------------------------------------------- versions (image references)
+
+_MAX_TAG_LENGTH = 128
+_MAX_PATH_LENGTH = 255
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_TAG_CHARACTERS = re.compile(r"[A-Za-z0-9_.-]*")
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_NAME = re.compile(rf"(?:{_DOMAIN}/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)")
+_DIGEST = re.compile(
+    r"(?P<algorithm>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*):(?P<hex>.*)"
+)
+_DIGEST_HEX_DIGITS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
+_EXAMPLE_REFERENCE = "ghcr.io/acme/shop-api:v2.4.1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageVersion:
+    """What `<version>` named: a bare tag, or a full image reference with a tag and/or digest."""
+
+    text: str
+    """Exactly as typed (after Slack unescaping)."""
+    repository: str | None
+    """`[registry[:port]/]path`; None when only a tag was given (the app's own image)."""
+    tag: str | None
+    digest: str | None
+    """`algorithm:hex`, e.g. `sha256:...`."""
+
+    @property
+    def is_tag(self) -> bool:
+        """True for a bare tag, to be put on the app's current image repository."""
+        return self.repository is None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_version(text: str) -> ImageVersion:
+    """Read `<version>`; ValueError says precisely which part is malformed and how."""
+    if not text:
+        raise ValueError("the version is empty")
+    if not any(separator in text for separator in "/:@"):
+        _check_tag(text)
+        return ImageVersion(text=text, repository=None, tag=text, digest=None)
+    name_and_tag, at, digest = text.partition("@")
+    if at:
+        _check_digest(digest)
+    name, tag = _split_tag(name_and_tag)
+    if tag is not None:
+        _check_tag(tag)
+    _check_repository(name, tag=tag, digest=digest if at else None)
+    return ImageVersion(text=text, repository=name, tag=tag, digest=digest if at else None)
+
+
+def _split_tag(name_and_tag: str) -> tuple[str, str | None]:
+    """A ':' after the last '/' starts the tag; any other ':' belongs to a registry's port."""
+    colon = name_and_tag.rfind(":")
+    if colon > name_and_tag.rfind("/"):
+        return name_and_tag[:colon], name_and_tag[colon + 1 :]
+    return name_and_tag, None
+
+
+def _check_tag(tag: str) -> None:
+    if not tag:
+        raise ValueError("the tag after ':' is empty")
+    if len(tag) > _MAX_TAG_LENGTH:
+        raise ValueError(f"a tag has at most {_MAX_TAG_LENGTH} characters, this one has {len(tag)}")
+    if _TAG_CHARACTERS.fullmatch(tag) is None:
+        raise ValueError(
+            f"the tag `{_shown(tag)}` may contain only letters, digits, '_', '.' and '-'"
+        )
+    if _TAG.fullmatch(tag) is None:
+        raise ValueError(f"the tag `{_shown(tag)}` must start with a letter, digit or '_'")
+
+
+def _check_digest(digest: str) -> None:
+    if not digest:
+        raise ValueError("the digest after '@' is empty")
+    match = _DIGEST.fullmatch(digest)
+    if match is None:
+        raise ValueError(
+            f"the digest `{_shown(digest)}` must be `sha256:` followed by 64 hex digits"
+        )
+    algorithm, hex_digits = match["algorithm"], match["hex"]
+    expected_length = _DIGEST_HEX_DIGITS.get(algorithm)
+    if expected_length is None:
+        raise ValueError(
+            f"unsupported digest algorithm `{algorithm}`: use {', '.join(_DIGEST_HEX_DIGITS)}"
+        )
+    if _LOWER_HEX.fullmatch(hex_digits) is None:
+        raise ValueError(f"the {algorithm} digest must be lower-case hex digits (0-9, a-f)")
+    if len(hex_digits) != expected_length:
+        raise ValueError(
+            f"a {algorithm} digest has {expected_length} hex digits, this one has {len(hex_digits)}"
+        )
+
+
+def _check_repository(name: str, *, tag: str | None, digest: str | None) -> None:
+    if not name:
+        raise ValueError(f"the image repository is missing, e.g. `{_EXAMPLE_REFERENCE}`")
+    if digest is None and tag is not None and _looks_like_digest(name, tag):
+        raise ValueError(
+            f"a digest alone is not a version: put the repository before it, e.g. "
+            f"`ghcr.io/acme/shop-api@{name}:{tag}`"
+        )
+    match = _NAME.fullmatch(name)
+    if match is None:
+        if _NAME.fullmatch(name.lower()) is not None:
+            raise ValueError(f"the repository `{_shown(name)}` must be lower-case")
+        raise ValueError(
+            f"`{_shown(name)}` is not an image repository: lower-case path components of "
+            "letters and digits joined by '.', '_', '__' or '-', separated by '/', after an "
+            f"optional registry host[:port], e.g. `{_EXAMPLE_REFERENCE}`"
+        )
+    if len(match["path"]) > _MAX_PATH_LENGTH:
+        raise ValueError(
+            f"a repository path has at most {_MAX_PATH_LENGTH} characters, this one has "
+            f"{len(match['path'])}"
+        )
+    if tag is None and digest is None:
+        raise ValueError(
+            f"a repository alone names no version: add a tag (`{_shown(name)}:v2.4.1`) or a "
+            f"digest (`{_shown(name)}@sha256:...`)"
+        )
+
+
+def _looks_like_digest(name: str, tag: str) -> bool:
+    return name in _DIGEST_HEX_DIGITS and len(tag) >= 32 and _LOWER_HEX.fullmatch(tag) is not None
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Help:
+    """`/release help [subcommand]`; topic None: the whole grammar."""
+
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartCanary:
+    app: str
+    version: ImageVersion
+    plan: str | None
+    """None: the app's plan from the apps file."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartBlueGreen:
+    app: str
+    version: ImageVersion
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """One app's release; app None: every active release."""
+
+    app: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListActive:
+    """Every active release."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class History:
+    app: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Advance:
+    app: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approve:
+    app: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pause:
+    app: str
+    reason: str
+    """'' when none was given (as in bot.machine.Pause)."""
+    duration_s: int | None
+    """Resume by itself after this long; None: stay paused until resumed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume:
+    app: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rollback:
+    app: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Promote:
+    app: str
+    full: bool
+    """Skip the remaining stages and go to 100 % now."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lock:
+    app: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unlock:
+    app: str
+
+
+Command = (
+    Help
+    | StartCanary
+    | StartBlueGreen
+    | Status
+    | ListActive
+    | History
+    | Advance
+    | Approve
+    | Pause
+    | Resume
+    | Rollback
+    | Promote
+    | Lock
+    | Unlock
+)
+
+
+# ---------------------------------------------------------------- reading the words
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    text: str
+    start: int
+    """Offset in the command text, so a reason keeps its own spacing."""
+
+
+_SLACK_ESCAPES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+_SLACK_ESCAPE = re.compile("|".join(_SLACK_ESCAPES))
+_SMART_DASH = re.compile("^[\u2013\u2014]")
+_QUOTE_CLOSERS = {'"': '"', "'": "'", "\u201c": "\u201d\u201c", "\u2018": "\u2019\u2018"}
+_MAX_NAME_LENGTH = 63
+_NAME_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _unescape_slack(text: str) -> str:
+    """One pass, so a typed `&amp;lt;` stays `&lt;`."""
+    return _SLACK_ESCAPE.sub(lambda match: _SLACK_ESCAPES[match.group()], text)
+
+
+def _unquote(text: str) -> str:
+    """Drop one pair of quotes around the whole text, straight or curly, if nothing inside is
+    quoted with the same marks (`"db" and "cache"` keeps its quotes)."""
+    marks = text[:1] + _QUOTE_CLOSERS.get(text[:1], "")
+    inner = text[1:-1]
+    if len(text) >= 2 and text[-1] in marks[1:] and not any(mark in inner for mark in marks):
+        return inner.strip()
+    return text
+
+
+def _is_flag(word: str) -> bool:
+    return word.startswith("-") or _SMART_DASH.match(word) is not None
+
+
+def _flag_name(word: str) -> str:
+    return _SMART_DASH.sub("--", word).lower()
+
+
+def _check_name(word: str, *, noun: str) -> str:
+    if _NAME_LABEL.fullmatch(word) is not None and len(word) <= _MAX_NAME_LENGTH:
+        return word
+    if _NAME_LABEL.fullmatch(word.lower()) is not None and len(word) <= _MAX_NAME_LENGTH:
+        raise ValueError(f"{noun}s are lower-case: write `{word.lower()}`, not `{word}`")
+    if len(word) > _MAX_NAME_LENGTH:
+        raise ValueError(
+            f"{noun}s have at most {_MAX_NAME_LENGTH} characters, `{_shown(word)}` has {len(word)}"
+        )
+    raise ValueError(
+        f"`{_shown(word)}` is not a valid {noun}: lower-case letters, digits and '-', starting and "
+        "ending with a letter or digit"
+    )
+
+
+class _Arguments:
+    """The words after the subcommand, sorted into positional words, flags and a reason.
+
+    The subcommand's builder takes what it needs (`app()`, `version()`, `plan()`, ...), then
+    `done()` refuses whatever is left over.
+    """
+
+    def __init__(self, syntax: _Syntax, *, text: str, words: list[_Word]) -> None:
+        self._syntax = syntax
+        self._positionals: list[_Word] = []
+        self._taken: list[str] = []
+        self._took_version = False
+        self._flags: dict[str, str] = {}
+        self.reason = ""
+        self._sort(text, words)
+
+    def fail(self, problem: str) -> UsageError:
+        return UsageError(problem, usage=usage_for(self._syntax.name))
+
+    def _sort(self, text: str, words: list[_Word]) -> None:
+        index = 0
+        while index < len(words):
+            word = words[index]
+            if _is_flag(word.text):
+                index = self._take_flag(words, index)
+            elif self._syntax.takes_reason and self._positionals:
+                self.reason = self._read_reason(text[word.start :])
+                return
+            else:
+                self._positionals.append(word)
+                index += 1
+
+    def _take_flag(self, words: list[_Word], index: int) -> int:
+        """Record the flag at `index` (and its value); return the index of the next word."""
+        name, equals, inline_value = words[index].text.partition("=")
+        flag = _flag_name(name)
+        command = f"`{COMMAND} {self._syntax.name}`"
+        if not self._syntax.flags:
+            raise self.fail(f"{command} takes no flags, but got `{words[index].text}`")
+        if flag not in self._syntax.flags:
+            close = difflib.get_close_matches(flag, self._syntax.flags, n=1, cutoff=0.5)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            accepted = ", ".join(f"`{known}`" for known in self._syntax.flags)
+            raise self.fail(
+                f"unknown flag `{_shown(name)}` for {command}{hint}; it accepts {accepted}"
+            )
+        if flag in self._flags:
+            raise self.fail(f"`{flag}` given twice")
+        metavar = self._syntax.flags[flag]
+        if not metavar:
+            if equals:
+                raise self.fail(f"`{flag}` takes no value, but got `{words[index].text}`")
+            self._flags[flag] = ""
+            return index + 1
+        if equals:
+            value, next_index = inline_value, index + 1
+        elif index + 1 < len(words) and not _is_flag(words[index + 1].text):
+            value, next_index = words[index + 1].text, index + 2
+        else:
+            value, next_index = "", index + 1
+        value = _unquote(value)
+        if not value:
+            raise self.fail(f"`{flag}` needs a value: `{flag} {metavar}`")
+        self._flags[flag] = value
+        return next_index
+
+    def _read_reason(self, rest: str) -> str:
+        for word in rest.split():
+            flag = _flag_name(word.partition("=")[0])
+            if _is_flag(word) and flag in self._syntax.flags:
+                raise self.fail(
+                    f"`{flag}` must come before the reason, not inside it: "
+                    f"`{COMMAND} {self._syntax.name} <app> {flag} "
+                    f"{self._syntax.flags[flag]} <reason>`"
+                )
+        return _unquote(rest.strip())
+
+    def _next_word(self) -> str | None:
+        if not self._positionals:
+            return None
+        word = self._positionals.pop(0).text
+        self._taken.append(word)
+        return word
+
+    def _checked(self, word: str, *, noun: str) -> str:
+        try:
+            return _check_name(word, noun=noun)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+
+    def app(self) -> str:
+        word = self._next_word()
+        if word is None:
+            raise self.fail(f"`{COMMAND} {self._syntax.name}` needs an app name")
+        return self._checked(word, noun="app name")
+
+    def optional_app(self) -> str | None:
+        word = self._next_word()
+        return None if word is None else self._checked(word, noun="app name")
+
+    def version(self) -> ImageVersion:
+        word = self._next_word()
+        if word is None:
+            raise self.fail(
+                f"`{self._so_far()}` needs a version: an image tag such as `v2.4.1` or a full "
+                f"image reference such as `{_EXAMPLE_REFERENCE}`"
+            )
+        self._took_version = True
+        try:
+            return parse_version(word)
+        except ValueError as error:
+            raise self.fail(f"`{_shown(word)}` is not a valid version: {error}") from None
+
+    def topic(self) -> str | None:
+        word = self._next_word()
+        return None if word is None else _known_subcommand(word).name
+
+    def switch(self, flag: str) -> bool:
+        return flag in self._flags
+
+    def plan(self) -> str | None:
+        plan = self._flags.get("--plan")
+        return None if plan is None else self._checked(plan, noun="plan name")
+
+    def duration_s(self) -> int | None:
+        value = self._flags.get("--for")
+        if value is None:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError as error:
+            raise self.fail(f"`--for {value}`: {error}") from None
+        if seconds == 0:
+            raise self.fail(f"`--for {value}`: a timed pause must last longer than 0s")
+        return seconds
+
+    def done(self) -> None:
+        """Refuse words nobody took."""
+        if not self._positionals:
+            return
+        extra = _shown(" ".join(word.text for word in self._positionals))
+        if self._took_version:
+            plan_hint = " (to choose a plan, write `--plan NAME`)" if self._syntax.flags else ""
+            raise self.fail(
+                f"version given twice: `{_shown(self._taken[-1])}`, then `{extra}`; a release "
+                f"deploys one version{plan_hint}"
+            )
+        raise self.fail(f"unexpected `{extra}` after `{self._so_far()}`: nothing may follow it")
+
+    def _so_far(self) -> str:
+        return " ".join([COMMAND, self._syntax.name, *self._taken])
+
+
+# ---------------------------------------------------------------- the grammar
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Syntax:
+    name: str
+    arguments: str
+    summary: str
+    build: Callable[[_Arguments], Command]
+    flags: Mapping[str, str] = field(default_factory=dict)
+    """Flag -> its value's placeholder; '' for a switch."""
+    takes_reason: bool = False
+    """Free text after the app, to the end of the line."""
+
+
+_GRAMMAR = {
+    syntax.name: syntax
+    for syntax in (
+        _Syntax(
+            name="help",
+            arguments="[<subcommand>]",
+            summary="this text, or one subcommand's",
+            build=lambda args: Help(topic=args.topic()),
+        ),
+        _Syntax(
+            name="canary",
+            arguments="<app> <version> [--plan NAME]",
+            summary="start a canary release (plan: the app's, or NAME)",
+            build=lambda args: StartCanary(
+                app=args.app(), version=args.version(), plan=args.plan()
+            ),
+            flags={"--plan": "NAME"},
+        ),
+        _Syntax(
+            name="bluegreen",
+            arguments="<app> <version>",
+            summary="start a blue-green release",
+            build=lambda args: StartBlueGreen(app=args.app(), version=args.version()),
+        ),
+        _Syntax(
+            name="status",
+            arguments="[<app>]",
+            summary="one app's release; no app: all active releases",
+            build=lambda args: Status(app=args.optional_app()),
+        ),
+        _Syntax(
+            name="list",
+            arguments="",
+            summary="active releases",
+            build=lambda args: ListActive(),
+        ),
+        _Syntax(
+            name="history",
+            arguments="<app>",
+            summary="the app's past releases",
+            build=lambda args: History(app=args.app()),
+        ),
+        _Syntax(
+            name="advance",
+            arguments="<app>",
+            summary="next stage now; gates still apply",
+            build=lambda args: Advance(app=args.app()),
+        ),
+        _Syntax(
+            name="approve",
+            arguments="<app>",
+            summary="approve the stage waiting for approval",
+            build=lambda args: Approve(app=args.app()),
+        ),
+        _Syntax(
+            name="pause",
+            arguments="<app> [--for DURATION] [reason]",
+            summary="hold the current stage; --for 30m, 2h, 1h30m: resume by itself",
+            build=lambda args: Pause(
+                app=args.app(), reason=args.reason, duration_s=args.duration_s()
+            ),
+            flags={"--for": "DURATION"},
+            takes_reason=True,
+        ),
+        _Syntax(
+            name="resume",
+            arguments="<app>",
+            summary="continue a paused release",
+            build=lambda args: Resume(app=args.app()),
+        ),
+        _Syntax(
+            name="rollback",
+            arguments="<app> [reason]",
+            summary="back to the stable version now",
+            build=lambda args: Rollback(app=args.app(), reason=args.reason),
+            takes_reason=True,
+        ),
+        _Syntax(
+            name="promote",
+            arguments="<app> [--full]",
+            summary="next stage; --full: skip remaining stages",
+            build=lambda args: Promote(app=args.app(), full=args.switch("--full")),
+            flags={"--full": ""},
+        ),
+        _Syntax(
+            name="lock",
+            arguments="<app> [reason]",
+            summary="refuse new releases of the app until unlocked",
+            build=lambda args: Lock(app=args.app(), reason=args.reason),
+            takes_reason=True,
+        ),
+        _Syntax(
+            name="unlock",
+            arguments="<app>",
+            summary="allow releases again",
+            build=lambda args: Unlock(app=args.app()),
+        ),
+    )
+}
+
+_VERSION_NOTE = (
+    f"<version>: an image tag (v2.4.1) or a full image reference ({_EXAMPLE_REFERENCE}, "
+    "registry.local:5000/shop-api@sha256:<64 hex digits>)."
+)
+_APP_NOTE = "<app>: the app's name in the apps file (lower-case)."
+
+
+def _call(syntax: _Syntax) -> str:
+    return " ".join(part for part in (COMMAND, syntax.name, syntax.arguments) if part)
+
+
+_CALL_WIDTH = max(len(_call(syntax)) for syntax in _GRAMMAR.values()) + 2
+
+
+def _usage_line(syntax: _Syntax) -> str:
+    return f"{_call(syntax):<{_CALL_WIDTH}}{syntax.summary}"
+
+
+USAGE = "\n".join(
+    [
+        "Usage:",
+        *(_usage_line(syntax) for syntax in _GRAMMAR.values()),
+        _APP_NOTE,
+        _VERSION_NOTE,
+    ]
+)
+"""The whole grammar, plain text (a Slack reply shows it in a code block)."""
+
+
+def _known_subcommand(word: str) -> _Syntax:
+    syntax = _GRAMMAR.get(word.lower())
+    if syntax is not None:
+        return syntax
+    close = difflib.get_close_matches(word.lower(), _GRAMMAR, n=1, cutoff=0.6)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    raise UsageError(f"unknown subcommand `{_shown(word)}`{hint}", usage=USAGE)
+
+
+def usage_for(subcommand: str) -> str:
+    """One subcommand's usage line and notes; UsageError for an unknown subcommand."""
+    syntax = _known_subcommand(subcommand)
+    lines = ["Usage:", _usage_line(syntax)]
+    if "<app>" in syntax.arguments:
+        lines.append(_APP_NOTE)
+    if "<version>" in syntax.arguments:
+        lines.append(_VERSION_NOTE)
+    return "\n".join(lines)
+
+
+def parse_command(text: str) -> Command:
+    """Read the text Slack sends after `/release`; UsageError says what is wrong, with usage."""
+    text = _unescape_slack(text)
+    words = [_Word(match.group(), match.start()) for match in re.finditer(r"\S+", text)]
+    if not words:
+        return Help()
+    syntax = _known_subcommand(words[0].text)
+    arguments = _Arguments(syntax, text=text, words=words[1:])
+    command = syntax.build(arguments)
+    arguments.done()
+    return command
