@@ -11,9 +11,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="release-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
-    demo = commands.add_parser("demo", help="a complete release against a simulated cluster")
-    demo.add_argument("--scenario", choices=["healthy", "rollback"], default="healthy")
-    demo.add_argument("--stage-seconds", type=float, default=1.0)
     check = commands.add_parser("check-config", help="validate an apps and plans file")
     check.add_argument("file")
     return parser
@@ -25,14 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.server import serve
         from handlers.app import build_app
 
-        return serve(build_app=build_app)
-    if args.command == "check-config":
-        from bot.config import check_config_command
+        exit_code: int = serve(build_app=build_app)
+        return exit_code
+    from bot.config import check_config_command
 
-        return check_config_command(args.file)
-    from bot.demo import run_demo
-
-    return run_demo(scenario=args.scenario, stage_seconds=args.stage_seconds)
+    return check_config_command(args.file)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,219 @@
+"""Kubernetes API access for bot/kube: the server builds the ApiClient at start-up with
+`build_api_client`; workloads and routers read and write objects through `NamespacedResources`.
+
+Objects travel as plain dicts (the JSON the apiserver speaks), so no field a typed model does
+not know is ever dropped on a write. Every failure leaves as a TemporaryError (409 conflict,
+429, 5xx, apiserver unreachable: retried here with backoff, then raised for the next tick) or a
+PermanentError (403 naming the missing permission, 401, 404 on a write, invalid objects).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import tenacity
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from bot.errors import PermanentError, ReleaseBotError, TemporaryError
+
+Object = dict[str, Any]
+
+REQUEST_TIMEOUT_S = (5.0, 30.0)  # (connect, read): a hung apiserver must not hang a release
+RETRY_ATTEMPTS = 5
+
+_retry_temporary = tenacity.retry(
+    retry=tenacity.retry_if_exception_type(TemporaryError),
+    stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
+    wait=tenacity.wait_exponential(multiplier=0.1, max=2),
+    reraise=True,
+)
+
+
+def build_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """An ApiClient for `kubeconfig` (a path, or several joined by ':' as in KUBECONFIG), or for
+    the pod's service account when it is None. Nothing global is configured."""
+    try:
+        configuration = k8s.Configuration()
+        if kubeconfig:
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration, persist_config=False
+            )
+        else:
+            kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        return k8s.ApiClient(configuration)
+    except (ConfigException, OSError) as error:
+        source = (
+            f"kubeconfig {kubeconfig}"
+            if kubeconfig
+            else "the in-cluster service account (outside a cluster, set KUBECONFIG)"
+        )
+        raise PermanentError(
+            f"cannot configure the Kubernetes client from {source}: {error}"
+        ) from error
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    """A namespaced REST resource: `group` is "" for the core API."""
+
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def qualified_name(self) -> str:
+        """The name RBAC and kubectl use: `deployments.apps`, `services`."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        collection = f"{root}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        return collection if name is None else f"{collection}/{quote(name, safe='')}"
+
+
+DEPLOYMENTS = ResourceType("apps", "v1", "deployments")
+SERVICES = ResourceType("", "v1", "services")
+PODS = ResourceType("", "v1", "pods")
+VIRTUAL_SERVICES = ResourceType("networking.istio.io", "v1", "virtualservices")
+DESTINATION_RULES = ResourceType("networking.istio.io", "v1", "destinationrules")
+HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes")
+
+
+class NamespacedResources:
+    """Objects of one type in one namespace, as dicts; each public method retries
+    TemporaryError a few times with backoff and then lets it propagate."""
+
+    def __init__(self, api: k8s.ApiClient, kind: ResourceType, namespace: str) -> None:
+        self._api = api
+        self.kind = kind
+        self.namespace = namespace
+
+    def describe(self, name: str) -> str:
+        return f"{self.kind.qualified_name} {self.namespace}/{name}"
+
+    @_retry_temporary
+    def get(self, name: str) -> Object | None:
+        """The object, or None when it does not exist."""
+        return self._get_once(name)
+
+    @_retry_temporary
+    def list_matching(self, *, label_selector: str) -> list[Object]:
+        listing = self._send("GET", "list", None, query=[("labelSelector", label_selector)])
+        items: list[Object] = listing.get("items", [])
+        return items
+
+    @_retry_temporary
+    def reconcile(self, name: str, render: Callable[[Object | None], Object]) -> Object:
+        """Create the object or bring it to `render(current)`, writing only when that differs.
+
+        `render` gets a private copy of the current object (None when absent) and returns the
+        desired one; it may raise PermanentError to refuse. The write carries the resourceVersion
+        it was rendered from, so a concurrent change makes it fail with 409; the whole
+        read-render-write is then retried on the fresh object.
+        """
+        current = self._get_once(name)
+        desired = render(copy.deepcopy(current))
+        if current is None:
+            return self._send("POST", "create", None, body=desired)
+        if desired == current:
+            return current
+        return self._send("PUT", "update", name, body=desired)
+
+    @_retry_temporary
+    def merge_patch(self, name: str, patch: Object) -> Object:
+        return self._send(
+            "PATCH", "patch", name, body=patch, content_type="application/merge-patch+json"
+        )
+
+    @_retry_temporary
+    def delete(self, name: str) -> bool:
+        """Delete the object; False when it was already gone."""
+        try:
+            self._send("DELETE", "delete", name, query=[("propagationPolicy", "Background")])
+        except _NotFoundError:
+            return False
+        return True
+
+    def _get_once(self, name: str) -> Object | None:
+        try:
+            return self._send("GET", "get", name)
+        except _NotFoundError:
+            return None
+
+    def _send(
+        self,
+        method: str,
+        verb: str,
+        name: str | None,
+        *,
+        body: Object | None = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Object:
+        request = self._api.param_serialize(
+            method,
+            self.kind.path(self.namespace, name),
+            query_params=query,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        target = self.describe(name) if name else f"{self.kind.qualified_name} in {self.namespace}"
+        try:
+            response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
+            payload: bytes = response.response.data
+        except ApiException as error:
+            raise self._failure(verb, target, error.status, error.body or error.reason) from error
+        except urllib3.exceptions.HTTPError as error:
+            raise TemporaryError(
+                f"kube-apiserver unreachable ({verb} {target}): {error}"
+            ) from error
+        text = payload.decode("utf-8", errors="replace") if payload else ""
+        if not 200 <= response.status <= 299:
+            raise self._failure(verb, target, response.status, text)
+        result: Object = json.loads(text) if text else {}
+        return result
+
+    def _failure(self, verb: str, target: str, status: int, body: str | None) -> ReleaseBotError:
+        detail = _apiserver_message(body)
+        if status == 403:
+            group = self.kind.group or 'the core API group ""'
+            return PermanentError(
+                f"forbidden: release-bot may not {verb} {self.kind.qualified_name} in namespace "
+                f"{self.namespace} (grant verb {verb!r} on resource {self.kind.plural!r} in "
+                f"API group {group}); apiserver: {detail}"
+            )
+        if status == 404:
+            return _NotFoundError(f"{target} not found: {detail}")
+        if status == 409:
+            return TemporaryError(f"conflict on {verb} {target} (changed meanwhile): {detail}")
+        if status == 429 or status >= 500:
+            return TemporaryError(f"kube-apiserver answered {status} to {verb} {target}: {detail}")
+        if status == 401:
+            return PermanentError(f"kube-apiserver rejected release-bot's credentials: {detail}")
+        return PermanentError(f"cannot {verb} {target} (HTTP {status}): {detail}")
+
+
+class _NotFoundError(PermanentError):
+    """404 on a read is an answer (None); on a write it is permanent."""
+
+
+def _apiserver_message(body: str | None) -> str:
+    if not body:
+        return "(no details)"
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body[:500]
+    return str(status.get("message", body[:500])) if isinstance(status, dict) else body[:500]

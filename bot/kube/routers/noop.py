@@ -1,0 +1,32 @@
+"""The router for provider "none", built by build_router: it splits nothing. Blue-green uses it,
+since switching the production Service's selector moves all traffic at once, so release code
+calls the same four methods whatever the strategy.
+
+It cannot send traffic to a canary, so it refuses to pretend: any weight above 0, or header
+routing, is a PermanentError, and the split it reports is always 100 % stable.
+"""
+
+from __future__ import annotations
+
+from bot.errors import PermanentError
+from bot.kube.routers import TrafficSplit, validate_weight
+
+
+class NoopRouter:
+    def ensure_routes(self) -> None:
+        """Nothing to create: there are no routing objects."""
+
+    def set_weight(self, *, canary_weight: int, header_routed: bool) -> None:
+        validate_weight(canary_weight)
+        if canary_weight or header_routed:
+            raise PermanentError(
+                f"traffic router 'none' cannot send {canary_weight} % of traffic"
+                f"{' or header-matching requests' if header_routed else ''} to a canary; "
+                "configure provider replicas, istio or gateway-api for canary releases"
+            )
+
+    def current_split(self) -> TrafficSplit:
+        return TrafficSplit(stable_percent=100, canary_percent=0, header_routed=False)
+
+    def finalize(self) -> None:
+        """Nothing to undo."""

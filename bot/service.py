@@ -1,0 +1,297 @@
+"""The release service: applies people's and the scheduler's events to releases.
+
+Called by the Slack handlers (commands, buttons), the scheduler loop and the demo. Each action
+reads the release, asks the pure state machine, saves the result (desired state first), then
+carries out the effects in the machine's order: cluster, card, thread messages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from bot.config import AppConfig, BotConfig
+from bot.errors import PermanentError, ReleaseBotError, TemporaryError
+from bot.machine import (
+    Accepted,
+    CanaryReady,
+    Event,
+    Fail,
+    NoticeKind,
+    Notify,
+    PauseTimerElapsed,
+    PromotionDone,
+    ReconcileCluster,
+    RollbackDone,
+    StageTimerElapsed,
+    UpdateCard,
+    start_release,
+    transition,
+)
+from bot.release import Phase, Release
+from bot.store import HistoryEntry, ReleaseStore, RevisionConflict, StoredRelease
+
+log = structlog.get_logger(__name__)
+
+SAVE_ATTEMPTS = 8
+CANARY_READY_DEADLINE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the reconciler saw after bringing the cluster towards the release's desired state."""
+
+    canary_ready: bool = False
+    promotion_complete: bool = False
+    rollback_complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightResult:
+    blocked: bool
+    summary: str  # what a person reads in the thread
+
+
+class ClusterPort(Protocol):
+    def stable_version(self, app: AppConfig) -> str: ...
+
+    def preflight(self, app: AppConfig, version: str) -> PreflightResult: ...
+
+    def reconcile(self, release: Release, app: AppConfig) -> Observation: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SlackRefs:
+    card_ts: str
+    thread_ts: str
+
+
+class AnnouncerPort(Protocol):
+    def show_card(self, release: Release) -> SlackRefs:
+        """Post the release's card, or update it in place when it has a card_ts."""
+        ...
+
+    def notify(self, release: Release, notice: Notify) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer to the person who acted: whether it was applied, and what to tell them."""
+
+    applied: bool
+    message: str
+    release: Release | None = None
+
+
+class ReleaseService:
+    def __init__(
+        self,
+        *,
+        config: BotConfig,
+        store: ReleaseStore,
+        cluster: ClusterPort,
+        announcer: AnnouncerPort,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._cluster = cluster
+        self._announcer = announcer
+        self._clock = clock
+        self._canary_ready_deadline = canary_ready_deadline
+
+    def start(
+        self, *, app_name: str, version: str, plan_name: str | None, user: str, channel: str
+    ) -> Outcome:
+        app = self._config.app(app_name)
+        plan = self._config.plan(plan_name) if plan_name else app.plan
+        previous = self._cluster.stable_version(app)
+        if previous == version:
+            return Outcome(False, f"{app.name} already runs {version}; nothing to release")
+        preflight = self._cluster.preflight(app, version)
+        if preflight.blocked:
+            self._audit(app.name, "-", user, "start", f"refused by preflight: {preflight.summary}")
+            return Outcome(
+                False,
+                f"Preflight refused the release of {app.name} {version}:\n{preflight.summary}",
+            )
+        now = self._clock()
+        started = start_release(
+            release_id=uuid.uuid4().hex[:12],
+            app=app.name,
+            version=version,
+            previous_version=previous,
+            plan=plan,
+            requested_by=user,
+            channel=channel,
+            four_eyes=app.authorization.four_eyes,
+            now=now,
+        )
+        entry = self._entry(
+            started.release, user, "start", "applied", f"{version} (plan {plan.name})"
+        )
+        stored = self._store.create(started.release, entry=entry)
+        stored = self._carry_out(stored, started)
+        self._announcer.notify(
+            stored.release, Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
+        )
+        return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
+
+    def act(
+        self, *, app_name: str, event: Event, actor: str, idempotency_key: str | None = None
+    ) -> Outcome:
+        """Apply a person's event to the app's active release."""
+        self._config.app(app_name)  # raises UnknownApp with the known names
+        stored = self._store.active(app_name)
+        if stored is None:
+            return Outcome(False, f"{app_name} has no active release.")
+        return self._apply(stored, event, actor=actor, idempotency_key=idempotency_key)
+
+    def tick(self) -> None:
+        """One scheduler pass: reconcile every active release and deliver what has come due."""
+        for stored in self._store.active_releases():
+            try:
+                self._tick_release(stored)
+            except TemporaryError as error:
+                log.warning("tick_retry_later", release=stored.release.id, error=str(error))
+
+    def _tick_release(self, stored: StoredRelease) -> None:
+        app = self._config.app(stored.release.app)
+        try:
+            observation = self._cluster.reconcile(stored.release, app)
+        except PermanentError as error:
+            self._apply(stored, Fail(reason=str(error)), actor="release-bot")
+            return
+        event = self._due_event(stored.release, observation)
+        if event is not None:
+            self._apply(stored, event, actor="release-bot")
+
+    def _due_event(self, release: Release, observation: Observation) -> Event | None:
+        now = self._clock()
+        match release.phase:
+            case Phase.STARTING if observation.canary_ready:
+                return CanaryReady()
+            case Phase.STARTING if now - release.started_at > self._canary_ready_deadline:
+                limit = int(self._canary_ready_deadline.total_seconds())
+                return Fail(reason=f"the canary was not ready within {limit} s")
+            case Phase.RUNNING if release.stage_due_at is not None and now >= release.stage_due_at:
+                return StageTimerElapsed()
+            case Phase.PAUSED if _resume_due(release, now):
+                return PauseTimerElapsed()
+            case Phase.PROMOTING if observation.promotion_complete:
+                return PromotionDone()
+            case Phase.ROLLING_BACK if observation.rollback_complete:
+                return RollbackDone()
+        return None
+
+    def _apply(
+        self, stored: StoredRelease, event: Event, *, actor: str, idempotency_key: str | None = None
+    ) -> Outcome:
+        action = type(event).__name__
+        for _ in range(SAVE_ATTEMPTS):
+            decided = transition(stored.release, event, now=self._clock())
+            if not isinstance(decided, Accepted):
+                self._audit(
+                    stored.release.app,
+                    stored.release.id,
+                    actor,
+                    action,
+                    f"refused: {decided.reason}",
+                )
+                return Outcome(False, decided.reason, stored.release)
+            entry = self._entry(decided.release, actor, action, "applied", _event_detail(event))
+            try:
+                saved = self._store.save(
+                    stored,
+                    decided.release,
+                    entry=entry,
+                    finished=decided.release.phase.is_terminal,
+                    idempotency_key=idempotency_key,
+                )
+            except RevisionConflict:
+                reread = self._store.get(stored.release.id)
+                if reread is None:
+                    raise
+                stored = reread
+                continue
+            saved = self._carry_out(saved, decided)
+            return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
+        raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
+
+    def _carry_out(self, stored: StoredRelease, decided: Accepted) -> StoredRelease:
+        """Effects in order; a failed cluster call is redone by the next tick, Slack ones logged."""
+        app = self._config.app(stored.release.app)
+        for effect in decided.effects:
+            try:
+                if isinstance(effect, ReconcileCluster):
+                    self._cluster.reconcile(stored.release, app)
+                elif isinstance(effect, UpdateCard):
+                    stored = self._show_card(stored)
+                elif isinstance(effect, Notify):
+                    self._announcer.notify(stored.release, effect)
+            except ReleaseBotError as error:
+                log.warning(
+                    "effect_deferred",
+                    release=stored.release.id,
+                    effect=type(effect).__name__,
+                    error=str(error),
+                )
+        return stored
+
+    def _show_card(self, stored: StoredRelease) -> StoredRelease:
+        refs = self._announcer.show_card(stored.release)
+        if (refs.card_ts, refs.thread_ts) == (stored.release.card_ts, stored.release.thread_ts):
+            return stored
+        for _ in range(SAVE_ATTEMPTS):
+            updated = stored.release.evolve(card_ts=refs.card_ts, thread_ts=refs.thread_ts)
+            entry = self._entry(updated, "release-bot", "card", "posted", refs.card_ts)
+            try:
+                return self._store.save(
+                    stored, updated, entry=entry, finished=updated.phase.is_terminal
+                )
+            except RevisionConflict:
+                reread = self._store.get(stored.release.id)
+                if reread is None:
+                    raise
+                stored = reread
+        raise RevisionConflict(f"could not record the card of {stored.release.app}")
+
+    def _entry(
+        self, release: Release, actor: str, action: str, outcome: str, detail: str = ""
+    ) -> HistoryEntry:
+        return HistoryEntry(
+            at=self._clock().isoformat(),
+            release_id=release.id,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            detail=detail,
+            stage=release.stage_index,
+            phase=release.phase.value,
+        )
+
+    def _audit(self, app: str, release_id: str, actor: str, action: str, outcome: str) -> None:
+        entry = HistoryEntry(
+            at=self._clock().isoformat(),
+            release_id=release_id,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+        )
+        self._store.append_history(app, entry)
+
+
+def _resume_due(release: Release, now: datetime) -> bool:
+    due = release.pause.resume_due_at if release.pause else None
+    return due is not None and now >= due
+
+
+def _event_detail(event: Event) -> str:
+    reason = getattr(event, "reason", "")
+    return str(reason)

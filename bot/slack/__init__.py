@@ -1,0 +1,1 @@
+"""Slack adapter: messages built here are posted by the announcer and printed by the demo."""

@@ -1,0 +1,561 @@
+"""The Slack messages of a release, as Block Kit: its card, thread notices and channel alerts.
+
+Called by the Slack announcer, which posts them (the card once, then updated in place), by the
+button handlers (parse_button_value) and by `release-bot demo`, which prints them with
+render_text. Pure: builds blocks, sends nothing. Every text is cut to fit Slack's limits, and
+slack_sdk validates each message when it is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+    TextObject,
+)
+
+from bot.machine import NoticeKind, Notify
+from bot.machine import _duration_text as duration_text
+from bot.release import Phase, Release, desired_traffic
+
+ACTION_APPROVE = "release.approve"
+ACTION_ADVANCE = "release.advance"
+ACTION_PAUSE = "release.pause"
+ACTION_RESUME = "release.resume"
+ACTION_ROLLBACK = "release.rollback"
+
+ELLIPSIS = "…"
+TEXT_MAX = 3000  # any text object (Block Kit reference), so a context element's too
+FIELD_MAX = 2000  # one section field
+FALLBACK_TEXT_MAX = 4000  # a message's `text`: Slack advises 4,000 and cuts at 40,000
+MESSAGE_BLOCKS_MAX = 50
+
+
+class InvalidButtonValue(ValueError):
+    """A button value this module did not make: garbage, tampering or an outdated format."""
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonRef:
+    """What a button was shown for: the release, and the stage it was in at the time.
+
+    The state machine refuses a click whose stage is no longer the release's, so a stale card
+    or a double click never acts on the wrong stage.
+    """
+
+    release_id: str
+    stage_index: int
+
+    @property
+    def value(self) -> str:
+        return f"{self.release_id}:{self.stage_index}"
+
+
+_BUTTON_VALUE = re.compile(r"(?P<release_id>\S+):(?P<stage_index>[0-9]{1,6})")
+
+
+def parse_button_value(value: object) -> ButtonRef:
+    """The ButtonRef in a button's `value` (from an action payload); raises InvalidButtonValue."""
+    match = _BUTTON_VALUE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        shown = _fit(repr(value), 80)
+        raise InvalidButtonValue(
+            f"not a release button value: {shown} (expected '<release id>:<stage index>')"
+        )
+    return ButtonRef(release_id=match["release_id"], stage_index=int(match["stage_index"]))
+
+
+@dataclass(frozen=True, slots=True)
+class CardMessage:
+    """A message to post: `text` is the notification and fallback text, `blocks` what Slack shows.
+
+    Building one validates it: slack_sdk raises SlackObjectFormationError on a broken limit.
+    """
+
+    text: str
+    blocks: tuple[Block, ...]
+
+    def __post_init__(self) -> None:
+        if not self.text or len(self.text) > FALLBACK_TEXT_MAX:
+            raise ValueError(f"message text must be 1..{FALLBACK_TEXT_MAX} characters")
+        if not 0 < len(self.blocks) <= MESSAGE_BLOCKS_MAX:
+            raise ValueError(f"a message holds 1..{MESSAGE_BLOCKS_MAX} blocks")
+        self.payload()  # to_dict validates every block and element; the dicts are dropped
+
+    def payload(self) -> dict[str, Any]:
+        """The arguments of chat.postMessage / chat.update besides the channel (and ts)."""
+        return {"text": self.text, "blocks": [block.to_dict() for block in self.blocks]}
+
+
+# The card.
+
+
+def release_card(
+    release: Release, *, now: datetime, latest_snapshot: str | None = None
+) -> CardMessage:
+    """The release's one message in its channel, rebuilt and edited in place after each change.
+
+    `latest_snapshot` is the newest metrics summary (mrkdwn), shown when given.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    blocks: list[Block] = [
+        _header(f"{release.app} {release.version} · {release.kind} release"),
+        _context(_origin_text(release)),
+        _section(_status_text(release), fields=_stage_fields(release, now)),
+        _section(f"*Stages:* {_progress_line(release)}"),
+    ]
+    if release.approvals:
+        blocks.append(_section(_approvals_text(release)))
+    if latest_snapshot:
+        blocks.append(_context(f"📊 {latest_snapshot}"))
+    if buttons := _buttons(release):
+        blocks.append(ActionsBlock(elements=buttons))
+    blocks.append(_context(f"release `{release.id}` · updated {_slack_time(now)}"))
+    summary = f"{release.app} {release.version}: {_PHASE_EMOJI[release.phase]} {_headline(release)}"
+    return CardMessage(text=_fit(summary, FALLBACK_TEXT_MAX), blocks=tuple(blocks))
+
+
+_PHASE_EMOJI = {
+    Phase.STARTING: "⏳",
+    Phase.RUNNING: "▶️",
+    Phase.AWAITING_APPROVAL: "✋",
+    Phase.PAUSED: "⏸️",
+    Phase.PROMOTING: "🚀",
+    Phase.ROLLING_BACK: "↩️",
+    Phase.SUCCEEDED: "✅",
+    Phase.ROLLED_BACK: "⏪",
+    Phase.FAILED: "❌",
+}
+
+
+def _origin_text(release: Release) -> str:
+    parts = [
+        f"Started by <@{release.requested_by}> {_slack_time(release.started_at)}",
+        f"plan *{release.plan.name}*",
+    ]
+    if release.previous_version:
+        parts.append(f"replacing {release.previous_version}")
+    if release.four_eyes:
+        parts.append("four-eyes approvals")
+    return " · ".join(parts)
+
+
+def _headline(release: Release) -> str:
+    stage = _stage_name(release, release.stage_index)
+    match release.phase:
+        case Phase.RUNNING:
+            return f"Running {stage}"
+        case Phase.AWAITING_APPROVAL:
+            return f"Waiting for approval of {stage}"
+        case Phase.PAUSED:
+            return f"Paused at {stage}"
+        case Phase.STARTING:
+            return "Starting"
+        case Phase.PROMOTING:
+            return "Promoting"
+        case Phase.ROLLING_BACK:
+            return "Rolling back"
+        case Phase.SUCCEEDED:
+            return "Succeeded"
+        case Phase.ROLLED_BACK:
+            return "Rolled back"
+        case Phase.FAILED:
+            return "Failed"
+
+
+def _status_text(release: Release) -> str:
+    headline = f"{_PHASE_EMOJI[release.phase]} *{_headline(release)}*"
+    return f"{headline}\n{_status_detail(release)}"
+
+
+def _status_detail(release: Release) -> str:
+    outcome = release.outcome_reason or "no reason given"
+    match release.phase:
+        case Phase.STARTING:
+            return "The canary's pods are coming up; it takes no traffic yet."
+        case Phase.RUNNING:
+            return _running_detail(release)
+        case Phase.AWAITING_APPROVAL:
+            return f"Its time is up; it {_needs_approval(release)} to move on."
+        case Phase.PAUSED:
+            return _pause_detail(release)
+        case Phase.PROMOTING:
+            rolling = f"Stable is being rolled to {release.version}"
+            return f"{rolling}, the canary takes all traffic meanwhile ({outcome})."
+        case Phase.ROLLING_BACK:
+            return (
+                f"By {_actor(release.outcome_by)}: {outcome}. All traffic is going back to stable."
+            )
+        case Phase.SUCCEEDED:
+            return f"{_finished_at(release)} · {outcome}. Stable runs {release.version}."
+        case Phase.ROLLED_BACK:
+            return f"{_finished_at(release)} · by {_actor(release.outcome_by)}: {outcome}."
+        case Phase.FAILED:
+            return (
+                f"{_finished_at(release)} · {outcome}. "
+                "All traffic is sent to stable; someone needs to look at the cluster."
+            )
+
+
+def _running_detail(release: Release) -> str:
+    index = release.stage_index
+    upcoming = "promotion" if release.is_last_stage else _stage_name(release, index + 1)
+    if not release.stage.needs_approval:
+        return f"Moves on to {upcoming} when its time is up."
+    approval = release.approval_of(index)
+    if approval is None:
+        return f"It {_needs_approval(release)} before it moves on to {upcoming}."
+    approved = f"Approved by <@{approval.by}> {_slack_time(approval.at)}"
+    return f"{approved}; moves on to {upcoming} when its time is up."
+
+
+def _pause_detail(release: Release) -> str:
+    pause = release.pause
+    assert pause is not None  # Release guarantees it while PAUSED
+    why = f"By {_actor(pause.by)}: {pause.reason}." if pause.reason else f"By {_actor(pause.by)}."
+    if pause.resume_due_at is not None:
+        return f"{why} Resumes by itself {_slack_time(pause.resume_due_at)}."
+    return f"{why} It stays paused until someone resumes or rolls it back."
+
+
+def _needs_approval(release: Release) -> str:
+    if release.four_eyes:
+        return f"needs approval from someone other than <@{release.requested_by}>"
+    return "needs approval"
+
+
+def _actor(user: str | None) -> str:
+    return f"<@{user}>" if user else "the bot"
+
+
+def _finished_at(release: Release) -> str:
+    assert release.finished_at is not None  # Release guarantees it once finished
+    return _slack_time(release.finished_at)
+
+
+def _stage_fields(release: Release, now: datetime) -> list[str]:
+    fields = [f"*Traffic*\n{_traffic_text(release)}"]
+    if stage_time := _stage_time_text(release, now):
+        fields.append(f"*Stage time*\n{stage_time}")
+    return fields
+
+
+def _traffic_text(release: Release) -> str:
+    if release.phase is Phase.SUCCEEDED:
+        return f"{_stable(release.version)} 100%"
+    if release.phase.is_terminal:
+        return f"{_stable(release.previous_version)} 100%"
+    traffic = desired_traffic(release)
+    canary = f"canary {release.version} {traffic.canary_weight}%"
+    text = f"{_stable(release.previous_version)} {100 - traffic.canary_weight}% · {canary}"
+    if traffic.header_routing:
+        text += "\nthe canary is also reachable by header"
+    return text
+
+
+def _stable(version: str | None) -> str:
+    return f"stable {version}" if version else "stable"
+
+
+def _stage_time_text(release: Release, now: datetime) -> str | None:
+    if release.phase is Phase.RUNNING:
+        assert release.stage_due_at is not None  # Release guarantees it while RUNNING
+        left = (release.stage_due_at - now).total_seconds()
+        ends = _slack_time(release.stage_due_at)
+        return (
+            f"⏱ {duration_text(left)} left, ends {ends}" if left > 0 else f"⏱ time is up ({ends})"
+        )
+    if release.phase is Phase.AWAITING_APPROVAL:
+        return "⏱ time is up"
+    if release.pause is not None and release.pause.paused_from is Phase.RUNNING:
+        return f"⏱ stopped with {duration_text(release.pause.remaining_s)} left"
+    if release.pause is not None:
+        return "⏱ time was up"
+    return None
+
+
+_CURRENT_STAGE_MARKS = {
+    Phase.RUNNING: "▶",
+    Phase.AWAITING_APPROVAL: "⏸ approval",
+    Phase.PAUSED: "⏸ paused",
+    Phase.ROLLING_BACK: "✗",
+    Phase.ROLLED_BACK: "✗",
+    Phase.FAILED: "✗",
+}
+_PROMOTED = {Phase.PROMOTING, Phase.SUCCEEDED}
+
+
+def _progress_line(release: Release) -> str:
+    """E.g. `0% ✓ → 5% ✓ → [50%] ⏸ approval → 100%`: passed, current (bracketed), to come."""
+    return " → ".join(_stage_step(release, index) for index in range(len(release.plan.stages)))
+
+
+def _stage_step(release: Release, index: int) -> str:
+    stage = release.plan.stages[index]
+    weight = f"{stage.weight}%"
+    entered = release.stage_started_at is not None  # False while the canary is still starting
+    if index < release.stage_index or (index == release.stage_index and release.phase in _PROMOTED):
+        return f"{weight} ✓"
+    if index == release.stage_index and entered:
+        return f"[{weight}] {_CURRENT_STAGE_MARKS[release.phase]}"
+    if release.phase in _PROMOTED:
+        return f"{weight} skipped"
+    return f"{weight} ✋" if stage.needs_approval else weight
+
+
+def _approvals_text(release: Release) -> str:
+    lines = [
+        f"✅ {_stage_name(release, approval.stage_index)} approved by <@{approval.by}> "
+        f"{_slack_time(approval.at)}"
+        for approval in release.approvals
+    ]
+    return "*Approvals*\n" + _latest_lines(lines, TEXT_MAX - len("*Approvals*\n"))
+
+
+def _latest_lines(lines: list[str], limit: int) -> str:
+    """The last lines that fit in `limit` characters, after a count of those left out."""
+    kept: list[str] = []
+    used = len(f"{ELLIPSIS} {len(lines)} earlier\n")  # room for the count, in case it is needed
+    for line in reversed(lines):
+        used += len(line) + 1
+        if used > limit:
+            break
+        kept.insert(0, line)
+    left_out = len(lines) - len(kept)
+    return "\n".join([f"{ELLIPSIS} {left_out} earlier", *kept] if left_out else kept)
+
+
+def _stage_name(release: Release, index: int) -> str:
+    stages = release.plan.stages
+    return f"stage {index + 1}/{len(stages)} ({stages[index].weight}%)"
+
+
+# Buttons.
+
+
+def _buttons(release: Release) -> list[ButtonElement]:
+    """The actions the state machine can accept in the release's phase; none once finished."""
+    if release.phase.is_terminal:
+        return []
+    buttons: list[ButtonElement] = []
+    if _approvable(release):
+        buttons.append(_button(release, "Approve", ACTION_APPROVE, style="primary"))
+    if release.phase is Phase.RUNNING:
+        buttons.append(_button(release, "Advance", ACTION_ADVANCE))
+    if release.phase in {Phase.RUNNING, Phase.AWAITING_APPROVAL}:
+        buttons.append(_button(release, "Pause", ACTION_PAUSE))
+    if release.phase is Phase.PAUSED:
+        buttons.append(_button(release, "Resume", ACTION_RESUME))
+    buttons.append(_rollback_button(release))
+    return buttons
+
+
+def _approvable(release: Release) -> bool:
+    if release.phase is Phase.AWAITING_APPROVAL:
+        return True
+    return (
+        release.phase is Phase.RUNNING
+        and release.stage.needs_approval
+        and release.approval_of(release.stage_index) is None
+    )
+
+
+def _button(
+    release: Release,
+    label: str,
+    action_id: str,
+    *,
+    style: str | None = None,
+    confirm: ConfirmObject | None = None,
+) -> ButtonElement:
+    return ButtonElement(
+        text=PlainTextObject(text=label, emoji=True),
+        action_id=action_id,
+        value=ButtonRef(release_id=release.id, stage_index=release.stage_index).value,
+        style=style,
+        confirm=confirm,
+    )
+
+
+def _rollback_button(release: Release) -> ButtonElement:
+    back = f"All traffic goes back to {_stable(release.previous_version)}"
+    effect = (
+        f"{back} and canary {release.version} is removed. "
+        "The release ends; a new one must be started to try again."
+    )
+    confirm = ConfirmObject(
+        title=PlainTextObject(
+            text=_fit(f"Roll back {release.app}?", ConfirmObject.title_max_length)
+        ),
+        text=PlainTextObject(text=_fit(effect, ConfirmObject.text_max_length)),
+        confirm=PlainTextObject(text="Roll back"),
+        deny=PlainTextObject(text="Cancel"),
+        style="danger",
+    )
+    return _button(release, "Rollback", ACTION_ROLLBACK, style="danger", confirm=confirm)
+
+
+# Thread notices and channel alerts.
+
+_NOTICE_EMOJI = {
+    NoticeKind.STARTED: "🐤",
+    NoticeKind.PREFLIGHT: "🔎",
+    NoticeKind.STAGE_STARTED: "➡️",
+    NoticeKind.ADVANCED: "⏩",
+    NoticeKind.APPROVAL_REQUESTED: "✋",
+    NoticeKind.APPROVED: "👍",
+    NoticeKind.PAUSED: "⏸️",
+    NoticeKind.RESUMED: "▶️",
+    NoticeKind.PROMOTING: "🚀",
+    NoticeKind.SUCCEEDED: "✅",
+    NoticeKind.ROLLBACK: "↩️",
+    NoticeKind.AUTO_ROLLBACK: "🚨",
+    NoticeKind.ROLLED_BACK: "⏪",
+    NoticeKind.FAILED: "❌",
+}
+_NOTICES_ASKING_FOR_ACTION = {NoticeKind.APPROVAL_REQUESTED, NoticeKind.PAUSED}
+_ALERT_TITLES = {
+    NoticeKind.AUTO_ROLLBACK: "automatic rollback",
+    NoticeKind.PAUSED: "paused itself",
+    NoticeKind.FAILED: "release failed",
+}
+
+
+def thread_notice(notice: Notify, release: Release) -> CardMessage:
+    """A reply in the release's thread for one event.
+
+    `release` is the release as the transition that made the notice left it: an approval request
+    or a pause carries the buttons for what can be done next.
+    """
+    text = f"{_NOTICE_EMOJI[notice.kind]} {notice.text}"
+    blocks = (_section(text), *_next_step_buttons(notice, release))
+    return CardMessage(text=_fit(text, FALLBACK_TEXT_MAX), blocks=blocks)
+
+
+def rollback_alert(release: Release, notice: Notify, *, mention: str | None) -> CardMessage:
+    """The loud copy of an `in_channel` notice (auto-rollback, failure, self-pause) for the channel.
+
+    `mention` (e.g. `<!here>`, `<!subteam^S0123>`) opens the message so the alert notifies
+    people; the announcer adds the pointer to the release's thread.
+    """
+    if not notice.in_channel:
+        raise ValueError(f"a {notice.kind} notice goes to the thread only, not to the channel")
+    title = _ALERT_TITLES.get(notice.kind, notice.kind.value.replace("_", " "))
+    opening = f"{mention} " if mention else ""
+    headline = f"{opening}{_NOTICE_EMOJI[notice.kind]} *{release.app} {release.version}: {title}*"
+    blocks = (
+        _section(f"{headline}\n{notice.text}"),
+        _context(f"release `{release.id}` · {_headline(release).lower()}"),
+        *_next_step_buttons(notice, release),
+    )
+    text = f"{opening}{_NOTICE_EMOJI[notice.kind]} {notice.text}"
+    return CardMessage(text=_fit(text, FALLBACK_TEXT_MAX), blocks=blocks)
+
+
+def _next_step_buttons(notice: Notify, release: Release) -> list[ActionsBlock]:
+    """Under a notice that asks for a decision, the buttons the release accepts now."""
+    buttons = _buttons(release) if notice.kind in _NOTICES_ASKING_FOR_ACTION else []
+    return [ActionsBlock(elements=buttons)] if buttons else []
+
+
+# Block builders: every text is cut to its limit here.
+
+
+def _header(text: str) -> HeaderBlock:
+    return HeaderBlock(
+        text=PlainTextObject(text=_fit(text, HeaderBlock.text_max_length), emoji=True)
+    )
+
+
+def _section(text: str, *, fields: Sequence[str] = ()) -> SectionBlock:
+    return SectionBlock(
+        text=MarkdownTextObject(text=_fit(text, SectionBlock.text_max_length)),
+        fields=[MarkdownTextObject(text=_fit(field, FIELD_MAX)) for field in fields] or None,
+    )
+
+
+def _context(text: str) -> ContextBlock:
+    return ContextBlock(elements=[MarkdownTextObject(text=_fit(text, TEXT_MAX))])
+
+
+def _fit(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, ending in an ellipsis; never inside a `<...>` token."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(ELLIPSIS)]
+    opened = cut.rfind("<")
+    if opened > cut.rfind(">"):
+        cut = cut[:opened]
+    return cut.rstrip() + ELLIPSIS
+
+
+def _slack_time(when: datetime) -> str:
+    """Shown in each reader's time zone by Slack; the UTC fallback is what render_text prints."""
+    fallback = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+# Plain-text rendering for a terminal.
+
+
+def render_text(blocks: Sequence[Block]) -> str:
+    """A message's blocks as a person reads them in a terminal, one line per row of the message."""
+    lines: list[str] = []
+    for block in blocks:
+        lines.extend(_render_block(block))
+    return "\n".join(lines)
+
+
+def _render_block(block: Block) -> list[str]:
+    if isinstance(block, HeaderBlock) and block.text is not None:
+        title = _plain(block.text.text)
+        return [title, "=" * len(title)]
+    if isinstance(block, SectionBlock):
+        text = [_plain(block.text.text)] if block.text is not None else []
+        return text + [_plain(_FIELD_TITLE.sub(r"\1: ", field.text)) for field in block.fields]
+    if isinstance(block, ContextBlock):
+        return [" · ".join(_plain(e.text) for e in block.elements if isinstance(e, TextObject))]
+    if isinstance(block, ActionsBlock):
+        labels = [e.text.text for e in block.elements if isinstance(e, ButtonElement) and e.text]
+        return [" ".join(f"[ {label} ]" for label in labels)]
+    raise ValueError(f"render_text cannot show a {block.type} block")
+
+
+_TOKEN = re.compile(r"<([^<>]*)>")
+_BOLD = re.compile(r"\*([^*\n]+)\*")
+_CODE = re.compile(r"`([^`\n]+)`")
+_FIELD_TITLE = re.compile(r"^\*([^*\n]+)\*\n")
+
+
+def _plain(mrkdwn: str) -> str:
+    """Slack mrkdwn as plain text: mentions as @name, dates as their fallback, no bold or code."""
+    text = _TOKEN.sub(_plain_token, mrkdwn)
+    text = _CODE.sub(r"\1", _BOLD.sub(r"\1", text))
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _plain_token(match: re.Match[str]) -> str:
+    target, _, label = match[1].partition("|")
+    if target.startswith(("@", "#")):
+        return target[0] + (label or target[1:])
+    if target.startswith("!date^"):
+        return label or target
+    if target.startswith("!subteam^"):
+        return label or "@" + target.removeprefix("!subteam^")
+    if target.startswith("!"):
+        return "@" + target.removeprefix("!")  # here, channel, everyone
+    return f"{label} ({target})" if label else target

@@ -1,0 +1,766 @@
+"""Traffic routers against the real kube-apiserver: the Istio and Gateway API objects are
+validated by their real CRD schemas, Deployments roll out through the real controllers and kwok,
+and Services get real EndpointSlices from the endpointslice controller."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from bot.errors import PermanentError, TemporaryError
+from bot.kube.client import (
+    DEPLOYMENTS,
+    DESTINATION_RULES,
+    HTTP_ROUTES,
+    RETRY_ATTEMPTS,
+    SERVICES,
+    VIRTUAL_SERVICES,
+    NamespacedResources,
+    Object,
+    ResourceType,
+)
+from bot.kube.routers import (
+    PROVIDERS,
+    GatewaySettings,
+    IstioSettings,
+    ReplicaSettings,
+    TrafficRouter,
+    TrafficSplit,
+    build_router,
+)
+from bot.kube.routers.replicas import ReplicaTargets, replica_counts
+from bot.kube.workloads import AppWorkload, CanaryWorkloads
+from tests.infra.kube import (
+    RESTRICTED_TOKEN,
+    RESTRICTED_USER,
+    KubeCluster,
+    wait_for_deployment_ready,
+)
+from tests.infra.processes import wait_until
+
+STABLE_IMAGE = "registry.example/shop/api:v1"
+WEIGHTS = (5, 50, 100)
+
+
+def stable_deployment(*, replicas: int = 4, track: bool = True) -> Object:
+    labels = {"app": "shop-api", "version": "v1"} | ({"track": "stable"} if track else {})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop-api"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "shop-api"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": STABLE_IMAGE}]},
+            },
+        },
+    }
+
+
+def service(name: str, selector: dict[str, str]) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+
+
+class Cluster:
+    """Reads and writes for the test's own setup and checks, as the admin."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+
+    def of(self, kind: ResourceType) -> NamespacedResources:
+        return NamespacedResources(self.api, kind, self.namespace)
+
+    def create(self, kind: ResourceType, body: Object) -> None:
+        self.of(kind).reconcile(body["metadata"]["name"], lambda current: body)
+
+    def read(self, kind: ResourceType, name: str) -> Object:
+        found = self.of(kind).get(name)
+        assert found is not None, f"{kind.plural} {name} missing"
+        return found
+
+    def rolled_out(self, *names: str) -> dict[str, Object]:
+        return {
+            name: wait_for_deployment_ready(self.api, namespace=self.namespace, name=name).to_dict()
+            for name in names
+        }
+
+    def ready_endpoints(self, service_name: str) -> list[str]:
+        """Names of the ready pods the endpointslice controller lists for a Service."""
+        slices = k8s.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(
+            self.namespace, label_selector=f"kubernetes.io/service-name={service_name}"
+        )
+        return sorted(
+            endpoint.target_ref.name
+            for endpoint_slice in slices.items
+            for endpoint in endpoint_slice.endpoints or []
+            if endpoint.conditions.ready
+        )
+
+
+def endpoint_counts(cluster: Cluster, service_name: str) -> tuple[int, int]:
+    """(stable, canary) ready pods behind a Service, told apart by their names."""
+    pods = cluster.ready_endpoints(service_name)
+    canary = sum(1 for pod in pods if pod.startswith("shop-api-canary-"))
+    return len(pods) - canary, canary
+
+
+@pytest.fixture
+def cluster(kube_admin: k8s.ApiClient, namespace: str) -> Cluster:
+    return Cluster(kube_admin, namespace)
+
+
+@pytest.fixture
+def workloads(kube_admin: k8s.ApiClient, cluster: Cluster) -> CanaryWorkloads:
+    cluster.create(DEPLOYMENTS, stable_deployment())
+    cluster.rolled_out("shop-api")
+    app = AppWorkload(namespace=cluster.namespace, stable_deployment="shop-api", container="app")
+    return CanaryWorkloads(kube_admin, app, poll_interval_s=0.2)
+
+
+def twice(call: Callable[[], None], *, unchanged: Callable[[], Any]) -> None:
+    """Call, then call again and check the second call changed nothing."""
+    call()
+    before = unchanged()
+    call()
+    assert unchanged() == before
+
+
+# --- replicas -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("total", "weight", "expected"),
+    [
+        (4, 0, ReplicaTargets(stable=4, canary=0)),
+        (4, 5, ReplicaTargets(stable=3, canary=1)),
+        (4, 50, ReplicaTargets(stable=2, canary=2)),
+        (4, 95, ReplicaTargets(stable=1, canary=3)),
+        (4, 100, ReplicaTargets(stable=0, canary=4)),
+        (10, 15, ReplicaTargets(stable=8, canary=2)),
+        (10, 5, ReplicaTargets(stable=9, canary=1)),
+        (20, 5, ReplicaTargets(stable=19, canary=1)),
+        (1, 50, ReplicaTargets(stable=1, canary=1)),
+        (1, 100, ReplicaTargets(stable=0, canary=1)),
+    ],
+)
+def test_weight_to_replicas_keeps_capacity_and_never_rounds_a_canary_away(
+    total: int, weight: int, expected: ReplicaTargets
+) -> None:
+    assert replica_counts(total=total, canary_weight=weight) == expected
+
+
+@pytest.mark.parametrize(("total", "weight"), [(0, 50), (4, -1), (4, 101)])
+def test_weight_to_replicas_rejects_nonsense(total: int, weight: int) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        replica_counts(total=total, canary_weight=weight)
+
+
+def test_replica_router_walks_the_stages_on_real_deployments_and_endpoints(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(SERVICES, service("shop-api", {"app": "shop-api"}))
+    workloads.ensure_canary("v2", initial_replicas=0)
+    router = build_router(
+        "replicas",
+        api=kube_admin,
+        workloads=workloads,
+        settings=ReplicaSettings(service="shop-api", ready_timeout_s=60),
+    )
+
+    def generations() -> tuple[int, int]:
+        return (
+            cluster.read(DEPLOYMENTS, "shop-api")["metadata"]["generation"],
+            cluster.read(DEPLOYMENTS, "shop-api-canary")["metadata"]["generation"],
+        )
+
+    twice(router.ensure_routes, unchanged=generations)
+    annotations = cluster.read(DEPLOYMENTS, "shop-api")["metadata"]["annotations"]
+    assert annotations["release-bot.io/baseline-replicas"] == "4"
+    with pytest.raises(PermanentError, match="'replicas' cannot route by header"):
+        router.set_weight(canary_weight=0, header_routed=True)
+
+    expected = {0: (4, 0, 0), 5: (3, 1, 25), 50: (2, 2, 50), 100: (0, 4, 100)}
+    for weight, (stable, canary, canary_percent) in expected.items():
+        router.set_weight(canary_weight=weight, header_routed=False)
+        # the side that grows was ready before the call returned: capacity never dipped
+        assert workloads.replicas("canary").ready >= canary
+        twice(
+            partial(router.set_weight, canary_weight=weight, header_routed=False),
+            unchanged=generations,
+        )
+        rolled = cluster.rolled_out("shop-api", "shop-api-canary")
+        assert (
+            rolled["shop-api"]["spec"]["replicas"],
+            rolled["shop-api-canary"]["spec"]["replicas"],
+        ) == (stable, canary)
+        assert router.current_split() == TrafficSplit(100 - canary_percent, canary_percent, False)
+        wait_until(
+            lambda s=stable, c=canary: endpoint_counts(cluster, "shop-api") == (s, c),
+            timeout_s=30,
+            what=f"{stable} stable + {canary} canary endpoints behind the one Service",
+        )
+
+    twice(router.finalize, unchanged=generations)
+    rolled = cluster.rolled_out("shop-api", "shop-api-canary")
+    assert rolled["shop-api"]["spec"]["replicas"] == 4
+    assert rolled["shop-api-canary"]["spec"]["replicas"] == 0
+    assert "release-bot.io/baseline-replicas" not in (
+        rolled["shop-api"]["metadata"]["annotations"] or {}
+    )
+    assert router.current_split() == TrafficSplit(100, 0, False)
+
+
+def test_replica_split_reports_the_share_achieved_not_the_one_asked(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(SERVICES, service("shop-api", {"app": "shop-api"}))
+    workloads.ensure_canary("v2", initial_replicas=0)
+    router = build_router(
+        "replicas", api=kube_admin, workloads=workloads, settings=ReplicaSettings("shop-api", 60)
+    )
+    router.ensure_routes()
+    router.set_weight(canary_weight=95, header_routed=False)
+    cluster.rolled_out("shop-api", "shop-api-canary")
+    assert router.current_split() == TrafficSplit(25, 75, False)
+
+
+@pytest.mark.parametrize(
+    ("selector", "complaint"),
+    [
+        ({"app": "shop-api", "track": "stable"}, "selects on \\['track'\\]"),
+        ({"app": "shop-api", "version": "v1"}, "selects on \\['version'\\]"),
+        ({"app": "web"}, "does not select the stable pods"),
+    ],
+)
+def test_replica_router_refuses_a_service_that_would_not_split(
+    kube_admin: k8s.ApiClient,
+    cluster: Cluster,
+    workloads: CanaryWorkloads,
+    selector: dict[str, str],
+    complaint: str,
+) -> None:
+    cluster.create(SERVICES, service("shop-api", selector))
+    router = build_router(
+        "replicas", api=kube_admin, workloads=workloads, settings=ReplicaSettings("shop-api")
+    )
+    with pytest.raises(PermanentError, match=complaint):
+        router.ensure_routes()
+    assert workloads.stable_annotation("release-bot.io/baseline-replicas") is None
+
+
+# --- istio ----------------------------------------------------------------------------------
+
+ADMIN_ROUTE = {
+    "name": "admin",
+    "match": [{"uri": {"prefix": "/admin"}}],
+    "route": [{"destination": {"host": "admin-svc"}}],
+}
+MAIN_ROUTE = {
+    "name": "main",
+    "match": [{"uri": {"prefix": "/api"}}, {"headers": {"x-team": {"exact": "shop"}}}],
+    "timeout": "5s",
+    "route": [{"destination": {"host": "shop-api", "port": {"number": 80}}}],
+}
+
+
+def users_virtual_service() -> Object:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "shop-api"},
+        "spec": {
+            "hosts": ["shop-api"],
+            "http": [copy.deepcopy(ADMIN_ROUTE), copy.deepcopy(MAIN_ROUTE)],
+        },
+    }
+
+
+def istio_router(
+    api: k8s.ApiClient, workloads: CanaryWorkloads, route_index: int = 1
+) -> TrafficRouter:
+    settings = IstioSettings(
+        virtual_service="shop-api",
+        destination_rule="shop-api",
+        host="shop-api",
+        route_index=route_index,
+    )
+    return build_router("istio", api=api, workloads=workloads, settings=settings)
+
+
+def destination(subset: str, weight: int) -> Object:
+    return {
+        "destination": {"host": "shop-api", "port": {"number": 80}, "subset": subset},
+        "weight": weight,
+    }
+
+
+def test_istio_router_walks_the_stages_and_keeps_the_users_other_routes(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads.ensure_canary("v2", initial_replicas=1)
+    router = istio_router(kube_admin, workloads)
+
+    def versions() -> tuple[str, str]:
+        return (
+            cluster.read(VIRTUAL_SERVICES, "shop-api")["metadata"]["resourceVersion"],
+            cluster.read(DESTINATION_RULES, "shop-api")["metadata"]["resourceVersion"],
+        )
+
+    twice(router.ensure_routes, unchanged=versions)
+    rule = cluster.read(DESTINATION_RULES, "shop-api")["spec"]
+    assert rule == {
+        "host": "shop-api",
+        "subsets": [
+            {"name": "stable", "labels": {"track": "stable"}},
+            {"name": "canary", "labels": {"track": "canary"}},
+        ],
+    }
+    http = cluster.read(VIRTUAL_SERVICES, "shop-api")["spec"]["http"]
+    assert http == [
+        ADMIN_ROUTE,
+        {**MAIN_ROUTE, "route": [destination("stable", 100), destination("canary", 0)]},
+    ]
+    assert router.current_split() == TrafficSplit(100, 0, False)
+
+    twice(lambda: router.set_weight(canary_weight=0, header_routed=True), unchanged=versions)
+    http = cluster.read(VIRTUAL_SERVICES, "shop-api")["spec"]["http"]
+    assert [route["name"] for route in http] == ["admin", "release-bot-canary-header", "main"]
+    assert http[1] == {
+        "name": "release-bot-canary-header",
+        "match": [
+            {"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "always"}}},
+            {"headers": {"x-team": {"exact": "shop"}, "x-canary": {"exact": "always"}}},
+        ],
+        "timeout": "5s",
+        "route": [destination("canary", 100)],
+    }
+    assert http[2]["route"] == [destination("stable", 100), destination("canary", 0)]
+    assert router.current_split() == TrafficSplit(100, 0, True)
+
+    for weight in WEIGHTS:
+        twice(
+            partial(router.set_weight, canary_weight=weight, header_routed=False),
+            unchanged=versions,
+        )
+        http = cluster.read(VIRTUAL_SERVICES, "shop-api")["spec"]["http"]
+        assert http == [
+            ADMIN_ROUTE,
+            {
+                **MAIN_ROUTE,
+                "route": [destination("stable", 100 - weight), destination("canary", weight)],
+            },
+        ]
+        assert router.current_split() == TrafficSplit(100 - weight, weight, False)
+
+    twice(router.finalize, unchanged=versions)
+    http = cluster.read(VIRTUAL_SERVICES, "shop-api")["spec"]["http"]
+    assert http == [ADMIN_ROUTE, {**MAIN_ROUTE, "route": [destination("stable", 100)]}]
+    assert router.current_split() == TrafficSplit(100, 0, False)
+    assert len(cluster.read(DESTINATION_RULES, "shop-api")["spec"]["subsets"]) == 2
+
+
+def test_istio_ensure_routes_keeps_the_weights_of_a_running_release(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    router = istio_router(kube_admin, workloads)
+    router.ensure_routes()
+    router.set_weight(canary_weight=50, header_routed=True)
+    router.ensure_routes()  # e.g. after a bot restart
+    assert router.current_split() == TrafficSplit(50, 50, True)
+
+
+def test_istio_creates_missing_objects_and_adopts_a_users_destination_rule(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    users_rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "shop-api"},
+        "spec": {
+            "host": "shop-api",
+            "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
+            "subsets": [
+                {"name": "stable", "labels": {"version": "v1"}},
+                {"name": "legacy", "labels": {"version": "v0"}},
+            ],
+        },
+    }
+    cluster.create(DESTINATION_RULES, users_rule)
+    router = istio_router(kube_admin, workloads, route_index=0)
+    router.ensure_routes()
+
+    rule = cluster.read(DESTINATION_RULES, "shop-api")["spec"]
+    assert rule["trafficPolicy"] == {"loadBalancer": {"simple": "LEAST_REQUEST"}}
+    assert rule["subsets"] == [
+        {"name": "stable", "labels": {"track": "stable"}},
+        {"name": "legacy", "labels": {"version": "v0"}},
+        {"name": "canary", "labels": {"track": "canary"}},
+    ]
+    created = cluster.read(VIRTUAL_SERVICES, "shop-api")
+    assert created["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "release-bot"}
+    assert created["spec"] == {
+        "hosts": ["shop-api"],
+        "http": [
+            {
+                "route": [
+                    {"destination": {"host": "shop-api", "subset": "stable"}, "weight": 100},
+                    {"destination": {"host": "shop-api", "subset": "canary"}, "weight": 0},
+                ]
+            }
+        ],
+    }
+    router.set_weight(canary_weight=5, header_routed=False)
+    assert router.current_split() == TrafficSplit(95, 5, False)
+
+
+def test_istio_refuses_what_it_cannot_split_safely(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    before = cluster.read(VIRTUAL_SERVICES, "shop-api")
+    with pytest.raises(PermanentError, match="also routes to \\['admin-svc'\\]"):
+        istio_router(kube_admin, workloads, route_index=0).ensure_routes()
+    with pytest.raises(PermanentError, match="has 2 entries; index 2 is out of range"):
+        istio_router(kube_admin, workloads, route_index=2).ensure_routes()
+    assert cluster.read(VIRTUAL_SERVICES, "shop-api") == before
+    with pytest.raises(ValueError, match=re.escape("0..100")):
+        istio_router(kube_admin, workloads).set_weight(canary_weight=101, header_routed=False)
+
+
+def test_mesh_routers_need_stable_pods_labelled_track_stable(
+    kube_admin: k8s.ApiClient, cluster: Cluster
+) -> None:
+    cluster.create(DEPLOYMENTS, stable_deployment(replicas=0, track=False))
+    app = AppWorkload(namespace=cluster.namespace, stable_deployment="shop-api", container="app")
+    router = istio_router(kube_admin, CanaryWorkloads(kube_admin, app), route_index=0)
+    with pytest.raises(PermanentError, match="needs the label track: stable"):
+        router.ensure_routes()
+    assert cluster.of(DESTINATION_RULES).get("shop-api") is None
+
+
+# --- gateway api ----------------------------------------------------------------------------
+
+API_RULE = {
+    "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+    "backendRefs": [
+        {"group": "", "kind": "Service", "name": "shop-api-stable", "port": 80, "weight": 1}
+    ],
+}
+STATIC_RULE = {
+    "matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+    "backendRefs": [{"group": "", "kind": "Service", "name": "static", "port": 80, "weight": 1}],
+}
+
+
+def http_route() -> Object:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "shop-api"},
+        "spec": {
+            "parentRefs": [{"name": "public"}],
+            "hostnames": ["shop.example.com"],
+            "rules": [copy.deepcopy(API_RULE), copy.deepcopy(STATIC_RULE)],
+        },
+    }
+
+
+def backend(name: str, weight: int) -> Object:
+    return {"group": "", "kind": "Service", "name": name, "port": 80, "weight": weight}
+
+
+def gateway_router(api: k8s.ApiClient, workloads: CanaryWorkloads) -> TrafficRouter:
+    settings = GatewaySettings(
+        http_route="shop-api", stable_service="shop-api-stable", canary_service="shop-api-canary"
+    )
+    return build_router("gateway-api", api=api, workloads=workloads, settings=settings)
+
+
+def test_gateway_router_walks_the_stages_with_real_services_and_endpoints(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(SERVICES, service("shop-api-stable", {"app": "shop-api", "track": "stable"}))
+    cluster.create(HTTP_ROUTES, http_route())
+    workloads.ensure_canary("v2", initial_replicas=2)
+    router = gateway_router(kube_admin, workloads)
+
+    def versions() -> tuple[str, str]:
+        return (
+            cluster.read(HTTP_ROUTES, "shop-api")["metadata"]["resourceVersion"],
+            cluster.read(SERVICES, "shop-api-canary")["metadata"]["resourceVersion"],
+        )
+
+    twice(router.ensure_routes, unchanged=versions)
+    canary_service = cluster.read(SERVICES, "shop-api-canary")
+    assert canary_service["spec"]["selector"] == {"app": "shop-api", "track": "canary"}
+    assert [(p["port"], p["targetPort"]) for p in canary_service["spec"]["ports"]] == [(80, 8080)]
+    cluster.rolled_out("shop-api-canary")
+    wait_until(
+        lambda: (
+            endpoint_counts(cluster, "shop-api-canary") == (0, 2)
+            and endpoint_counts(cluster, "shop-api-stable") == (4, 0)
+        ),
+        timeout_s=30,
+        what="canary pods behind the canary Service only, stable pods behind the stable one",
+    )
+    rules = cluster.read(HTTP_ROUTES, "shop-api")["spec"]["rules"]
+    assert rules == [
+        {
+            **API_RULE,
+            "backendRefs": [backend("shop-api-stable", 100), backend("shop-api-canary", 0)],
+        },
+        STATIC_RULE,
+    ]
+
+    twice(lambda: router.set_weight(canary_weight=0, header_routed=True), unchanged=versions)
+    rules = cluster.read(HTTP_ROUTES, "shop-api")["spec"]["rules"]
+    assert rules[0] == {
+        "name": "release-bot-canary-header",
+        "matches": [
+            {
+                "path": {"type": "PathPrefix", "value": "/api"},
+                "headers": [{"type": "Exact", "name": "x-canary", "value": "always"}],
+            }
+        ],
+        "backendRefs": [backend("shop-api-canary", 100)],
+    }
+    assert rules[1:] == [
+        {
+            **API_RULE,
+            "backendRefs": [backend("shop-api-stable", 100), backend("shop-api-canary", 0)],
+        },
+        STATIC_RULE,
+    ]
+    assert router.current_split() == TrafficSplit(100, 0, True)
+
+    for weight in WEIGHTS:
+        twice(
+            partial(router.set_weight, canary_weight=weight, header_routed=False),
+            unchanged=versions,
+        )
+        rules = cluster.read(HTTP_ROUTES, "shop-api")["spec"]["rules"]
+        assert rules == [
+            {
+                **API_RULE,
+                "backendRefs": [
+                    backend("shop-api-stable", 100 - weight),
+                    backend("shop-api-canary", weight),
+                ],
+            },
+            STATIC_RULE,
+        ]
+        assert router.current_split() == TrafficSplit(100 - weight, weight, False)
+
+    twice(router.finalize, unchanged=versions)
+    rules = cluster.read(HTTP_ROUTES, "shop-api")["spec"]["rules"]
+    assert rules == [{**API_RULE, "backendRefs": [backend("shop-api-stable", 100)]}, STATIC_RULE]
+    assert router.current_split() == TrafficSplit(100, 0, False)
+
+
+def test_gateway_router_refuses_a_stable_service_that_also_selects_the_canary(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(SERVICES, service("shop-api-stable", {"app": "shop-api"}))
+    cluster.create(HTTP_ROUTES, http_route())
+    with pytest.raises(PermanentError, match="must select track: stable"):
+        gateway_router(kube_admin, workloads).ensure_routes()
+    assert cluster.of(SERVICES).get("shop-api-canary") is None
+
+
+def test_gateway_router_needs_the_users_http_route(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    cluster.create(SERVICES, service("shop-api-stable", {"app": "shop-api", "track": "stable"}))
+    with pytest.raises(PermanentError, match="not found: release-bot adopts an existing HTTPRoute"):
+        gateway_router(kube_admin, workloads).ensure_routes()
+
+
+# --- factory and noop -----------------------------------------------------------------------
+
+
+def test_unknown_provider_is_an_error_not_a_silent_default(
+    kube_admin: k8s.ApiClient, workloads: CanaryWorkloads
+) -> None:
+    with pytest.raises(
+        PermanentError,
+        match=re.escape(
+            "unknown traffic router provider 'linkerd'; "
+            "known providers: replicas, istio, gateway-api, none"
+        ),
+    ):
+        build_router("linkerd", api=kube_admin, workloads=workloads)
+    with pytest.raises(
+        PermanentError, match="provider 'istio' needs IstioSettings, got ReplicaSettings"
+    ):
+        build_router(
+            "istio", api=kube_admin, workloads=workloads, settings=ReplicaSettings("shop-api")
+        )
+    assert PROVIDERS == ("replicas", "istio", "gateway-api", "none")
+
+
+def test_noop_router_splits_nothing_and_says_so(
+    kube_admin: k8s.ApiClient, workloads: CanaryWorkloads
+) -> None:
+    router = build_router("none", api=kube_admin, workloads=workloads)
+    router.ensure_routes()
+    router.set_weight(canary_weight=0, header_routed=False)
+    assert router.current_split() == TrafficSplit(100, 0, False)
+    with pytest.raises(PermanentError, match="'none' cannot send 5 % of traffic"):
+        router.set_weight(canary_weight=5, header_routed=False)
+    with pytest.raises(PermanentError, match="or header-matching requests"):
+        router.set_weight(canary_weight=0, header_routed=True)
+    router.finalize()
+
+
+# --- conflicts and permissions --------------------------------------------------------------
+
+
+class InterferingApiClient(k8s.ApiClient):
+    """A real client: before each of its first `times` PUTs to a VirtualService another writer
+    changes that object, so the PUT carries a stale resourceVersion and the apiserver answers
+    409 Conflict for real."""
+
+    def __init__(
+        self, configuration: k8s.Configuration, *, interfere: Callable[[], None], times: int
+    ):
+        super().__init__(configuration)
+        self.interfere, self.times = interfere, times
+        self.puts = 0
+
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "PUT" and "/virtualservices/" in url:
+            self.puts += 1
+            if self.puts <= self.times:
+                self.interfere()
+        return super().call_api(method, url, *args, **kwargs)
+
+
+@pytest.fixture
+def other_writer(cluster: Cluster) -> Callable[[], None]:
+    """Someone else (kubectl, another bot replica) annotating the VirtualService."""
+    count = iter(range(1, 1000))
+
+    def write() -> None:
+        patch = {"metadata": {"annotations": {"other-writer": str(next(count))}}}
+        cluster.of(VIRTUAL_SERVICES).merge_patch("shop-api", patch)
+
+    return write
+
+
+def test_a_real_409_conflict_is_retried_on_the_fresh_object(
+    kube_cluster: KubeCluster,
+    kube_admin: k8s.ApiClient,
+    cluster: Cluster,
+    workloads: CanaryWorkloads,
+    other_writer: Callable[[], None],
+) -> None:
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    istio_router(kube_admin, workloads).ensure_routes()
+    interfering = InterferingApiClient(
+        kube_cluster.configuration(), interfere=other_writer, times=1
+    )
+    istio_router(interfering, workloads).set_weight(canary_weight=50, header_routed=False)
+
+    assert interfering.puts == 2  # the first PUT got 409, the retry re-read and won
+    stored = cluster.read(VIRTUAL_SERVICES, "shop-api")
+    assert stored["metadata"]["annotations"]["other-writer"] == "1"  # the other write survived
+    assert stored["spec"]["http"][1]["route"] == [
+        destination("stable", 50),
+        destination("canary", 50),
+    ]
+
+
+def test_endless_conflicts_give_up_with_a_temporary_error(
+    kube_cluster: KubeCluster,
+    kube_admin: k8s.ApiClient,
+    cluster: Cluster,
+    workloads: CanaryWorkloads,
+    other_writer: Callable[[], None],
+) -> None:
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    istio_router(kube_admin, workloads).ensure_routes()
+    interfering = InterferingApiClient(
+        kube_cluster.configuration(), interfere=other_writer, times=10**6
+    )
+    with pytest.raises(
+        TemporaryError, match=re.escape("conflict on update virtualservices.networking.istio.io")
+    ):
+        istio_router(interfering, workloads).set_weight(canary_weight=50, header_routed=False)
+    assert interfering.puts == RETRY_ATTEMPTS
+    assert istio_router(kube_admin, workloads).current_split() == TrafficSplit(100, 0, False)
+
+
+def grant_restricted_user(cluster: Cluster, rules: list[Object]) -> None:
+    rbac = k8s.RbacAuthorizationV1Api(cluster.api)
+    rbac.create_namespaced_role(
+        cluster.namespace, {"metadata": {"name": "router-reader"}, "rules": rules}
+    )
+    rbac.create_namespaced_role_binding(
+        cluster.namespace,
+        {
+            "metadata": {"name": "router-reader"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "router-reader",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": RESTRICTED_USER}
+            ],
+        },
+    )
+
+
+def test_forbidden_update_names_verb_resource_and_namespace(
+    kube_cluster: KubeCluster,
+    kube_admin: k8s.ApiClient,
+    cluster: Cluster,
+    workloads: CanaryWorkloads,
+) -> None:
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    istio_router(kube_admin, workloads).ensure_routes()
+    grant_restricted_user(
+        cluster,
+        [
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+            {
+                "apiGroups": ["networking.istio.io"],
+                "resources": ["virtualservices", "destinationrules"],
+                "verbs": ["get"],
+            },
+        ],
+    )
+    restricted = kube_cluster.api_client(RESTRICTED_TOKEN)
+    router = istio_router(restricted, workloads_for(restricted, cluster))
+    wait_until(
+        lambda: router.current_split() is not None, timeout_s=10, what="RBAC grant in effect"
+    )
+
+    with pytest.raises(PermanentError) as denied:
+        router.set_weight(canary_weight=5, header_routed=False)
+    assert (
+        "release-bot may not update virtualservices.networking.istio.io "
+        f"in namespace {cluster.namespace} "
+        "(grant verb 'update' on resource 'virtualservices' in API group networking.istio.io)"
+    ) in str(denied.value)
+    assert router.current_split() == TrafficSplit(100, 0, False)
+
+
+def workloads_for(api: k8s.ApiClient, cluster: Cluster) -> CanaryWorkloads:
+    app = AppWorkload(namespace=cluster.namespace, stable_deployment="shop-api", container="app")
+    return CanaryWorkloads(api, app)
