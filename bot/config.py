@@ -279,6 +279,8 @@ class ReplicasRouter(_FrozenModel):
     """Native canary: a canary Deployment behind the stable Service; traffic follows replicas."""
 
     provider: Literal["replicas"]
+    service: ServiceName | None = None
+    """The Service in front of stable and canary pods; None: the workload's name."""
 
 
 class IstioRouter(_FrozenModel):
@@ -288,16 +290,8 @@ class IstioRouter(_FrozenModel):
     virtual_service: ResourceName
     destination_rule: ResourceName
     host: MeshHost
-    route: Annotated[str, Strict(), Field(min_length=1)] | None = None
-    """Name of the VirtualService http route to weight; None: the first route."""
-    stable_subset: DnsLabel = "stable"
-    canary_subset: DnsLabel = "canary"
-
-    @model_validator(mode="after")
-    def _distinct_subsets(self) -> IstioRouter:
-        if self.stable_subset == self.canary_subset:
-            raise ValueError(f"stable_subset and canary_subset are both {self.stable_subset!r}")
-        return self
+    route_index: Annotated[int, Field(ge=0)] = 0
+    """Which http route of the VirtualService to weight (0: the first)."""
 
 
 class GatewayApiRouter(_FrozenModel):
@@ -640,6 +634,41 @@ def _shared_workloads(spec: _FileSpec) -> Iterator[_Problem]:
         owners.setdefault(target, name)
 
 
+def _plans_routers_cannot_run(spec: _FileSpec) -> Iterator[_Problem]:
+    for name, app in spec.apps.items():
+        plan = app.plan or spec.default_plan
+        stages = spec.plans.get(plan)
+        header_routed = (
+            any(stage.header_routed for stage in stages)
+            if stages is not None
+            else any(stage.header_routed for stage in DEFAULT_PLAN.stages)
+        )
+        if header_routed and not router_routes_by_header(app.router):
+            yield _Problem(("apps", name, "plan"), _no_header_routing(plan))
+
+
+def router_routes_by_header(router: Router) -> bool:
+    """The replicas router splits by pod count only: it cannot send a header to the canary."""
+    return not isinstance(router, ReplicasRouter)
+
+
+def plan_refusal(app: AppConfig, plan: Plan) -> str | None:
+    """Why `app` cannot run `plan` (a `--plan` given at start), or None when it can."""
+    if any(stage.header_routed for stage in plan.stages) and not router_routes_by_header(
+        app.router
+    ):
+        return f"{app.name}: {_no_header_routing(plan.name)}"
+    return None
+
+
+def _no_header_routing(plan: str) -> str:
+    return (
+        f"plan {plan!r} has a header-routed stage, which router 'replicas' cannot run (it splits "
+        "traffic by pod count only); use a plan without header_routed stages, or router istio "
+        "or gateway-api"
+    )
+
+
 # ---------------------------------------------------------------- YAML positions
 
 
@@ -757,7 +786,7 @@ def load_config(path: str | os.PathLike[str]) -> BotConfig:
     duplicates = list(_duplicate_keys(root, (), set()))
     try:
         spec = _FileSpec.model_validate(data, context={"plan_names": _plan_names(data)})
-        problems = list(_shared_workloads(spec))
+        problems = [*_shared_workloads(spec), *_plans_routers_cannot_run(spec)]
     except ValidationError as error:
         spec, problems = None, [_from_pydantic(details) for details in error.errors()]
     # Duplicates first: a key written twice explains the problems found in the copy kept.

@@ -26,6 +26,7 @@ from bot.config import (
     format_duration,
     load_config,
     parse_duration,
+    plan_refusal,
 )
 from bot.plan import DEFAULT_PLAN, Plan, Stage
 
@@ -90,7 +91,7 @@ def test_example_file_loads_into_typed_objects() -> None:
         virtual_service="shop-api",
         destination_rule="shop-api",
         host="shop-api.shop.svc.cluster.local",
-        route="primary",
+        route_index=0,
     )
     assert shop.slack_channel == ChannelRef("shop-releases")
     assert shop.plan == Plan(
@@ -127,7 +128,7 @@ def test_example_file_loads_into_typed_objects() -> None:
     assert checkout.metrics.error_rate.max == 0.01
     assert checkout.slack_channel.is_id
 
-    assert resizer.router == ReplicasRouter(provider="replicas")
+    assert resizer.router == ReplicasRouter(provider="replicas", service="image-resizer")
     assert resizer.plan == Plan(
         name="fast",
         stages=(
@@ -496,9 +497,7 @@ def test_an_app_with_only_required_fields_gets_the_documented_defaults(tmp_path:
             virtual_service="shop-api",
             destination_rule="shop-api",
             host="shop-api",
-            route=None,
-            stable_subset="stable",
-            canary_subset="canary",
+            route_index=0,
         ),
         slack_channel=ChannelRef("releases"),
         plan=DEFAULT_PLAN,
@@ -531,7 +530,7 @@ def test_top_level_x_keys_hold_anchors_for_merging(tmp_path: Path) -> None:
 x-shared: &shared
   namespace: shop
   slack_channel: C0123ABCD
-  router: {provider: replicas}
+  router: {provider: gateway-api, http_route: shop, stable_service: shop, canary_service: canary}
 apps:
   cart: {<<: *shared, workload: cart}
   search: {<<: *shared, workload: search}
@@ -551,6 +550,29 @@ apps:
 def test_durations_parse_and_format_back(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
     assert format_duration(seconds) == text
+
+
+def test_a_replicas_app_cannot_run_a_plan_with_a_header_routed_stage(tmp_path: Path) -> None:
+    text = "apps:\n  cart:\n    namespace: shop\n    workload: cart\n    slack_channel: C0123ABCD\n"
+    text += "    router: {provider: replicas}\n"
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_config(tmp_path, text))
+
+    assert "apps.cart.plan: plan 'default' has a header-routed stage, which router 'replicas' " in (
+        str(raised.value)
+    )
+    config = load_config(write_config(tmp_path, text + "    plan: fast\n" + FAST_PLAN))
+    app = config.app("cart")
+    assert plan_refusal(app, app.plan) is None
+    assert plan_refusal(app, DEFAULT_PLAN) == (
+        "cart: plan 'default' has a header-routed stage, which router 'replicas' cannot run "
+        "(it splits traffic by pod count only); use a plan without header_routed stages, or "
+        "router istio or gateway-api"
+    )
+
+
+FAST_PLAN = "plans:\n  fast:\n    - {weight: 10, duration: 1m}\n"
 
 
 def test_durations_may_use_any_amount_of_a_unit() -> None:
