@@ -13,6 +13,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
     check = commands.add_parser("check-config", help="validate an apps and plans file")
     check.add_argument("file")
+    demo = commands.add_parser(
+        "demo", help="run a complete release in the terminal: simulated cluster, real Redis"
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=("canary", "rollback"),
+        default="canary",
+        help="canary: a good release, approved and promoted (default); "
+        "rollback: a bad canary rolled back automatically",
+    )
     return parser
 
 
@@ -24,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_code: int = serve(build_app=build_app)
         return exit_code
+    if args.command == "demo":
+        from bot.demo import run_demo
+
+        return run_demo(scenario=args.scenario)
     from bot.config import check_config_command
 
     return check_config_command(args.file)

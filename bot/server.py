@@ -30,7 +30,16 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from waitress.server import create_server
 
+from bot.config import ConfigError, load_config
+from bot.errors import ReleaseBotError
+from bot.kube.client import build_api_client
+from bot.kube.reconciler import KubernetesCluster
+from bot.scheduler import Scheduler
+from bot.service import ReleaseService
 from bot.settings import Settings, SettingsError, load_settings
+from bot.slack.announcer import SlackAnnouncer
+from bot.slack.client import build_web_client
+from bot.store import ReleaseStore, connect
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -56,7 +65,9 @@ log = structlog.get_logger("release_bot.server")
 class AppBuilder(Protocol):
     """handlers.app.build_app's signature."""
 
-    def __call__(self, *, settings: Settings) -> App: ...
+    def __call__(
+        self, *, settings: Settings, client: WebClient, service: ReleaseService | None
+    ) -> App: ...
 
 
 def serve(*, build_app: AppBuilder) -> int:
@@ -67,10 +78,40 @@ def serve(*, build_app: AppBuilder) -> int:
         print(f"release-bot: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(level=settings.log_level, secrets=settings.secret_values())
-    return _run(build_app(settings=settings), settings)
+    client = build_web_client(settings=settings)
+    try:
+        service = build_service(settings=settings, client=client)
+    except (ConfigError, ReleaseBotError) as error:
+        log.error("fatal", reason=str(error))
+        return EXIT_BAD_CONFIG
+    app = build_app(settings=settings, client=client, service=service)
+    scheduler = (
+        Scheduler(tick=service.tick, interval_s=settings.release_bot_tick_seconds)
+        if service
+        else None
+    )
+    return _run(app, settings, scheduler)
 
 
-def _run(app: App, settings: Settings) -> int:
+def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | None:
+    """The release service on the configured apps file, Redis, cluster and Slack; None (and a
+    warning) when the apps file or Redis is not configured: the bot then only answers help."""
+    config_path, redis_url = settings.release_bot_config, settings.redis_url
+    if config_path is None or redis_url is None:
+        unset = (("RELEASE_BOT_CONFIG", config_path), ("REDIS_URL", redis_url))
+        log.warning("releases_disabled", missing=[name for name, value in unset if value is None])
+        return None
+    config = load_config(config_path)
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    return ReleaseService(
+        config=config,
+        store=ReleaseStore(connect(redis_url)),
+        cluster=KubernetesCluster(build_api_client(kubeconfig)),
+        announcer=SlackAnnouncer(client=client, config=config),
+    )
+
+
+def _run(app: App, settings: Settings, scheduler: Scheduler | None) -> int:
     stopper = Stopper()
     verifier = SlackTokenVerifier(app.client, on_rejected=stopper.fail)
     readiness = Readiness()
@@ -87,10 +128,15 @@ def _run(app: App, settings: Settings) -> int:
     server = create_server(wsgi_app, host="0.0.0.0", port=settings.port, ident="release-bot")
     signal.signal(signal.SIGTERM, stopper.on_signal)
     verifier.start()
+    if scheduler is not None:
+        scheduler.start()
+        readiness.add("scheduler", scheduler.is_alive)
     try:
         server.run()
     finally:
         verifier.stop()
+        if scheduler is not None:
+            scheduler.stop()
         if socket_mode is not None:
             socket_mode.client.close()
     log.info("stopped", exit_code=stopper.exit_code)

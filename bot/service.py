@@ -15,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from bot.config import AppConfig, BotConfig
+from bot.config import AppConfig, BotConfig, plan_refusal
 from bot.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.machine import (
     Accepted,
@@ -34,7 +34,15 @@ from bot.machine import (
     transition,
 )
 from bot.release import Phase, Release
-from bot.store import HistoryEntry, ReleaseStore, RevisionConflict, StoredRelease
+from bot.store import (
+    AppBusy,
+    AppLocked,
+    DeployLock,
+    HistoryEntry,
+    ReleaseStore,
+    RevisionConflict,
+    StoredRelease,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -109,8 +117,13 @@ class ReleaseService:
     def start(
         self, *, app_name: str, version: str, plan_name: str | None, user: str, channel: str
     ) -> Outcome:
+        """Start a canary; its card goes to the app's channel when the apps file gives its ID,
+        else to `channel`, where the command was typed."""
         app = self._config.app(app_name)
         plan = self._config.plan(plan_name) if plan_name else app.plan
+        if refusal := plan_refusal(app, plan):
+            return Outcome(False, refusal)
+        self._refuse_if_taken(app.name)
         previous = self._cluster.stable_version(app)
         if previous == version:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
@@ -129,7 +142,7 @@ class ReleaseService:
             previous_version=previous,
             plan=plan,
             requested_by=user,
-            channel=channel,
+            channel=app.slack_channel.value if app.slack_channel.is_id else channel,
             four_eyes=app.authorization.four_eyes,
             now=now,
         )
@@ -137,21 +150,62 @@ class ReleaseService:
             started.release, user, "start", "applied", f"{version} (plan {plan.name})"
         )
         stored = self._store.create(started.release, entry=entry)
-        stored = self._carry_out(stored, started)
-        self._announcer.notify(
-            stored.release, Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
-        )
+        preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
+        effects = (*started.effects, preflight_notice)
+        stored = self._carry_out(stored, Accepted(release=started.release, effects=effects))
         return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
 
-    def act(
-        self, *, app_name: str, event: Event, actor: str, idempotency_key: str | None = None
-    ) -> Outcome:
+    def act(self, *, app_name: str, event: Event, actor: str) -> Outcome:
         """Apply a person's event to the app's active release."""
         self._config.app(app_name)  # raises UnknownApp with the known names
         stored = self._store.active(app_name)
         if stored is None:
             return Outcome(False, f"{app_name} has no active release.")
-        return self._apply(stored, event, actor=actor, idempotency_key=idempotency_key)
+        return self._apply(stored, event, actor=actor)
+
+    def act_on_release(self, *, release_id: str, event: Event, actor: str) -> Outcome:
+        """Apply a button's event to the release it was shown for (finished or not)."""
+        stored = self._store.get(release_id)
+        if stored is None:
+            return Outcome(False, f"release {release_id} is unknown; nothing was changed.")
+        return self._apply(stored, event, actor=actor)
+
+    def lock(self, *, app_name: str, user: str, reason: str) -> Outcome:
+        """A deploy lock: new releases of the app are refused until unlocked."""
+        app = self._config.app(app_name)
+        self._store.lock(app.name, by=user, reason=reason, at=self._clock())
+        self._audit(app.name, "-", user, "lock", f"applied: {reason or 'no reason given'}")
+        return Outcome(True, f"{app.name} is locked: new releases are refused until unlocked.")
+
+    def unlock(self, *, app_name: str, user: str) -> Outcome:
+        app = self._config.app(app_name)
+        previous = self._store.unlock(app.name)
+        if previous is None:
+            return Outcome(False, f"{app.name} was not locked.")
+        self._audit(app.name, "-", user, "unlock", f"applied (locked by {previous.by})")
+        return Outcome(True, f"{app.name} is unlocked (it was locked by <@{previous.by}>).")
+
+    def active_release(self, app_name: str) -> StoredRelease | None:
+        return self._store.active(self._config.app(app_name).name)
+
+    def active_releases(self) -> list[StoredRelease]:
+        return self._store.active_releases()
+
+    def history(self, app_name: str, *, limit: int = 20) -> list[HistoryEntry]:
+        return self._store.history(self._config.app(app_name).name, limit=limit)
+
+    def lock_of(self, app_name: str) -> DeployLock | None:
+        return self._store.lock_of(self._config.app(app_name).name)
+
+    def claim_delivery(self, key: str) -> bool:
+        return self._store.claim_delivery(key)
+
+    def _refuse_if_taken(self, app: str) -> None:
+        """Answer busy or locked before preflight's slow reads; create() enforces it atomically."""
+        if (lock := self._store.lock_of(app)) is not None:
+            raise AppLocked(app, lock)
+        if (holder := self._store.active(app)) is not None:
+            raise AppBusy(holder)
 
     def tick(self) -> None:
         """One scheduler pass: reconcile every active release and deliver what has come due."""
@@ -190,9 +244,7 @@ class ReleaseService:
                 return RollbackDone()
         return None
 
-    def _apply(
-        self, stored: StoredRelease, event: Event, *, actor: str, idempotency_key: str | None = None
-    ) -> Outcome:
+    def _apply(self, stored: StoredRelease, event: Event, *, actor: str) -> Outcome:
         action = type(event).__name__
         for _ in range(SAVE_ATTEMPTS):
             decided = transition(stored.release, event, now=self._clock())
@@ -212,7 +264,6 @@ class ReleaseService:
                     decided.release,
                     entry=entry,
                     finished=decided.release.phase.is_terminal,
-                    idempotency_key=idempotency_key,
                 )
             except RevisionConflict:
                 reread = self._store.get(stored.release.id)
@@ -234,6 +285,7 @@ class ReleaseService:
                 elif isinstance(effect, UpdateCard):
                     stored = self._show_card(stored)
                 elif isinstance(effect, Notify):
+                    stored = stored if stored.release.thread_ts else self._show_card(stored)
                     self._announcer.notify(stored.release, effect)
             except ReleaseBotError as error:
                 log.warning(

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SLACK_API_URL_DEFAULT = "https://slack.com/api/"
 PORT_DEFAULT = 3000
+TICK_SECONDS_DEFAULT = 5.0
 
 _HELP = {
     "SLACK_BOT_TOKEN": "the bot token (xoxb-...) from the Slack app's OAuth page",
@@ -22,6 +23,7 @@ _HELP = {
     "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, for Socket Mode",
     "SLACK_API_URL": "the Slack Web API base URL",
     "PORT": "the HTTP port to listen on",
+    "RELEASE_BOT_TICK_SECONDS": "seconds between two scheduler passes over the active releases",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
 }
 
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     kubeconfig: Path | None = None
     release_bot_config: Path | None = None
+    release_bot_tick_seconds: float = Field(default=TICK_SECONDS_DEFAULT, gt=0, le=3600)
     port: int = Field(default=PORT_DEFAULT, ge=1, le=65535)
     log_level: str = "INFO"
 

@@ -6,7 +6,7 @@ Keys (prefix `rb:`):
   active          set of active release ids
   history:{app}   list: the app's append-only audit trail (JSON entries)
   lock:{app}      hash: by, reason, at (a deploy lock)
-  applied:{key}   idempotency keys of applied actions (expire after a day)
+  delivery:{key}  Slack deliveries already taken (trigger ids; expire after a day)
 
 Every write is one Lua script, so it is atomic and a concurrent writer loses
 instead of overwriting: saves compare the revision they read.
@@ -24,7 +24,7 @@ import redis
 from bot.errors import ReleaseBotError, TemporaryError
 from bot.release import Release
 
-IDEMPOTENCY_TTL_S = 24 * 3600
+DELIVERY_TTL_S = 24 * 3600
 
 _CREATE = """
 local lock = redis.call('HGETALL', KEYS[2])
@@ -38,11 +38,9 @@ redis.call('SADD', KEYS[5], ARGV[1])
 return {'ok', '1'}
 """
 
-# KEYS: release, history, active:{app}, active set, applied:{key} (or the release key again
-# when the action carries no idempotency key). ARGV: expected revision, json, history entry,
-# finished (0/1), release id, has idempotency key (0/1), idempotency ttl.
+# KEYS: release, history, active:{app}, active set.
+# ARGV: expected revision, json, history entry, finished (0/1), release id.
 _SAVE = """
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then return {'duplicate', ''} end
 local revision = redis.call('HGET', KEYS[1], 'revision')
 if revision ~= ARGV[1] then return {'conflict', revision or ''} end
 local next_revision = tonumber(revision) + 1
@@ -52,7 +50,6 @@ if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
   redis.call('SREM', KEYS[4], ARGV[5])
 end
-if ARGV[6] == '1' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[7]) end
 return {'ok', tostring(next_revision)}
 """
 
@@ -80,10 +77,6 @@ class AppLocked(ReleaseBotError):
 
 class RevisionConflict(TemporaryError):
     """Someone saved the release after we read it; re-read and try again."""
-
-
-class DuplicateAction(ReleaseBotError):
-    """The action with this idempotency key was already applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +167,6 @@ class ReleaseStore:
         *,
         entry: HistoryEntry,
         finished: bool,
-        idempotency_key: str | None = None,
     ) -> StoredRelease:
         """Replace `stored` by `release` if nobody saved since `stored` was read."""
         release_key = self._key("release", release.id)
@@ -183,7 +175,6 @@ class ReleaseStore:
             self._key("history", release.app),
             self._key("active", release.app),
             self._key("active"),
-            self._key("applied", idempotency_key) if idempotency_key else release_key,
         ]
         args = [
             str(stored.revision),
@@ -191,17 +182,21 @@ class ReleaseStore:
             entry.to_json(),
             "1" if finished else "0",
             release.id,
-            "1" if idempotency_key else "0",
-            str(IDEMPOTENCY_TTL_S),
         ]
         status, value = self._run(self._save, keys, args)
-        if status == "duplicate":
-            raise DuplicateAction(f"action {idempotency_key} was already applied")
         if status == "conflict":
             raise RevisionConflict(
                 f"release {release.id} changed (revision {value}, expected {stored.revision})"
             )
         return StoredRelease(release, int(value))
+
+    def claim_delivery(self, key: str) -> bool:
+        """True the first time `key` (a Slack trigger id) is seen: Slack retries and double
+        deliveries of one request are then acted on once, whichever replica receives them."""
+        claimed = self._call(
+            self._redis.set, self._key("delivery", key), "1", nx=True, ex=DELIVERY_TTL_S
+        )
+        return bool(claimed)
 
     def get(self, release_id: str) -> StoredRelease | None:
         fields = self._call(

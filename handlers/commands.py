@@ -1,57 +1,174 @@
 """The `/release` slash command listener.
 
-Registered on the Bolt app by handlers.app.build_app through `register(app)`. For now it knows
-only `help`: every other input is answered, ephemerally, with the command grammar of SPEC.md.
+Registered on the Bolt app by handlers.app.build_app through `register(app, service=...)`.
+Every command is acknowledged at once, within Slack's 3 s: usage errors and the read-only
+commands (help, status, list, history) are answered in the acknowledgement itself; commands that
+change something are acknowledged first and carried out after, their outcome sent back through
+`respond` (ephemeral, seen only by the person who typed it). The release's card and thread show
+everyone else what happened.
 """
 
 from __future__ import annotations
 
-from slack_bolt import Ack, App
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from slack_bolt import Ack, App, Respond
+
+from bot import commands, machine
+from bot.commands import UsageError, parse_command, usage_for
+from bot.config import UnknownApp, UnknownPlan
+from bot.errors import ReleaseBotError
+from bot.service import Outcome, ReleaseService
+from bot.slack.cards import release_card
+from bot.store import HistoryEntry
+
+log = structlog.get_logger(__name__)
 
 COMMAND = "/release"
-
-USAGE = """\
-Usage:
-```
-/release help
-/release canary <app> <version> [--plan NAME]
-/release bluegreen <app> <version>
-/release status [<app>]            (no app: all active releases)
-/release list                      (active releases)
-/release history <app>
-/release advance <app>             (next stage now; gates still apply)
-/release approve <app>
-/release pause <app> [reason]
-/release resume <app>
-/release rollback <app> [reason]
-/release promote <app> [--full]    (--full: skip remaining stages)
-/release lock <app> [reason]
-/release unlock <app>
-```
-`<version>` is an image tag or a full image reference."""
-
-SUBCOMMANDS = frozenset(
-    {"help", "canary", "bluegreen", "status", "list", "history", "advance", "approve", "pause"}
-    | {"resume", "rollback", "promote", "lock", "unlock"}
+NOT_SET_UP = (
+    "release-bot is not set up for releases yet: it needs an apps file (RELEASE_BOT_CONFIG) and "
+    "a state store (REDIS_URL). Ask the team that runs the bot; `/release help` works meanwhile."
 )
+INTERNAL_ERROR = ":x: release-bot hit an internal error; nothing more was done. See its logs."
+HISTORY_LINES = 20
+
+_READ_ONLY = (commands.Status, commands.ListActive, commands.History)
 
 
-def register(app: App) -> None:
+def register(app: App, *, service: ReleaseService | None) -> None:
     """Attach the `/release` listener to `app`."""
+
+    def handle_release_command(ack: Ack, respond: Respond, command: dict[str, str]) -> None:
+        try:
+            parsed = parse_command(command.get("text", ""))
+        except UsageError as error:
+            ack(text=f"{error.problem}\n```{error.usage}```", response_type="ephemeral")
+            return
+        if isinstance(parsed, commands.Help):
+            usage = usage_for(parsed.topic) if parsed.topic else commands.USAGE
+            ack(text=f"```{usage}```", response_type="ephemeral")
+            return
+        if service is None:
+            ack(text=NOT_SET_UP, response_type="ephemeral")
+            return
+        if isinstance(parsed, _READ_ONLY):
+            ack(**_guarded(lambda: _answer_query(service, parsed)), response_type="ephemeral")
+            return
+        ack()
+        reply = _guarded(lambda: _carry_out(service, parsed, command))
+        if reply:
+            respond(**reply, response_type="ephemeral", replace_original=False)
+
     app.command(COMMAND)(handle_release_command)
 
 
-def handle_release_command(ack: Ack, command: dict[str, str]) -> None:
-    """Answer within Slack's 3 s limit, in the HTTP response itself (seen only by the caller)."""
-    ack(text=reply_to(command.get("text", "")), response_type="ephemeral")
+def _guarded(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The answer's message, or one that says clearly why there is none."""
+    try:
+        reply = answer()
+    except (UsageError, UnknownApp, UnknownPlan, ReleaseBotError) as error:
+        return {"text": f":warning: {error}"}
+    except Exception:
+        log.exception("command_failed")
+        return {
+            "text": ":x: release-bot hit an internal error; nothing more was done. See its logs."
+        }
+    return reply
 
 
-def reply_to(text: str) -> str:
-    """The answer to `/release <text>`."""
-    words = text.split()
-    if not words or words[0].lower() == "help":
-        return USAGE
-    subcommand = words[0].lower()
-    if subcommand in SUBCOMMANDS:
-        return f"`{COMMAND} {subcommand}` is not available in this version of the bot yet.\n{USAGE}"
-    return f"Unknown subcommand `{words[0]}`.\n{USAGE}"
+def _carry_out(
+    service: ReleaseService, command: commands.Command, request: dict[str, str]
+) -> dict[str, Any]:
+    if not service.claim_delivery(request["trigger_id"]):
+        log.info("duplicate_delivery", trigger_id=request["trigger_id"])
+        return {}
+    user, channel = request["user_id"], request["channel_id"]
+    outcome = _outcome(service, command, user=user, channel=channel)
+    mark = ":white_check_mark:" if outcome.applied else ":no_entry_sign:"
+    return {"text": f"{mark} {outcome.message}"}
+
+
+def _outcome(
+    service: ReleaseService, command: commands.Command, *, user: str, channel: str
+) -> Outcome:
+    match command:
+        case commands.StartCanary():
+            return service.start(
+                app_name=command.app,
+                version=str(command.version),
+                plan_name=command.plan,
+                user=user,
+                channel=channel,
+            )
+        case commands.StartBlueGreen():
+            return Outcome(
+                False, "blue-green releases are not available yet; use `/release canary`."
+            )
+        case commands.Lock():
+            return service.lock(app_name=command.app, user=user, reason=command.reason)
+        case commands.Unlock():
+            return service.unlock(app_name=command.app, user=user)
+        case (
+            commands.Advance()
+            | commands.Approve()
+            | commands.Pause()
+            | commands.Resume()
+            | commands.Rollback()
+            | commands.Promote()
+        ):
+            return service.act(app_name=command.app, event=_event(command, user), actor=user)
+    raise TypeError(f"not a command that changes anything: {command!r}")
+
+
+def _event(command: commands.Command, user: str) -> machine.Event:
+    match command:
+        case commands.Advance():
+            return machine.Advance(by=user)
+        case commands.Approve():
+            return machine.Approve(by=user)
+        case commands.Pause():
+            return machine.Pause(by=user, reason=command.reason, duration_s=command.duration_s)
+        case commands.Resume():
+            return machine.Resume(by=user)
+        case commands.Rollback():
+            return machine.Rollback(by=user, reason=command.reason)
+        case commands.Promote():
+            return machine.Promote(by=user, full=command.full)
+    raise TypeError(f"not a release action: {command!r}")
+
+
+def _answer_query(service: ReleaseService, command: commands.Command) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    if isinstance(command, commands.Status) and command.app is not None:
+        stored = service.active_release(command.app)
+        if stored is None:
+            lock = service.lock_of(command.app)
+            locked = (
+                f" It is locked by <@{lock.by}>: {lock.reason or 'no reason given'}."
+                if lock
+                else ""
+            )
+            return {"text": f"{command.app} has no active release.{locked}"}
+        card = release_card(stored.release, now=now)
+        return {"text": card.text, "blocks": card.payload()["blocks"]}
+    if isinstance(command, commands.History):
+        entries = service.history(command.app, limit=HISTORY_LINES)
+        if not entries:
+            return {"text": f"{command.app} has no release history yet."}
+        lines = [_history_line(entry) for entry in entries]
+        return {"text": f"*{command.app}*, last {len(lines)} actions:\n" + "\n".join(lines)}
+    active = service.active_releases()
+    if not active:
+        return {"text": "No active releases."}
+    lines = [f"• {release_card(stored.release, now=now).text}" for stored in active]
+    return {"text": f"{len(lines)} active release(s):\n" + "\n".join(lines)}
+
+
+def _history_line(entry: HistoryEntry) -> str:
+    who = f"<@{entry.actor}>" if entry.actor[:1] in ("U", "W") else entry.actor
+    detail = f" ({entry.detail})" if entry.detail else ""
+    when = entry.at[:16].replace("T", " ")
+    return f"`{when}` {who} {entry.action}: {entry.outcome}{detail}"

@@ -20,13 +20,13 @@ from slack_bolt.request.payload_utils import is_block_actions, to_action
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
+from bot.commands import USAGE
 from bot.server import REDACTED, SecretRedactor
 from bot.settings import Settings
-from handlers.app import build_web_client
-from handlers.commands import USAGE
+from bot.slack.client import build_web_client
 from tests.infra.slack import REPO_ROOT, SIGNING_SECRET
 from tests.infra.slack_requests import BOB, RELEASES, SlackRequests
-from tests.infra.slack_standin import BOT_USER_ID, SlackStandIn
+from tests.infra.slack_standin import BOT_USER_ID, WORKSPACE_URL, SlackStandIn
 
 SLASH_COMMAND_STALE_S = 5 * 60
 
@@ -52,7 +52,7 @@ def test_signed_release_help_is_answered_with_usage(bot_process, slack_requests)
     assert response.status_code == 200
     answer = response.json()
     assert answer["response_type"] == "ephemeral"
-    assert answer["text"] == USAGE
+    assert answer["text"] == f"```{USAGE}```"
     assert "/release canary <app> <version> [--plan NAME]" in answer["text"]
 
 
@@ -60,7 +60,7 @@ def test_unknown_subcommand_is_answered_with_usage(bot_process, slack_requests) 
     response = bot_process.client.post_events(slack_requests.slash_command("deploy shop-api"))
 
     assert response.status_code == 200
-    assert response.json()["text"].startswith("Unknown subcommand `deploy`.")
+    assert response.json()["text"].startswith("unknown subcommand `deploy`")
     assert USAGE in response.json()["text"]
 
 
@@ -92,7 +92,7 @@ def test_slack_retry_of_a_command_is_answered_again(bot_process, slack_requests)
     retried = slack_requests.slash_command("help", retry_num=1, retry_reason="http_timeout")
     assert retried.headers["X-Slack-Retry-Num"] == "1"
 
-    assert bot_process.client.post_events(retried).json()["text"] == USAGE
+    assert bot_process.client.post_events(retried).json()["text"] == f"```{USAGE}```"
 
 
 # ---- the bot process: Slack's rate limits, readiness, health, metrics, shutdown --------------
@@ -428,3 +428,21 @@ def test_block_action_parses_as_bolt_expects(slack_requests) -> None:
     assert (body["user"]["id"], body["channel"]["id"]) == (BOB.id, RELEASES.id)
     assert body["container"]["message_ts"] == "1732640000.000100"
     assert body["response_url"].startswith("http://127.0.0.1:")
+
+
+def test_standin_permalinks_take_slacks_two_forms(slack_api) -> None:
+    client = build_web_client(settings=settings_for(slack_api))
+    card = client.chat_postMessage(channel=RELEASES.id, text="card")
+    reply = client.chat_postMessage(channel=RELEASES.id, text="stage 1", thread_ts=card["ts"])
+
+    parent_link = client.chat_getPermalink(channel=RELEASES.id, message_ts=card["ts"])
+    reply_link = client.chat_getPermalink(channel=RELEASES.id, message_ts=reply["ts"])
+    with pytest.raises(SlackApiError) as unknown:
+        client.chat_getPermalink(channel=RELEASES.id, message_ts="1700000000.000001")
+
+    archive = f"{WORKSPACE_URL}archives/{RELEASES.id}/p"
+    assert parent_link["permalink"] == archive + card["ts"].replace(".", "")
+    assert reply_link["permalink"] == (
+        f"{archive}{reply['ts'].replace('.', '')}?thread_ts={card['ts']}&cid={RELEASES.id}"
+    )
+    assert unknown.value.response["error"] == "message_not_found"

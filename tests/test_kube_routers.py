@@ -4,7 +4,6 @@ and Services get real EndpointSlices from the endpointslice controller."""
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from functools import partial
@@ -21,9 +20,7 @@ from bot.kube.client import (
     RETRY_ATTEMPTS,
     SERVICES,
     VIRTUAL_SERVICES,
-    NamespacedResources,
     Object,
-    ResourceType,
 )
 from bot.kube.routers import (
     PROVIDERS,
@@ -36,78 +33,23 @@ from bot.kube.routers import (
 )
 from bot.kube.routers.replicas import ReplicaTargets, replica_counts
 from bot.kube.workloads import AppWorkload, CanaryWorkloads
-from tests.infra.kube import (
-    RESTRICTED_TOKEN,
-    RESTRICTED_USER,
-    KubeCluster,
-    wait_for_deployment_ready,
-)
+from tests.infra.kube import RESTRICTED_TOKEN, RESTRICTED_USER, KubeCluster
 from tests.infra.processes import wait_until
+from tests.kube_objects import (
+    ADMIN_ROUTE,
+    API_RULE,
+    MAIN_ROUTE,
+    STATIC_RULE,
+    Cluster,
+    backend,
+    destination,
+    http_route,
+    service,
+    stable_deployment,
+    users_virtual_service,
+)
 
-STABLE_IMAGE = "registry.example/shop/api:v1"
 WEIGHTS = (5, 50, 100)
-
-
-def stable_deployment(*, replicas: int = 4, track: bool = True) -> Object:
-    labels = {"app": "shop-api", "version": "v1"} | ({"track": "stable"} if track else {})
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "shop-api"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "shop-api"}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": STABLE_IMAGE}]},
-            },
-        },
-    }
-
-
-def service(name: str, selector: dict[str, str]) -> Object:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
-    }
-
-
-class Cluster:
-    """Reads and writes for the test's own setup and checks, as the admin."""
-
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.api, self.namespace = api, namespace
-
-    def of(self, kind: ResourceType) -> NamespacedResources:
-        return NamespacedResources(self.api, kind, self.namespace)
-
-    def create(self, kind: ResourceType, body: Object) -> None:
-        self.of(kind).reconcile(body["metadata"]["name"], lambda current: body)
-
-    def read(self, kind: ResourceType, name: str) -> Object:
-        found = self.of(kind).get(name)
-        assert found is not None, f"{kind.plural} {name} missing"
-        return found
-
-    def rolled_out(self, *names: str) -> dict[str, Object]:
-        return {
-            name: wait_for_deployment_ready(self.api, namespace=self.namespace, name=name).to_dict()
-            for name in names
-        }
-
-    def ready_endpoints(self, service_name: str) -> list[str]:
-        """Names of the ready pods the endpointslice controller lists for a Service."""
-        slices = k8s.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(
-            self.namespace, label_selector=f"kubernetes.io/service-name={service_name}"
-        )
-        return sorted(
-            endpoint.target_ref.name
-            for endpoint_slice in slices.items
-            for endpoint in endpoint_slice.endpoints or []
-            if endpoint.conditions.ready
-        )
 
 
 def endpoint_counts(cluster: Cluster, service_name: str) -> tuple[int, int]:
@@ -263,30 +205,6 @@ def test_replica_router_refuses_a_service_that_would_not_split(
 
 # --- istio ----------------------------------------------------------------------------------
 
-ADMIN_ROUTE = {
-    "name": "admin",
-    "match": [{"uri": {"prefix": "/admin"}}],
-    "route": [{"destination": {"host": "admin-svc"}}],
-}
-MAIN_ROUTE = {
-    "name": "main",
-    "match": [{"uri": {"prefix": "/api"}}, {"headers": {"x-team": {"exact": "shop"}}}],
-    "timeout": "5s",
-    "route": [{"destination": {"host": "shop-api", "port": {"number": 80}}}],
-}
-
-
-def users_virtual_service() -> Object:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": "shop-api"},
-        "spec": {
-            "hosts": ["shop-api"],
-            "http": [copy.deepcopy(ADMIN_ROUTE), copy.deepcopy(MAIN_ROUTE)],
-        },
-    }
-
 
 def istio_router(
     api: k8s.ApiClient, workloads: CanaryWorkloads, route_index: int = 1
@@ -298,13 +216,6 @@ def istio_router(
         route_index=route_index,
     )
     return build_router("istio", api=api, workloads=workloads, settings=settings)
-
-
-def destination(subset: str, weight: int) -> Object:
-    return {
-        "destination": {"host": "shop-api", "port": {"number": 80}, "subset": subset},
-        "weight": weight,
-    }
 
 
 def test_istio_router_walks_the_stages_and_keeps_the_users_other_routes(
@@ -454,34 +365,6 @@ def test_mesh_routers_need_stable_pods_labelled_track_stable(
 
 
 # --- gateway api ----------------------------------------------------------------------------
-
-API_RULE = {
-    "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
-    "backendRefs": [
-        {"group": "", "kind": "Service", "name": "shop-api-stable", "port": 80, "weight": 1}
-    ],
-}
-STATIC_RULE = {
-    "matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
-    "backendRefs": [{"group": "", "kind": "Service", "name": "static", "port": 80, "weight": 1}],
-}
-
-
-def http_route() -> Object:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "shop-api"},
-        "spec": {
-            "parentRefs": [{"name": "public"}],
-            "hostnames": ["shop.example.com"],
-            "rules": [copy.deepcopy(API_RULE), copy.deepcopy(STATIC_RULE)],
-        },
-    }
-
-
-def backend(name: str, weight: int) -> Object:
-    return {"group": "", "kind": "Service", "name": name, "port": 80, "weight": weight}
 
 
 def gateway_router(api: k8s.ApiClient, workloads: CanaryWorkloads) -> TrafficRouter:

@@ -26,6 +26,7 @@ from bot.kube.workloads import (
 )
 from tests.infra.kube import RESTRICTED_TOKEN, KubeCluster, wait_for_deployment_ready
 from tests.infra.processes import free_port
+from tests.kube_objects import containers
 
 STABLE_IMAGE = "registry.example:5000/shop/api:v2.4.0"
 PROXY_IMAGE = "envoyproxy/envoy:v1.31.0"
@@ -65,10 +66,6 @@ def read(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     found = NamespacedResources(api, DEPLOYMENTS, namespace).get(name)
     assert found is not None, f"deployment {namespace}/{name} missing"
     return found
-
-
-def containers(deployment: dict[str, Any]) -> dict[str, str]:
-    return {c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ safety rules (rollback first, gates, four-eyes, pauses, late timers) are each pi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import get_args
 
 import pytest
@@ -43,81 +42,7 @@ from bot.machine import (
 )
 from bot.plan import DEFAULT_PLAN, HOUR, Plan, Stage
 from bot.release import Approval, DesiredTraffic, Phase, Release, desired_traffic
-
-T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
-MINUTE = timedelta(minutes=1)
-ANA = "U0ANA"  # requests the releases
-BOB = "U0BOB"
-
-
-@dataclass
-class Run:
-    """A release driven through the machine, with the clock it is driven at."""
-
-    release: Release
-    now: datetime
-
-    def accept(self, event: Event, *, after: timedelta = timedelta(0)) -> Accepted:
-        self.now += after
-        result = transition(self.release, event, now=self.now)
-        assert isinstance(result, Accepted), f"{event} refused: {result}"
-        self.release = result.release
-        return result
-
-    def refuse(self, event: Event, *, after: timedelta = timedelta(0)) -> str:
-        self.now += after
-        result = transition(self.release, event, now=self.now)
-        assert isinstance(result, Refused), f"{event} accepted in {self.release.phase}"
-        return result.reason
-
-
-def start(*, four_eyes: bool = False, plan: Plan = DEFAULT_PLAN) -> Run:
-    started = start_release(
-        release_id="rel-1",
-        app="shop-api",
-        version="v2.4.1",
-        previous_version="v2.4.0",
-        plan=plan,
-        requested_by=ANA,
-        channel="C0DEPLOYS",
-        four_eyes=four_eyes,
-        now=T0,
-    )
-    return Run(release=started.release, now=T0)
-
-
-TO_STAGE_3: list[tuple[Event, timedelta]] = [
-    (CanaryReady(), MINUTE),
-    (StageTimerElapsed(), timedelta(hours=1)),
-    (StageTimerElapsed(), timedelta(hours=2)),
-]  # stage index 2: 50 %, needs approval, 4 h
-PATHS: dict[Phase, list[tuple[Event, timedelta]]] = {
-    Phase.STARTING: [],
-    Phase.RUNNING: TO_STAGE_3,
-    Phase.AWAITING_APPROVAL: [*TO_STAGE_3, (StageTimerElapsed(), timedelta(hours=4))],
-    Phase.PAUSED: [
-        *TO_STAGE_3,
-        (Pause(by=BOB, reason="looking into it", duration_s=1800), timedelta(hours=1)),
-    ],
-    Phase.PROMOTING: [*TO_STAGE_3, (Promote(by=BOB, full=True), MINUTE)],
-    Phase.ROLLING_BACK: [*TO_STAGE_3, (Rollback(by=ANA, reason="error spike"), MINUTE)],
-    Phase.SUCCEEDED: [*TO_STAGE_3, (Promote(by=BOB, full=True), MINUTE), (PromotionDone(), MINUTE)],
-    Phase.ROLLED_BACK: [
-        *TO_STAGE_3,
-        (Rollback(by=ANA, reason="error spike"), MINUTE),
-        (RollbackDone(), MINUTE),
-    ],
-    Phase.FAILED: [*TO_STAGE_3, (Fail(reason="deployment deleted"), MINUTE)],
-}
-
-
-def run_in(phase: Phase, *, four_eyes: bool = False) -> Run:
-    run = start(four_eyes=four_eyes)
-    for event, after in PATHS[phase]:
-        run.accept(event, after=after)
-    assert run.release.phase is phase
-    return run
-
+from tests.releases import ANA, BOB, MINUTE, T0, run_in, start
 
 ONE_OF_EACH: list[Event] = [
     CanaryReady(),

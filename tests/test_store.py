@@ -1,5 +1,5 @@
 """The Redis release store, against a real redis-server: atomic starts, optimistic concurrency,
-idempotency keys, locks and the audit trail."""
+delivery claims, locks and the audit trail."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from bot.release import Phase, Release
 from bot.store import (
     AppBusy,
     AppLocked,
-    DuplicateAction,
     HistoryEntry,
     ReleaseStore,
     RevisionConflict,
@@ -165,23 +164,10 @@ def test_concurrent_transitions_each_apply_exactly_once(store: ReleaseStore) -> 
     assert len([e for e in store.history("shop-api") if e.action == "rollback"]) == 10
 
 
-def test_idempotency_key_applies_an_action_once(store: ReleaseStore) -> None:
-    release = new_release()
-    stored = store.create(release, entry=entry(release, "start"))
-    running = transition(stored.release, CanaryReady(), now=NOW).release
-    saved = store.save(
-        stored, running, entry=entry(running, "ready"), finished=False, idempotency_key="trigger-1"
-    )
-    with pytest.raises(DuplicateAction):
-        store.save(
-            saved,
-            running,
-            entry=entry(running, "ready"),
-            finished=False,
-            idempotency_key="trigger-1",
-        )
-    assert store.get("r1") == saved
-    assert len(store.history("shop-api")) == 2
+def test_a_delivery_is_claimed_once(store: ReleaseStore) -> None:
+    assert store.claim_delivery("trigger-1") is True
+    assert store.claim_delivery("trigger-1") is False
+    assert store.claim_delivery("trigger-2") is True
 
 
 def test_finishing_frees_the_app(store: ReleaseStore) -> None:

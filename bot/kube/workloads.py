@@ -177,10 +177,19 @@ class CanaryWorkloads:
 
         self._deployments.reconcile(self.app.canary_deployment, render)
 
+    def stable_image(self) -> str:
+        """The image the stable Deployment's container runs (its pod template's)."""
+        image: str = self._container(self._require_stable()["spec"]["template"])["image"]
+        return image
+
     def canary_ready(self) -> bool:
         """True when every canary replica runs the current template and is available."""
-        canary = self._deployments.get(self.app.canary_deployment)
-        return canary is not None and _rolled_out(canary)
+        return self.rolled_out(CANARY_TRACK)
+
+    def rolled_out(self, track: Track) -> bool:
+        """True when `track` exists and every replica runs its current template, available."""
+        deployment = self._deployments.get(self._name(track))
+        return deployment is not None and _rolled_out(deployment)
 
     def wait_canary_ready(self, *, deadline_s: float) -> None:
         """Return once the canary is ready; raise NotReadyError saying why after `deadline_s`."""

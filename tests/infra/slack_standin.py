@@ -33,6 +33,7 @@ BOT_USER_ID = "U0RELBOT01"
 BOT_USER_NAME = "release-bot"
 BOT_ID = "B0RELBOT01"
 APP_ID = "A0RELBOT01"
+WORKSPACE_URL = "https://standin.slack.test/"
 
 CONVERSATION_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -106,6 +107,7 @@ class SlackStandIn:
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
+            "chat.getPermalink": self._chat_get_permalink,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "views.open": self._views_open,
             "users.info": self._users_info,
@@ -262,7 +264,7 @@ class SlackStandIn:
     def _auth_test(self, params: Params) -> Answer:
         return {
             "ok": True,
-            "url": "https://standin.slack.test/",
+            "url": WORKSPACE_URL,
             "team": TEAM_NAME,
             "user": BOT_USER_NAME,
             "team_id": TEAM_ID,
@@ -303,6 +305,17 @@ class SlackStandIn:
             "text": answer.get("text", ""),
             "message": answer,
         }
+
+    def _chat_get_permalink(self, params: Params) -> Answer:
+        """Slack's link forms: `<workspace>/archives/<channel>/p<ts without the dot>`, and for a
+        reply the same plus `?thread_ts=<parent ts>&cid=<channel>`."""
+        channel = _conversation(params)
+        with self._lock:
+            message = self._find_message(channel, str(params.get("message_ts") or ""))
+        permalink = f"{WORKSPACE_URL}archives/{channel}/p{message['ts'].replace('.', '')}"
+        if "thread_ts" in message:
+            permalink += f"?thread_ts={message['thread_ts']}&cid={channel}"
+        return {"ok": True, "channel": channel, "permalink": permalink}
 
     def _chat_post_ephemeral(self, params: Params) -> Answer:
         channel = _conversation(params)

@@ -1,0 +1,528 @@
+"""`release-bot demo`: a complete canary release in a terminal, with nothing configured.
+
+Called by bot.cli (the `demo` subcommand). The real release service, state machine and Redis
+store (a temporary redis-server) run a release of the demo app shop-api, with its stages
+compressed to seconds. What would need Kubernetes, Prometheus and Slack is simulated and says
+so: SimulatedCluster stands in for the cluster, SimulatedMetrics for Prometheus, a simulated
+person clicks Approve, and TerminalAnnouncer prints the Slack messages the bot would post.
+`--scenario rollback` runs a bad canary whose error rate crosses the threshold: it is rolled back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import redis
+
+from bot.config import (
+    AppConfig,
+    AuthorizationConfig,
+    BotConfig,
+    ChannelRef,
+    IstioRouter,
+    MetricsConfig,
+)
+from bot.errors import ReleaseBotError
+from bot.machine import Approve, ChecksFailed, Notify
+from bot.plan import Plan, Stage
+from bot.release import Phase, Release, desired_traffic
+from bot.service import (
+    Observation,
+    PreflightResult,
+    ReleaseService,
+    SlackRefs,
+)
+from bot.slack.cards import CardMessage, release_card, render_text, rollback_alert, thread_notice
+from bot.store import ReleaseStore, connect
+
+EXIT_OK = 0
+EXIT_DEMO_BROKE = 1
+EXIT_MISSING_REDIS = 2
+EXIT_INTERRUPTED = 130
+
+APP = "shop-api"
+STABLE_VERSION = "v1.0.0"
+NEW_VERSION = "v1.1.0"
+DEMO_CHANNEL = "C0DEMOCHAN"
+REQUESTER = "U0DEMODEV"  # simulated person who starts the release
+APPROVER = "U0DEMOLEAD"  # simulated person who clicks Approve (four-eyes: not the requester)
+STABLE_PODS = 4
+
+TICK_S = 0.5  # the scheduler's pass, compressed like the stages
+APPROVER_DELAY_S = 1.0  # the simulated person takes a moment to click
+DEADLINE_S = 25.0  # a healthy run takes about 10 s
+
+DEMO_PLAN = Plan(
+    name="demo",
+    stages=(
+        Stage(weight=0, duration_s=2, header_routed=True),
+        Stage(weight=5, duration_s=2),
+        Stage(weight=50, duration_s=2, needs_approval=True),
+        Stage(weight=100, duration_s=0),
+    ),
+)
+
+DEMO_APP = AppConfig(
+    name=APP,
+    namespace="shop",
+    workload=APP,
+    container=None,
+    router=IstioRouter(
+        provider="istio", virtual_service=APP, destination_rule=APP, host="shop-api.shop"
+    ),
+    slack_channel=ChannelRef(DEMO_CHANNEL),
+    plan=DEMO_PLAN,
+    metrics=MetricsConfig(),
+    alert_mention="<!here>",
+    authorization=AuthorizationConfig(four_eyes=True),
+)
+
+
+class DemoError(Exception):
+    """The demo cannot run or did not end as its scenario intends; the message says why."""
+
+
+# What a person sees: Slack messages, and asides from the simulated world.
+
+
+class Transcript:
+    """Prints the demo's lines at once (flushed), so a terminal or a pipe sees them as they come."""
+
+    def message(self, label: str, message: CardMessage, *, indent: int = 0, bar: str = "│") -> None:
+        pad = " " * indent
+        print(f"\n{pad}{label}", flush=True)
+        for line in render_text(message.blocks).splitlines():
+            print(f"{pad}  {bar} {line}", flush=True)
+
+    def aside(self, source: str, text: str) -> None:
+        print(f"  · {source}: {text}", flush=True)
+
+    def line(self, text: str = "") -> None:
+        print(text, flush=True)
+
+
+class TerminalAnnouncer:
+    """AnnouncerPort for the demo: prints each Slack message as it would be posted, sends nothing.
+
+    The card is printed when posted and at each update, thread replies indented under it, and
+    channel alerts marked. Message timestamps are made up in Slack's form (1700000000.000100).
+    """
+
+    def __init__(self, *, config: BotConfig, transcript: Transcript) -> None:
+        self._config = config
+        self._transcript = transcript
+        self._serials = itertools.count(1)
+
+    def show_card(self, release: Release) -> SlackRefs:
+        card = release_card(release, now=datetime.now(UTC))
+        if release.card_ts is None:
+            ts = self._next_ts()
+            label = f"[card posted] in {release.channel}, ts {ts}"
+        else:
+            ts = release.card_ts
+            label = f"[card updated] ts {ts}"
+        self._transcript.message(label, card)
+        return SlackRefs(card_ts=ts, thread_ts=ts)
+
+    def notify(self, release: Release, notice: Notify) -> None:
+        reply = thread_notice(notice, release)
+        label = f"↳ [thread] reply under the card, ts {self._next_ts()}"
+        self._transcript.message(label, reply, indent=4)
+        if notice.in_channel:
+            mention = self._config.app(release.app).alert_mention or None
+            alert = rollback_alert(release, notice, mention=mention)
+            label = f"[channel alert] in {release.channel}, ts {self._next_ts()}"
+            self._transcript.message(label, alert, bar="!")
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._serials) * 100:06d}"
+
+
+@dataclass
+class _SimulatedApp:
+    """One app's objects in the simulated cluster."""
+
+    stable_version: str
+    canary_version: str | None = None
+    canary_ready: bool = False
+    canary_weight: int = 0
+    header_routed: bool = False
+    stable_rolling: bool = False  # promotion started: stable is being rolled to the new version
+    draining: bool = False  # rollback started: all traffic is back on stable
+
+
+class SimulatedCluster:
+    """ClusterPort for the demo: an in-memory stand-in for Kubernetes, no cluster is touched.
+
+    Stable runs v1.0.0 on 4 pods. Each reconcile moves one step and says what it did: a new
+    canary becomes ready on the next reconcile, weights follow the release's stage at once
+    (the canary's pods scale with its share), promotion and rollback complete on the next one.
+    """
+
+    def __init__(self, *, transcript: Transcript) -> None:
+        self._transcript = transcript
+        self._apps: dict[str, _SimulatedApp] = {}
+
+    def stable_version(self, app: AppConfig) -> str:
+        return self._app(app).stable_version
+
+    def preflight(self, app: AppConfig, version: str) -> PreflightResult:
+        summary = (
+            f"Preflight on the simulated cluster passed for {app.namespace}/{app.workload} "
+            f"{version}: readiness probes, version label, versioned ConfigMaps, quota room."
+        )
+        return PreflightResult(blocked=False, summary=summary)
+
+    def reconcile(self, release: Release, app: AppConfig) -> Observation:
+        state = self._app(app)
+        match release.phase:
+            case Phase.STARTING:
+                return self._start_canary(state, release)
+            case Phase.PROMOTING:
+                return self._promote(state, release)
+            case Phase.ROLLING_BACK | Phase.ROLLED_BACK | Phase.FAILED:
+                return self._roll_back(state, release)
+            case Phase.SUCCEEDED:
+                return self._promote(state, release)
+            case _:
+                self._route(state, release)
+                return Observation(canary_ready=state.canary_ready)
+
+    def _app(self, app: AppConfig) -> _SimulatedApp:
+        return self._apps.setdefault(app.name, _SimulatedApp(stable_version=STABLE_VERSION))
+
+    def _start_canary(self, state: _SimulatedApp, release: Release) -> Observation:
+        if state.canary_version != release.version:
+            state.canary_version, state.canary_ready = release.version, False
+            self._say(f"created Deployment {release.app}-canary ({release.version}, 1 pod)")
+        elif not state.canary_ready:
+            state.canary_ready = True
+            self._say(f"{release.app}-canary pod is ready")
+        return Observation(canary_ready=state.canary_ready)
+
+    def _route(self, state: _SimulatedApp, release: Release) -> None:
+        traffic = desired_traffic(release)
+        wanted = (traffic.canary_weight, traffic.header_routing)
+        if (state.canary_weight, state.header_routed) == wanted:
+            return
+        state.canary_weight, state.header_routed = wanted
+        header = ", header x-canary: always goes to the canary" if state.header_routed else ""
+        pods = max(1, math.ceil(STABLE_PODS * state.canary_weight / 100))
+        self._say(
+            f"VirtualService {release.app}: stable {state.stable_version} "
+            f"{100 - state.canary_weight} % · canary {release.version} {state.canary_weight} %"
+            f"{header} (canary {pods} of {STABLE_PODS} pods)"
+        )
+
+    def _promote(self, state: _SimulatedApp, release: Release) -> Observation:
+        if state.stable_version == release.version:
+            return Observation(promotion_complete=True)
+        if not state.stable_rolling:
+            self._route(state, release)
+            state.stable_rolling = True
+            self._say(f"rolling stable Deployment {release.app} to {release.version}")
+            return Observation()
+        state.stable_version, state.stable_rolling = release.version, False
+        self._remove_canary(state, release)
+        self._say(f"stable runs {release.version} on {STABLE_PODS} pods; canary removed")
+        return Observation(promotion_complete=True)
+
+    def _roll_back(self, state: _SimulatedApp, release: Release) -> Observation:
+        if state.canary_version is None:
+            return Observation(rollback_complete=True)
+        if not state.draining:
+            state.canary_weight, state.header_routed, state.draining = 0, False, True
+            self._say(f"VirtualService {release.app}: stable {state.stable_version} 100 %")
+            return Observation()
+        self._remove_canary(state, release)
+        self._say(f"deleted Deployment {release.app}-canary; stable {state.stable_version} only")
+        return Observation(rollback_complete=True)
+
+    def _remove_canary(self, state: _SimulatedApp, release: Release) -> None:
+        state.canary_version, state.canary_ready, state.draining = None, False, False
+        state.canary_weight, state.header_routed = 0, False
+
+    def _say(self, text: str) -> None:
+        self._transcript.aside("simulated cluster", text)
+
+
+class SimulatedMetrics:
+    """Stand-in for Prometheus: made-up error rates of the canary while it takes public traffic.
+
+    A good canary stays well under the threshold; a bad one climbs from its first public
+    stage on, reading after reading, to 12.4 %. The demo judges them against the app's threshold
+    itself, standing in for the Prometheus analysis, which is not built yet.
+    """
+
+    GOOD_CANARY = (0.3, 0.4, 0.2, 0.3)
+    BAD_CANARY = (0.6, 4.1, 12.4)
+    STABLE = 0.3
+
+    def __init__(self, *, bad_canary: bool) -> None:
+        self._series = self.BAD_CANARY if bad_canary else self.GOOD_CANARY
+        self._readings = 0
+
+    def canary_error_rate(self) -> float:
+        """The next reading, in percent; a bad canary stays at its last, worst one."""
+        if self._series is self.BAD_CANARY:
+            index = min(self._readings, len(self._series) - 1)
+        else:
+            index = self._readings % len(self._series)
+        self._readings += 1
+        return self._series[index]
+
+
+# The run.
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    bad_canary: bool
+    intended: Phase
+
+
+_SCENARIOS = {
+    "canary": Scenario(name="canary", bad_canary=False, intended=Phase.SUCCEEDED),
+    "rollback": Scenario(name="rollback", bad_canary=True, intended=Phase.ROLLED_BACK),
+}
+
+
+class DemoRun:
+    """Drives one release like the bot's scheduler and its users would: start, ticks, clicks."""
+
+    def __init__(self, *, scenario: Scenario, store: ReleaseStore, transcript: Transcript) -> None:
+        config = BotConfig(
+            source="(built into release-bot demo)",
+            apps={APP: DEMO_APP},
+            plans={DEMO_PLAN.name: DEMO_PLAN},
+        )
+        self._store = store
+        self._transcript = transcript
+        self._metrics = SimulatedMetrics(bad_canary=scenario.bad_canary)
+        self._threshold_percent = round(DEMO_APP.metrics.error_rate.max * 100, 6)  # 0.05 -> 5
+        self._waiting_since: float | None = None
+        self._service = ReleaseService(
+            config=config,
+            store=store,
+            cluster=SimulatedCluster(transcript=transcript),
+            announcer=TerminalAnnouncer(config=config, transcript=transcript),
+        )
+
+    def run(self) -> Release:
+        """The release once finished; DemoError when it does not finish in time."""
+        release = self._start()
+        deadline = time.monotonic() + DEADLINE_S
+        while not release.phase.is_terminal:
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"the release did not finish within {DEADLINE_S:g} s; "
+                    f"it is stuck in phase {release.phase}"
+                )
+            time.sleep(TICK_S)
+            self._watch_metrics(self._current(release))
+            self._approve_when_asked(self._current(release))
+            self._service.tick()
+            release = self._current(release)
+        return release
+
+    def _start(self) -> Release:
+        command = f"/release canary {APP} {NEW_VERSION}"
+        self._transcript.line(f"\n@{REQUESTER} (a simulated person) types: {command}")
+        outcome = self._service.start(
+            app_name=APP, version=NEW_VERSION, plan_name=None, user=REQUESTER, channel=DEMO_CHANNEL
+        )
+        if outcome.release is None:
+            raise DemoError(f"the release did not start: {outcome.message}")
+        self._transcript.line(f"\n[reply only {REQUESTER} sees] {outcome.message}")
+        return outcome.release
+
+    def _current(self, release: Release) -> Release:
+        stored = self._store.get(release.id)
+        if stored is None:
+            raise DemoError(f"release {release.id} vanished from Redis")
+        return stored.release
+
+    def _watch_metrics(self, release: Release) -> None:
+        """While the canary takes public traffic, read its error rate; too high: roll back."""
+        if release.phase is not Phase.RUNNING or release.stage.weight == 0:
+            return
+        canary = self._metrics.canary_error_rate()
+        threshold = self._threshold_percent
+        self._transcript.aside(
+            "simulated metrics",
+            f"error rate canary {canary:g} % · stable {SimulatedMetrics.STABLE:g} % "
+            f"(threshold {threshold:g} %)",
+        )
+        if canary > threshold:
+            failed = ChecksFailed(metric="error rate", value=canary, threshold=threshold, unit="%")
+            self._service.act(app_name=APP, event=failed, actor="release-bot")
+
+    def _approve_when_asked(self, release: Release) -> None:
+        if release.phase is not Phase.AWAITING_APPROVAL:
+            self._waiting_since = None
+            return
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        if time.monotonic() - self._waiting_since < APPROVER_DELAY_S:
+            return
+        self._transcript.line(f"\n@{APPROVER} (a simulated person) clicks [ Approve ]")
+        approve = Approve(by=APPROVER, stage_index=release.stage_index)  # what the button carries
+        outcome = self._service.act_on_release(release_id=release.id, event=approve, actor=APPROVER)
+        if not outcome.applied:
+            self._transcript.line(f"[reply only {APPROVER} sees] {outcome.message}")
+
+
+# Redis.
+
+
+class MissingRedis(DemoError):
+    def __init__(self) -> None:
+        super().__init__(
+            "redis-server is not on PATH, and the demo keeps its release state in a real Redis; "
+            "install it with 'apt-get install redis-server' (Debian, Ubuntu) and run it again"
+        )
+
+
+@contextmanager
+def temporary_redis() -> Iterator[str]:
+    """A redis-server on a free loopback port in a temporary directory, no persistence; its URL.
+
+    Stopped when the block exits, also on Ctrl-C. DemoError when it is missing or will not start.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise MissingRedis
+    with tempfile.TemporaryDirectory(prefix="release-bot-demo-") as workdir:
+        port = _free_port()
+        log = Path(workdir) / "redis.log"
+        argv = [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(log),
+        ]  # fmt: skip
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            _wait_for_redis(url, process, log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_redis(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    client = connect(url)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-600:] if log.exists() else "(no log)"
+            raise DemoError(f"redis-server exited at start (code {process.returncode}):\n{tail}")
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise DemoError(f"redis-server did not answer on {url} within 10 s")
+
+
+# Entry point.
+
+
+def run_demo(*, scenario: str) -> int:
+    """`release-bot demo [--scenario canary|rollback]`: the exit code (0: ended as intended)."""
+    chosen = _SCENARIOS[scenario]
+    transcript = Transcript()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started = time.monotonic()
+    try:
+        with temporary_redis() as url:
+            _introduce(chosen, url, transcript)
+            store = ReleaseStore(connect(url))
+            release = DemoRun(scenario=chosen, store=store, transcript=transcript).run()
+    except MissingRedis as error:
+        print(f"release-bot demo: {error}", file=sys.stderr)
+        return EXIT_MISSING_REDIS
+    except (DemoError, ReleaseBotError) as error:
+        print(f"release-bot demo: {error}", file=sys.stderr)
+        return EXIT_DEMO_BROKE
+    except KeyboardInterrupt:
+        print("\nrelease-bot demo: interrupted; the temporary redis-server is stopped", flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return _conclude(chosen, release, time.monotonic() - started, transcript)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so the redis-server is stopped
+
+
+def _introduce(scenario: Scenario, url: str, transcript: Transcript) -> None:
+    plan = " → ".join(
+        f"{stage.weight} %"
+        + (" by header" if stage.header_routed else "")
+        + (f" {stage.duration_s} s" if stage.duration_s else "")
+        + (" + approval" if stage.needs_approval else "")
+        for stage in DEMO_PLAN.stages
+    )
+    bad = " The canary is bad: its error rate will climb." if scenario.bad_canary else ""
+    transcript.line(
+        f"release-bot demo ({scenario.name} scenario): a canary release of {APP} "
+        f"{STABLE_VERSION} → {NEW_VERSION}, stages compressed to seconds ({plan}).{bad}\n"
+        f"  state store: a real, temporary redis-server at {url}\n"
+        f"  cluster:     simulated in memory, no Kubernetes is touched\n"
+        f"  metrics:     simulated, no Prometheus is asked\n"
+        f"  Slack:       not connected; each message the bot would post to {DEMO_CHANNEL} "
+        "is printed"
+    )
+
+
+def _conclude(scenario: Scenario, release: Release, seconds: float, transcript: Transcript) -> int:
+    why = release.outcome_reason or "no reason given"
+    took = f"{seconds:.1f} s"
+    if release.phase is Phase.SUCCEEDED:
+        transcript.line(
+            f"\nDemo finished in {took}: {APP} {release.version} released, stable runs it ({why})."
+        )
+    elif release.phase is Phase.ROLLED_BACK:
+        transcript.line(
+            f"\nDemo finished in {took}: {APP} {release.version} rolled back, stable "
+            f"{release.previous_version} serves all traffic ({why})."
+            + (" A bad canary stopped, as this scenario intends." if scenario.bad_canary else "")
+        )
+    else:
+        transcript.line(f"\nDemo finished in {took}: {APP} {release.version} {release.phase}.")
+    if release.phase is not scenario.intended:
+        print(
+            f"release-bot demo: the {scenario.name} scenario should end {scenario.intended}, "
+            f"but the release ended {release.phase}",
+            file=sys.stderr,
+        )
+        return EXIT_DEMO_BROKE
+    if scenario.name == "canary":
+        transcript.line("To see a bad canary rolled back: release-bot demo --scenario rollback")
+    return EXIT_OK

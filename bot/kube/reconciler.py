@@ -1,0 +1,266 @@
+"""The cluster side of a release: `KubernetesCluster` implements bot.service.ClusterPort.
+
+The server (bot/server.py) builds one around the bot's ApiClient and hands it to the
+ReleaseService, which calls `stable_version` and `preflight` when a release starts, and
+`reconcile` after every transition and on every scheduler tick.
+
+`reconcile` is level-triggered: it reads what the cluster runs, brings it towards what the
+release's phase wants (bot.release.desired_traffic) and reports what it sees. Every step is an
+idempotent call of bot.kube.workloads or bot.kube.routers, so a second call in a row changes
+nothing, and a crash between two steps is repaired by the next call, which redoes the steps
+still needed. By phase:
+- STARTING, RUNNING, AWAITING_APPROVAL, PAUSED: canary, routes, the stage's weight;
+- PROMOTING: canary takes 100 %, stable is rolled to the new version, traffic goes back to
+  stable and the canary is removed (skipped once stable runs the version without a canary);
+- ROLLING_BACK, FAILED, SUCCEEDED: traffic back to stable first, then the canary is removed;
+- ROLLED_BACK: nothing.
+TemporaryError and PermanentError from the kube layer propagate: the service retries the first
+on the next tick and fails the release on the second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kubernetes import client as k8s
+
+from bot.config import AppConfig, GatewayApiRouter, IstioRouter, ReplicasRouter
+from bot.errors import PermanentError
+from bot.kube.client import DEPLOYMENTS, NamespacedResources, Object
+from bot.kube.preflight import Finding, ImageReference, Severity, run_preflight
+from bot.kube.routers import (
+    GatewaySettings,
+    IstioSettings,
+    ReplicaSettings,
+    RouterSettings,
+    TrafficRouter,
+    build_router,
+)
+from bot.kube.workloads import (
+    STABLE_TRACK,
+    AppWorkload,
+    CanaryWorkloads,
+    resolve_version,
+)
+from bot.release import Phase, Release, desired_traffic
+from bot.service import Observation, PreflightResult
+
+_CANARY_PHASES = frozenset({Phase.STARTING, Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED})
+_SEVERITY_MARKS = {Severity.BLOCK: "⛔", Severity.WARN: "⚠️", Severity.PASS: "✅"}
+_SEVERITY_ORDER = (Severity.BLOCK, Severity.WARN, Severity.PASS)
+
+
+class KubernetesCluster:
+    """Releases on Kubernetes through one ApiClient; `ready_deadline_s` bounds each wait for
+    Deployments to roll out (promotion, and the replicas router's scaling)."""
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        *,
+        ready_deadline_s: float = 300,
+        poll_interval_s: float = 0.5,
+    ) -> None:
+        self._api = api
+        self._ready_deadline_s = ready_deadline_s
+        self._poll_interval_s = poll_interval_s
+        self._apps: dict[str, _AppCluster] = {}
+
+    def stable_version(self, app: AppConfig) -> str:
+        """The stable pod template's version label, else the tag of the released container."""
+        workloads = self._app_cluster(app).workloads
+        label = workloads.stable_pod_labels().get(workloads.app.version_label)
+        return label or _image_version(workloads.stable_image())
+
+    def preflight(self, app: AppConfig, version: str) -> PreflightResult:
+        """Preflight of a canary whose pods peak at the stable's count (at promotion)."""
+        stable = NamespacedResources(self._api, DEPLOYMENTS, app.namespace).get(app.workload)
+        replicas = int(stable["spec"].get("replicas", 1)) if stable else 1
+        report = run_preflight(
+            api=self._api,
+            namespace=app.namespace,
+            deployment=app.workload,
+            container=app.container or (_first_container(stable) if stable else None),
+            version=version,
+            kind="canary",
+            extra_replicas=max(replicas, 1),
+        )
+        findings = list(report.findings)
+        if stable is not None and replicas == 0:
+            findings.append(_scaled_to_zero(app.workload))
+        blocked = any(finding.severity is Severity.BLOCK for finding in findings)
+        return PreflightResult(blocked=blocked, summary=_preflight_summary(findings))
+
+    def reconcile(self, release: Release, app: AppConfig) -> Observation:
+        cluster = self._app_cluster(app)
+        if release.phase in _CANARY_PHASES:
+            return cluster.run_canary(release)
+        if release.phase is Phase.PROMOTING:
+            return cluster.promote(release)
+        if release.phase in (Phase.ROLLING_BACK, Phase.FAILED):
+            return cluster.roll_back()
+        if release.phase is Phase.SUCCEEDED:
+            cluster.retreat()
+            return Observation(promotion_complete=cluster.promotion_complete(release.version))
+        return Observation()  # ROLLED_BACK: the rollback left nothing to do
+
+    def _app_cluster(self, app: AppConfig) -> _AppCluster:
+        """Built on first use and again only when the app's configuration changes."""
+        cached = self._apps.get(app.name)
+        if cached is None or cached.config != app:
+            cached = self._apps[app.name] = self._build(app)
+        return cached
+
+    def _build(self, app: AppConfig) -> _AppCluster:
+        deployments = NamespacedResources(self._api, DEPLOYMENTS, app.namespace)
+        container = app.container
+        if container is None:
+            stable = deployments.get(app.workload)
+            if stable is None:
+                raise PermanentError(
+                    f"stable Deployment {app.namespace}/{app.workload} not found: check the "
+                    f"namespace and workload of app {app.name} in the bot's configuration"
+                )
+            container = _first_container(stable)
+        workload = AppWorkload(
+            namespace=app.namespace, stable_deployment=app.workload, container=container
+        )
+        workloads = CanaryWorkloads(self._api, workload, poll_interval_s=self._poll_interval_s)
+        router = build_router(
+            app.router.provider,
+            api=self._api,
+            workloads=workloads,
+            settings=_router_settings(app, ready_timeout_s=self._ready_deadline_s),
+        )
+        return _AppCluster(
+            config=app,
+            deployments=deployments,
+            workloads=workloads,
+            router=router,
+            ready_deadline_s=self._ready_deadline_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _AppCluster:
+    """One app's Deployments and traffic router, and the steps of each phase."""
+
+    config: AppConfig
+    deployments: NamespacedResources
+    workloads: CanaryWorkloads
+    router: TrafficRouter
+    ready_deadline_s: float
+
+    def run_canary(self, release: Release) -> Observation:
+        """Canary running, routes in place, the phase's weight; never waits for the canary."""
+        self._ensure_canary(release.version)
+        self._route(release)
+        return Observation(canary_ready=self.workloads.canary_ready())
+
+    def promote(self, release: Release) -> Observation:
+        """Canary takes all traffic while stable rolls to the version, then stable takes it back.
+
+        The canary must be ready before it takes 100 %: it is, unless it was recreated since."""
+        if not self._runs_without_canary(release.version):
+            self._ensure_canary(release.version)
+            self.workloads.wait_canary_ready(deadline_s=self.ready_deadline_s)
+            self._route(release)
+            self.workloads.promote(release.version, deadline_s=self.ready_deadline_s)
+            self.retreat()
+        return Observation(promotion_complete=self.promotion_complete(release.version))
+
+    def roll_back(self) -> Observation:
+        self.retreat()
+        split = self.router.current_split()
+        stable_only = split.stable_percent == 100 and not split.header_routed
+        return Observation(rollback_complete=stable_only and self._canary_gone())
+
+    def retreat(self) -> None:
+        """Traffic back to stable first, then the canary removed; nothing else in between."""
+        self.router.finalize()
+        self.workloads.remove_canary()
+
+    def promotion_complete(self, version: str) -> bool:
+        return self._runs_without_canary(version) and self.workloads.rolled_out(STABLE_TRACK)
+
+    def _ensure_canary(self, version: str) -> None:
+        """The replicas router scales the canary itself, so it starts empty (or it would take
+        traffic at once); mesh routers send traffic by weight to a canary as big as stable."""
+        if isinstance(self.config.router, ReplicasRouter):
+            initial_replicas = 0
+        else:
+            initial_replicas = self.workloads.replicas(STABLE_TRACK).desired
+        self.workloads.ensure_canary(version, initial_replicas=initial_replicas)
+
+    def _route(self, release: Release) -> None:
+        desired = desired_traffic(release)
+        self.router.ensure_routes()
+        self.router.set_weight(
+            canary_weight=desired.canary_weight, header_routed=desired.header_routing
+        )
+
+    def _runs_without_canary(self, version: str) -> bool:
+        image = self.workloads.stable_image()
+        runs = resolve_version(current_image=image, version=version).image == image
+        return runs and self._canary_gone()
+
+    def _canary_gone(self) -> bool:
+        return self.deployments.get(self.workloads.app.canary_deployment) is None
+
+
+def _router_settings(app: AppConfig, *, ready_timeout_s: float) -> RouterSettings:
+    """The kube router settings for the app's configured router."""
+    router = app.router
+    if isinstance(router, ReplicasRouter):
+        return ReplicaSettings(
+            service=router.service or app.workload, ready_timeout_s=ready_timeout_s
+        )
+    if isinstance(router, IstioRouter):
+        return IstioSettings(
+            virtual_service=router.virtual_service,
+            destination_rule=router.destination_rule,
+            host=router.host,
+            route_index=router.route_index,
+        )
+    assert isinstance(router, GatewayApiRouter)  # the last member of config.Router
+    return GatewaySettings(
+        http_route=router.http_route,
+        stable_service=router.stable_service,
+        canary_service=router.canary_service,
+        rule_index=router.rule_index,
+    )
+
+
+def _first_container(deployment: Object) -> str:
+    name: str = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
+    return name
+
+
+def _image_version(image: str) -> str:
+    """The tag of `image`; an image pinned by digest only is its own version (a full reference
+    that can be released again); no tag at all means `latest`."""
+    try:
+        reference = ImageReference.parse(image)
+    except ValueError:
+        return image  # the apiserver accepts image strings the reference grammar does not
+    if reference.tag:
+        return reference.tag
+    return image if reference.digest else "latest"
+
+
+def _preflight_summary(findings: Iterable[Finding]) -> str:
+    """One mrkdwn line per finding with its mark, blocking ones first, then warnings."""
+    ordered = sorted(findings, key=lambda finding: _SEVERITY_ORDER.index(finding.severity))
+    return "\n".join(
+        f"{_SEVERITY_MARKS[finding.severity]} {finding.message}" for finding in ordered
+    )
+
+
+def _scaled_to_zero(deployment: str) -> Finding:
+    return Finding(
+        "replicas",
+        Severity.BLOCK,
+        f"Deployment `{deployment}` runs 0 replicas: there is no traffic to try the new version "
+        "on. Scale it up before releasing.",
+    )

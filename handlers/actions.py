@@ -1,0 +1,87 @@
+"""Button listeners: Approve, Advance, Pause, Resume and Rollback on release cards and threads.
+
+Registered on the Bolt app by handlers.app.build_app through `register(app, service=...)`.
+A click is acknowledged at once and carried out after. Its value names the release and the stage
+the card showed, so a stale card or a double click never acts on another stage; a delivery Slack
+repeats is acted on once (its trigger id is claimed in Redis). Refusals are answered to the
+clicker alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from slack_bolt import Ack, App, Respond
+
+from bot import machine
+from bot.errors import ReleaseBotError
+from bot.service import ReleaseService
+from bot.slack.cards import (
+    ACTION_ADVANCE,
+    ACTION_APPROVE,
+    ACTION_PAUSE,
+    ACTION_RESUME,
+    ACTION_ROLLBACK,
+    InvalidButtonValue,
+    parse_button_value,
+)
+from handlers.commands import INTERNAL_ERROR, NOT_SET_UP
+
+log = structlog.get_logger(__name__)
+
+_EVENTS: dict[str, Callable[[str, int], machine.Event]] = {
+    ACTION_APPROVE: lambda user, stage: machine.Approve(by=user, stage_index=stage),
+    ACTION_ADVANCE: lambda user, stage: machine.Advance(by=user, stage_index=stage),
+    ACTION_PAUSE: lambda user, stage: machine.Pause(by=user),
+    ACTION_RESUME: lambda user, stage: machine.Resume(by=user),
+    ACTION_ROLLBACK: lambda user, stage: machine.Rollback(by=user, reason="Rollback button"),
+}
+
+
+def register(app: App, *, service: ReleaseService | None) -> None:
+    """Attach one listener per release button, then a catch-all for buttons nobody knows."""
+
+    def handle_button(
+        ack: Ack, respond: Respond, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        ack()
+        reply = _click(service, body, action)
+        if reply:
+            respond(text=reply, response_type="ephemeral", replace_original=False)
+
+    def handle_unknown_button(ack: Ack, respond: Respond, action: dict[str, Any]) -> None:
+        ack()
+        known = ", ".join(_EVENTS)
+        respond(
+            text=f":warning: release-bot has no button `{action.get('action_id')}` (it knows "
+            f"{known}); this message may come from an older version. Nothing was changed.",
+            response_type="ephemeral",
+            replace_original=False,
+        )
+
+    for action_id in _EVENTS:
+        app.action(action_id)(handle_button)
+    app.action(re.compile(".*"))(handle_unknown_button)
+
+
+def _click(service: ReleaseService | None, body: dict[str, Any], action: dict[str, Any]) -> str:
+    """What to tell the clicker; '' when the click was applied (the card and thread show it)."""
+    if service is None:
+        return NOT_SET_UP
+    try:
+        button = parse_button_value(action.get("value"))
+        if not service.claim_delivery(body["trigger_id"]):
+            log.info("duplicate_delivery", trigger_id=body["trigger_id"])
+            return ""
+        user = body["user"]["id"]
+        event = _EVENTS[action["action_id"]](user, button.stage_index)
+        outcome = service.act_on_release(release_id=button.release_id, event=event, actor=user)
+    except (InvalidButtonValue, ReleaseBotError) as error:
+        return f":warning: {error}. Nothing was changed."
+    except Exception:
+        log.exception("button_failed", action_id=action.get("action_id"))
+        return INTERNAL_ERROR
+    return "" if outcome.applied else f":no_entry_sign: {outcome.message}"
