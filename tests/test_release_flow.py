@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -82,12 +82,14 @@ class World:
     cluster: Cluster
     provider: str
     kube_admin: k8s.ApiClient
+    ack_seconds: list[float] = field(default_factory=list)
 
     def post(self, request: SignedRequest) -> str:
         """Post a request as Slack does; the acknowledgement's text ('' for none)."""
         started = time.monotonic()
         response = self.bot.client.post_events(request)
         elapsed = time.monotonic() - started
+        self.ack_seconds.append(elapsed)
         assert response.status_code == 200, response.text
         assert elapsed < ACK_LIMIT_S, f"acknowledged after {elapsed:.2f} s"
         return str(response.json().get("text", "")) if response.content else ""
@@ -363,6 +365,10 @@ def test_a_full_canary_from_slack_to_100_percent(world_for: Any, provider: str) 
         "shop-api v2 is released",
     ):
         assert expected in thread
+    print(
+        f"{provider}: {len(world.ack_seconds)} requests acknowledged in at most "
+        f"{max(world.ack_seconds):.3f} s"
+    )
 
 
 # ---------------------------------------------------------------- rollback from every stage
