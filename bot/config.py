@@ -338,6 +338,13 @@ class LatencyLimits(_FrozenModel):
         return self
 
 
+class QpsLimits(_FrozenModel):
+    """A floor on the canary's request rate (req/s) while it takes public traffic: a canary
+    serving less than this is not getting (or not answering) its share."""
+
+    min: Annotated[float, Field(gt=0)]
+
+
 class MetricsConfig(_FrozenModel):
     """How the analysis judges a stage; prometheus_url None means the bot's PROMETHEUS_URL."""
 
@@ -351,6 +358,9 @@ class MetricsConfig(_FrozenModel):
     """Failed checks tolerated in one stage; one more rolls back (Argo's failureLimit)."""
     error_rate: ErrorRateLimits = ErrorRateLimits()
     p99_latency_ms: LatencyLimits | None = None
+    qps: QpsLimits | None = None
+    snapshot_interval_s: PositiveDuration = Field(default=900, alias="snapshot_interval")
+    """How often a metrics snapshot is posted in the thread, besides one at each stage change."""
 
 
 class AuthorizationConfig(_FrozenModel):
@@ -455,6 +465,7 @@ _SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     MetricsConfig,
     ErrorRateLimits,
     LatencyLimits,
+    QpsLimits,
     AuthorizationConfig,
 )
 _FIELD_NAMES = sorted(

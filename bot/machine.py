@@ -95,13 +95,24 @@ class RollbackDone:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChecksPassed:
+    """A metric check passed (from the analysis); `snapshot` is a thread message to post."""
+
+    summary: str
+    snapshot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChecksFailed:
-    """A metric crossed its threshold: automatic rollback (from the analysis)."""
+    """A metric crossed its threshold (from the analysis): once more checks of the stage have
+    failed than `failure_limit` tolerates, the release rolls back by itself."""
 
     metric: str
     value: float
     threshold: float
     unit: str = ""
+    failure_limit: int = 0
+    summary: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +141,7 @@ Event = (
     | Promote
     | PromotionDone
     | RollbackDone
+    | ChecksPassed
     | ChecksFailed
     | ChecksInconclusive
     | Fail
@@ -159,6 +171,8 @@ class NoticeKind(StrEnum):
     AUTO_ROLLBACK = "auto_rollback"
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
+    SNAPSHOT = "snapshot"
+    CHECK_FAILED = "check_failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +231,9 @@ class _Change:
     def preceded_by(self, notice: Notify) -> _Change:
         return replace(self, notices=(notice, *self.notices))
 
+    def followed_by(self, *notices: Notify) -> _Change:
+        return replace(self, notices=(*self.notices, *notices))
+
     def accepted(self) -> Accepted:
         """Cluster first (nothing stands between a decision and the traffic shift), people last."""
         effects: list[Effect] = [ReconcileCluster()] if self.reconcile else []
@@ -238,11 +255,13 @@ def start_release(
     channel: str,
     four_eyes: bool,
     now: datetime,
+    analysis_enabled: bool = False,
 ) -> Accepted:
     """A new canary release in STARTING; raises pydantic.ValidationError naming any bad field.
 
     `four_eyes` (from the app's policy) is fixed for the release's life: when set, the person
-    who requested it cannot approve its gates, nor promote past them.
+    who requested it cannot approve its gates, nor promote past them. `analysis_enabled`: metric
+    checks gate its stages (the app has a metrics source).
     """
     release = Release(
         id=release_id,
@@ -255,6 +274,7 @@ def start_release(
         channel=channel,
         four_eyes=four_eyes,
         started_at=now,
+        analysis_enabled=analysis_enabled,
     )
     replacing = f" (replacing {previous_version})" if previous_version else ""
     text = (
@@ -291,6 +311,11 @@ def _stage_timer_elapsed(
     if now < release.stage_due_at:
         due = _clock(release.stage_due_at, now)
         return Refused(reason=f"{release.app}'s stage timer is not due until {due}")
+    if release.analysis_enabled and release.checks_passed == 0:
+        return Refused(
+            reason=f"{_stage_label(release)} of {release.app} has no passing metric check yet; "
+            "it moves on once one passes"
+        )
     if _gate_is_closed(release):
         return _await_approval(release)
     return _leave_stage(release, now, by=None)
@@ -364,14 +389,43 @@ def _pause(release: Release, event: Pause, now: datetime) -> _Change | Refused:
     return _Change(release=paused, timer=timer, notices=(_notice(NoticeKind.PAUSED, text),))
 
 
+def _checks_passed(release: Release, event: ChecksPassed, now: datetime) -> _Change:
+    recorded = release.evolve(
+        checks_passed=release.checks_passed + 1,
+        last_check_at=now,
+        latest_metrics=event.summary,
+        last_snapshot_at=now if event.snapshot else release.last_snapshot_at,
+    )
+    snapshot = (_notice(NoticeKind.SNAPSHOT, event.snapshot),) if event.snapshot else ()
+    if _paused_by_metrics(release):
+        opening = f"metrics of {release.app} are conclusive again ({event.summary})"
+        return _end_pause(recorded, now, opening=opening).followed_by(*snapshot)
+    return _Change(release=recorded, notices=snapshot)
+
+
+def _recheck_while_paused(
+    release: Release, event: ChecksInconclusive, now: datetime
+) -> _Change | Refused:
+    if not _paused_by_metrics(release):
+        return Refused(reason=f"{release.app} is already {_pause_text(release)}")
+    return _Change(release=release.evolve(last_check_at=now))
+
+
+def _paused_by_metrics(release: Release) -> bool:
+    return release.pause is not None and release.pause.reason.startswith(_METRICS_PAUSE)
+
+
+_METRICS_PAUSE = "metrics inconclusive: "
+
+
 def _checks_inconclusive(release: Release, event: ChecksInconclusive, now: datetime) -> _Change:
     paused = _hold(
-        release, now, by=None, reason=f"metrics inconclusive: {event.reason}", resume_due_at=None
-    )
+        release, now, by=None, reason=f"{_METRICS_PAUSE}{event.reason}", resume_due_at=None
+    ).evolve(last_check_at=now)
     text = (
         f"{release.app} {release.version} paused itself at {_stage_label(release)}: "
-        f"metrics are inconclusive ({event.reason}); "
-        "it will not move on until someone resumes or rolls it back"
+        f"metrics are inconclusive ({event.reason}); it never moves on without a passing check. "
+        "It resumes by itself when a check passes again, or resume or roll it back"
     )
     return _Change(
         release=paused,
@@ -414,6 +468,17 @@ def _repeat_rollback(release: Release, event: Rollback, now: datetime) -> _Chang
 def _checks_failed(release: Release, event: ChecksFailed, now: datetime) -> _Change:
     value, threshold = _amount(event.value, event.unit), _amount(event.threshold, event.unit)
     reading = f"{event.metric} is {value} against a threshold of {threshold}"
+    failed = release.checks_failed + 1
+    if failed <= event.failure_limit and release.phase is not Phase.PROMOTING:
+        recorded = release.evolve(
+            checks_failed=failed, last_check_at=now, latest_metrics=event.summary or None
+        )
+        text = (
+            f"a metric check of {release.app} {release.version} failed at {_stage_label(release)}:"
+            f" {reading}; {failed} of {event.failure_limit} failed checks tolerated in this stage,"
+            " one more rolls it back"
+        )
+        return _Change(release=recorded, notices=(_notice(NoticeKind.CHECK_FAILED, text),))
     what = f"{release.app} {release.version}"
     text = f"{what} is rolling back automatically {_where(release)}: {reading}"
     notice = _notice(NoticeKind.AUTO_ROLLBACK, text, in_channel=True)
@@ -474,6 +539,10 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], Step] = {
     (Phase.AWAITING_APPROVAL, Pause): _pause,
     (Phase.RUNNING, ChecksInconclusive): _checks_inconclusive,
     (Phase.AWAITING_APPROVAL, ChecksInconclusive): _checks_inconclusive,
+    (Phase.PAUSED, ChecksInconclusive): _recheck_while_paused,
+    (Phase.RUNNING, ChecksPassed): _checks_passed,
+    (Phase.AWAITING_APPROVAL, ChecksPassed): _checks_passed,
+    (Phase.PAUSED, ChecksPassed): _checks_passed,
     (Phase.PAUSED, Resume): _resume,
     (Phase.PAUSED, PauseTimerElapsed): _pause_timer_elapsed,
     (Phase.PROMOTING, PromotionDone): _promotion_done,
@@ -493,7 +562,12 @@ def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
     stage = release.plan.stages[index]
     due = now + timedelta(seconds=stage.duration_s)
     entered = release.evolve(
-        phase=Phase.RUNNING, stage_index=index, stage_started_at=now, stage_due_at=due
+        phase=Phase.RUNNING,
+        stage_index=index,
+        stage_started_at=now,
+        stage_due_at=due,
+        checks_passed=0,
+        checks_failed=0,
     )
     if stage.header_routed and stage.weight == 0:
         traffic = "no public traffic, the canary is reachable by header"

@@ -82,7 +82,8 @@ class Release(_Record):
     stage timer counts (not RUNNING). `outcome_by` / `outcome_reason` say who ended the release
     and why, from the moment it is decided (promotion or rollback); `finished_at` is set when it
     reaches a terminal phase. `card_ts` / `thread_ts` are the Slack message refs, set by the
-    Slack adapter once the card is posted.
+    Slack adapter once the card is posted. The `checks_*`, `last_check_at`, `latest_metrics`
+    and `last_snapshot_at` fields record the canary analysis (bot.analysis) as it goes.
     """
 
     id: NonBlank
@@ -106,6 +107,15 @@ class Release(_Record):
     finished_at: AwareDatetime | None = None
     card_ts: str | None = None
     thread_ts: str | None = None
+    analysis_enabled: bool = False
+    """Metric checks gate this release: a stage ends on its timer only after a passing check."""
+    checks_passed: int = Field(default=0, ge=0)
+    checks_failed: int = Field(default=0, ge=0)
+    """Checks of the current stage; entering a stage resets both."""
+    last_check_at: AwareDatetime | None = None
+    latest_metrics: str | None = None
+    """The newest check's summary line, shown on the card and in /release status."""
+    last_snapshot_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -30,10 +30,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from waitress.server import create_server
 
+from bot.checks import CanaryChecks
 from bot.config import ConfigError, load_config
 from bot.errors import ReleaseBotError
 from bot.kube.client import build_api_client
 from bot.kube.reconciler import KubernetesCluster
+from bot.metrics.prometheus import PrometheusMetrics
 from bot.scheduler import Scheduler
 from bot.service import ReleaseService
 from bot.settings import Settings, SettingsError, load_settings
@@ -103,11 +105,13 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
         return None
     config = load_config(config_path)
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    metrics = PrometheusMetrics(default_url=settings.prometheus_url)
     return ReleaseService(
         config=config,
         store=ReleaseStore(connect(redis_url)),
         cluster=KubernetesCluster(build_api_client(kubeconfig)),
         announcer=SlackAnnouncer(client=client, config=config),
+        checks=CanaryChecks(metrics=metrics),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from bot.checks import CanaryChecks
 from bot.config import AppConfig, BotConfig, plan_refusal
 from bot.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.machine import (
@@ -104,10 +105,13 @@ class ReleaseService:
         store: ReleaseStore,
         cluster: ClusterPort,
         announcer: AnnouncerPort,
+        checks: CanaryChecks | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
     ) -> None:
+        """`checks` None: no metrics source, so stages advance on their timers alone."""
         self._config = config
+        self._checks = checks
         self._store = store
         self._cluster = cluster
         self._announcer = announcer
@@ -145,6 +149,7 @@ class ReleaseService:
             channel=app.slack_channel.value if app.slack_channel.is_id else channel,
             four_eyes=app.authorization.four_eyes,
             now=now,
+            analysis_enabled=self._checks is not None and self._checks.covers(app),
         )
         entry = self._entry(
             started.release, user, "start", "applied", f"{version} (plan {plan.name})"
@@ -222,6 +227,10 @@ class ReleaseService:
         except PermanentError as error:
             self._apply(stored, Fail(reason=str(error)), actor="release-bot")
             return
+        now = self._clock()
+        if self._checks is not None and self._checks.due(stored.release, app, now=now):
+            self._apply(stored, self._checks.run(stored.release, app, now=now), actor="release-bot")
+            return  # what comes due after the check is the next pass's business
         event = self._due_event(stored.release, observation)
         if event is not None:
             self._apply(stored, event, actor="release-bot")

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.infra.prometheus_server",
     "tests.infra.slack",
     "tests.infra.kube",
+    "tests.infra.release_world",
 ]

@@ -269,7 +269,7 @@ def test_a_naive_clock_is_refused() -> None:
 def test_the_latest_snapshot_is_a_context_line_only_when_given() -> None:
     run = run_in(Phase.RUNNING)
     snapshot = "error rate: canary 0.4 % vs stable 0.3 % ✓"
-    with_snapshot = release_card(run.release, now=run.now, latest_snapshot=snapshot)
+    with_snapshot = release_card(run.release.evolve(latest_metrics=snapshot), now=run.now)
     assert f"📊 {snapshot}" in context_texts(with_snapshot)
     without = release_card(run.release, now=run.now)
     assert not any(text.startswith("📊") for text in context_texts(without))
@@ -352,7 +352,7 @@ def test_a_very_long_version_and_snapshot_are_cut_to_fit() -> None:
     )
     run = Run(release=started.release, now=T0)
     run.accept(CanaryReady(), after=MINUTE)
-    card = release_card(run.release, now=run.now, latest_snapshot=LONG)
+    card = release_card(run.release.evolve(latest_metrics=LONG), now=run.now)
     assert_cut(blocks_of(card, "header")[0]["text"]["text"], 150)
     assert_cut(next(text for text in context_texts(card) if text.startswith("📊")), 3000)
     assert_cut(buttons_of(card)[-1]["confirm"]["text"]["text"], 300)
@@ -479,7 +479,7 @@ def test_a_thread_only_notice_is_refused_as_an_alert() -> None:
 
 def test_a_card_renders_as_readable_lines() -> None:
     run = run_in(Phase.AWAITING_APPROVAL)
-    card = release_card(run.release, now=run.now, latest_snapshot="error rate *0.4 %* ✓")
+    card = release_card(run.release.evolve(latest_metrics="error rate *0.4 %* ✓"), now=run.now)
     assert render_text(card.blocks).splitlines() == [
         "shop-api v2.4.1 · canary release",
         "================================",

@@ -20,6 +20,7 @@ from bot.config import (
     IstioRouter,
     LatencyLimits,
     MetricsConfig,
+    QpsLimits,
     ReplicasRouter,
     UnknownApp,
     UnknownPlan,
@@ -109,6 +110,8 @@ def test_example_file_loads_into_typed_objects() -> None:
     assert (shop.metrics.min_requests, shop.metrics.failure_limit) == (100, 1)
     assert shop.metrics.error_rate == ErrorRateLimits(max=0.05, max_above_stable=0.01)
     assert shop.metrics.p99_latency_ms == LatencyLimits(max=800, max_above_stable=200)
+    assert shop.metrics.qps == QpsLimits(min=2)
+    assert shop.metrics.snapshot_interval_s == 900
     assert shop.alert_mention == "<!subteam^S0SHOPONCALL>"
     assert shop.authorization.start == ("S0SHOPDEVS",)
     assert shop.authorization.approve == ("U0LEADONE", "U0LEADTWO")
@@ -298,6 +301,28 @@ MISTAKES = {
     "zero check interval": (
         VALID_APP + "    metrics:\n      interval: 0s\n",
         "12:7: apps.shop-api.metrics.interval: must be longer than 0s, got '0s'",
+    ),
+    "zero snapshot interval": (
+        VALID_APP + "    metrics:\n      snapshot_interval: 0s\n",
+        "12:7: apps.shop-api.metrics.snapshot_interval: must be longer than 0s, got '0s'",
+    ),
+    "snapshot interval without a unit": (
+        VALID_APP + "    metrics:\n      snapshot_interval: 900\n",
+        "12:7: apps.shop-api.metrics.snapshot_interval: a duration needs a unit, "
+        "e.g. '90s', '30m', '1h'; got 900",
+    ),
+    "qps block without a minimum": (
+        VALID_APP + "    metrics:\n      qps: {}\n",
+        "12:7: apps.shop-api.metrics.qps.min: required field is missing",
+    ),
+    "zero qps minimum": (
+        VALID_APP + "    metrics:\n      qps: {min: 0}\n",
+        "12:13: apps.shop-api.metrics.qps.min: must be greater than 0, got 0",
+    ),
+    "qps maximum besides the minimum": (
+        VALID_APP + "    metrics:\n      qps: {min: 1, max: 500}\n",
+        "12:21: apps.shop-api.metrics.qps.max: unknown field here (it belongs to another block "
+        "or router provider)",
     ),
     "unknown metrics preset": (
         VALID_APP + "    metrics:\n      provider: datadog\n",
@@ -511,6 +536,8 @@ def test_an_app_with_only_required_fields_gets_the_documented_defaults(tmp_path:
     assert (metrics.min_requests, metrics.failure_limit) == (50, 1)
     assert metrics.error_rate == ErrorRateLimits(max=0.05, max_above_stable=None)
     assert metrics.p99_latency_ms is None
+    assert metrics.qps is None
+    assert metrics.snapshot_interval_s == 900
     authorization = app.authorization
     assert (authorization.start, authorization.approve, authorization.rollback) == ((), (), ())
     assert (authorization.channels, authorization.four_eyes) == ((), False)

@@ -20,6 +20,7 @@ from bot.machine import (
     CancelTimer,
     ChecksFailed,
     ChecksInconclusive,
+    ChecksPassed,
     Event,
     Fail,
     NoticeKind,
@@ -56,6 +57,7 @@ ONE_OF_EACH: list[Event] = [
     Promote(by=BOB),
     PromotionDone(),
     RollbackDone(),
+    ChecksPassed(summary="error rate 0.2 % (stable 0.1 %)"),
     ChecksFailed(metric="error_rate", value=7.2, threshold=5, unit="%"),
     ChecksInconclusive(reason="no samples"),
     Fail(reason="deployment deleted"),
@@ -77,6 +79,7 @@ EXPECTED_NEXT: dict[tuple[Phase, type[Event]], Phase] = {
     (Phase.RUNNING, Rollback): Phase.ROLLING_BACK,
     (Phase.RUNNING, ChecksFailed): Phase.ROLLING_BACK,
     (Phase.RUNNING, ChecksInconclusive): Phase.PAUSED,
+    (Phase.RUNNING, ChecksPassed): Phase.RUNNING,
     (Phase.RUNNING, Fail): Phase.FAILED,
     (Phase.AWAITING_APPROVAL, Approve): Phase.RUNNING,
     (Phase.AWAITING_APPROVAL, Pause): Phase.PAUSED,
@@ -84,11 +87,13 @@ EXPECTED_NEXT: dict[tuple[Phase, type[Event]], Phase] = {
     (Phase.AWAITING_APPROVAL, Rollback): Phase.ROLLING_BACK,
     (Phase.AWAITING_APPROVAL, ChecksFailed): Phase.ROLLING_BACK,
     (Phase.AWAITING_APPROVAL, ChecksInconclusive): Phase.PAUSED,
+    (Phase.AWAITING_APPROVAL, ChecksPassed): Phase.AWAITING_APPROVAL,
     (Phase.AWAITING_APPROVAL, Fail): Phase.FAILED,
     (Phase.PAUSED, Resume): Phase.RUNNING,
     (Phase.PAUSED, PauseTimerElapsed): Phase.RUNNING,
     (Phase.PAUSED, Rollback): Phase.ROLLING_BACK,
     (Phase.PAUSED, ChecksFailed): Phase.ROLLING_BACK,
+    (Phase.PAUSED, ChecksPassed): Phase.PAUSED,  # paused by a person: recorded, still paused
     (Phase.PAUSED, Fail): Phase.FAILED,
     (Phase.PROMOTING, PromotionDone): Phase.SUCCEEDED,
     (Phase.PROMOTING, Rollback): Phase.ROLLING_BACK,
@@ -349,8 +354,8 @@ def test_inconclusive_checks_pause_and_never_promote() -> None:
     assert accepted.effects[-1] == Notify(
         kind=NoticeKind.PAUSED,
         text="shop-api v2.4.1 paused itself at stage 3/4 (50 %): metrics are inconclusive "
-        "(no samples from the canary for 10m); it will not move on until someone resumes "
-        "or rolls it back",
+        "(no samples from the canary for 10m); it never moves on without a passing check. "
+        "It resumes by itself when a check passes again, or resume or roll it back",
         in_channel=True,
     )
     gated: list[Event] = [
@@ -364,7 +369,58 @@ def test_inconclusive_checks_pause_and_never_promote() -> None:
             "shop-api is paused: metrics inconclusive: no samples from the canary for 10m; "
             "resume it first"
         )
-    assert "already paused" in run.refuse(ChecksInconclusive(reason="still nothing"))
+    still = run.accept(ChecksInconclusive(reason="still nothing"), after=MINUTE)
+    assert still.effects == (UpdateCard(),)  # rechecked quietly while paused by metrics
+    assert run.release.last_check_at == run.now
+    resumed = run.accept(ChecksPassed(summary="error rate 0.3 %"), after=MINUTE)
+    assert run.release.phase is Phase.AWAITING_APPROVAL
+    assert resumed.effects[-1].text.startswith(  # type: ignore[union-attr]
+        "metrics of shop-api are conclusive again (error rate 0.3 %); stage 3/4 (50 %) still"
+    )
+
+
+def test_a_person_pause_is_not_lifted_by_checks() -> None:
+    run = run_in(Phase.PAUSED)
+    run.accept(ChecksPassed(summary="error rate 0.1 %"))
+    assert run.release.phase is Phase.PAUSED
+    assert run.release.latest_metrics == "error rate 0.1 %"
+    assert "already paused" in run.refuse(ChecksInconclusive(reason="Prometheus down"))
+
+
+def test_failed_checks_are_tolerated_up_to_the_failure_limit_then_roll_back() -> None:
+    run = run_in(Phase.RUNNING)
+    failed = ChecksFailed(
+        metric="error rate", value=7.2, threshold=5, unit="%", failure_limit=1, summary="7.2 %"
+    )
+    tolerated = run.accept(failed)
+    assert run.release.phase is Phase.RUNNING
+    assert (run.release.checks_failed, run.release.latest_metrics) == (1, "7.2 %")
+    assert tolerated.effects[-1] == Notify(
+        kind=NoticeKind.CHECK_FAILED,
+        text="a metric check of shop-api v2.4.1 failed at stage 3/4 (50 %): error rate is 7.2 % "
+        "against a threshold of 5 %; 1 of 1 failed checks tolerated in this stage, one more "
+        "rolls it back",
+    )
+    rolled = run.accept(failed, after=MINUTE)
+    assert run.release.phase is Phase.ROLLING_BACK
+    assert rolled.effects[0] == ReconcileCluster()
+    assert isinstance(rolled.effects[-1], Notify) and rolled.effects[-1].in_channel
+
+
+def test_a_gated_stage_ends_on_its_timer_only_after_a_passing_check() -> None:
+    run = start()
+    run.release = run.release.evolve(analysis_enabled=True)
+    run.accept(CanaryReady())
+    due = run.release.stage.duration_s
+    reason = run.refuse(StageTimerElapsed(), after=timedelta(seconds=due))
+    assert reason == (
+        "stage 1/4 (0 %) of shop-api has no passing metric check yet; it moves on once one passes"
+    )
+    snapshot = run.accept(ChecksPassed(summary="no public traffic", snapshot="*metrics* ..."))
+    assert snapshot.effects[-1] == Notify(kind=NoticeKind.SNAPSHOT, text="*metrics* ...")
+    assert run.release.last_snapshot_at == run.now
+    run.accept(StageTimerElapsed())
+    assert (run.release.stage_index, run.release.checks_passed) == (1, 0)  # counts reset
 
 
 def test_advance_never_skips_an_approval_gate() -> None:

@@ -103,12 +103,11 @@ class CardMessage:
 # The card.
 
 
-def release_card(
-    release: Release, *, now: datetime, latest_snapshot: str | None = None
-) -> CardMessage:
+def release_card(release: Release, *, now: datetime) -> CardMessage:
     """The release's one message in its channel, rebuilt and edited in place after each change.
 
-    `latest_snapshot` is the newest metrics summary (mrkdwn), shown when given.
+    `release.latest_metrics`, the newest metrics summary (bot.analysis.summary_line), is shown
+    when there is one.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -120,8 +119,8 @@ def release_card(
     ]
     if release.approvals:
         blocks.append(_section(_approvals_text(release)))
-    if latest_snapshot:
-        blocks.append(_context(f"📊 {latest_snapshot}"))
+    if release.latest_metrics:
+        blocks.append(_context(f"📊 {release.latest_metrics}"))
     if buttons := _buttons(release):
         blocks.append(ActionsBlock(elements=buttons))
     blocks.append(_context(f"release `{release.id}` · updated {_slack_time(now)}"))
@@ -426,6 +425,8 @@ _NOTICE_EMOJI = {
     NoticeKind.AUTO_ROLLBACK: "🚨",
     NoticeKind.ROLLED_BACK: "⏪",
     NoticeKind.FAILED: "❌",
+    NoticeKind.SNAPSHOT: "📊",
+    NoticeKind.CHECK_FAILED: "⚠️",
 }
 _NOTICES_ASKING_FOR_ACTION = {NoticeKind.APPROVAL_REQUESTED, NoticeKind.PAUSED}
 _ALERT_TITLES = {

@@ -1,0 +1,111 @@
+"""Metric checks of running canaries: when one is due, and the state-machine event it yields.
+
+Called by the release service on every scheduler pass. It reads canary and stable side by side
+through a MetricsPort (Prometheus), judges them with bot.analysis, and turns the judgement into
+ChecksPassed, ChecksFailed or ChecksInconclusive. A check that fails yields its event without any
+further query, so nothing stands between the decision and the rollback.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+
+from bot.analysis import (
+    MetricsPort,
+    MetricsUnavailable,
+    Trend,
+    Verdict,
+    judge,
+    snapshot_text,
+    summary_line,
+)
+from bot.config import AppConfig, MetricsConfig
+from bot.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event
+from bot.release import Phase, Release
+
+log = structlog.get_logger(__name__)
+
+TREND_POINTS = 12
+_CHECKED_PHASES = (Phase.RUNNING, Phase.AWAITING_APPROVAL)
+
+
+class CanaryChecks:
+    def __init__(self, *, metrics: MetricsPort) -> None:
+        self._metrics = metrics
+
+    def covers(self, app: AppConfig) -> bool:
+        return self._metrics.covers(app)
+
+    def due(self, release: Release, app: AppConfig, *, now: datetime) -> bool:
+        """Every `interval` while a stage runs or waits (and while paused by missing metrics,
+        to notice they are back); at once when the stage timer is up without a passing check."""
+        if not release.analysis_enabled or not _checked(release):
+            return False
+        last = release.last_check_at
+        if last is None or now - last >= timedelta(seconds=app.metrics.interval_s):
+            return True
+        timer_up = release.stage_due_at is not None and now >= release.stage_due_at
+        stage_started = release.stage_started_at
+        unchecked = release.checks_passed == 0 and (stage_started is None or last < stage_started)
+        return timer_up and unchecked
+
+    def run(self, release: Release, app: AppConfig, *, now: datetime) -> Event:
+        try:
+            reading = self._metrics.read(app, at=now)
+        except MetricsUnavailable as error:
+            return ChecksInconclusive(reason=str(error))
+        judgement = judge(reading, _limits(release, app), public_traffic=release.stage.weight > 0)
+        summary = summary_line(judgement, reading)
+        if judgement.verdict is Verdict.FAILED:
+            failed = judgement.failed[0]
+            assert failed.canary is not None and failed.threshold is not None  # judge's promise
+            return ChecksFailed(
+                metric=failed.metric.value.replace("_", " "),
+                value=failed.canary,
+                threshold=failed.threshold,
+                unit=failed.unit,
+                failure_limit=app.metrics.failure_limit,
+                summary=summary,
+            )
+        if judgement.verdict is Verdict.INCONCLUSIVE:
+            return ChecksInconclusive(reason=judgement.reason)
+        snapshot = None
+        if self._snapshot_due(release, app, now=now):
+            snapshot = snapshot_text(judgement, reading, self._trend(app, now=now))
+        return ChecksPassed(summary=summary, snapshot=snapshot)
+
+    def _snapshot_due(self, release: Release, app: AppConfig, *, now: datetime) -> bool:
+        last = release.last_snapshot_at
+        if last is None or (release.stage_started_at and last < release.stage_started_at):
+            return True
+        return now - last >= timedelta(seconds=app.metrics.snapshot_interval_s)
+
+    def _trend(self, app: AppConfig, *, now: datetime) -> Trend | None:
+        try:
+            return self._metrics.trend(app, at=now, points=TREND_POINTS)
+        except MetricsUnavailable as error:
+            log.warning("trend_unavailable", app=app.name, error=str(error))
+            return None
+
+
+def _limits(release: Release, app: AppConfig) -> MetricsConfig:
+    """At 100 % stable serves nobody, so limits relative to stable have nothing to compare."""
+    limits = app.metrics
+    if release.stage.weight < 100:
+        return limits
+    error_rate = limits.error_rate.model_copy(update={"max_above_stable": None})
+    latency = limits.p99_latency_ms
+    if latency is not None:
+        latency = (
+            None if latency.max is None else latency.model_copy(update={"max_above_stable": None})
+        )
+    return limits.model_copy(update={"error_rate": error_rate, "p99_latency_ms": latency})
+
+
+def _checked(release: Release) -> bool:
+    if release.phase in _CHECKED_PHASES:
+        return True
+    pause = release.pause
+    return release.phase is Phase.PAUSED and pause is not None and pause.by is None

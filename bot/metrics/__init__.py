@@ -1,0 +1,1 @@
+"""Metrics adapters: what the release service's analysis reads through bot.analysis.MetricsPort."""

@@ -1,0 +1,436 @@
+"""Prometheus adapter: canary and stable traffic of an app (requests, QPS, error rate, p99).
+
+Implements bot.analysis.MetricsPort for the release service, which reads it at every check
+interval and for snapshots; the server builds one at start-up with PROMETHEUS_URL as
+`default_url`.
+
+Decisions:
+- Queries are PromQL templates per metrics provider (PRESETS), filled with the app's namespace,
+  workload and window: another provider is one more entry. Each query answers for both tracks
+  at once, so a reading costs three queries (requests, 5xx requests, p99 latency).
+- QPS and error rate are computed here from the request counts (qps = requests / window,
+  error rate = 5xx / all): no requests gives None, where PromQL would give NaN or nothing.
+- One read() or trend() shares one deadline of `timeout_s` among its queries, and the client
+  never retries: a slow or down Prometheus costs a caller at most `timeout_s`. Prometheus gets
+  the same deadline (its `timeout` parameter), so it stops evaluating what nobody waits for.
+- Each trend point covers its own slice of the window (rate over one step), so a change shows
+  where it happened; a slice without two scrapes in it gives None.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from string import Template
+from typing import Literal, TypeVar
+
+import urllib3
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests import exceptions as http_errors
+
+from bot.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
+from bot.config import AppConfig
+
+Track = Literal["canary", "stable"]
+TRACKS: tuple[Track, ...] = ("canary", "stable")
+QueryKind = Literal["requests", "errors", "p99_ms"]
+Value = TypeVar("Value")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryPreset:
+    """PromQL for one metrics provider, as string.Template text.
+
+    Placeholders: $namespace, $workload (the stable Deployment), $workload_re (the same, as a
+    regular expression) and $range (a PromQL duration: the window, or one trend step). Every
+    query returns one series per track; `track_label` tells them apart, its value on each
+    track's series being the `canary` and `stable` templates.
+    """
+
+    track_label: str
+    canary: str
+    stable: str
+    requests: str
+    """Requests answered over $range, all status codes."""
+    errors: str
+    """Requests answered with a 5xx over $range."""
+    p99_ms: str
+    """99th percentile latency over $range, in milliseconds."""
+
+
+PRESETS: dict[str, QueryPreset] = {
+    # An app instrumented like prometheus_client's defaults, pods labelled track=canary|stable.
+    "generic": QueryPreset(
+        track_label="track",
+        canary="canary",
+        stable="stable",
+        requests='sum by (track) (increase(http_requests_total{namespace="$namespace",'
+        ' app="$workload"}[$range]))',
+        errors='sum by (track) (increase(http_requests_total{namespace="$namespace",'
+        ' app="$workload", code=~"5.."}[$range]))',
+        p99_ms="1000 * histogram_quantile(0.99, sum by (track, le) (rate("
+        'http_request_duration_seconds_bucket{namespace="$namespace", app="$workload"}'
+        "[$range])))",
+    ),
+    # Istio's standard metrics as the server-side sidecar reports them, per Deployment.
+    "istio": QueryPreset(
+        track_label="destination_workload",
+        canary="$workload-canary",
+        stable="$workload",
+        requests="sum by (destination_workload) (increase(istio_requests_total{"
+        'reporter="destination", destination_workload_namespace="$namespace",'
+        ' destination_workload=~"$workload_re|$workload_re-canary"}[$range]))',
+        errors="sum by (destination_workload) (increase(istio_requests_total{"
+        'reporter="destination", destination_workload_namespace="$namespace",'
+        ' destination_workload=~"$workload_re|$workload_re-canary", response_code=~"5.."}'
+        "[$range]))",
+        p99_ms="histogram_quantile(0.99, sum by (destination_workload, le) (rate("
+        'istio_request_duration_milliseconds_bucket{reporter="destination",'
+        ' destination_workload_namespace="$namespace",'
+        ' destination_workload=~"$workload_re|$workload_re-canary"}[$range])))',
+    ),
+}
+
+# The trend's points are whole milliseconds apart, as Prometheus keeps time.
+_MS_PER_S = 1000
+# PrometheusApiClientException's text for a non-200 answer: "HTTP Status Code 400 (b'...')".
+_HTTP_STATUS = re.compile(r"HTTP Status Code (\d+) \((b'.*'|b\".*\")\)", re.DOTALL)
+_SHOWN_BODY_CHARS = 200
+
+
+class PrometheusMetrics:
+    """Reads an app's canary and stable traffic from its Prometheus (MetricsPort)."""
+
+    def __init__(self, *, default_url: str | None, timeout_s: float = 5.0) -> None:
+        self._default_url = default_url
+        self._timeout_s = timeout_s
+        self._clients: dict[str, PrometheusConnect] = {}
+
+    def read(self, app: AppConfig, *, at: datetime) -> Reading:
+        window_s = app.metrics.window_s
+        queries = _QueryFiller(app, range_ms=window_s * _MS_PER_S)
+        call = self._call(app)
+        values = {kind: queries.by_track(call.instant(q, at=at)) for kind, q in queries.all()}
+        tracks = {
+            track: _track_reading(
+                requests=values["requests"].get(track),
+                errors=values["errors"].get(track),
+                p99_ms=values["p99_ms"].get(track),
+                seconds=window_s,
+            )
+            for track in TRACKS
+        }
+        return Reading(canary=tracks["canary"], stable=tracks["stable"], window_s=window_s, at=at)
+
+    def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
+        if points < 1:
+            raise ValueError(f"a trend needs at least one point, got {points}")
+        step_ms = max(app.metrics.window_s * _MS_PER_S // points, 1)
+        queries = _QueryFiller(app, range_ms=step_ms)
+        steps = _Steps(end_ms=round(at.timestamp() * _MS_PER_S), step_ms=step_ms, points=points)
+        call = self._call(app)
+        values = {kind: queries.by_track(call.ranged(q, steps=steps)) for kind, q in queries.all()}
+        tracks = {
+            track: _track_trend(
+                requests=values["requests"].get(track),
+                errors=values["errors"].get(track),
+                p99_ms=values["p99_ms"].get(track),
+                step_s=step_ms / _MS_PER_S,
+                points=points,
+            )
+            for track in TRACKS
+        }
+        return Trend(canary=tracks["canary"], stable=tracks["stable"])
+
+    def covers(self, app: AppConfig) -> bool:
+        """Whether there is a Prometheus to ask about `app` (its own URL or the default)."""
+        return self._url(app) is not None
+
+    def _url(self, app: AppConfig) -> str | None:
+        url = app.metrics.prometheus_url or self._default_url
+        return url.rstrip("/") if url else None
+
+    def _call(self, app: AppConfig) -> _Call:
+        url = self._url(app)
+        if url is None:
+            raise MetricsUnavailable(
+                f"no Prometheus to read {app.name}'s metrics from: PROMETHEUS_URL is not set "
+                "and the app names no metrics.prometheus_url; set one of them"
+            )
+        if url not in self._clients:
+            # No retries: a retry with backoff would outlast the deadline.
+            self._clients[url] = PrometheusConnect(url, retry=urllib3.Retry(total=0))
+        deadline = time.monotonic() + self._timeout_s
+        return _Call(self._clients[url], url=url, timeout_s=self._timeout_s, deadline=deadline)
+
+
+# ---------------------------------------------------------------- queries
+
+
+class _QueryFiller:
+    """An app's preset filled in: the queries, and which track each answered series is."""
+
+    def __init__(self, app: AppConfig, *, range_ms: int) -> None:
+        self._preset = PRESETS[app.metrics.provider]
+        self._values = {
+            "namespace": _promql_string(app.namespace),
+            "workload": _promql_string(app.workload),
+            "workload_re": _promql_string(re.escape(app.workload)),
+            "range": _promql_duration(range_ms),
+        }
+        canary = Template(self._preset.canary).substitute(workload=app.workload)
+        stable = Template(self._preset.stable).substitute(workload=app.workload)
+        self._tracks: dict[str, Track] = {canary: "canary", stable: "stable"}
+
+    def all(self) -> list[tuple[QueryKind, str]]:
+        kinds: tuple[QueryKind, ...] = ("requests", "errors", "p99_ms")
+        return [(kind, self._fill(getattr(self._preset, kind))) for kind in kinds]
+
+    def by_track(self, series: Sequence[tuple[dict[str, str], Value]]) -> dict[Track, Value]:
+        """Each track's value among the answered series; a track without a series is left out."""
+        found: dict[Track, Value] = {}
+        for labels, value in series:
+            track = self._tracks.get(labels.get(self._preset.track_label, ""))
+            if track is not None:
+                found[track] = value
+        return found
+
+    def _fill(self, template: str) -> str:
+        return Template(template).substitute(self._values)
+
+
+def _promql_string(text: str) -> str:
+    """`text` as the inside of a double-quoted PromQL string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _promql_duration(milliseconds: int) -> str:
+    seconds, rest = divmod(milliseconds, _MS_PER_S)
+    return f"{milliseconds}ms" if rest else f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Steps:
+    """The trend's evaluation times: `points` steps ending at `end_ms`, oldest first."""
+
+    end_ms: int
+    step_ms: int
+    points: int
+
+    @property
+    def start_ms(self) -> int:
+        return self.end_ms - self.step_ms * (self.points - 1)
+
+    def index(self, timestamp_s: float) -> int | None:
+        """Which point a sample's timestamp is, or None when it is none of them."""
+        offset_ms = timestamp_s * _MS_PER_S - self.start_ms
+        index = round(offset_ms / self.step_ms)
+        return index if 0 <= index < self.points else None
+
+
+# ---------------------------------------------------------------- HTTP calls
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Queries for one read() or trend(): one Prometheus, one deadline shared by all of them."""
+
+    client: PrometheusConnect
+    url: str
+    timeout_s: float
+    deadline: float
+
+    def instant(self, query: str, *, at: datetime) -> list[tuple[dict[str, str], float | None]]:
+        """Each series' labels and value at `at`."""
+        with self._answering(query) as remaining_s:
+            answer = self.client.custom_query(
+                query,
+                params={"time": _seconds(at.timestamp()), "timeout": _seconds(remaining_s)},
+                timeout=urllib3.Timeout(total=remaining_s),
+            )
+            return [(labels, _sample(series["value"])[1]) for labels, series in _series(answer)]
+
+    def ranged(
+        self, query: str, *, steps: _Steps
+    ) -> list[tuple[dict[str, str], list[float | None]]]:
+        """Each series' labels and values at every step, oldest first (None: no sample)."""
+        start_s, end_s = steps.start_ms / _MS_PER_S, steps.end_ms / _MS_PER_S
+        with self._answering(query) as remaining_s:
+            answer = self.client.custom_query_range(
+                query,
+                start_time=datetime.fromtimestamp(start_s, tz=UTC),
+                end_time=datetime.fromtimestamp(end_s, tz=UTC),
+                step=_seconds(steps.step_ms / _MS_PER_S),
+                # custom_query_range rounds start and end to whole seconds; these override them.
+                params={
+                    "start": _seconds(start_s),
+                    "end": _seconds(end_s),
+                    "timeout": _seconds(remaining_s),
+                },
+                timeout=urllib3.Timeout(total=remaining_s),
+            )
+            return [
+                (labels, _step_values(series["values"], steps))
+                for labels, series in _series(answer)
+            ]
+
+    @contextmanager
+    def _answering(self, query: str) -> Iterator[float]:
+        """The seconds left before the deadline; every failure inside becomes MetricsUnavailable."""
+        remaining_s = self.deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise MetricsUnavailable(self._too_slow())
+        try:
+            yield remaining_s
+        except PrometheusApiClientException as error:
+            raise MetricsUnavailable(self._rejected(error, query)) from None
+        except _NotAQueryResult as error:
+            raise MetricsUnavailable(self._malformed(str(error))) from None
+        except http_errors.InvalidJSONError as error:
+            raise MetricsUnavailable(self._malformed(f"not JSON: {error}")) from None
+        except http_errors.RequestException as error:
+            raise MetricsUnavailable(self._unreachable(error)) from None
+        except (ValueError, KeyError, TypeError) as error:
+            raise MetricsUnavailable(self._malformed(f"{type(error).__name__}: {error}")) from None
+
+    def _too_slow(self) -> str:
+        return f"Prometheus at {self.url} did not answer within {self.timeout_s:g} s"
+
+    def _unreachable(self, error: http_errors.RequestException) -> str:
+        reason = _urllib3_reason(error)
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            cause = reason.__cause__
+            why = cause.strerror if isinstance(cause, OSError) and cause.strerror else reason
+            return f"Prometheus at {self.url} cannot be reached: {str(why).lower()}"
+        if isinstance(reason, urllib3.exceptions.TimeoutError) or isinstance(
+            error, http_errors.Timeout
+        ):
+            return self._too_slow()
+        return f"Prometheus at {self.url} cannot be reached: {reason}"
+
+    def _rejected(self, error: PrometheusApiClientException, query: str) -> str:
+        match = _HTTP_STATUS.fullmatch(str(error))
+        if match is None:
+            return f"Prometheus at {self.url} failed: {error}"
+        status, body = match[1], ast.literal_eval(match[2])
+        problem = _prometheus_error(body)
+        if problem is not None:
+            return f"Prometheus at {self.url} rejected a query ({problem}): {query}"
+        shown = body.decode(errors="replace").strip()[:_SHOWN_BODY_CHARS]
+        return f"Prometheus at {self.url} answered HTTP {status}: {shown or '(empty body)'}"
+
+    def _malformed(self, detail: str) -> str:
+        return f"Prometheus at {self.url} sent an answer that is not a query result ({detail})"
+
+
+def _seconds(value: float) -> str:
+    """Seconds as Prometheus's API takes them, to the millisecond it keeps."""
+    return f"{value:.3f}"
+
+
+def _urllib3_reason(error: http_errors.RequestException) -> object:
+    """What urllib3 gave up on: requests wraps it in a MaxRetryError when retries are off."""
+    cause = error.args[0] if error.args else error
+    return cause.reason if isinstance(cause, urllib3.exceptions.MaxRetryError) else cause
+
+
+def _prometheus_error(body: bytes) -> str | None:
+    """'errorType: error' from Prometheus's JSON error answer; None when the body is not one."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or answer.get("status") != "error":
+        return None
+    return f"{answer.get('errorType', 'error')}: {answer.get('error', 'no details')}"
+
+
+# ---------------------------------------------------------------- answers
+
+
+class _NotAQueryResult(Exception):
+    """The answer is JSON, but not shaped like Prometheus's query results."""
+
+
+def _list(answer: object) -> list[object]:
+    if not isinstance(answer, list):
+        raise _NotAQueryResult(f"a {type(answer).__name__} where a list was due: {_shown(answer)}")
+    return answer
+
+
+def _series(answer: object) -> list[tuple[dict[str, str], dict[str, object]]]:
+    """Each series of a query result with its labels."""
+    found = []
+    for series in _list(answer):
+        if not isinstance(series, dict) or not isinstance(series.get("metric"), dict):
+            raise _NotAQueryResult(f"a series without labels: {_shown(series)}")
+        labels = {str(name): str(value) for name, value in series["metric"].items()}
+        found.append((labels, series))
+    return found
+
+
+def _shown(value: object) -> str:
+    return str(value)[:_SHOWN_BODY_CHARS]
+
+
+def _sample(sample: object) -> tuple[float, float | None]:
+    """A [timestamp, "value"] pair as numbers; NaN (e.g. the p99 of no requests) is None."""
+    if not isinstance(sample, list) or len(sample) != 2:
+        raise _NotAQueryResult(f"a sample is not a [time, value] pair: {_shown(sample)}")
+    value = float(sample[1])
+    return float(sample[0]), None if math.isnan(value) else value
+
+
+def _step_values(samples: object, steps: _Steps) -> list[float | None]:
+    values: list[float | None] = [None] * steps.points
+    for timestamp_s, value in map(_sample, _list(samples)):
+        index = steps.index(timestamp_s)
+        if index is not None:
+            values[index] = value
+    return values
+
+
+def _track_reading(
+    *, requests: float | None, errors: float | None, p99_ms: float | None, seconds: float
+) -> TrackReading:
+    return TrackReading(
+        requests=requests,
+        qps=None if requests is None else requests / seconds,
+        error_rate=_error_rate(requests=requests, errors=errors),
+        p99_ms=p99_ms,
+    )
+
+
+def _track_trend(
+    *,
+    requests: list[float | None] | None,
+    errors: list[float | None] | None,
+    p99_ms: list[float | None] | None,
+    step_s: float,
+    points: int,
+) -> dict[Metric, tuple[float | None, ...]]:
+    gaps: list[float | None] = [None] * points
+    requests, errors = requests or gaps, errors or gaps
+    return {
+        Metric.QPS: tuple(None if count is None else count / step_s for count in requests),
+        Metric.ERROR_RATE: tuple(
+            _error_rate(requests=count, errors=failed)
+            for count, failed in zip(requests, errors, strict=True)
+        ),
+        Metric.P99_LATENCY: tuple(p99_ms or gaps),
+    }
+
+
+def _error_rate(*, requests: float | None, errors: float | None) -> float | None:
+    """5xx share of requests; a track that never failed has no 5xx series, so None errors is 0."""
+    if not requests:
+        return None
+    return (errors or 0.0) / requests
