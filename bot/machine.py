@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.plan import Plan
-from bot.release import Approval, PauseInfo, Phase, Release
+from bot.release import Approval, NoticeKind, OutboxNotice, PauseInfo, Phase, Release
 
 # Events. `by` is the Slack user id of the person acting. `stage_index` on a person's event is the
 # stage they were looking at (a button carries it; a slash command leaves it None): if the release
@@ -156,25 +156,6 @@ class TimerKind(StrEnum):
     PAUSE_END = "pause_end"  # deliver PauseTimerElapsed
 
 
-class NoticeKind(StrEnum):
-    STARTED = "started"
-    PREFLIGHT = "preflight"
-    STAGE_STARTED = "stage_started"
-    ADVANCED = "advanced"
-    APPROVAL_REQUESTED = "approval_requested"
-    APPROVED = "approved"
-    PAUSED = "paused"
-    RESUMED = "resumed"
-    PROMOTING = "promoting"
-    SUCCEEDED = "succeeded"
-    ROLLBACK = "rollback"
-    AUTO_ROLLBACK = "auto_rollback"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
-    SNAPSHOT = "snapshot"
-    CHECK_FAILED = "check_failed"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReconcileCluster:
     """Bring the cluster to the release's desired state (bot.release.desired_traffic)."""
@@ -284,6 +265,22 @@ def start_release(
     return _Change(
         release=release, reconcile=True, notices=(_notice(NoticeKind.STARTED, text),)
     ).accepted()
+
+
+def with_outbox(release: Release, effects: tuple[Effect, ...]) -> Release:
+    """`release` holding the effects' notices in its outbox and marked for a card update, so
+    the messages are saved with the transition and survive a crash before Slack is told."""
+    notices = [effect for effect in effects if isinstance(effect, Notify)]
+    first = release.notices_decided + 1
+    added = tuple(
+        OutboxNotice(id=first + offset, kind=n.kind, text=n.text, in_channel=n.in_channel)
+        for offset, n in enumerate(notices)
+    )
+    return release.evolve(
+        outbox=(*release.outbox, *added),
+        notices_decided=release.notices_decided + len(added),
+        card_stale=release.card_stale or UpdateCard() in effects,
+    )
 
 
 def transition(release: Release, event: Event, *, now: datetime) -> Accepted | Refused:

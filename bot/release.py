@@ -40,6 +40,27 @@ class Phase(StrEnum):
         return self in {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED}
 
 
+class NoticeKind(StrEnum):
+    """What a thread message is about (bot.machine decides them, the Slack cards show them)."""
+
+    STARTED = "started"
+    PREFLIGHT = "preflight"
+    STAGE_STARTED = "stage_started"
+    ADVANCED = "advanced"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVED = "approved"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    PROMOTING = "promoting"
+    SUCCEEDED = "succeeded"
+    ROLLBACK = "rollback"
+    AUTO_ROLLBACK = "auto_rollback"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    SNAPSHOT = "snapshot"
+    CHECK_FAILED = "check_failed"
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,6 +94,15 @@ class PauseInfo(_Record):
             allowed = "running or awaiting approval"
             raise ValueError(f"a release can only pause from {allowed}, not {self.paused_from}")
         return self
+
+
+class OutboxNotice(_Record):
+    """A thread message decided by a transition and saved with it, until Slack has it."""
+
+    id: int = Field(ge=1)
+    kind: NoticeKind
+    text: str
+    in_channel: bool = False
 
 
 class Release(_Record):
@@ -116,6 +146,13 @@ class Release(_Record):
     latest_metrics: str | None = None
     """The newest check's summary line, shown on the card and in /release status."""
     last_snapshot_at: AwareDatetime | None = None
+    outbox: tuple[OutboxNotice, ...] = ()
+    """Messages saved with the transition that decided them and not yet posted: a bot that dies
+    before telling Slack leaves them here, and the next pass posts them."""
+    card_stale: bool = False
+    """The card shows an older state of the release than this one."""
+    notices_decided: int = Field(default=0, ge=0)
+    """How many notices this release has ever put in its outbox: the next one's id minus one."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

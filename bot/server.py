@@ -35,9 +35,10 @@ from bot.config import ConfigError, load_config
 from bot.errors import ReleaseBotError
 from bot.kube.client import build_api_client
 from bot.kube.reconciler import KubernetesCluster
+from bot.leases import Leases
 from bot.metrics.prometheus import PrometheusMetrics
 from bot.scheduler import Scheduler
-from bot.service import ReleaseService
+from bot.service import CrashPoint, ReleaseService
 from bot.settings import Settings, SettingsError, load_settings
 from bot.slack.announcer import SlackAnnouncer
 from bot.slack.client import build_web_client
@@ -106,9 +107,13 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
     config = load_config(config_path)
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     metrics = PrometheusMetrics(default_url=settings.prometheus_url)
+    store = ReleaseStore(connect(redis_url))
+    crash_at = settings.release_bot_crash_at
     return ReleaseService(
         config=config,
-        store=ReleaseStore(connect(redis_url)),
+        store=store,
+        leases=Leases(store=store, ttl_s=settings.release_bot_lease_seconds),
+        crash_at=CrashPoint(crash_at) if crash_at else None,
         cluster=KubernetesCluster(build_api_client(kubeconfig)),
         announcer=SlackAnnouncer(client=client, config=config),
         checks=CanaryChecks(metrics=metrics),

@@ -7,10 +7,12 @@ carries out the effects in the machine's order: cluster, card, thread messages.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 import structlog
@@ -18,23 +20,23 @@ import structlog
 from bot.checks import CanaryChecks
 from bot.config import AppConfig, BotConfig, plan_refusal
 from bot.errors import PermanentError, ReleaseBotError, TemporaryError
+from bot.leases import Leases
 from bot.machine import (
     Accepted,
     CanaryReady,
     Event,
     Fail,
-    NoticeKind,
     Notify,
     PauseTimerElapsed,
     PromotionDone,
     ReconcileCluster,
     RollbackDone,
     StageTimerElapsed,
-    UpdateCard,
     start_release,
     transition,
+    with_outbox,
 )
-from bot.release import Phase, Release
+from bot.release import NoticeKind, Phase, Release
 from bot.store import (
     AppBusy,
     AppLocked,
@@ -48,6 +50,17 @@ from bot.store import (
 log = structlog.get_logger(__name__)
 
 SAVE_ATTEMPTS = 8
+CRASH_EXIT_CODE = 137
+
+
+class CrashPoint(StrEnum):
+    """Where `crash_at` makes the process die at once, as a SIGKILL would: the recovery tests
+    (and chaos drills) use it to prove a restarted bot finishes every transition exactly once."""
+
+    SAVED = "saved"  # the new state is in Redis, the cluster not yet patched
+    RECONCILED = "reconciled"  # the cluster is patched, Slack not yet told
+
+
 CANARY_READY_DEADLINE = timedelta(minutes=10)
 
 
@@ -106,12 +119,16 @@ class ReleaseService:
         cluster: ClusterPort,
         announcer: AnnouncerPort,
         checks: CanaryChecks | None = None,
+        leases: Leases | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
+        crash_at: CrashPoint | None = None,
     ) -> None:
         """`checks` None: no metrics source, so stages advance on their timers alone."""
         self._config = config
         self._checks = checks
+        self._leases = leases or Leases(store=store)
+        self._crash_at = crash_at
         self._store = store
         self._cluster = cluster
         self._announcer = announcer
@@ -151,13 +168,16 @@ class ReleaseService:
             now=now,
             analysis_enabled=self._checks is not None and self._checks.covers(app),
         )
-        entry = self._entry(
-            started.release, user, "start", "applied", f"{version} (plan {plan.name})"
-        )
-        stored = self._store.create(started.release, entry=entry)
         preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
         effects = (*started.effects, preflight_notice)
-        stored = self._carry_out(stored, Accepted(release=started.release, effects=effects))
+        release = with_outbox(started.release, effects)
+        entry = self._entry(release, user, "start", "applied", f"{version} (plan {plan.name})")
+        stored = self._store.create(release, entry=entry)
+        with self._leases.hold(release.id):  # no other replica posts a second card meanwhile
+            self._reached(CrashPoint.SAVED)
+            self._reconcile(stored)
+            self._reached(CrashPoint.RECONCILED)
+            stored = self._deliver(stored)
         return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
 
     def act(self, *, app_name: str, event: Event, actor: str) -> Outcome:
@@ -213,14 +233,23 @@ class ReleaseService:
             raise AppBusy(holder)
 
     def tick(self) -> None:
-        """One scheduler pass: reconcile every active release and deliver what has come due."""
-        for stored in self._store.active_releases():
-            try:
-                self._tick_release(stored)
-            except TemporaryError as error:
-                log.warning("tick_retry_later", release=stored.release.id, error=str(error))
+        """One scheduler pass: every release no other replica is working on is reconciled, gets
+        what has come due, and has its undelivered Slack messages posted (also those a replica
+        that died before telling Slack left behind)."""
+        for listed in self._store.releases_to_tick():
+            with self._leases.hold(listed.release.id) as held:
+                stored = self._store.get(listed.release.id) if held else None
+                if stored is None:
+                    continue
+                try:
+                    self._tick_release(stored)
+                    self._deliver(self._store.get(stored.release.id) or stored)
+                except TemporaryError as error:
+                    log.warning("tick_retry_later", release=stored.release.id, error=str(error))
 
     def _tick_release(self, stored: StoredRelease) -> None:
+        if stored.release.phase.is_terminal:
+            return  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
         try:
             observation = self._cluster.reconcile(stored.release, app)
@@ -266,13 +295,11 @@ class ReleaseService:
                     f"refused: {decided.reason}",
                 )
                 return Outcome(False, decided.reason, stored.release)
-            entry = self._entry(decided.release, actor, action, "applied", _event_detail(event))
+            release = with_outbox(decided.release, decided.effects)
+            entry = self._entry(release, actor, action, "applied", _event_detail(event))
             try:
                 saved = self._store.save(
-                    stored,
-                    decided.release,
-                    entry=entry,
-                    finished=decided.release.phase.is_terminal,
+                    stored, release, entry=entry, finished=release.phase.is_terminal
                 )
             except RevisionConflict:
                 reread = self._store.get(stored.release.id)
@@ -280,48 +307,73 @@ class ReleaseService:
                     raise
                 stored = reread
                 continue
-            saved = self._carry_out(saved, decided)
+            self._reached(CrashPoint.SAVED)
+            if ReconcileCluster() in decided.effects:
+                self._reconcile(saved)  # nothing (no Slack call, no query) before the traffic
+            self._reached(CrashPoint.RECONCILED)
+            saved = self._deliver(saved)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
 
-    def _carry_out(self, stored: StoredRelease, decided: Accepted) -> StoredRelease:
-        """Effects in order; a failed cluster call is redone by the next tick, Slack ones logged."""
-        app = self._config.app(stored.release.app)
-        for effect in decided.effects:
-            try:
-                if isinstance(effect, ReconcileCluster):
-                    self._cluster.reconcile(stored.release, app)
-                elif isinstance(effect, UpdateCard):
-                    stored = self._show_card(stored)
-                elif isinstance(effect, Notify):
-                    stored = stored if stored.release.thread_ts else self._show_card(stored)
-                    self._announcer.notify(stored.release, effect)
-            except ReleaseBotError as error:
-                log.warning(
-                    "effect_deferred",
-                    release=stored.release.id,
-                    effect=type(effect).__name__,
-                    error=str(error),
-                )
-        return stored
+    def _reconcile(self, stored: StoredRelease) -> None:
+        """Bring the cluster to the saved state now; if it fails, the next pass does it again."""
+        try:
+            self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
+        except ReleaseBotError as error:
+            log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
 
-    def _show_card(self, stored: StoredRelease) -> StoredRelease:
-        refs = self._announcer.show_card(stored.release)
-        if (refs.card_ts, refs.thread_ts) == (stored.release.card_ts, stored.release.thread_ts):
+    def _deliver(self, stored: StoredRelease) -> StoredRelease:
+        """Post the card and the outbox's thread messages under the release's lease, so two
+        replicas never post the same one; what Slack refuses waits for the next pass."""
+        if not (stored.release.outbox or stored.release.card_stale):
             return stored
+        with self._leases.hold(stored.release.id) as held:
+            fresh = self._store.get(stored.release.id) if held else None
+            if fresh is None:
+                return stored
+            release, refs, posted = fresh.release, None, set()
+            try:
+                refs = self._announcer.show_card(release)
+                shown = release.evolve(card_ts=refs.card_ts, thread_ts=refs.thread_ts)
+                for notice in release.outbox:
+                    notify = Notify(
+                        kind=notice.kind, text=notice.text, in_channel=notice.in_channel
+                    )
+                    self._announcer.notify(shown, notify)
+                    posted.add(notice.id)
+            except ReleaseBotError as error:
+                log.warning("slack_deferred", release=release.id, error=str(error))
+            if refs is None:
+                return fresh
+            return self._record_delivery(fresh, refs, posted)
+
+    def _record_delivery(
+        self, stored: StoredRelease, refs: SlackRefs, posted: set[int]
+    ) -> StoredRelease:
+        card_current = True  # the card shows `stored`; a newer save makes it stale again
         for _ in range(SAVE_ATTEMPTS):
-            updated = stored.release.evolve(card_ts=refs.card_ts, thread_ts=refs.thread_ts)
-            entry = self._entry(updated, "release-bot", "card", "posted", refs.card_ts)
+            release = stored.release
+            delivered = release.evolve(
+                card_ts=refs.card_ts,
+                thread_ts=refs.thread_ts,
+                card_stale=release.card_stale and not card_current,
+                outbox=tuple(notice for notice in release.outbox if notice.id not in posted),
+            )
             try:
                 return self._store.save(
-                    stored, updated, entry=entry, finished=updated.phase.is_terminal
+                    stored, delivered, entry=None, finished=delivered.phase.is_terminal
                 )
             except RevisionConflict:
-                reread = self._store.get(stored.release.id)
+                reread = self._store.get(release.id)
                 if reread is None:
                     raise
-                stored = reread
-        raise RevisionConflict(f"could not record the card of {stored.release.app}")
+                stored, card_current = reread, False
+        raise RevisionConflict(f"could not record what Slack was sent for {stored.release.app}")
+
+    def _reached(self, point: CrashPoint) -> None:
+        if point is self._crash_at:
+            log.warning("crashing_on_purpose", point=point.value)
+            os._exit(CRASH_EXIT_CODE)
 
     def _entry(
         self, release: Release, actor: str, action: str, outcome: str, detail: str = ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SLACK_API_URL_DEFAULT = "https://slack.com/api/"
 PORT_DEFAULT = 3000
 TICK_SECONDS_DEFAULT = 5.0
+LEASE_SECONDS_DEFAULT = 30.0
 
 _HELP = {
     "SLACK_BOT_TOKEN": "the bot token (xoxb-...) from the Slack app's OAuth page",
@@ -24,6 +26,8 @@ _HELP = {
     "SLACK_API_URL": "the Slack Web API base URL",
     "PORT": "the HTTP port to listen on",
     "RELEASE_BOT_TICK_SECONDS": "seconds between two scheduler passes over the active releases",
+    "RELEASE_BOT_LEASE_SECONDS": "how long a replica's claim on a release outlives the replica",
+    "RELEASE_BOT_CRASH_AT": "recovery drills only: saved or reconciled",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
 }
 
@@ -46,6 +50,9 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = None
     release_bot_config: Path | None = None
     release_bot_tick_seconds: float = Field(default=TICK_SECONDS_DEFAULT, gt=0, le=3600)
+    release_bot_lease_seconds: float = Field(default=LEASE_SECONDS_DEFAULT, gt=0, le=3600)
+    release_bot_crash_at: Literal["saved", "reconciled"] | None = None
+    """Recovery drills only: die at that point of the next transition (see bot.service)."""
     port: int = Field(default=PORT_DEFAULT, ge=1, le=65535)
     log_level: str = "INFO"
 

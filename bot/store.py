@@ -4,9 +4,11 @@ Keys (prefix `rb:`):
   release:{id}    hash: json (the Release), revision (bumped by every save)
   active:{app}    id of the app's one active release
   active          set of active release ids
+  undelivered     set of release ids with Slack messages (card, thread replies) still to post
   history:{app}   list: the app's append-only audit trail (JSON entries)
   lock:{app}      hash: by, reason, at (a deploy lock)
   delivery:{key}  Slack deliveries already taken (trigger ids; expire after a day)
+  lease:{id}      which bot replica (and thread) works the release now; expires unless renewed
 
 Every write is one Lua script, so it is atomic and a concurrent writer loses
 instead of overwriting: saves compare the revision they read.
@@ -38,19 +40,36 @@ redis.call('SADD', KEYS[5], ARGV[1])
 return {'ok', '1'}
 """
 
-# KEYS: release, history, active:{app}, active set.
-# ARGV: expected revision, json, history entry, finished (0/1), release id.
+# KEYS: release, history, active:{app}, active set, undelivered set.
+# ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
+# undelivered (0/1: the release has Slack messages still to post).
 _SAVE = """
 local revision = redis.call('HGET', KEYS[1], 'revision')
 if revision ~= ARGV[1] then return {'conflict', revision or ''} end
 local next_revision = tonumber(revision) + 1
 redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', next_revision)
-redis.call('RPUSH', KEYS[2], ARGV[3])
+if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
   redis.call('SREM', KEYS[4], ARGV[5])
 end
+if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5])
+else redis.call('SREM', KEYS[5], ARGV[5]) end
 return {'ok', tostring(next_revision)}
+"""
+
+
+# KEYS: lease:{release id}. ARGV: owner, ttl in ms. Taking a lease one holds extends it.
+_TAKE_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_DROP_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -132,6 +151,8 @@ class ReleaseStore:
         self._prefix = prefix
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
+        self._take_lease = client.register_script(_TAKE_LEASE)
+        self._drop_lease = client.register_script(_DROP_LEASE)
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -165,23 +186,27 @@ class ReleaseStore:
         stored: StoredRelease,
         release: Release,
         *,
-        entry: HistoryEntry,
+        entry: HistoryEntry | None,
         finished: bool,
     ) -> StoredRelease:
-        """Replace `stored` by `release` if nobody saved since `stored` was read."""
+        """Replace `stored` by `release` if nobody saved since `stored` was read; `entry` goes to
+        the audit trail (None: a bookkeeping save, such as recording what Slack was sent)."""
         release_key = self._key("release", release.id)
         keys = [
             release_key,
             self._key("history", release.app),
             self._key("active", release.app),
             self._key("active"),
+            self._key("undelivered"),
         ]
+        undelivered = bool(release.outbox) or release.card_stale
         args = [
             str(stored.revision),
             release.model_dump_json(),
-            entry.to_json(),
+            entry.to_json() if entry else "",
             "1" if finished else "0",
             release.id,
+            "1" if undelivered else "0",
         ]
         status, value = self._run(self._save, keys, args)
         if status == "conflict":
@@ -198,6 +223,17 @@ class ReleaseStore:
         )
         return bool(claimed)
 
+    def take_lease(self, release_id: str, *, owner: str, ttl_s: float) -> bool:
+        """Take, or extend, the release's lease for `ttl_s`; False when another owner holds it."""
+        ttl_ms = str(max(1, round(ttl_s * 1000)))
+        taken = self._call(
+            self._take_lease, keys=[self._key("lease", release_id)], args=[owner, ttl_ms]
+        )
+        return bool(taken)
+
+    def drop_lease(self, release_id: str, *, owner: str) -> None:
+        self._call(self._drop_lease, keys=[self._key("lease", release_id)], args=[owner])
+
     def get(self, release_id: str) -> StoredRelease | None:
         fields = self._call(
             self._redis.hmget, self._key("release", release_id), ["json", "revision"]
@@ -213,6 +249,11 @@ class ReleaseStore:
     def active_releases(self) -> list[StoredRelease]:
         ids = sorted(self._call(self._redis.smembers, self._key("active")))
         return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
+
+    def releases_to_tick(self) -> list[StoredRelease]:
+        """Active releases, and finished ones whose last Slack messages are not posted yet."""
+        ids = self._call(self._redis.sunion, self._key("active"), self._key("undelivered"))
+        return [stored for release_id in sorted(ids) if (stored := self.get(release_id))]
 
     def append_history(self, app: str, entry: HistoryEntry) -> None:
         """Record an action that changed no state (a refusal, a duplicate) in the audit trail."""

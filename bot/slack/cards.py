@@ -27,9 +27,9 @@ from slack_sdk.models.blocks import (
     TextObject,
 )
 
-from bot.machine import NoticeKind, Notify
+from bot.machine import Notify
 from bot.machine import _duration_text as duration_text
-from bot.release import Phase, Release, desired_traffic
+from bot.release import NoticeKind, Phase, Release, desired_traffic
 
 ACTION_APPROVE = "release.approve"
 ACTION_ADVANCE = "release.advance"
