@@ -3,14 +3,16 @@
 Called by bot.cli (the `demo` subcommand). The real release service, state machine and Redis
 store (a temporary redis-server) run a release of the demo app shop-api, with its stages
 compressed to seconds. What would need Kubernetes, Prometheus and Slack is simulated and says
-so: SimulatedCluster stands in for the cluster, SimulatedMetrics for Prometheus, a simulated
-person clicks Approve, and TerminalAnnouncer prints the Slack messages the bot would post.
-`--scenario rollback` runs a bad canary whose error rate crosses the threshold: it is rolled back.
+so: SimulatedCluster stands in for the cluster, SimulatedMetrics for Prometheus (the bot's real
+analysis checks its readings every second), a simulated person clicks Approve, and
+TerminalAnnouncer prints the Slack messages the bot would post. `--scenario rollback` runs a bad
+canary whose error rate climbs past the threshold: the analysis rolls it back.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import shutil
 import signal
@@ -22,12 +24,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 import redis
+import structlog
 
+from bot.analysis import Metric, Reading, TrackReading, Trend
+from bot.checks import CanaryChecks
 from bot.config import (
     AppConfig,
     AuthorizationConfig,
@@ -35,9 +41,10 @@ from bot.config import (
     ChannelRef,
     IstioRouter,
     MetricsConfig,
+    format_duration,
 )
 from bot.errors import ReleaseBotError
-from bot.machine import Approve, ChecksFailed, Notify
+from bot.machine import Approve, Notify
 from bot.plan import Plan, Stage
 from bot.release import Phase, Release, desired_traffic
 from bot.service import (
@@ -64,16 +71,29 @@ STABLE_PODS = 4
 
 TICK_S = 0.5  # the scheduler's pass, compressed like the stages
 APPROVER_DELAY_S = 1.0  # the simulated person takes a moment to click
-DEADLINE_S = 25.0  # a healthy run takes about 10 s
+DEADLINE_S = 30.0  # a healthy run takes about 12 s
 
 DEMO_PLAN = Plan(
     name="demo",
     stages=(
         Stage(weight=0, duration_s=2, header_routed=True),
-        Stage(weight=5, duration_s=2),
+        Stage(weight=5, duration_s=5),  # time for four checks: a bad canary fails the fourth
         Stage(weight=50, duration_s=2, needs_approval=True),
         Stage(weight=100, duration_s=0),
     ),
+)
+
+DEMO_METRICS = MetricsConfig.model_validate(
+    {
+        "interval": "1s",
+        "window": "5s",
+        "min_requests": 20,
+        "failure_limit": 0,  # the first failed check rolls back
+        "error_rate": {"max": 0.05},
+        "p99_latency_ms": {"max": 300.0},
+        "qps": {"min": 1.0},
+        "snapshot_interval": "2s",
+    }
 )
 
 DEMO_APP = AppConfig(
@@ -86,7 +106,7 @@ DEMO_APP = AppConfig(
     ),
     slack_channel=ChannelRef(DEMO_CHANNEL),
     plan=DEMO_PLAN,
-    metrics=MetricsConfig(),
+    metrics=DEMO_METRICS,
     alert_mention="<!here>",
     authorization=AuthorizationConfig(four_eyes=True),
 )
@@ -103,9 +123,12 @@ class Transcript:
     """Prints the demo's lines at once (flushed), so a terminal or a pipe sees them as they come."""
 
     def message(self, label: str, message: CardMessage, *, indent: int = 0, bar: str = "│") -> None:
+        self.quoted(label, render_text(message.blocks).splitlines(), indent=indent, bar=bar)
+
+    def quoted(self, label: str, lines: list[str], *, indent: int = 0, bar: str = "│") -> None:
         pad = " " * indent
         print(f"\n{pad}{label}", flush=True)
-        for line in render_text(message.blocks).splitlines():
+        for line in lines:
             print(f"{pad}  {bar} {line}", flush=True)
 
     def aside(self, source: str, text: str) -> None:
@@ -118,24 +141,35 @@ class Transcript:
 class TerminalAnnouncer:
     """AnnouncerPort for the demo: prints each Slack message as it would be posted, sends nothing.
 
-    The card is printed when posted and at each update, thread replies indented under it, and
-    channel alerts marked. Message timestamps are made up in Slack's form (1700000000.000100).
+    The card is printed whole when posted and when its phase or stage changes; the updates in
+    between (every metric check refreshes it) print only the lines that changed. Thread replies
+    are indented under it, channel alerts marked. Message timestamps are made up in Slack's form
+    (1700000000.000100).
     """
 
     def __init__(self, *, config: BotConfig, transcript: Transcript) -> None:
         self._config = config
         self._transcript = transcript
         self._serials = itertools.count(1)
+        self._shown: dict[str, tuple[tuple[Phase, int], list[str]]] = {}
+        """Per release: the phase and stage its card was last printed in, and its lines."""
 
     def show_card(self, release: Release) -> SlackRefs:
-        card = release_card(release, now=datetime.now(UTC))
+        lines = render_text(release_card(release, now=datetime.now(UTC)).blocks).splitlines()
+        status = (release.phase, release.stage_index)
+        previous_status, previous_lines = self._shown.get(release.id, (None, []))
+        self._shown[release.id] = (status, lines)
         if release.card_ts is None:
             ts = self._next_ts()
-            label = f"[card posted] in {release.channel}, ts {ts}"
+            self._transcript.quoted(f"[card posted] in {release.channel}, ts {ts}", lines)
+        elif status != previous_status:
+            ts = release.card_ts
+            self._transcript.quoted(f"[card updated] ts {ts}", lines)
         else:
             ts = release.card_ts
-            label = f"[card updated] ts {ts}"
-        self._transcript.message(label, card)
+            changed = [line for line in lines if line not in previous_lines]
+            if changed:
+                self._transcript.quoted(f"[card updated] ts {ts}, changed lines only:", changed)
         return SlackRefs(card_ts=ts, thread_ts=ts)
 
     def notify(self, release: Release, notice: Notify) -> None:
@@ -165,6 +199,14 @@ class _SimulatedApp:
     draining: bool = False  # rollback started: all traffic is back on stable
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CanaryTraffic:
+    weight: int
+    """Percent of public traffic."""
+    header_routed: bool
+    """Requests with the x-canary header reach it (at 0 %)."""
+
+
 class SimulatedCluster:
     """ClusterPort for the demo: an in-memory stand-in for Kubernetes, no cluster is touched.
 
@@ -179,6 +221,11 @@ class SimulatedCluster:
 
     def stable_version(self, app: AppConfig) -> str:
         return self._app(app).stable_version
+
+    def canary_traffic(self, app: AppConfig) -> CanaryTraffic:
+        """What the canary receives now (for SimulatedMetrics)."""
+        state = self._app(app)  # a canary not yet or no longer there has weight 0, no header
+        return CanaryTraffic(weight=state.canary_weight, header_routed=state.header_routed)
 
     def preflight(self, app: AppConfig, version: str) -> PreflightResult:
         summary = (
@@ -260,30 +307,128 @@ class SimulatedCluster:
         self._transcript.aside("simulated cluster", text)
 
 
-class SimulatedMetrics:
-    """Stand-in for Prometheus: made-up error rates of the canary while it takes public traffic.
+class _Answers(NamedTuple):
+    """How one track answers its requests in one reading."""
 
-    A good canary stays well under the threshold; a bad one climbs from its first public
-    stage on, reading after reading, to 12.4 %. The demo judges them against the app's threshold
-    itself, standing in for the Prometheus analysis, which is not built yet.
+    error_rate: float
+    """Failed share, a fraction: 0.003 is 0.3 %."""
+    p99_ms: float
+
+
+class SimulatedMetrics:
+    """MetricsPort for the demo, standing in for Prometheus: simulated readings, nothing is queried.
+
+    The bot's real analysis (CanaryChecks, bot.analysis.judge) judges them as it judges
+    Prometheus' numbers. Traffic follows the simulated cluster: shop-api's 200 req/s split by the
+    canary's weight, or a few requests by header at 0 %. Stable answers 0.3 % errors at p99
+    110 ms. A good canary reads 0.2-0.4 % errors at about 120 ms. A bad one is fine by header,
+    but once it takes public traffic its error rate climbs reading by reading: 0.6 %, 1.8 %,
+    4.1 %, then 12.4 %. Each reading is printed as an aside; `trend` replays the readings over
+    the window, so the snapshots' sparklines show what the checks saw.
     """
 
-    GOOD_CANARY = (0.3, 0.4, 0.2, 0.3)
-    BAD_CANARY = (0.6, 4.1, 12.4)
-    STABLE = 0.3
+    PUBLIC_QPS = 200.0
+    HEADER_QPS = 2.0  # testers' requests with the x-canary header while the canary is at 0 %
+    STABLE = _Answers(0.003, 110.0)
+    GOOD_CANARY = (_Answers(0.003, 118.0), _Answers(0.004, 122.0), _Answers(0.002, 121.0))
+    BAD_CANARY = (
+        _Answers(0.006, 124.0),
+        _Answers(0.018, 131.0),
+        _Answers(0.041, 139.0),
+        _Answers(0.124, 171.0),  # and so on: it stays at its worst
+    )
 
-    def __init__(self, *, bad_canary: bool) -> None:
-        self._series = self.BAD_CANARY if bad_canary else self.GOOD_CANARY
-        self._readings = 0
+    def __init__(
+        self, *, cluster: SimulatedCluster, bad_canary: bool, transcript: Transcript
+    ) -> None:
+        self._cluster = cluster
+        self._bad_canary = bad_canary
+        self._transcript = transcript
+        self._readings: list[Reading] = []
+        self._public_readings = 0
 
-    def canary_error_rate(self) -> float:
-        """The next reading, in percent; a bad canary stays at its last, worst one."""
-        if self._series is self.BAD_CANARY:
-            index = min(self._readings, len(self._series) - 1)
-        else:
-            index = self._readings % len(self._series)
-        self._readings += 1
-        return self._series[index]
+    def covers(self, app: AppConfig) -> bool:
+        """Every app has simulated metrics."""
+        return True
+
+    def read(self, app: AppConfig, *, at: datetime) -> Reading:
+        traffic = self._cluster.canary_traffic(app)
+        public_share = traffic.weight / 100
+        canary_qps = self.PUBLIC_QPS * public_share
+        if traffic.weight == 0 and traffic.header_routed:
+            canary_qps = self.HEADER_QPS
+        window = app.metrics.window_s
+        canary = self._canary_answers(public=traffic.weight > 0)
+        reading = Reading(
+            canary=_track(qps=canary_qps, window_s=window, answers=canary),
+            stable=_track(
+                qps=self.PUBLIC_QPS * (1 - public_share), window_s=window, answers=self.STABLE
+            ),
+            window_s=window,
+            at=at,
+        )
+        self._readings.append(reading)
+        self._transcript.aside(
+            "simulated metrics",
+            f"canary {_described(reading.canary)} · stable {_described(reading.stable)}",
+        )
+        return reading
+
+    def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
+        """Per point, the latest reading taken by then."""
+        window = app.metrics.window_s
+        step = timedelta(seconds=window / points)
+        start = at - step * points
+        before_first = Reading(  # the canary was starting: stable served everyone
+            canary=_track(qps=0.0, window_s=window, answers=self.STABLE),
+            stable=_track(qps=self.PUBLIC_QPS, window_s=window, answers=self.STABLE),
+            window_s=window,
+            at=start,
+        )
+        shown = [
+            next(
+                (reading for reading in reversed(self._readings) if reading.at <= start + step * n),
+                before_first,
+            )
+            for n in range(1, points + 1)
+        ]
+        canary = [_by_metric(reading.canary) for reading in shown]
+        stable = [_by_metric(reading.stable) for reading in shown]
+        return Trend(
+            canary={metric: tuple(values[metric] for values in canary) for metric in Metric},
+            stable={metric: tuple(values[metric] for values in stable) for metric in Metric},
+        )
+
+    def _canary_answers(self, *, public: bool) -> _Answers:
+        if not (public and self._bad_canary):
+            return self.GOOD_CANARY[len(self._readings) % len(self.GOOD_CANARY)]
+        answers = self.BAD_CANARY[min(self._public_readings, len(self.BAD_CANARY) - 1)]
+        self._public_readings += 1
+        return answers
+
+
+def _track(*, qps: float, window_s: int, answers: _Answers) -> TrackReading:
+    """A track serving `qps` over the window; with no requests it has no error rate nor p99."""
+    if qps == 0:
+        return TrackReading(requests=0.0, qps=0.0, error_rate=None, p99_ms=None)
+    return TrackReading(
+        requests=qps * window_s, qps=qps, error_rate=answers.error_rate, p99_ms=answers.p99_ms
+    )
+
+
+def _by_metric(track: TrackReading) -> dict[Metric, float | None]:
+    return {
+        Metric.QPS: track.qps,
+        Metric.ERROR_RATE: track.error_rate,
+        Metric.P99_LATENCY: track.p99_ms,
+    }
+
+
+def _described(track: TrackReading) -> str:
+    if not track.qps:
+        return "no requests"
+    assert track.error_rate is not None and track.p99_ms is not None  # _track sets them with qps
+    return f"{track.qps:g} req/s, {track.error_rate * 100:g} % errors, p99 {track.p99_ms:g} ms"
 
 
 # The run.
@@ -313,14 +458,17 @@ class DemoRun:
         )
         self._store = store
         self._transcript = transcript
-        self._metrics = SimulatedMetrics(bad_canary=scenario.bad_canary)
-        self._threshold_percent = round(DEMO_APP.metrics.error_rate.max * 100, 6)  # 0.05 -> 5
         self._waiting_since: float | None = None
+        cluster = SimulatedCluster(transcript=transcript)
+        metrics = SimulatedMetrics(
+            cluster=cluster, bad_canary=scenario.bad_canary, transcript=transcript
+        )
         self._service = ReleaseService(
             config=config,
             store=store,
-            cluster=SimulatedCluster(transcript=transcript),
+            cluster=cluster,
             announcer=TerminalAnnouncer(config=config, transcript=transcript),
+            checks=CanaryChecks(metrics=metrics),
         )
 
     def run(self) -> Release:
@@ -334,7 +482,6 @@ class DemoRun:
                     f"it is stuck in phase {release.phase}"
                 )
             time.sleep(TICK_S)
-            self._watch_metrics(self._current(release))
             self._approve_when_asked(self._current(release))
             self._service.tick()
             release = self._current(release)
@@ -356,21 +503,6 @@ class DemoRun:
         if stored is None:
             raise DemoError(f"release {release.id} vanished from Redis")
         return stored.release
-
-    def _watch_metrics(self, release: Release) -> None:
-        """While the canary takes public traffic, read its error rate; too high: roll back."""
-        if release.phase is not Phase.RUNNING or release.stage.weight == 0:
-            return
-        canary = self._metrics.canary_error_rate()
-        threshold = self._threshold_percent
-        self._transcript.aside(
-            "simulated metrics",
-            f"error rate canary {canary:g} % · stable {SimulatedMetrics.STABLE:g} % "
-            f"(threshold {threshold:g} %)",
-        )
-        if canary > threshold:
-            failed = ChecksFailed(metric="error rate", value=canary, threshold=threshold, unit="%")
-            self._service.act(app_name=APP, event=failed, actor="release-bot")
 
     def _approve_when_asked(self, release: Release) -> None:
         if release.phase is not Phase.AWAITING_APPROVAL:
@@ -456,6 +588,7 @@ def run_demo(*, scenario: str) -> int:
     """`release-bot demo [--scenario canary|rollback]`: the exit code (0: ended as intended)."""
     chosen = _SCENARIOS[scenario]
     transcript = Transcript()
+    _quiet_bot_log()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.monotonic()
     try:
@@ -477,6 +610,14 @@ def run_demo(*, scenario: str) -> int:
     return _conclude(chosen, release, time.monotonic() - started, transcript)
 
 
+def _quiet_bot_log() -> None:
+    """The transcript is the demo's output: the bot's own log shows only warnings, on stderr."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C, so the redis-server is stopped
 
@@ -489,13 +630,21 @@ def _introduce(scenario: Scenario, url: str, transcript: Transcript) -> None:
         + (" + approval" if stage.needs_approval else "")
         for stage in DEMO_PLAN.stages
     )
-    bad = " The canary is bad: its error rate will climb." if scenario.bad_canary else ""
+    metrics = DEMO_APP.metrics
+    limit = f"{metrics.error_rate.max * 100:g} %"
+    bad = ""
+    if scenario.bad_canary:
+        bad = (
+            f" The canary is bad: once it takes public traffic, its error rate climbs past {limit}."
+        )
     transcript.line(
         f"release-bot demo ({scenario.name} scenario): a canary release of {APP} "
         f"{STABLE_VERSION} → {NEW_VERSION}, stages compressed to seconds ({plan}).{bad}\n"
         f"  state store: a real, temporary redis-server at {url}\n"
         f"  cluster:     simulated in memory, no Kubernetes is touched\n"
-        f"  metrics:     simulated, no Prometheus is asked\n"
+        f"  metrics:     simulated, no Prometheus is asked; the bot's real analysis judges canary\n"
+        f"               against stable every {format_duration(metrics.interval_s)} over the last "
+        f"{format_duration(metrics.window_s)} and rolls back above {limit} errors\n"
         f"  Slack:       not connected; each message the bot would post to {DEMO_CHANNEL} "
         "is printed"
     )

@@ -478,6 +478,11 @@ def _checks_failed(release: Release, event: ChecksFailed, now: datetime) -> _Cha
         return _Change(release=recorded, notices=(_notice(NoticeKind.CHECK_FAILED, text),))
     what = f"{release.app} {release.version}"
     text = f"{what} is rolling back automatically {_where(release)}: {reading}"
+    release = release.evolve(
+        checks_failed=failed,
+        last_check_at=now,
+        latest_metrics=event.summary or release.latest_metrics,
+    )
     notice = _notice(NoticeKind.AUTO_ROLLBACK, text, in_channel=True)
     return _begin_rollback(release, by=None, reason=f"checks failed: {reading}", notice=notice)
 

@@ -3,6 +3,8 @@ output: the Slack messages in order, the simulated person's approval, the outcom
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +33,11 @@ class DemoRun:
         offset = 0
         for text in texts:
             offset = self.position(text, after=offset) + len(text)
+
+    def between(self, start: str, end: str) -> str:
+        """The output from the first `start` up to the first `end` after it."""
+        begin = self.position(start)
+        return self.stdout[begin : self.position(end, after=begin)]
 
 
 def _demo_process(*args: str, path: str | None = None) -> subprocess.Popen[str]:
@@ -70,7 +77,8 @@ def test_each_scenario_exits_0_without_a_traceback(runs: dict[str, DemoRun], sce
     run = runs[scenario]
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stdout + run.stderr
-    assert run.stderr == ""
+    assert run.stderr == ""  # the bot logged no warning
+    assert "[info" not in run.stdout  # its info log stays out of the transcript
 
 
 @pytest.mark.parametrize("scenario", ["canary", "rollback"])
@@ -79,9 +87,11 @@ def test_says_what_is_real_and_what_is_simulated(runs: dict[str, DemoRun], scena
     run.in_order(
         "a real, temporary redis-server at redis://127.0.0.1:",
         "cluster:     simulated",
-        "metrics:     simulated",
+        "metrics:     simulated, no Prometheus is asked; the bot's real analysis judges canary",
+        "against stable every 1s over the last 5s and rolls back above 5 % errors",
         "Slack:       not connected",
         "· simulated cluster: created Deployment shop-api-canary (v1.1.0, 1 pod)",
+        "· simulated metrics: canary 2 req/s, ",
     )
 
 
@@ -98,7 +108,7 @@ def test_canary_shows_the_card_then_every_stage_then_the_release(
         "Preflight on the simulated cluster passed",
         "[card updated] ts 1700000000.000100",
         "➡️ stage 1/4 (0 %) for 2s: no public traffic, the canary is reachable by header",
-        "➡️ stage 2/4 (5 %) for 2s: 5 % of traffic goes to the canary",
+        "➡️ stage 2/4 (5 %) for 5s: 5 % of traffic goes to the canary",
         "➡️ stage 3/4 (50 %) for 2s: 50 % of traffic goes to the canary, then it waits for approval",
         "✋ stage 3/4 (50 %) is done and needs approval from someone other than @U0DEMODEV",
         "@U0DEMOLEAD (a simulated person) clicks [ Approve ]",
@@ -115,6 +125,59 @@ def test_canary_shows_the_card_then_every_stage_then_the_release(
     assert "[channel alert]" not in run.stdout
 
 
+STAGE_STARTS = (
+    "➡️ stage 1/4 (0 %)",
+    "➡️ stage 2/4 (5 %)",
+    "➡️ stage 3/4 (50 %)",
+    "➡️ stage 4/4 (100 %)",
+    "🚀 promoting",
+)
+
+
+def test_canary_posts_a_passing_snapshot_in_every_stage(runs: dict[str, DemoRun]) -> None:
+    run = runs["canary"]
+    stages = [run.between(start, end) for start, end in itertools.pairwise(STAGE_STARTS)]
+    assert all("      │ 📊 ✅ Passed: " in stage for stage in stages)
+    header_only, five, fifty, full = stages
+    assert (
+        "📊 ✅ Passed: not judged: only 10 canary requests in 5s, need 20, "
+        "and the canary takes no public traffic" in header_only
+    )
+    assert "✅ QPS: canary 10 req/s · stable 190 req/s · min 1 req/s · trend canary " in five
+    assert "✅ QPS: canary 100 req/s · stable 100 req/s · min 1 req/s · trend canary " in fifty
+    assert "✅ QPS: canary 200 req/s · stable 0 req/s · min 1 req/s · trend canary " in full
+    assert re.search(r"✅ error rate: canary 0\.[234] % · stable no data · max 5 % · trend ", full)
+    assert "❌" not in run.stdout and "❔" not in run.stdout
+
+
+def test_canary_snapshots_compare_canary_with_stable(runs: dict[str, DemoRun]) -> None:
+    run = runs["canary"]
+    five = run.between(STAGE_STARTS[1], STAGE_STARTS[2])
+    errors = re.findall(
+        r"✅ error rate: canary (0\.[234]) % · stable 0\.3 % · max 5 % · trend ", five
+    )
+    latency = re.findall(
+        r"✅ p99 latency: canary 1(18|21|22) ms · stable 110 ms · max 300 ms", five
+    )
+    assert errors and len(errors) == len(latency)
+    assert (
+        "_canary vs stable over the last 5s: 50 vs 950 requests · trends oldest → newest_" in five
+    )
+
+
+def test_card_updates_within_a_stage_show_only_what_changed(runs: dict[str, DemoRun]) -> None:
+    run = runs["canary"]
+    run.in_order(
+        "➡️ stage 2/4 (5 %)",
+        "· simulated metrics: canary 10 req/s, ",
+        "[card updated] ts 1700000000.000100, changed lines only:\n  │ Stage time: ⏱ ",
+        "  │ 📊 ✅ passed: all checks passed · canary vs stable over 5s: "
+        "QPS 10 req/s vs 190 req/s, error rate 0.",
+    )
+    whole_cards = run.stdout.count("[card updated] ts 1700000000.000100\n")
+    assert whole_cards == 7  # each phase or stage change: 4 stages, approval, promoting, done
+
+
 def test_thread_replies_are_indented_under_the_card(runs: dict[str, DemoRun]) -> None:
     lines = runs["canary"].stdout.splitlines()
     replies = [line for line in lines if "[thread]" in line]
@@ -128,8 +191,16 @@ def test_thread_replies_are_indented_under_the_card(runs: dict[str, DemoRun]) ->
 def test_rollback_alerts_the_channel_and_goes_back_to_stable(runs: dict[str, DemoRun]) -> None:
     run = runs["rollback"]
     run.in_order(
-        "➡️ stage 2/4 (5 %) for 2s",
-        "· simulated metrics: error rate canary 12.4 % · stable 0.3 % (threshold 5 %)",
+        "➡️ stage 2/4 (5 %) for 5s",
+        "· simulated metrics: canary 10 req/s, 0.6 % errors, p99 124 ms · stable 190 req/s, "
+        "0.3 % errors, p99 110 ms",
+        "📊 ✅ Passed: all checks passed",
+        "✅ error rate: canary 0.6 % · stable 0.3 % · max 5 % · trend",
+        "· simulated metrics: canary 10 req/s, 1.8 % errors",
+        "· simulated metrics: canary 10 req/s, 4.1 % errors",
+        "📊 ✅ Passed: all checks passed",
+        "✅ error rate: canary 4.1 % · stable 0.3 % · max 5 % · trend",
+        "· simulated metrics: canary 10 req/s, 12.4 % errors",
         "· simulated cluster: VirtualService shop-api: stable v1.0.0 100 %",
         "│ ↩️ Rolling back",
         "🚨 shop-api v1.1.0 is rolling back automatically at stage 2/4 (5 %): "
@@ -146,6 +217,22 @@ def test_rollback_alerts_the_channel_and_goes_back_to_stable(runs: dict[str, Dem
     assert "shop-api v1.1.0 rolled back, stable v1.0.0 serves all traffic" in run.stdout
     assert "stage 3/4 (50 %) for" not in run.stdout  # never widened past the bad stage
     assert "clicks [ Approve ]" not in run.stdout
+    assert run.stdout.count("12.4 % errors") == 1  # the first check that saw it rolled back
+
+
+def test_rollback_snapshot_trend_shows_the_error_rate_climbing(runs: dict[str, DemoRun]) -> None:
+    run = runs["rollback"]
+    snapshot = re.search(
+        r"✅ error rate: canary 4\.1 % · stable 0\.3 % · max 5 % · "
+        r"trend canary ([·▁-█]+) stable ([·▁-█]+)\n",
+        run.stdout,
+    )
+    assert snapshot is not None, run.stdout
+    canary, stable = snapshot.groups()
+    readings = canary.replace("·", "")
+    assert readings[-1] == "█"  # 4.1 %, the newest reading, is the highest
+    assert min(readings) <= "▂"  # 0.6 % and below earlier in the window: a climb, not a plateau
+    assert set(stable) == {"▂"}  # stable's flat 0.3 % on the same scale
 
 
 def test_without_redis_server_it_says_how_to_install_it(tmp_path: Path) -> None:
