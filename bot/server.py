@@ -31,6 +31,7 @@ from slack_sdk.errors import SlackApiError
 from waitress.server import create_server
 
 from bot.checks import CanaryChecks
+from bot.clock import ServerClock
 from bot.config import ConfigError, load_config
 from bot.errors import ReleaseBotError
 from bot.kube.client import build_api_client
@@ -113,6 +114,7 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
         config=config,
         store=store,
         leases=Leases(store=store, ttl_s=settings.release_bot_lease_seconds),
+        clock=ServerClock(store=store),
         crash_at=CrashPoint(crash_at) if crash_at else None,
         cluster=KubernetesCluster(build_api_client(kubeconfig)),
         announcer=SlackAnnouncer(client=client, config=config),

@@ -173,11 +173,13 @@ class ReleaseService:
         release = with_outbox(started.release, effects)
         entry = self._entry(release, user, "start", "applied", f"{version} (plan {plan.name})")
         stored = self._store.create(release, entry=entry)
-        with self._leases.hold(release.id):  # no other replica posts a second card meanwhile
-            self._reached(CrashPoint.SAVED)
-            self._reconcile(stored)
-            self._reached(CrashPoint.RECONCILED)
-            stored = self._deliver(stored)
+        _log_applied(entry, app=app.name)
+        with self._leases.hold(release.id) as held:  # else another replica's pass does this
+            if held:
+                self._reached(CrashPoint.SAVED)
+                self._reconcile(stored)
+                self._reached(CrashPoint.RECONCILED)
+                stored = self._deliver(stored)
         return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
 
     def act(self, *, app_name: str, event: Event, actor: str) -> Outcome:
@@ -236,33 +238,34 @@ class ReleaseService:
         """One scheduler pass: every release no other replica is working on is reconciled, gets
         what has come due, and has its undelivered Slack messages posted (also those a replica
         that died before telling Slack left behind)."""
-        for listed in self._store.releases_to_tick():
-            with self._leases.hold(listed.release.id) as held:
-                stored = self._store.get(listed.release.id) if held else None
+        for release_id in self._store.release_ids_to_tick():
+            with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
                 if stored is None:
                     continue
                 try:
-                    self._tick_release(stored)
-                    self._deliver(self._store.get(stored.release.id) or stored)
+                    if not self._tick_release(stored):
+                        # What earlier passes left unposted; what a person's action saves while
+                        # we hold the lease is posted by the next pass.
+                        self._deliver(stored)
                 except TemporaryError as error:
-                    log.warning("tick_retry_later", release=stored.release.id, error=str(error))
+                    log.warning("tick_retry_later", release=release_id, error=str(error))
 
-    def _tick_release(self, stored: StoredRelease) -> None:
+    def _tick_release(self, stored: StoredRelease) -> bool:
+        """True when it applied an event: its _apply has delivered what was waiting."""
         if stored.release.phase.is_terminal:
-            return  # only its last Slack messages were left to post
+            return False  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
         try:
             observation = self._cluster.reconcile(stored.release, app)
         except PermanentError as error:
-            self._apply(stored, Fail(reason=str(error)), actor="release-bot")
-            return
+            return self._apply(stored, Fail(reason=str(error)), actor="release-bot").applied
         now = self._clock()
         if self._checks is not None and self._checks.due(stored.release, app, now=now):
-            self._apply(stored, self._checks.run(stored.release, app, now=now), actor="release-bot")
-            return  # what comes due after the check is the next pass's business
+            checked = self._checks.run(stored.release, app, now=now)
+            # what comes due after the check is the next pass's business
+            return self._apply(stored, checked, actor="release-bot").applied
         event = self._due_event(stored.release, observation)
-        if event is not None:
-            self._apply(stored, event, actor="release-bot")
+        return event is not None and self._apply(stored, event, actor="release-bot").applied
 
     def _due_event(self, release: Release, observation: Observation) -> Event | None:
         now = self._clock()
@@ -307,6 +310,7 @@ class ReleaseService:
                     raise
                 stored = reread
                 continue
+            _log_applied(entry, app=release.app)
             self._reached(CrashPoint.SAVED)
             if ReconcileCluster() in decided.effects:
                 self._reconcile(saved)  # nothing (no Slack call, no query) before the traffic
@@ -324,9 +328,18 @@ class ReleaseService:
 
     def _deliver(self, stored: StoredRelease) -> StoredRelease:
         """Post the card and the outbox's thread messages under the release's lease, so two
-        replicas never post the same one; what Slack refuses waits for the next pass."""
+        replicas never post the same one; what Slack refuses, or the store cannot take (Redis
+        down), waits for the next pass: the transition is saved, so whoever caused it must not
+        hear that nothing changed."""
         if not (stored.release.outbox or stored.release.card_stale):
             return stored
+        try:
+            return self._deliver_under_lease(stored)
+        except TemporaryError as error:
+            log.warning("delivery_deferred", release=stored.release.id, error=str(error))
+            return stored
+
+    def _deliver_under_lease(self, stored: StoredRelease) -> StoredRelease:
         with self._leases.hold(stored.release.id) as held:
             fresh = self._store.get(stored.release.id) if held else None
             if fresh is None:
@@ -398,6 +411,19 @@ class ReleaseService:
             outcome=outcome,
         )
         self._store.append_history(app, entry)
+
+
+def _log_applied(entry: HistoryEntry, *, app: str) -> None:
+    """The audit entry of a saved transition, in the log of the replica that applied it."""
+    log.info(
+        "transition_applied",
+        app=app,
+        release=entry.release_id,
+        action=entry.action,
+        actor=entry.actor,
+        stage=entry.stage,
+        phase=entry.phase,
+    )
 
 
 def _resume_due(release: Release, now: datetime) -> bool:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bot.errors import ReleaseBotError, TemporaryError
 from bot.release import Release
@@ -59,12 +61,18 @@ return {'ok', tostring(next_revision)}
 """
 
 
-# KEYS: lease:{release id}. ARGV: owner, ttl in ms. Taking a lease one holds extends it.
+# KEYS: lease:{release id}, and optionally release:{release id} to read once the lease is taken.
+# ARGV: owner, ttl in ms. Taking a lease one holds extends it. Returns {0} when another owner
+# holds it, else {1}, followed by the release's json and revision when asked for and it exists.
 _TAKE_LEASE = """
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
+if holder and holder ~= ARGV[1] then return {0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+if KEYS[2] then
+  local record = redis.call('HMGET', KEYS[2], 'json', 'revision')
+  if record[1] then return {1, record[1], record[2]} end
+end
+return {1}
 """
 
 _DROP_LEASE = """
@@ -133,13 +141,17 @@ class HistoryEntry:
 
 
 def connect(url: str) -> redis.Redis:
-    """A client with short timeouts, so a Redis outage answers fast instead of hanging Slack."""
+    """A client with short timeouts, so a Redis outage answers fast instead of hanging Slack.
+
+    It never retries a command by itself: a save whose reply was lost would be sent again and
+    could apply one person's action twice. The scheduler's next pass is the retry."""
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         socket_timeout=2,
         socket_connect_timeout=2,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), retries=0),
     )
 
 
@@ -225,22 +237,35 @@ class ReleaseStore:
 
     def take_lease(self, release_id: str, *, owner: str, ttl_s: float) -> bool:
         """Take, or extend, the release's lease for `ttl_s`; False when another owner holds it."""
-        ttl_ms = str(max(1, round(ttl_s * 1000)))
-        taken = self._call(
-            self._take_lease, keys=[self._key("lease", release_id)], args=[owner, ttl_ms]
+        taken, *_ = self._call(
+            self._take_lease, keys=[self._key("lease", release_id)], args=_lease_args(owner, ttl_s)
         )
         return bool(taken)
 
+    def take_lease_and_read(
+        self, release_id: str, *, owner: str, ttl_s: float
+    ) -> tuple[bool, StoredRelease | None]:
+        """`take_lease`, and the release as it is once the lease is taken, in one round trip:
+        (False, None) when another owner holds the lease; (True, None) if the release is gone."""
+        keys = [self._key("lease", release_id), self._key("release", release_id)]
+        taken, *record = self._call(self._take_lease, keys=keys, args=_lease_args(owner, ttl_s))
+        if not taken:
+            return False, None
+        return True, _stored(*record) if record else None
+
     def drop_lease(self, release_id: str, *, owner: str) -> None:
         self._call(self._drop_lease, keys=[self._key("lease", release_id)], args=[owner])
+
+    def server_time(self) -> datetime:
+        """Redis's clock: the one time every replica agrees on."""
+        seconds, microseconds = self._call(self._redis.time)
+        return datetime.fromtimestamp(int(seconds) + int(microseconds) / 1e6, UTC)
 
     def get(self, release_id: str) -> StoredRelease | None:
         fields = self._call(
             self._redis.hmget, self._key("release", release_id), ["json", "revision"]
         )
-        if fields[0] is None:
-            return None
-        return StoredRelease(Release.model_validate_json(fields[0]), int(fields[1]))
+        return None if fields[0] is None else _stored(*fields)
 
     def active(self, app: str) -> StoredRelease | None:
         release_id = self._call(self._redis.get, self._key("active", app))
@@ -250,10 +275,10 @@ class ReleaseStore:
         ids = sorted(self._call(self._redis.smembers, self._key("active")))
         return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
 
-    def releases_to_tick(self) -> list[StoredRelease]:
-        """Active releases, and finished ones whose last Slack messages are not posted yet."""
-        ids = self._call(self._redis.sunion, self._key("active"), self._key("undelivered"))
-        return [stored for release_id in sorted(ids) if (stored := self.get(release_id))]
+    def release_ids_to_tick(self) -> list[str]:
+        """Active releases, and finished ones whose last Slack messages are not posted yet; the
+        scheduler reads each one as it takes its lease (take_lease_and_read)."""
+        return sorted(self._call(self._redis.sunion, self._key("active"), self._key("undelivered")))
 
     def append_history(self, app: str, entry: HistoryEntry) -> None:
         """Record an action that changed no state (a refusal, a duplicate) in the audit trail."""
@@ -286,6 +311,15 @@ class ReleaseStore:
             return method(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(error) from error
+
+
+def _lease_args(owner: str, ttl_s: float) -> list[str]:
+    return [owner, str(max(1, round(ttl_s * 1000)))]
+
+
+def _stored(record: str, revision: str) -> StoredRelease:
+    """A release from its hash's `json` and `revision` fields."""
+    return StoredRelease(Release.model_validate_json(record), int(revision))
 
 
 def _text(value: str | bytes) -> str:

@@ -1,16 +1,17 @@
 """Button listeners: Approve, Advance, Pause, Resume and Rollback on release cards and threads.
 
-Registered on the Bolt app by handlers.app.build_app through `register(app, service=...)`.
-A click is acknowledged at once and carried out after. Its value names the release and the stage
-the card showed, so a stale card or a double click never acts on another stage; a delivery Slack
-repeats is acted on once (its trigger id is claimed in Redis). Refusals are answered to the
-clicker alone.
+Registered on the Bolt app by handlers.app.build_app through
+`register(app, service=..., after_ack=...)`. A click is acknowledged at once and carried out
+after, on the `after_ack` pool. Its value names the release and the stage the card showed, so a
+stale card or a double click never acts on another stage; a delivery Slack repeats is acted on
+once (its trigger id is claimed in Redis). Refusals are answered to the clicker alone.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from bot.slack.cards import (
     InvalidButtonValue,
     parse_button_value,
 )
-from handlers.commands import INTERNAL_ERROR, NOT_SET_UP
+from handlers.commands import INTERNAL_ERROR, NOT_SET_UP, answer_after_ack
 
 log = structlog.get_logger(__name__)
 
@@ -41,16 +42,18 @@ _EVENTS: dict[str, Callable[[str, int], machine.Event]] = {
 }
 
 
-def register(app: App, *, service: ReleaseService | None) -> None:
+def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -> None:
     """Attach one listener per release button, then a catch-all for buttons nobody knows."""
 
     def handle_button(
         ack: Ack, respond: Respond, body: dict[str, Any], action: dict[str, Any]
     ) -> None:
         ack()
-        reply = _click(service, body, action)
-        if reply:
-            respond(text=reply, response_type="ephemeral", replace_original=False)
+        answer_after_ack(
+            after_ack=after_ack,
+            respond=respond,
+            answer=lambda: {"text": _click(service, body, action)},
+        )
 
     def handle_unknown_button(ack: Ack, respond: Respond, action: dict[str, Any]) -> None:
         ack()

@@ -6,6 +6,7 @@ Called by bot.cli, which hands `build_app` to bot.server.serve (bot never import
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -13,6 +14,10 @@ from slack_sdk import WebClient
 from bot.service import ReleaseService
 from bot.settings import Settings
 from handlers import actions, commands
+
+AFTER_ACK_WORKERS = 16
+"""Threads carrying out acknowledged commands and clicks (each may take seconds: preflight,
+the cluster, Slack); more requests than this wait their turn, already acknowledged."""
 
 
 def build_app(*, settings: Settings, client: WebClient, service: ReleaseService | None) -> App:
@@ -29,6 +34,7 @@ def build_app(*, settings: Settings, client: WebClient, service: ReleaseService 
         token_verification_enabled=False,
         logger=logging.getLogger("release_bot.slack"),
     )
-    commands.register(app, service=service)
-    actions.register(app, service=service)
+    after_ack = ThreadPoolExecutor(max_workers=AFTER_ACK_WORKERS, thread_name_prefix="after-ack")
+    commands.register(app, service=service, after_ack=after_ack)
+    actions.register(app, service=service, after_ack=after_ack)
     return app

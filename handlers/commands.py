@@ -1,9 +1,10 @@
 """The `/release` slash command listener.
 
-Registered on the Bolt app by handlers.app.build_app through `register(app, service=...)`.
-Every command is acknowledged at once, within Slack's 3 s: usage errors and the read-only
-commands (help, status, list, history) are answered in the acknowledgement itself; commands that
-change something are acknowledged first and carried out after, their outcome sent back through
+Registered on the Bolt app by handlers.app.build_app through
+`register(app, service=..., after_ack=...)`. Every command is acknowledged at once, within
+Slack's 3 s: usage errors and the read-only commands (help, status, list, history) are answered
+in the acknowledgement itself; commands that change something are acknowledged first and carried
+out after, on the `after_ack` pool (see `answer_after_ack`), their outcome sent back through
 `respond` (ephemeral, seen only by the person who typed it). The release's card and thread show
 everyone else what happened.
 """
@@ -11,6 +12,7 @@ everyone else what happened.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +40,7 @@ HISTORY_LINES = 20
 _READ_ONLY = (commands.Status, commands.ListActive, commands.History)
 
 
-def register(app: App, *, service: ReleaseService | None) -> None:
+def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -> None:
     """Attach the `/release` listener to `app`."""
 
     def handle_release_command(ack: Ack, respond: Respond, command: dict[str, str]) -> None:
@@ -58,11 +60,32 @@ def register(app: App, *, service: ReleaseService | None) -> None:
             ack(**_guarded(lambda: _answer_query(service, parsed)), response_type="ephemeral")
             return
         ack()
-        reply = _guarded(lambda: _carry_out(service, parsed, command))
-        if reply:
-            respond(**reply, response_type="ephemeral", replace_original=False)
+        answer_after_ack(
+            after_ack=after_ack,
+            respond=respond,
+            answer=lambda: _guarded(lambda: _carry_out(service, parsed, command)),
+        )
 
     app.command(COMMAND)(handle_release_command)
+
+
+def answer_after_ack(
+    *, after_ack: Executor, respond: Respond, answer: Callable[[], dict[str, Any]]
+) -> None:
+    """Work out `answer` on the `after_ack` pool and send it to the person alone (nothing when
+    it has no text). Bolt runs every listener, ack() included, on one small pool: slow work
+    left in a listener holds up the acknowledgement of the requests queued behind it past
+    Slack's 3 s, and Slack then shows the person an error for a command that still runs."""
+
+    def run() -> None:
+        try:
+            reply = answer()
+            if reply.get("text"):
+                respond(**reply, response_type="ephemeral", replace_original=False)
+        except Exception:
+            log.exception("answer_after_ack_failed")
+
+    after_ack.submit(run)
 
 
 def _guarded(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Kubernetes objects the kube tests set up, and the admin's reads and writes to check them.
 
-Used by tests/test_kube_routers.py, tests/test_kube_workloads.py and tests/test_reconciler.py:
-a stable Deployment `shop-api`, its Services, the user's VirtualService and HTTPRoute as a team
-would have written them before adopting release-bot.
+Used by tests/test_kube_routers.py, tests/test_kube_workloads.py, tests/test_reconciler.py and
+tests/test_replicas.py: a stable Deployment `shop-api` (or another name), its Services, the
+user's VirtualService and HTTPRoute as a team would have written them before adopting
+release-bot.
 """
 
 from __future__ import annotations
@@ -20,23 +21,25 @@ READINESS_PROBE = {"httpGet": {"path": "/healthz", "port": 8080}}
 
 def stable_deployment(
     *,
+    name: str = "shop-api",
     replicas: int = 4,
     track: bool = True,
     readiness_probe: bool = True,
     image: str = STABLE_IMAGE,
 ) -> Object:
-    """`shop-api` with one container `app`, its pods labelled version: v1 (and track: stable)."""
-    labels = {"app": "shop-api", "version": "v1"} | ({"track": "stable"} if track else {})
+    """`name` (shop-api) with one container `app`, its pods labelled app: `name`, version: v1
+    (and track: stable)."""
+    labels = {"app": name, "version": "v1"} | ({"track": "stable"} if track else {})
     container: Object = {"name": "app", "image": image}
     if readiness_probe:
         container["readinessProbe"] = READINESS_PROBE
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "shop-api"},
+        "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {"app": "shop-api"}},
+            "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
         },
     }

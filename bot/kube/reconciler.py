@@ -52,8 +52,8 @@ _SEVERITY_ORDER = (Severity.BLOCK, Severity.WARN, Severity.PASS)
 
 
 class KubernetesCluster:
-    """Releases on Kubernetes through one ApiClient; `ready_deadline_s` bounds each wait for
-    Deployments to roll out (promotion, and the replicas router's scaling)."""
+    """Releases on Kubernetes through one ApiClient; `ready_deadline_s` bounds the replicas
+    router's wait for a scaled-up side to be ready (promotion never waits: see promote)."""
 
     def __init__(
         self,
@@ -138,7 +138,6 @@ class KubernetesCluster:
             deployments=deployments,
             workloads=workloads,
             router=router,
-            ready_deadline_s=self._ready_deadline_s,
         )
 
 
@@ -150,7 +149,6 @@ class _AppCluster:
     deployments: NamespacedResources
     workloads: CanaryWorkloads
     router: TrafficRouter
-    ready_deadline_s: float
 
     def run_canary(self, release: Release) -> Observation:
         """Canary running, routes in place, the phase's weight; never waits for the canary."""
@@ -161,14 +159,20 @@ class _AppCluster:
     def promote(self, release: Release) -> Observation:
         """Canary takes all traffic while stable rolls to the version, then stable takes it back.
 
-        The canary must be ready before it takes 100 %: it is, unless it was recreated since."""
-        if not self._runs_without_canary(release.version):
-            self._ensure_canary(release.version)
-            self.workloads.wait_canary_ready(deadline_s=self.ready_deadline_s)
+        Never waits: each call moves one step further and the scheduler's next pass checks
+        again, so a slow rollout holds up no other release. The canary must be ready before it
+        takes 100 %: it is, unless it was recreated since."""
+        version = release.version
+        if not self._runs_without_canary(version):
+            self._ensure_canary(version)
+            if not self.workloads.canary_ready():
+                return Observation()
             self._route(release)
-            self.workloads.promote(release.version, deadline_s=self.ready_deadline_s)
+            self.workloads.roll_stable(version)
+            if not self.workloads.rolled_out(STABLE_TRACK):
+                return Observation()
             self.retreat()
-        return Observation(promotion_complete=self.promotion_complete(release.version))
+        return Observation(promotion_complete=self.promotion_complete(version))
 
     def roll_back(self) -> Observation:
         self.retreat()

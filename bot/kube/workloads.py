@@ -197,6 +197,11 @@ class CanaryWorkloads:
 
     def promote(self, version: str, *, deadline_s: float) -> None:
         """Roll the stable Deployment to `version` (image and version label) and wait for it."""
+        self.roll_stable(version)
+        self.wait_rolled_out(STABLE_TRACK, deadline_s=deadline_s)
+
+    def roll_stable(self, version: str) -> None:
+        """Start rolling the stable Deployment to `version` (image and version label)."""
 
         def render(current: Object | None) -> Object:
             if current is None:
@@ -211,7 +216,6 @@ class CanaryWorkloads:
             return current
 
         self._deployments.reconcile(self.app.stable_deployment, render)
-        self.wait_rolled_out(STABLE_TRACK, deadline_s=deadline_s)
 
     def remove_canary(self) -> None:
         """Delete the canary Deployment (its ReplicaSets and pods follow); absent is fine."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,20 @@ class World:
     cluster: Cluster
     provider: str
     kube_admin: k8s.ApiClient
+    launch: LaunchBot
+    environment: dict[str, str]
+    """What every bot of this world is configured with (Redis, apps file, cluster, tick)."""
     ack_seconds: list[float] = field(default_factory=list)
+
+    def kill_bot(self) -> None:
+        """SIGKILL the bot process: no shutdown, no cleanup, as when its node dies."""
+        self.bot.process.kill()
+
+    def relaunch(self, *, extra_env: Mapping[str, str] | None = None) -> BotProcess:
+        """A new bot process with the world's configuration plus `extra_env`; it becomes
+        `self.bot` once ready. Stop or kill the old one first: two would be two replicas."""
+        self.bot = self.launch(extra_env={**self.environment, **(extra_env or {})})
+        return self.bot
 
     def post(self, request: SignedRequest) -> str:
         """Post a request as Slack does; the acknowledgement's text ('' for none)."""
@@ -186,11 +199,12 @@ class World:
     def state_snapshot(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """Everything a command could have changed: release state in Redis (not the delivery
         claims, which record that a request arrived, nor the audit trail, which records each
-        refusal) and the Deployments."""
+        refusal, nor the leases, which say which bot works on a release at this instant) and
+        the Deployments."""
         state = {
             key: _dump(self.redis, key)
             for key in self.redis.keys("rb:*")
-            if not key.startswith(("rb:delivery:", "rb:history:"))
+            if not key.startswith(("rb:delivery:", "rb:history:", "rb:lease:"))
         }
         deployments = [
             (d["metadata"]["name"], d["metadata"]["resourceVersion"])
@@ -282,10 +296,16 @@ def world_for(
     tmp_path: Path,
 ) -> Iterator[Any]:
     def build(
-        provider: str, stages: str, *, metrics: str = "", prometheus_url: str | None = None
+        provider: str,
+        stages: str,
+        *,
+        metrics: str = "",
+        prometheus_url: str | None = None,
+        bot_env: Mapping[str, str] | None = None,
     ) -> World:
         """`metrics`: the app's metrics block as YAML flow text; `prometheus_url`: the bot's
-        PROMETHEUS_URL (None: no metrics source, stages advance on their timers alone)."""
+        PROMETHEUS_URL (None: no metrics source, stages advance on their timers alone);
+        `bot_env`: more variables for the first bot only (World.relaunch starts without them)."""
         cluster = Cluster(kube_admin, namespace)
         _install_app(cluster, provider)
         config = tmp_path / "apps.yaml"
@@ -298,7 +318,7 @@ def world_for(
         }
         if prometheus_url:
             environment["PROMETHEUS_URL"] = prometheus_url
-        bot = launch_bot(extra_env=environment)
+        bot = launch_bot(extra_env={**environment, **(bot_env or {})})
         return World(
             bot=bot,
             slack=slack_api,
@@ -308,6 +328,8 @@ def world_for(
             cluster=cluster,
             provider=provider,
             kube_admin=kube_admin,
+            launch=launch_bot,
+            environment=environment,
         )
 
     yield build

@@ -5,8 +5,8 @@ logic decides every weight, a router only applies what it is told and reports wh
 Order of calls in a release:
 - start: `workloads.ensure_canary(...)`, `ensure_routes()` (safe to repeat on every tick: it
   never changes the weights of a route that is already split), then `set_weight` per stage;
-- success: `set_weight(canary_weight=100, ...)`, `workloads.promote(...)`, `finalize()`,
-  `workloads.remove_canary()`;
+- success: `set_weight(canary_weight=100, ...)`, `workloads.roll_stable(...)` until stable is
+  rolled out, `finalize()`, `workloads.remove_canary()`;
 - rollback: `finalize()` then `workloads.remove_canary()`.
 
 Providers: "replicas" (replica ratio behind one Service, no mesh), "istio" (VirtualService
