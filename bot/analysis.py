@@ -444,7 +444,9 @@ def _snapshot_row(
         and check.reason not in judgement.reason  # said once, in the headline
     ):
         parts.append(_escape(check.reason))
-    if trend is not None and (sparklines := _sparklines(metric, trend)):
+    scale = _SHOWN[metric].scale
+    limit = None if check is None or check.threshold is None else check.threshold / scale
+    if trend is not None and (sparklines := _sparklines(metric, trend, limit=limit)):
         parts.append(sparklines)
     return " · ".join(parts)
 
@@ -483,12 +485,16 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _sparklines(metric: Metric, trend: Trend) -> str:
+def _sparklines(metric: Metric, trend: Trend, *, limit: float | None) -> str:
+    """`limit` (reading units) tops the shared scale when it is higher than every value, so a
+    healthy series far below its threshold draws low bars instead of filling the line."""
     canary = _squeezed(trend.canary.get(metric, ()))
     stable = _squeezed(trend.stable.get(metric, ()))
     if not canary and not stable:
         return ""
-    top = _top([*canary, *stable]) if metric in _SHARED_SCALE else None
+    top = None
+    if metric in _SHARED_SCALE:
+        top = max(_top([*canary, *stable]), limit or 0.0)
     shown = [
         f"{name} `{_sparkline(series, top=top if top is not None else _top(series))}`"
         for name, series in (("canary", canary), ("stable", stable))

@@ -625,6 +625,15 @@ def test_canary_and_stable_share_a_scale_for_error_rate_and_latency_but_not_qps(
     assert latency.endswith("trend canary `▂█` stable `▂▂`")
 
 
+def test_a_healthy_series_far_below_its_limit_draws_low_bars() -> None:
+    trend = Trend(
+        canary={Metric.ERROR_RATE: (0.002, 0.003, 0.004)}, stable={Metric.ERROR_RATE: (0.003,) * 3}
+    )
+    rows = snapshot_text(judge(reading(), limits(), public_traffic=True), reading(), trend)
+    error_rate = rows.splitlines()[2]
+    assert error_rate.endswith("trend canary `▁▁▂` stable `▁▁▁`")  # scaled to the 5 % limit
+
+
 def test_a_long_series_is_squeezed_keeping_its_spikes() -> None:
     series = [0.0] * 300
     series[151] = 9.0  # one bad sample in the middle
