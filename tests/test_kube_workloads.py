@@ -95,6 +95,9 @@ def workloads(kube_admin: k8s.ApiClient, app: AppWorkload) -> CanaryWorkloads:
             "sha256-ab12ab12ab12",
         ),
         (STABLE_IMAGE, f"localhost:5000/api:v4@{DIGEST}", f"localhost:5000/api:v4@{DIGEST}", "v4"),
+        ("localhost:5000/shop/api:v1", "v2", "localhost:5000/shop/api:v2", "v2"),
+        (f"shop/api@{DIGEST}", "v2", "shop/api:v2", "v2"),
+        ("nginx", "1.27", "nginx:1.27", "1.27"),
     ],
 )
 def test_a_tag_replaces_the_tag_and_a_full_reference_replaces_the_image(
@@ -113,6 +116,9 @@ def test_a_tag_replaces_the_tag_and_a_full_reference_replaces_the_image(
         ("-v1", "neither an image tag"),
         ("_v1", "cannot be a label value"),
         ("v" * 64, "cannot be a label value"),
+        ("v" * 129, "a tag has at most 128 characters"),
+        ("shop//api:v2", "is not an image repository"),
+        ("shop/api:v2@sha", "must be `sha256:` followed by 64 hex digits"),
     ],
 )
 def test_a_version_that_is_neither_is_refused_clearly(version: str, complaint: str) -> None:

@@ -316,8 +316,9 @@ def test_a_release_walks_its_stages_and_promotion_leaves_the_new_version_on_stab
     accept(run, StageTimerElapsed())
     assert run.release.phase is Phase.PROMOTING
     passes = until_promoted(kube, run, app)
-    print(f"promotion took {passes} reconcile passes (none of them waits)")
-    assert passes >= 2  # the first pass only starts the stable rollout
+    print(f"{provider}: promotion took {passes} reconcile passes (none of them waits)")
+    if provider != "replicas":  # at 100 % its stable has 0 pods: rolling it is instant
+        assert passes >= 2  # the first pass only starts the stable rollout
     assert reconcile_twice(kube, cluster, setup, app, run) == Observation(promotion_complete=True)
     stable = cluster.read(DEPLOYMENTS, APP)
     assert containers(stable) == {"app": NEW_IMAGE}

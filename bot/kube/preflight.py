@@ -27,7 +27,9 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from bot.commands import parse_version
 from bot.errors import PermanentError, TemporaryError
+from bot.kube.workloads import resolve_version
 
 ReleaseKind = Literal["canary", "bluegreen"]
 VERSION_LABELS = ("version", "app.kubernetes.io/version")
@@ -241,48 +243,6 @@ def _guarded(check: str, run: Callable[[], list[Finding]]) -> list[Finding]:
 
 # --- container and image -------------------------------------------------------------------
 
-_TAG = r"[\w][\w.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?")
-_MAX_NAME_LENGTH = 255
-
-
-@dataclass(frozen=True, slots=True)
-class ImageReference:
-    """A parsed image reference (the grammar of the distribution project)."""
-
-    name: str
-    tag: str | None
-    digest: str | None
-
-    @classmethod
-    def parse(cls, reference: str) -> ImageReference:
-        match = _REFERENCE.fullmatch(reference)
-        if match is None or len(match["name"]) > _MAX_NAME_LENGTH:
-            raise ValueError(
-                f"`{reference}` is not a valid image reference "
-                "(expected e.g. `registry.example.com/team/app:v2.4.1`)"
-            )
-        return cls(match["name"], match["tag"], match["digest"])
-
-
-def resolve_image(*, current_image: str, version: str) -> str:
-    """The image a release of `version` runs: a full reference as given, or a tag on the current
-    image's repository. Raises ValueError, with a message for people, on a malformed input."""
-    if any(separator in version for separator in "/:@"):
-        ImageReference.parse(version)
-        return version
-    if re.fullmatch(_TAG, version) is None:
-        raise ValueError(
-            f"`{version}` is not a valid image tag (letters, digits, `_`, `.`, `-`, "
-            "at most 128, not starting with `.` or `-`) nor a full image reference"
-        )
-    return f"{ImageReference.parse(current_image).name}:{version}"
-
 
 def _pick_container(
     containers: list[Any], wanted: str | None, deployment: str
@@ -313,10 +273,10 @@ def _container_found(name: str) -> Finding:
 
 def _check_image(*, current: str, version: str, container: str) -> tuple[str | None, list[Finding]]:
     try:
-        new_image = resolve_image(current_image=current, version=version)
-    except ValueError as malformed:
+        new_image = resolve_version(current_image=current, version=version).image
+    except PermanentError as malformed:
         return None, [Finding("image", Severity.BLOCK, f"{malformed}.")]
-    reference = ImageReference.parse(new_image)
+    reference = parse_version(version)
     findings: list[Finding] = []
     if new_image == current:
         findings.append(

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
+from bot.commands import parse_version
 from bot.config import AppConfig, GatewayApiRouter, IstioRouter, ReplicasRouter
 from bot.errors import PermanentError
 from bot.kube.client import DEPLOYMENTS, NamespacedResources, Object
-from bot.kube.preflight import Finding, ImageReference, Severity, run_preflight
+from bot.kube.preflight import Finding, Severity, run_preflight
 from bot.kube.routers import (
     GatewaySettings,
     IstioSettings,
@@ -245,7 +246,7 @@ def _image_version(image: str) -> str:
     """The tag of `image`; an image pinned by digest only is its own version (a full reference
     that can be released again); no tag at all means `latest`."""
     try:
-        reference = ImageReference.parse(image)
+        reference = parse_version(image)
     except ValueError:
         return image  # the apiserver accepts image strings the reference grammar does not
     if reference.tag:

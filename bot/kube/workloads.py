@@ -19,6 +19,7 @@ from typing import Final, Literal
 
 from kubernetes import client as k8s
 
+from bot.commands import parse_version
 from bot.errors import PermanentError
 from bot.kube.client import DEPLOYMENTS, PODS, NamespacedResources, Object
 
@@ -33,15 +34,6 @@ VERSION_ANNOTATION = "release-bot.io/version"
 Track = Literal["stable", "canary"]
 
 # Image reference grammar (distribution/reference), reduced to what we must tell apart.
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_DOMAIN_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_DOMAIN = rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?"
-_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_TAG_RE = re.compile(_TAG)
-_REFERENCE_RE = re.compile(
-    rf"(?:{_DOMAIN}/)?{_PATH_PART}(?:/{_PATH_PART})*(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
-)
 _LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
@@ -80,17 +72,20 @@ class ReplicaCount:
 def resolve_version(*, current_image: str, version: str) -> ResolvedVersion:
     """A tag replaces the tag (and any digest) of `current_image`; a full reference (with a tag
     or a digest) replaces the image whole. The label is the tag, else `<algorithm>-<12 hex>`."""
-    if _TAG_RE.fullmatch(version):
-        resolved = ResolvedVersion(image=f"{_repository(current_image)}:{version}", label=version)
-    elif (match := _REFERENCE_RE.fullmatch(version)) and (match["tag"] or match["digest"]):
-        algorithm, _, hex_digest = (match["digest"] or "").partition(":")
-        label = match["tag"] or f"{algorithm}-{hex_digest[:12]}"
-        resolved = ResolvedVersion(image=version, label=label)
-    else:
+    try:
+        parsed = parse_version(version)
+    except ValueError as malformed:
         raise PermanentError(
             f"version {version!r} is neither an image tag (like v2.4.1) nor a full image "
-            "reference with a tag or digest (like registry.example.com/shop/api:v2.4.1)"
-        )
+            f"reference with a tag or digest (like registry.example.com/shop/api:v2.4.1): "
+            f"{malformed}"
+        ) from malformed
+    if parsed.is_tag:
+        resolved = ResolvedVersion(image=f"{_repository(current_image)}:{version}", label=version)
+    else:
+        algorithm, _, hex_digest = (parsed.digest or "").partition(":")
+        label = parsed.tag or f"{algorithm}-{hex_digest[:12]}"
+        resolved = ResolvedVersion(image=version, label=label)
     if not _LABEL_VALUE_RE.fullmatch(resolved.label):
         raise PermanentError(
             f"{resolved.label!r} (from version {version!r}) cannot be a label value: at most 63 "
