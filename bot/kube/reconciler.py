@@ -53,19 +53,12 @@ _SEVERITY_ORDER = (Severity.BLOCK, Severity.WARN, Severity.PASS)
 
 
 class KubernetesCluster:
-    """Releases on Kubernetes through one ApiClient; `ready_deadline_s` bounds the replicas
-    router's wait for a scaled-up side to be ready (promotion never waits: see promote)."""
+    """Releases on Kubernetes through one ApiClient. A reconcile never waits for pods: what is
+    not ready yet (a canary, a scaled-up side, a rolling stable) is checked again by the next
+    scheduler pass, so one slow rollout holds up no other release."""
 
-    def __init__(
-        self,
-        api: k8s.ApiClient,
-        *,
-        ready_deadline_s: float = 300,
-        poll_interval_s: float = 0.5,
-    ) -> None:
+    def __init__(self, api: k8s.ApiClient) -> None:
         self._api = api
-        self._ready_deadline_s = ready_deadline_s
-        self._poll_interval_s = poll_interval_s
         self._apps: dict[str, _AppCluster] = {}
 
     def stable_version(self, app: AppConfig) -> str:
@@ -127,12 +120,12 @@ class KubernetesCluster:
         workload = AppWorkload(
             namespace=app.namespace, stable_deployment=app.workload, container=container
         )
-        workloads = CanaryWorkloads(self._api, workload, poll_interval_s=self._poll_interval_s)
+        workloads = CanaryWorkloads(self._api, workload)
         router = build_router(
             app.router.provider,
             api=self._api,
             workloads=workloads,
-            settings=_router_settings(app, ready_timeout_s=self._ready_deadline_s),
+            settings=_router_settings(app),
         )
         return _AppCluster(
             config=app,
@@ -165,11 +158,12 @@ class _AppCluster:
         takes 100 %: it is, unless it was recreated since."""
         version = release.version
         if not self._runs_without_canary(version):
-            self._ensure_canary(version)
-            if not self.workloads.canary_ready():
-                return Observation()
-            self._route(release)
-            self.workloads.roll_stable(version)
+            if not self._stable_on(version):  # once stable rolls, the canary's part is done
+                self._ensure_canary(version)
+                if not self.workloads.canary_ready():
+                    return Observation()
+                self._route(release)
+                self.workloads.roll_stable(version)
             if not self.workloads.rolled_out(STABLE_TRACK):
                 return Observation()
             self.retreat()
@@ -206,21 +200,24 @@ class _AppCluster:
         )
 
     def _runs_without_canary(self, version: str) -> bool:
+        return self._stable_on(version) and self._canary_gone()
+
+    def _stable_on(self, version: str) -> bool:
+        """The stable Deployment's template runs `version` (its pods may still be rolling)."""
         image = self.workloads.stable_image()
-        runs = resolve_version(current_image=image, version=version).image == image
-        return runs and self._canary_gone()
+        return resolve_version(current_image=image, version=version).image == image
 
     def _canary_gone(self) -> bool:
         return self.deployments.get(self.workloads.app.canary_deployment) is None
 
 
-def _router_settings(app: AppConfig, *, ready_timeout_s: float) -> RouterSettings:
-    """The kube router settings for the app's configured router."""
+def _router_settings(app: AppConfig) -> RouterSettings:
+    """The kube router settings for the app's configured router; the replicas router does not
+    wait for a side it grew: until it is ready, set_weight raises TemporaryError having scaled
+    nothing down, and the next pass resumes."""
     router = app.router
     if isinstance(router, ReplicasRouter):
-        return ReplicaSettings(
-            service=router.service or app.workload, ready_timeout_s=ready_timeout_s
-        )
+        return ReplicaSettings(service=router.service or app.workload, ready_timeout_s=0)
     if isinstance(router, IstioRouter):
         return IstioSettings(
             virtual_service=router.virtual_service,
