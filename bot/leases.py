@@ -45,22 +45,9 @@ class Leases:
         return held
 
     @contextmanager
-    def hold(self, release_id: str) -> Iterator[bool]:
-        """Yields True while this thread holds the release's lease, False if someone else does."""
-        if release_id in self._held_here():
-            yield True
-            return
-        owner = self._owner()
-        if not self._store.take_lease(release_id, owner=owner, ttl_s=self._ttl_s):
-            yield False
-            return
-        with self._kept(release_id, owner):
-            yield True
-
-    @contextmanager
     def hold_release(self, release_id: str) -> Iterator[StoredRelease | None]:
-        """Like `hold`, but yields the release as it is once the lease is taken (read in the same
-        step), or None if someone else holds it or the release is gone."""
+        """Yields the release, read in the same step as its lease is taken, while this thread
+        holds the lease; None if someone else holds it or the release is gone."""
         if release_id in self._held_here():
             yield self._store.get(release_id)
             return

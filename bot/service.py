@@ -174,12 +174,12 @@ class ReleaseService:
         entry = self._entry(release, user, "start", "applied", f"{version} (plan {plan.name})")
         stored = self._store.create(release, entry=entry)
         _log_applied(entry, app=app.name)
-        with self._leases.hold(release.id) as held:  # else another replica's pass does this
-            if held:
+        with self._leases.hold_release(release.id) as leased:  # else another replica's pass
+            if leased is not None:
                 self._reached(CrashPoint.SAVED)
-                self._reconcile(stored)
+                self._reconcile(leased)
                 self._reached(CrashPoint.RECONCILED)
-                stored = self._deliver(stored)
+                stored = self._deliver(leased)
         return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
 
     def act(self, *, app_name: str, event: Event, actor: str) -> Outcome:
@@ -264,11 +264,12 @@ class ReleaseService:
             checked = self._checks.run(stored.release, app, now=now)
             # what comes due after the check is the next pass's business
             return self._apply(stored, checked, actor="release-bot").applied
-        event = self._due_event(stored.release, observation)
+        event = self._due_event(stored.release, observation, now=now)
         return event is not None and self._apply(stored, event, actor="release-bot").applied
 
-    def _due_event(self, release: Release, observation: Observation) -> Event | None:
-        now = self._clock()
+    def _due_event(
+        self, release: Release, observation: Observation, *, now: datetime
+    ) -> Event | None:
         match release.phase:
             case Phase.STARTING if observation.canary_ready:
                 return CanaryReady()
@@ -340,8 +341,7 @@ class ReleaseService:
             return stored
 
     def _deliver_under_lease(self, stored: StoredRelease) -> StoredRelease:
-        with self._leases.hold(stored.release.id) as held:
-            fresh = self._store.get(stored.release.id) if held else None
+        with self._leases.hold_release(stored.release.id) as fresh:
             if fresh is None:
                 return stored
             release, refs, posted = fresh.release, None, set()

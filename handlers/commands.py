@@ -96,9 +96,7 @@ def _guarded(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return {"text": f":warning: {error}"}
     except Exception:
         log.exception("command_failed")
-        return {
-            "text": ":x: release-bot hit an internal error; nothing more was done. See its logs."
-        }
+        return {"text": INTERNAL_ERROR}
     return reply
 
 
