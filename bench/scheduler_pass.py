@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 import structlog
 
-from bot.config import (
+from bot.application.service import ReleaseService
+from bot.core.apps import (
     AppConfig,
     AuthorizationConfig,
     BotConfig,
@@ -45,13 +46,13 @@ from bot.config import (
     MetricsConfig,
     ReplicasRouter,
 )
-from bot.errors import ReleaseBotError, TemporaryError
-from bot.leases import Leases
-from bot.machine import Accepted, CanaryReady, Notify, start_release, transition
-from bot.plan import DEFAULT_PLAN
-from bot.release import Release
-from bot.service import Observation, PreflightResult, ReleaseService, SlackRefs
-from bot.store import HistoryEntry, ReleaseStore, StoredRelease, connect
+from bot.core.errors import ReleaseBotError, TemporaryError
+from bot.core.machine import Accepted, CanaryReady, Notify, start_release, transition
+from bot.core.plan import DEFAULT_PLAN
+from bot.core.ports import HistoryEntry, Observation, PreflightResult, SlackRefs, StoredRelease
+from bot.core.release import Release
+from bot.redis.leases import Leases
+from bot.redis.store import ReleaseStore, connect
 from tests.infra.processes import ManagedProcess, free_port, wait_until
 
 SIZES = (1_000, 10_000)
@@ -80,7 +81,8 @@ class CountingConnection(redis.Connection):
 
 
 def counted_client(url: str) -> redis.Redis:
-    """The bot's own client (bot.store.connect), its connections made by CountingConnection."""
+    """The bot's own client (bot.redis.store.connect), its connections made by
+    CountingConnection."""
     client = connect(url)
     client.connection_pool.connection_class = CountingConnection
     return client
@@ -324,7 +326,8 @@ def make_service(
         store = BaselineReleaseStore(client)
         leases = BaselineLeases(store=store)
         return BaselineReleaseService(store=store, leases=leases, **ports)
-    return ReleaseService(store=ReleaseStore(client), **ports)
+    store = ReleaseStore(client)
+    return ReleaseService(store=store, leases=Leases(store=store), **ports)
 
 
 def check_pass(

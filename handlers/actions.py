@@ -17,9 +17,9 @@ from typing import Any
 import structlog
 from slack_bolt import Ack, App, Respond
 
-from bot import machine
-from bot.errors import ReleaseBotError
-from bot.service import ReleaseService
+from bot.application.service import ReleaseService
+from bot.core import machine
+from bot.core.errors import ReleaseBotError
 from bot.slack.cards import (
     ACTION_ADVANCE,
     ACTION_APPROVE,

@@ -1,7 +1,7 @@
 """Builds the Bolt app and registers every Slack listener on it.
 
-Called by bot.cli, which hands `build_app` to bot.server.serve (bot never imports handlers).
-"""
+Called by bot.entrypoints.cli, which hands `build_app` to bot.entrypoints.server.serve (bot never
+imports handlers)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.service import ReleaseService
-from bot.settings import Settings
+from bot.application.service import ReleaseService
+from bot.entrypoints.settings import Settings
 from handlers import actions, commands
 
 AFTER_ACK_WORKERS = 16

@@ -19,13 +19,12 @@ from typing import Any
 import structlog
 from slack_bolt import Ack, App, Respond
 
-from bot import commands, machine
-from bot.commands import UsageError, parse_command, usage_for
-from bot.config import UnknownApp, UnknownPlan
-from bot.errors import ReleaseBotError
-from bot.service import Outcome, ReleaseService
+from bot.application.service import Outcome, ReleaseService
+from bot.core import commands, machine
+from bot.core.commands import UsageError, parse_command, usage_for
+from bot.core.errors import ReleaseBotError
+from bot.core.ports import HistoryEntry
 from bot.slack.cards import release_card
-from bot.store import HistoryEntry
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +91,7 @@ def _guarded(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The answer's message, or one that says clearly why there is none."""
     try:
         reply = answer()
-    except (UsageError, UnknownApp, UnknownPlan, ReleaseBotError) as error:
+    except ReleaseBotError as error:  # the state store is down, an app name is unknown
         return {"text": f":warning: {error}"}
     except Exception:
         log.exception("command_failed")
@@ -108,8 +107,13 @@ def _carry_out(
         return {}
     user, channel = request["user_id"], request["channel_id"]
     outcome = _outcome(service, command, user=user, channel=channel)
-    mark = ":white_check_mark:" if outcome.applied else ":no_entry_sign:"
-    return {"text": f"{mark} {outcome.message}"}
+    return {"text": f"{_mark(outcome)} {outcome.message}"}
+
+
+def _mark(outcome: Outcome) -> str:
+    if outcome.applied:
+        return ":white_check_mark:"
+    return ":warning:" if outcome.not_taken_up else ":no_entry_sign:"
 
 
 def _outcome(

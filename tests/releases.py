@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bot.machine import (
+from bot.core.machine import (
     Accepted,
     CanaryReady,
     Event,
@@ -25,8 +25,8 @@ from bot.machine import (
     start_release,
     transition,
 )
-from bot.plan import DEFAULT_PLAN, Plan
-from bot.release import Phase, Release
+from bot.core.plan import DEFAULT_PLAN, Plan
+from bot.core.release import Phase, Release
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -1,4 +1,4 @@
-"""The canary judgement and its Slack texts (bot.analysis): pure, so no service is started.
+"""The canary judgement and its Slack texts (bot.core.analysis): pure, so no service is started.
 
 Run by pytest. Readings are built by hand (the Prometheus adapter's tests read real ones); limits
 are the MetricsConfig objects the apps file loads into.
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.analysis import (
+from bot.core.analysis import (
     Judgement,
     Metric,
     MetricCheck,
@@ -25,7 +25,7 @@ from bot.analysis import (
     summary_line,
     unavailable,
 )
-from bot.config import ErrorRateLimits, LatencyLimits, MetricsConfig, QpsLimits
+from bot.core.apps import ErrorRateLimits, LatencyLimits, MetricsConfig, QpsLimits
 
 AT = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
 PASSED, FAILED, INCONCLUSIVE = Verdict.PASSED, Verdict.FAILED, Verdict.INCONCLUSIVE

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from bot.core.release import Phase
 from bot.kube.routers import TrafficSplit
-from bot.release import Phase
 from tests.infra.exporter import MetricsExporter
 from tests.infra.processes import wait_until
 from tests.infra.prometheus_server import PrometheusServer

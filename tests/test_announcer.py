@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from bot.config import BotConfig, load_config
-from bot.errors import TemporaryError
-from bot.machine import (
+from bot.application.apps_file import load_config
+from bot.core.apps import BotConfig
+from bot.core.errors import TemporaryError
+from bot.core.machine import (
     Accepted,
     Advance,
     CanaryReady,
@@ -30,7 +31,7 @@ from bot.machine import (
     StageTimerElapsed,
     UpdateCard,
 )
-from bot.settings import Settings
+from bot.entrypoints.settings import Settings
 from bot.slack.announcer import SlackAnnouncer
 from bot.slack.cards import (
     ACTION_APPROVE,

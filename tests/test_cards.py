@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import ImageBlock
 
-from bot.machine import (
+from bot.core.machine import (
     Accepted,
     Advance,
     Approve,
@@ -30,8 +30,8 @@ from bot.machine import (
     StageTimerElapsed,
     start_release,
 )
-from bot.plan import DEFAULT_PLAN, Plan, Stage
-from bot.release import Phase
+from bot.core.plan import DEFAULT_PLAN, Plan, Stage
+from bot.core.release import Phase
 from bot.slack.cards import (
     ACTION_ADVANCE,
     ACTION_APPROVE,
@@ -108,15 +108,15 @@ EXPECTED_CARDS: dict[Phase, tuple[list[str], list[str]]] = {
     Phase.STARTING: ([ACTION_ROLLBACK], ["⏳ *Starting*", "no traffic yet"]),
     Phase.RUNNING: (
         [ACTION_APPROVE, ACTION_ADVANCE, ACTION_PAUSE, ACTION_ROLLBACK],
-        ["▶️ *Running stage 3/4 (50%)*", "It needs approval before it moves on to stage 4/4"],
+        ["▶️ *Running stage 3/4 (50 %)*", "It needs approval before it moves on to stage 4/4"],
     ),
     Phase.AWAITING_APPROVAL: (
         [ACTION_APPROVE, ACTION_PAUSE, ACTION_ROLLBACK],
-        ["✋ *Waiting for approval of stage 3/4 (50%)*", "it needs approval to move on"],
+        ["✋ *Waiting for approval of stage 3/4 (50 %)*", "it needs approval to move on"],
     ),
     Phase.PAUSED: (
         [ACTION_RESUME, ACTION_ROLLBACK],
-        ["⏸️ *Paused at stage 3/4 (50%)*", f"By <@{BOB}>: looking into it.", "Resumes by itself"],
+        ["⏸️ *Paused at stage 3/4 (50 %)*", f"By <@{BOB}>: looking into it.", "Resumes by itself"],
     ),
     Phase.PROMOTING: (
         [ACTION_ROLLBACK],
@@ -177,7 +177,7 @@ def test_a_stage_approved_ahead_of_time_shows_who_and_no_approve_button() -> Non
     card = release_card(run.release, now=run.now)
     assert action_ids(card) == [ACTION_ADVANCE, ACTION_PAUSE, ACTION_ROLLBACK]
     assert f"Approved by <@{BOB}> <!date^" in status_of(card)
-    assert "moves on to stage 4/4 (100%) when its time is up" in status_of(card)
+    assert "moves on to stage 4/4 (100 %) when its time is up" in status_of(card)
 
 
 def test_four_eyes_names_who_may_not_approve() -> None:
@@ -198,13 +198,13 @@ def test_a_self_paused_release_says_the_bot_paused_it_and_why() -> None:
 # The progress line, the traffic and the time left.
 
 PROGRESS_LINES: dict[Phase, str] = {
-    Phase.STARTING: "0% → 5% → 50% ✋ → 100%",
-    Phase.RUNNING: "0% ✓ → 5% ✓ → [50%] ▶ → 100%",
-    Phase.AWAITING_APPROVAL: "0% ✓ → 5% ✓ → [50%] ⏸ approval → 100%",
-    Phase.PAUSED: "0% ✓ → 5% ✓ → [50%] ⏸ paused → 100%",
-    Phase.PROMOTING: "0% ✓ → 5% ✓ → 50% ✓ → 100% skipped",
-    Phase.ROLLING_BACK: "0% ✓ → 5% ✓ → [50%] ✗ → 100%",
-    Phase.FAILED: "0% ✓ → 5% ✓ → [50%] ✗ → 100%",
+    Phase.STARTING: "0 % → 5 % → 50 % ✋ → 100 %",
+    Phase.RUNNING: "0 % ✓ → 5 % ✓ → [50 %] ▶ → 100 %",
+    Phase.AWAITING_APPROVAL: "0 % ✓ → 5 % ✓ → [50 %] ⏸ approval → 100 %",
+    Phase.PAUSED: "0 % ✓ → 5 % ✓ → [50 %] ⏸ paused → 100 %",
+    Phase.PROMOTING: "0 % ✓ → 5 % ✓ → 50 % ✓ → 100 % skipped",
+    Phase.ROLLING_BACK: "0 % ✓ → 5 % ✓ → [50 %] ✗ → 100 %",
+    Phase.FAILED: "0 % ✓ → 5 % ✓ → [50 %] ✗ → 100 %",
 }
 
 
@@ -218,11 +218,11 @@ def test_the_stage_line_reads_at_a_glance(phase: Phase) -> None:
 def test_a_release_that_walked_every_stage_shows_them_all_passed_and_its_approval() -> None:
     run = walk_to_success()
     card = release_card(run.release, now=run.now)
-    assert section_starting(card, "*Stages:*") == "*Stages:* 0% ✓ → 5% ✓ → 50% ✓ → 100% ✓"
+    assert section_starting(card, "*Stages:*") == "*Stages:* 0 % ✓ → 5 % ✓ → 50 % ✓ → 100 % ✓"
     approvals = section_starting(card, "*Approvals*")
-    assert approvals.startswith(f"*Approvals*\n✅ stage 3/4 (50%) approved by <@{BOB}> <!date^")
+    assert approvals.startswith(f"*Approvals*\n✅ stage 3/4 (50 %) approved by <@{BOB}> <!date^")
     assert approvals.endswith("|2025-03-03 17:02 UTC>")
-    assert fields_of(card) == ["*Traffic*\nstable v2.4.1 100%"]
+    assert fields_of(card) == ["*Traffic*\nstable v2.4.1 100 %"]
 
 
 def test_weights_and_time_left_follow_the_stage() -> None:
@@ -231,14 +231,14 @@ def test_weights_and_time_left_follow_the_stage() -> None:
     card = release_card(run.release, now=run.now + 10 * MINUTE)
     traffic, stage_time = fields_of(card)
     assert traffic == (
-        "*Traffic*\nstable v2.4.0 100% · canary v2.4.1 0%\nthe canary is also reachable by header"
+        "*Traffic*\nstable v2.4.0 100 % · canary v2.4.1 0 %\nthe canary is also reachable by header"
     )
     assert stage_time.startswith("*Stage time*\n⏱ 50m left, ends <!date^")
     assert stage_time.endswith("|2025-03-03 11:01 UTC>")
 
     run.accept(StageTimerElapsed(), after=HOUR)
     card = release_card(run.release, now=run.now)
-    assert fields_of(card)[0] == "*Traffic*\nstable v2.4.0 95% · canary v2.4.1 5%"
+    assert fields_of(card)[0] == "*Traffic*\nstable v2.4.0 95 % · canary v2.4.1 5 %"
     assert fields_of(card)[1].startswith("*Stage time*\n⏱ 2h left")
 
     late = release_card(run.release, now=run.now + 3 * HOUR)
@@ -257,7 +257,7 @@ def test_a_pause_keeps_the_time_that_was_left() -> None:
 def test_promotion_gives_the_canary_all_traffic() -> None:
     run = run_in(Phase.PROMOTING)
     card = release_card(run.release, now=run.now)
-    assert fields_of(card) == ["*Traffic*\nstable v2.4.0 0% · canary v2.4.1 100%"]
+    assert fields_of(card) == ["*Traffic*\nstable v2.4.0 0 % · canary v2.4.1 100 %"]
 
 
 def test_a_naive_clock_is_refused() -> None:
@@ -316,7 +316,7 @@ def test_a_very_long_pause_reason_is_cut_to_fit() -> None:
     paused = run.accept(Pause(by=BOB, reason=LONG), after=MINUTE)
     card = release_card(run.release, now=run.now)
     assert_cut(status_of(card), 3000)
-    assert status_of(card).startswith("⏸️ *Paused at stage 3/4 (50%)*\nBy <@U0BOB>: the canary xxx")
+    assert status_of(card).startswith("⏸️ *Paused at stage 3/4 (50 %)*\nBy <@U0BOB>: the canary xxx")
     (notice,) = [effect for effect in paused.effects if isinstance(effect, Notify)]
     reply = thread_notice(notice, run.release)
     assert_cut(reply.text, 4000)
@@ -391,7 +391,7 @@ def test_many_approvals_and_stages_stay_within_limits() -> None:
     shown = approvals.count("✅")
     assert left_out + shown == stage_count
     assert shown > 20
-    assert "stage 400/400 (100%) approved" in approvals.splitlines()[-1]
+    assert "stage 400/400 (100 %) approved" in approvals.splitlines()[-1]
     assert_cut(section_starting(card, "*Stages:*"), 3000)
 
 
@@ -484,11 +484,11 @@ def test_a_card_renders_as_readable_lines() -> None:
         "shop-api v2.4.1 · canary release",
         "================================",
         "Started by @U0ANA 2025-03-03 10:00 UTC · plan default · replacing v2.4.0",
-        "✋ Waiting for approval of stage 3/4 (50%)",
+        "✋ Waiting for approval of stage 3/4 (50 %)",
         "Its time is up; it needs approval to move on.",
-        "Traffic: stable v2.4.0 50% · canary v2.4.1 50%",
+        "Traffic: stable v2.4.0 50 % · canary v2.4.1 50 %",
         "Stage time: ⏱ time is up",
-        "Stages: 0% ✓ → 5% ✓ → [50%] ⏸ approval → 100%",
+        "Stages: 0 % ✓ → 5 % ✓ → [50 %] ⏸ approval → 100 %",
         "📊 error rate 0.4 % ✓",
         "[ Approve ] [ Pause ] [ Rollback ]",
         "release rel-1 · updated 2025-03-03 17:01 UTC",

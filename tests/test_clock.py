@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from bot.clock import ServerClock
-from bot.store import ReleaseStore, connect
+from bot.redis.clock import ServerClock
+from bot.redis.store import ReleaseStore, connect
 from tests.infra.processes import free_port
 
 

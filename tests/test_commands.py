@@ -1,4 +1,4 @@
-"""The `/release` grammar (bot.commands): pure, so no service is started.
+"""The `/release` grammar (bot.core.commands): pure, so no service is started.
 
 Run by pytest. Every subcommand parses into its command; every kind of mistake is answered with
 its own message and the right usage text; versions follow github.com/distribution/reference,
@@ -14,7 +14,7 @@ from typing import get_args
 
 import pytest
 
-from bot.commands import (
+from bot.core.commands import (
     USAGE,
     Advance,
     Approve,

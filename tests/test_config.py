@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import (
+from bot.application.apps_file import ConfigError, load_config
+from bot.core.apps import (
     AppConfig,
     BotConfig,
     ChannelRef,
-    ConfigError,
     ErrorRateLimits,
     GatewayApiRouter,
     IstioRouter,
@@ -24,12 +24,10 @@ from bot.config import (
     ReplicasRouter,
     UnknownApp,
     UnknownPlan,
-    format_duration,
-    load_config,
-    parse_duration,
     plan_refusal,
 )
-from bot.plan import DEFAULT_PLAN, Plan, Stage
+from bot.core.durations import format_duration, parse_duration
+from bot.core.plan import DEFAULT_PLAN, Plan, Stage
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "examples" / "apps.yaml"
@@ -65,7 +63,7 @@ def problems_in(path: Path) -> list[str]:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "bot.entrypoints.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -154,8 +152,11 @@ def test_check_config_cli_on_the_example_exits_zero_with_a_summary() -> None:
     assert (
         "  checkout: payments/checkout via gateway-api, plan default, channel C0PAYMENTS" in lines
     )
-    assert "  default (built in): 0% header-routed 1h -> 5% 2h -> 50% 4h +approval -> 100%" in lines
-    assert "  fast: 10% 5m -> 50% 10m +approval -> 100%" in lines
+    assert (
+        "  default (built in): 0 % by header for 1h → 5 % for 2h → 50 % for 4h + approval → 100 %"
+        in lines
+    )
+    assert "  fast: 10 % for 5m → 50 % for 10m + approval → 100 %" in lines
 
 
 def test_check_config_cli_lists_every_problem_and_exits_one() -> None:
@@ -546,8 +547,8 @@ def test_an_app_with_only_required_fields_gets_the_documented_defaults(tmp_path:
 def test_loaded_objects_are_immutable(tmp_path: Path) -> None:
     app = load_config(write_config(tmp_path, VALID_APP)).app("shop-api")
 
-    with pytest.raises(AttributeError):
-        app.namespace = "other"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="frozen"):
+        app.namespace = "other"
     with pytest.raises(ValueError, match="frozen"):
         app.metrics.min_requests = 1
 
@@ -571,12 +572,20 @@ apps:
 
 
 @pytest.mark.parametrize(
-    "text, seconds",
-    [("1m30s", 90), ("30m", 1800), ("1h", 3600), ("2h30m", 9000), ("1d2h3m4s", 93784), ("0s", 0)],
+    "text, seconds, shown",
+    [
+        ("1m30s", 90, "1m 30s"),
+        ("30m", 1800, "30m"),
+        ("1h", 3600, "1h"),
+        ("2h30m", 9000, "2h 30m"),
+        ("1d2h3m4s", 93784, "1d 2h 3m 4s"),
+        ("0s", 0, "0s"),
+    ],
 )
-def test_durations_parse_and_format_back(text: str, seconds: int) -> None:
+def test_durations_parse_and_format_back(text: str, seconds: int, shown: str) -> None:
     assert parse_duration(text) == seconds
-    assert format_duration(seconds) == text
+    assert format_duration(seconds) == shown
+    assert parse_duration(shown) == seconds
 
 
 def test_a_replicas_app_cannot_run_a_plan_with_a_header_routed_stage(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ class DemoRun:
 def _demo_process(*args: str, path: str | None = None) -> subprocess.Popen[str]:
     env = None if path is None else {"PATH": path}
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "demo", *args],
+        [sys.executable, "-m", "bot.entrypoints.cli", "demo", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

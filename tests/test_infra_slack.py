@@ -20,9 +20,9 @@ from slack_bolt.request.payload_utils import is_block_actions, to_action
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
-from bot.commands import USAGE
-from bot.server import REDACTED, SecretRedactor
-from bot.settings import Settings
+from bot.core.commands import USAGE
+from bot.entrypoints.server import REDACTED, SecretRedactor
+from bot.entrypoints.settings import Settings
 from bot.slack.client import build_web_client
 from tests.infra.slack import REPO_ROOT, SIGNING_SECRET
 from tests.infra.slack_requests import BOB, RELEASES, SlackRequests
@@ -166,7 +166,7 @@ def test_app_token_selects_socket_mode_and_a_refusal_is_clear(slack_api, launch_
 
 def test_missing_configuration_names_the_variable() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "serve"],
+        [sys.executable, "-m", "bot.entrypoints.cli", "serve"],
         env={"PATH": "/usr/bin:/bin", "SLACK_SIGNING_SECRET": SIGNING_SECRET},
         cwd=REPO_ROOT,
         capture_output=True,

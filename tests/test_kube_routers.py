@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from bot.errors import PermanentError, TemporaryError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import (
     DEPLOYMENTS,
     DESTINATION_RULES,

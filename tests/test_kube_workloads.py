@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from bot.errors import PermanentError, TemporaryError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import DEPLOYMENTS, NamespacedResources, build_api_client
 from bot.kube.workloads import (
     AppWorkload,

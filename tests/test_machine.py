@@ -1,4 +1,5 @@
-"""The release state machine and record (bot.machine, bot.release): pure, so no service is started.
+"""The release state machine and record (bot.core.machine, bot.core.release): pure, so no service is
+started.
 
 Run by pytest. Every phase meets every event type; the default plan is walked end to end; the
 safety rules (rollback first, gates, four-eyes, pauses, late timers) are each pinned down.
@@ -12,12 +13,11 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
-from bot.machine import (
+from bot.core.machine import (
     Accepted,
     Advance,
     Approve,
     CanaryReady,
-    CancelTimer,
     ChecksFailed,
     ChecksInconclusive,
     ChecksPassed,
@@ -35,14 +35,12 @@ from bot.machine import (
     Rollback,
     RollbackDone,
     StageTimerElapsed,
-    StartTimer,
-    TimerKind,
     UpdateCard,
     start_release,
     transition,
 )
-from bot.plan import DEFAULT_PLAN, HOUR, Plan, Stage
-from bot.release import Approval, DesiredTraffic, Phase, Release, desired_traffic
+from bot.core.plan import DEFAULT_PLAN, HOUR, Plan, Stage
+from bot.core.release import Approval, DesiredTraffic, Phase, Release, desired_traffic
 from tests.releases import ANA, BOB, MINUTE, T0, run_in, start
 
 ONE_OF_EACH: list[Event] = [
@@ -120,7 +118,6 @@ def assert_effects_in_order(accepted: Accepted) -> None:
     card = effects.index(UpdateCard())
     assert all(isinstance(effect, Notify) for effect in effects[card + 1 :])
     assert not any(isinstance(effect, Notify) for effect in effects[:card])
-    assert len([e for e in effects if isinstance(e, StartTimer | CancelTimer)]) <= 1
 
 
 @pytest.mark.parametrize("event", ONE_OF_EACH, ids=lambda event: type(event).__name__)
@@ -160,14 +157,10 @@ def test_the_default_plan_walks_from_0_to_100_percent_and_succeeds() -> None:
     assert run.release.phase is Phase.STARTING
     assert desired_traffic(run.release) == traffic(0)
     for event, after, phase, stage_index, expected_traffic, timer_after in DEFAULT_PLAN_WALK:
-        accepted = run.accept(event, after=after)
+        run.accept(event, after=after)
         assert (run.release.phase, run.release.stage_index) == (phase, stage_index), event
         assert desired_traffic(run.release) == expected_traffic, event
-        timers = [effect for effect in accepted.effects if isinstance(effect, StartTimer)]
-        if timer_after is None:
-            assert timers == [], event
-        else:
-            assert timers == [StartTimer(kind=TimerKind.STAGE_END, due_at=run.now + timer_after)]
+        if timer_after is not None:
             assert run.release.stage_due_at == run.now + timer_after
     assert run.release.approvals == (Approval(by=BOB, at=run.now - 3 * MINUTE, stage_index=2),)
     assert run.release.outcome_reason == "all 4 stages passed"
@@ -209,13 +202,10 @@ def test_a_late_stage_timer_moves_one_stage_and_gives_it_its_full_time() -> None
     run = start()
     run.accept(CanaryReady())
     late = timedelta(hours=5)  # stage 1 was due after 1 h; stage 2 would have been over too
-    accepted = run.accept(StageTimerElapsed(), after=late)
+    run.accept(StageTimerElapsed(), after=late)
     assert run.release.stage_index == 1
     assert run.release.stage_started_at == T0 + late
     assert run.release.stage_due_at == T0 + late + timedelta(hours=2)
-    assert StartTimer(kind=TimerKind.STAGE_END, due_at=T0 + late + timedelta(hours=2)) in (
-        accepted.effects
-    )
     assert "not due until" in run.refuse(StageTimerElapsed())
 
 
@@ -229,7 +219,6 @@ def test_rollback_from_every_unfinished_phase_shifts_traffic_first(phase: Phase)
     assert run.release.pause is None
     assert run.release.stage_due_at is None
     if phase is not Phase.ROLLING_BACK:
-        assert CancelTimer() in accepted.effects
         assert (run.release.outcome_by, run.release.outcome_reason) == (BOB, "customers complain")
     run.accept(RollbackDone(), after=MINUTE)
     assert run.release.phase is Phase.ROLLED_BACK
@@ -271,8 +260,7 @@ def test_the_auto_rollback_alert_names_metric_value_threshold_and_stage() -> Non
 
 def test_pause_keeps_the_remaining_stage_time_and_resume_restores_it() -> None:
     run = run_in(Phase.RUNNING)  # stage 3/4, 4 h
-    paused = run.accept(Pause(by=BOB, reason="checking dashboards"), after=timedelta(hours=1))
-    assert CancelTimer() in paused.effects
+    run.accept(Pause(by=BOB, reason="checking dashboards"), after=timedelta(hours=1))
     assert run.release.pause is not None
     assert run.release.pause.remaining_s == 3 * HOUR
     assert run.release.stage_due_at is None
@@ -282,9 +270,8 @@ def test_pause_keeps_the_remaining_stage_time_and_resume_restores_it() -> None:
         "checking dashboards"
     )
 
-    resumed = run.accept(Resume(by=BOB), after=timedelta(days=2))
+    run.accept(Resume(by=BOB), after=timedelta(days=2))
     due = run.now + timedelta(hours=3)
-    assert resumed.effects[0] == StartTimer(kind=TimerKind.STAGE_END, due_at=due)
     assert (run.release.phase, run.release.stage_due_at, run.release.pause) == (
         Phase.RUNNING,
         due,
@@ -299,7 +286,8 @@ def test_a_pause_with_a_duration_resumes_by_itself() -> None:
     run = run_in(Phase.RUNNING)
     paused = run.accept(Pause(by=BOB, reason="lunch", duration_s=1800), after=timedelta(hours=1))
     resume_at = run.now + timedelta(minutes=30)
-    assert StartTimer(kind=TimerKind.PAUSE_END, due_at=resume_at) in paused.effects
+    assert run.release.pause is not None
+    assert run.release.pause.resume_due_at == resume_at
     assert paused.effects[-1] == Notify(
         kind=NoticeKind.PAUSED,
         text="<@U0BOB> paused shop-api at stage 3/4 (50 %): lunch; "
@@ -337,9 +325,10 @@ def test_a_pause_while_awaiting_approval_resumes_to_awaiting_approval() -> None:
     run.accept(Pause(by=BOB, duration_s=600))
     assert run.release.pause is not None
     assert run.release.pause.remaining_s == 0
-    resumed = run.accept(Resume(by=BOB), after=MINUTE)
+    run.accept(Resume(by=BOB), after=MINUTE)
     assert run.release.phase is Phase.AWAITING_APPROVAL
-    assert resumed.effects[0] == CancelTimer()  # the pause timer must not fire later
+    assert run.release.pause is None  # the pause's due time is gone: it must not fire later
+    assert "does not apply" in run.refuse(PauseTimerElapsed())
     run.accept(Approve(by=BOB))
     assert run.release.stage_index == 3
 
@@ -518,7 +507,7 @@ def test_promote_full_skips_the_remaining_stages_and_records_the_gates_it_passes
     run = start()
     run.accept(CanaryReady())
     accepted = run.accept(Promote(by=BOB, full=True), after=MINUTE)
-    assert accepted.effects[:2] == (ReconcileCluster(), CancelTimer())
+    assert accepted.effects[:2] == (ReconcileCluster(), UpdateCard())
     assert run.release.phase is Phase.PROMOTING
     assert desired_traffic(run.release) == traffic(100)
     assert run.release.approvals == (Approval(by=BOB, at=run.now, stage_index=2),)

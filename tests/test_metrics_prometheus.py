@@ -23,11 +23,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bot.analysis import Metric, MetricsUnavailable, TrackReading, Trend
-from bot.config import AppConfig, AuthorizationConfig, ChannelRef, MetricsConfig, ReplicasRouter
+from bot.core.analysis import Metric, MetricsUnavailable, TrackReading, Trend
+from bot.core.apps import AppConfig, AuthorizationConfig, ChannelRef, MetricsConfig, ReplicasRouter
+from bot.core.plan import DEFAULT_PLAN
 from bot.metrics import prometheus as prometheus_adapter
 from bot.metrics.prometheus import PrometheusMetrics
-from bot.plan import DEFAULT_PLAN
 from tests.infra.exporter import MetricsExporter
 from tests.infra.processes import free_port
 from tests.infra.prometheus_server import SCRAPE_INTERVAL_S, PrometheusServer

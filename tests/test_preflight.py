@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.utils import parse_quantity
 
-from bot.errors import PermanentError, TemporaryError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.preflight import (
     Finding,
     PreflightReport,

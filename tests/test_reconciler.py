@@ -15,7 +15,7 @@ import pytest
 import urllib3
 from kubernetes import client as k8s
 
-from bot.config import (
+from bot.core.apps import (
     AppConfig,
     AuthorizationConfig,
     ChannelRef,
@@ -25,19 +25,8 @@ from bot.config import (
     ReplicasRouter,
     Router,
 )
-from bot.errors import TemporaryError
-from bot.kube.client import (
-    DEPLOYMENTS,
-    DESTINATION_RULES,
-    HTTP_ROUTES,
-    SERVICES,
-    VIRTUAL_SERVICES,
-    Object,
-    ResourceType,
-)
-from bot.kube.reconciler import KubernetesCluster
-from bot.kube.routers.replicas import replica_counts
-from bot.machine import (
+from bot.core.errors import TemporaryError
+from bot.core.machine import (
     Approve,
     CanaryReady,
     Event,
@@ -49,9 +38,20 @@ from bot.machine import (
     RollbackDone,
     StageTimerElapsed,
 )
-from bot.plan import Plan, Stage
-from bot.release import Phase
-from bot.service import Observation
+from bot.core.plan import Plan, Stage
+from bot.core.ports import Observation
+from bot.core.release import Phase
+from bot.kube.client import (
+    DEPLOYMENTS,
+    DESTINATION_RULES,
+    HTTP_ROUTES,
+    SERVICES,
+    VIRTUAL_SERVICES,
+    Object,
+    ResourceType,
+)
+from bot.kube.reconciler import KubernetesCluster
+from bot.kube.routers.replicas import replica_counts
 from tests.infra.kube import KubeCluster
 from tests.infra.processes import wait_until
 from tests.kube_objects import (

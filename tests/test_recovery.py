@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from bot.core.release import Phase, Release
 from bot.kube.routers import TrafficSplit
-from bot.release import Phase, Release
 from bot.slack.cards import ACTION_APPROVE
 from tests.infra.processes import wait_until
 from tests.infra.redis_server import RedisServer

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from bot.core.release import Phase
 from bot.kube.routers import TrafficSplit
-from bot.release import Phase
 from bot.slack.cards import ACTION_APPROVE, ACTION_ROLLBACK
 from tests.infra.release_world import APP, STABLE_IMAGE, World
 from tests.infra.slack_requests import ALICE, BOB, RELEASES

@@ -18,8 +18,8 @@ import redis
 import yaml
 from kubernetes import client as k8s
 
+from bot.core.release import Phase, Release
 from bot.kube.client import DEPLOYMENTS, VIRTUAL_SERVICES
-from bot.release import Phase, Release
 from tests.infra.kube import KubeCluster
 from tests.infra.processes import wait_until
 from tests.infra.redis_server import RedisServer

@@ -9,18 +9,18 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from bot.machine import Accepted, CanaryReady, Rollback, RollbackDone, start_release, transition
-from bot.plan import DEFAULT_PLAN
-from bot.release import Phase, Release
-from bot.store import (
-    AppBusy,
-    AppLocked,
-    HistoryEntry,
-    ReleaseStore,
-    RevisionConflict,
-    StoreUnavailable,
-    connect,
+from bot.core.machine import (
+    Accepted,
+    CanaryReady,
+    Rollback,
+    RollbackDone,
+    start_release,
+    transition,
 )
+from bot.core.plan import DEFAULT_PLAN
+from bot.core.ports import AppBusy, AppLocked, HistoryEntry, RevisionConflict
+from bot.core.release import Phase, Release
+from bot.redis.store import ReleaseStore, StoreUnavailable, connect
 from tests.infra.processes import free_port
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from bot.errors import PermanentError, ReleaseBotError, TemporaryError
+from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
 
 Object = dict[str, Any]
 

@@ -27,8 +27,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from bot.commands import parse_version
-from bot.errors import PermanentError, TemporaryError
+from bot.core.errors import PermanentError, TemporaryError
+from bot.core.images import parse_version
 from bot.kube.workloads import resolve_version
 
 ReleaseKind = Literal["canary", "bluegreen"]

@@ -1,11 +1,12 @@
-"""The cluster side of a release: `KubernetesCluster` implements bot.service.ClusterPort.
+"""The cluster side of a release: `KubernetesCluster` implements
+bot.application.service.ClusterPort.
 
 The server (bot/server.py) builds one around the bot's ApiClient and hands it to the
 ReleaseService, which calls `stable_version` and `preflight` when a release starts, and
 `reconcile` after every transition and on every scheduler tick.
 
 `reconcile` is level-triggered: it reads what the cluster runs, brings it towards what the
-release's phase wants (bot.release.desired_traffic) and reports what it sees. Every step is an
+release's phase wants (bot.core.release.desired_traffic) and reports what it sees. Every step is an
 idempotent call of bot.kube.workloads or bot.kube.routers, so a second call in a row changes
 nothing, and a crash between two steps is repaired by the next call, which redoes the steps
 still needed. By phase:
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
-from bot.commands import parse_version
-from bot.config import AppConfig, GatewayApiRouter, IstioRouter, ReplicasRouter
-from bot.errors import PermanentError
+from bot.core.apps import AppConfig, GatewayApiRouter, IstioRouter, ReplicasRouter
+from bot.core.errors import PermanentError
+from bot.core.images import parse_version
+from bot.core.ports import Observation, PreflightResult
+from bot.core.release import Phase, Release, desired_traffic
 from bot.kube.client import DEPLOYMENTS, NamespacedResources, Object
 from bot.kube.preflight import Finding, Severity, run_preflight
 from bot.kube.routers import (
@@ -44,8 +47,6 @@ from bot.kube.workloads import (
     CanaryWorkloads,
     resolve_version,
 )
-from bot.release import Phase, Release, desired_traffic
-from bot.service import Observation, PreflightResult
 
 _CANARY_PHASES = frozenset({Phase.STARTING, Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED})
 _SEVERITY_MARKS = {Severity.BLOCK: "⛔", Severity.WARN: "⚠️", Severity.PASS: "✅"}

@@ -19,8 +19,8 @@ from typing import Final, Literal
 
 from kubernetes import client as k8s
 
-from bot.commands import parse_version
-from bot.errors import PermanentError
+from bot.core.errors import PermanentError
+from bot.core.images import parse_version
 from bot.kube.client import DEPLOYMENTS, PODS, NamespacedResources, Object
 
 TRACK_LABEL = "track"

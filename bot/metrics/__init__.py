@@ -1,1 +1,2 @@
-"""Metrics adapters: what the release service's analysis reads through bot.analysis.MetricsPort."""
+"""Metrics adapters: what the release service's analysis reads through
+bot.core.analysis.MetricsPort."""

@@ -1,6 +1,6 @@
 """Prometheus adapter: canary and stable traffic of an app (requests, QPS, error rate, p99).
 
-Implements bot.analysis.MetricsPort for the release service, which reads it at every check
+Implements bot.core.analysis.MetricsPort for the release service, which reads it at every check
 interval and for snapshots; the server builds one at start-up with PROMETHEUS_URL as
 `default_url`.
 
@@ -36,8 +36,8 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import exceptions as http_errors
 
-from bot.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
-from bot.config import AppConfig
+from bot.core.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
+from bot.core.apps import AppConfig
 
 Track = Literal["canary", "stable"]
 TRACKS: tuple[Track, ...] = ("canary", "stable")

@@ -1,11 +1,10 @@
 """The Slack side of the release service: a release's card, its thread replies, its channel alerts.
 
-Built by bot.server with the bot's Web API client (bot.slack.client.build_web_client, which
-already waits out 429s and retries connection errors) and handed to bot.service.ReleaseService
-as its AnnouncerPort. The messages themselves come from bot.slack.cards. Any call Slack still
-refuses becomes a TemporaryError naming the Web API method and Slack's error code; the service
-logs it and the release's next change tries again.
-"""
+Built by bot.entrypoints.server with the bot's Web API client (bot.slack.client.build_web_client,
+which already waits out 429s and retries connection errors) and handed to
+bot.application.service.ReleaseService as its AnnouncerPort. The messages themselves come from
+bot.slack.cards. Any call Slack still refuses becomes a TemporaryError naming the Web API method and
+Slack's error code; the service logs it and the release's next change tries again."""
 
 from __future__ import annotations
 
@@ -18,11 +17,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject
 
-from bot.config import BotConfig
-from bot.errors import TemporaryError
-from bot.machine import Notify
-from bot.release import Release
-from bot.service import SlackRefs
+from bot.core.apps import BotConfig
+from bot.core.errors import TemporaryError
+from bot.core.machine import Notify
+from bot.core.ports import SlackRefs
+from bot.core.release import Release
 from bot.slack.cards import CardMessage, release_card, rollback_alert, thread_notice
 
 log = structlog.get_logger(__name__)

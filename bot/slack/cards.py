@@ -27,9 +27,10 @@ from slack_sdk.models.blocks import (
     TextObject,
 )
 
-from bot.machine import Notify
-from bot.machine import _duration_text as duration_text
-from bot.release import NoticeKind, Phase, Release, desired_traffic
+from bot.core.durations import format_duration
+from bot.core.machine import Advance, Approve, Event, Notify, Pause, Resume, Rollback, offers
+from bot.core.release import NoticeKind, Phase, Release, desired_traffic
+from bot.core.text import percent
 
 ACTION_APPROVE = "release.approve"
 ACTION_ADVANCE = "release.advance"
@@ -106,7 +107,7 @@ class CardMessage:
 def release_card(release: Release, *, now: datetime) -> CardMessage:
     """The release's one message in its channel, rebuilt and edited in place after each change.
 
-    `release.latest_metrics`, the newest metrics summary (bot.analysis.summary_line), is shown
+    `release.latest_metrics`, the newest metrics summary (bot.core.analysis.summary_line), is shown
     when there is one.
     """
     if now.tzinfo is None:
@@ -255,12 +256,13 @@ def _stage_fields(release: Release, now: datetime) -> list[str]:
 
 def _traffic_text(release: Release) -> str:
     if release.phase is Phase.SUCCEEDED:
-        return f"{_stable(release.version)} 100%"
+        return f"{_stable(release.version)} {percent(100)}"
     if release.phase.is_terminal:
-        return f"{_stable(release.previous_version)} 100%"
+        return f"{_stable(release.previous_version)} {percent(100)}"
     traffic = desired_traffic(release)
-    canary = f"canary {release.version} {traffic.canary_weight}%"
-    text = f"{_stable(release.previous_version)} {100 - traffic.canary_weight}% · {canary}"
+    canary = f"canary {release.version} {percent(traffic.canary_weight)}"
+    stable = percent(100 - traffic.canary_weight)
+    text = f"{_stable(release.previous_version)} {stable} · {canary}"
     if traffic.header_routing:
         text += "\nthe canary is also reachable by header"
     return text
@@ -276,12 +278,12 @@ def _stage_time_text(release: Release, now: datetime) -> str | None:
         left = (release.stage_due_at - now).total_seconds()
         ends = _slack_time(release.stage_due_at)
         return (
-            f"⏱ {duration_text(left)} left, ends {ends}" if left > 0 else f"⏱ time is up ({ends})"
+            f"⏱ {format_duration(left)} left, ends {ends}" if left > 0 else f"⏱ time is up ({ends})"
         )
     if release.phase is Phase.AWAITING_APPROVAL:
         return "⏱ time is up"
     if release.pause is not None and release.pause.paused_from is Phase.RUNNING:
-        return f"⏱ stopped with {duration_text(release.pause.remaining_s)} left"
+        return f"⏱ stopped with {format_duration(release.pause.remaining_s)} left"
     if release.pause is not None:
         return "⏱ time was up"
     return None
@@ -299,13 +301,13 @@ _PROMOTED = {Phase.PROMOTING, Phase.SUCCEEDED}
 
 
 def _progress_line(release: Release) -> str:
-    """E.g. `0% ✓ → 5% ✓ → [50%] ⏸ approval → 100%`: passed, current (bracketed), to come."""
+    """E.g. `0 % ✓ → 5 % ✓ → [50 %] ⏸ approval → 100 %`: passed, current (bracketed), to come."""
     return " → ".join(_stage_step(release, index) for index in range(len(release.plan.stages)))
 
 
 def _stage_step(release: Release, index: int) -> str:
     stage = release.plan.stages[index]
-    weight = f"{stage.weight}%"
+    weight = percent(stage.weight)
     entered = release.stage_started_at is not None  # False while the canary is still starting
     if index < release.stage_index or (index == release.stage_index and release.phase in _PROMOTED):
         return f"{weight} ✓"
@@ -340,37 +342,39 @@ def _latest_lines(lines: list[str], limit: int) -> str:
 
 def _stage_name(release: Release, index: int) -> str:
     stages = release.plan.stages
-    return f"stage {index + 1}/{len(stages)} ({stages[index].weight}%)"
+    return f"stage {index + 1}/{len(stages)} ({percent(stages[index].weight)})"
 
 
 # Buttons.
 
 
+@dataclass(frozen=True, slots=True)
+class _ButtonSpec:
+    label: str
+    action_id: str
+    event: type[Event]
+    style: str | None = None
+
+
+_BUTTONS = (
+    _ButtonSpec("Approve", ACTION_APPROVE, Approve, style="primary"),
+    _ButtonSpec("Advance", ACTION_ADVANCE, Advance),
+    _ButtonSpec("Pause", ACTION_PAUSE, Pause),
+    _ButtonSpec("Resume", ACTION_RESUME, Resume),
+)
+
+
 def _buttons(release: Release) -> list[ButtonElement]:
-    """The actions the state machine can accept in the release's phase; none once finished."""
-    if release.phase.is_terminal:
-        return []
-    buttons: list[ButtonElement] = []
-    if _approvable(release):
-        buttons.append(_button(release, "Approve", ACTION_APPROVE, style="primary"))
-    if release.phase is Phase.RUNNING:
-        buttons.append(_button(release, "Advance", ACTION_ADVANCE))
-    if release.phase in {Phase.RUNNING, Phase.AWAITING_APPROVAL}:
-        buttons.append(_button(release, "Pause", ACTION_PAUSE))
-    if release.phase is Phase.PAUSED:
-        buttons.append(_button(release, "Resume", ACTION_RESUME))
-    buttons.append(_rollback_button(release))
+    """The actions the state machine offers in the release's phase (bot.core.machine.offers),
+    Rollback last; none once finished."""
+    buttons = [
+        _button(release, spec.label, spec.action_id, style=spec.style)
+        for spec in _BUTTONS
+        if offers(release, spec.event)
+    ]
+    if offers(release, Rollback):
+        buttons.append(_rollback_button(release))
     return buttons
-
-
-def _approvable(release: Release) -> bool:
-    if release.phase is Phase.AWAITING_APPROVAL:
-        return True
-    return (
-        release.phase is Phase.RUNNING
-        and release.stage.needs_approval
-        and release.approval_of(release.stage_index) is None
-    )
 
 
 def _button(

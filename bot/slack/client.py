@@ -1,4 +1,5 @@
-"""The Slack Web API client the bot posts with; built by bot.server for the Bolt app and the
+"""The Slack Web API client the bot posts with; built by bot.entrypoints.server for the Bolt app and
+the
 Slack announcer alike."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
-from bot.settings import Settings
+from bot.entrypoints.settings import Settings
 
 RATE_LIMIT_RETRIES = 3
 """How often one Web API call waits out a 429 (sleeping Retry-After seconds) before it fails."""

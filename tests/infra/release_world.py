@@ -19,6 +19,7 @@ import pytest
 import redis
 from kubernetes import client as k8s
 
+from bot.core.release import Phase, Release
 from bot.kube.client import DEPLOYMENTS, HTTP_ROUTES, SERVICES, VIRTUAL_SERVICES
 from bot.kube.routers import (
     GatewaySettings,
@@ -29,8 +30,7 @@ from bot.kube.routers import (
     build_router,
 )
 from bot.kube.workloads import AppWorkload, CanaryWorkloads
-from bot.release import Phase, Release
-from bot.store import ReleaseStore
+from bot.redis.store import ReleaseStore
 from tests.infra.kube import KubeCluster
 from tests.infra.processes import wait_until
 from tests.infra.redis_server import RedisServer

@@ -4,7 +4,8 @@ A pytest plugin (listed in tests/conftest.py). Fixtures:
 - `slack_standin`: the stand-in for Slack's Web API (session-scoped; see slack_standin.py);
 - `slack_api`: the same stand-in, reset for the test (no calls, messages or faults left over);
 - `slack_requests`: builds requests signed with the bot's signing secret;
-- `launch_bot`: starts `python -m bot.cli serve` with extra environment, waits for /readyz;
+- `launch_bot`: starts `python -m bot.entrypoints.cli serve` with extra environment, waits
+  for /readyz;
 - `bot_process`: one bot launched with the defaults (HTTP mode, LOG_LEVEL=DEBUG).
 """
 
@@ -139,5 +140,5 @@ def _bot_process(environment: Mapping[str, str], log_path: Path) -> ManagedProce
     """`env -i` so the bot sees exactly `environment` (plus PATH and locale), nothing else."""
     inherited = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
     assignments = [f"{name}={value}" for name, value in {**inherited, **environment}.items()]
-    argv = ["env", "-i", *assignments, sys.executable, "-m", "bot.cli", "serve"]
+    argv = ["env", "-i", *assignments, sys.executable, "-m", "bot.entrypoints.cli", "serve"]
     return ManagedProcess("release-bot", argv, log_path, cwd=REPO_ROOT)

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 
 from kubernetes import client as k8s
 
-from bot.errors import PermanentError
+from bot.core.errors import PermanentError
 from bot.kube.client import Object
 from bot.kube.workloads import STABLE_TRACK, TRACK_LABEL, CanaryWorkloads
 

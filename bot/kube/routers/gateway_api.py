@@ -16,7 +16,7 @@ import copy
 
 from kubernetes import client as k8s
 
-from bot.errors import PermanentError
+from bot.core.errors import PermanentError
 from bot.kube.client import HTTP_ROUTES, SERVICES, NamespacedResources, Object
 from bot.kube.routers import (
     GatewaySettings,

@@ -15,7 +15,7 @@ import copy
 
 from kubernetes import client as k8s
 
-from bot.errors import PermanentError
+from bot.core.errors import PermanentError
 from bot.kube.client import DESTINATION_RULES, VIRTUAL_SERVICES, NamespacedResources, Object
 from bot.kube.routers import (
     IstioSettings,

@@ -8,7 +8,7 @@ routing, is a PermanentError, and the split it reports is always 100 % stable.
 
 from __future__ import annotations
 
-from bot.errors import PermanentError
+from bot.core.errors import PermanentError
 from bot.kube.routers import TrafficSplit, validate_weight
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
-from bot.errors import PermanentError, TemporaryError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import SERVICES, NamespacedResources
 from bot.kube.routers import ReplicaSettings, TrafficSplit, split_of, validate_weight
 from bot.kube.workloads import (

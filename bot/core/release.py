@@ -1,6 +1,6 @@
 """The release record: everything the bot knows about one release, stored as JSON in Redis.
 
-Built and changed only by the state machine (bot.machine); read by the store, the reconciler
+Built and changed only by the state machine (bot.core.machine); read by the store, the reconciler
 (through `desired_traffic`), the Slack adapter and the scheduler. Pure data, no I/O.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
 
-from bot.plan import Plan, Stage
+from bot.core.plan import Plan, Stage
 
 NonBlank = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
 
@@ -23,7 +23,7 @@ class ReleaseKind(StrEnum):
 
 
 class Phase(StrEnum):
-    """Where a release is in its life; bot.machine defines which events move it on."""
+    """Where a release is in its life; bot.core.machine defines which events move it on."""
 
     STARTING = "starting"  # canary being created, 0 % traffic
     RUNNING = "running"  # in a stage, stage timer counting
@@ -41,7 +41,7 @@ class Phase(StrEnum):
 
 
 class NoticeKind(StrEnum):
-    """What a thread message is about (bot.machine decides them, the Slack cards show them)."""
+    """What a thread message is about (bot.core.machine decides them, the Slack cards show them)."""
 
     STARTED = "started"
     PREFLIGHT = "preflight"
@@ -113,7 +113,7 @@ class Release(_Record):
     and why, from the moment it is decided (promotion or rollback); `finished_at` is set when it
     reaches a terminal phase. `card_ts` / `thread_ts` are the Slack message refs, set by the
     Slack adapter once the card is posted. The `checks_*`, `last_check_at`, `latest_metrics`
-    and `last_snapshot_at` fields record the canary analysis (bot.analysis) as it goes.
+    and `last_snapshot_at` fields record the canary analysis (bot.core.analysis) as it goes.
     """
 
     id: NonBlank

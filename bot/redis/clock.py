@@ -1,9 +1,8 @@
 """The bot's clock: Redis's, so that every replica agrees on when a stage or pause is due.
 
-Built by bot.server for the release service. Reading Redis's TIME on every call would cost a
-round trip each; instead the offset between Redis and this machine is measured now and then
-and added to the local clock. Until Redis has answered once, the local clock stands in.
-"""
+Built by bot.entrypoints.server for the release service. Reading Redis's TIME on every call would
+cost a round trip each; instead the offset between Redis and this machine is measured now and then
+and added to the local clock. Until Redis has answered once, the local clock stands in."""
 
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from bot.errors import ReleaseBotError
-from bot.store import ReleaseStore
+from bot.core.errors import ReleaseBotError
+from bot.redis.store import ReleaseStore
 
 log = structlog.get_logger(__name__)
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from bot.plan import Plan
-from bot.release import Approval, NoticeKind, OutboxNotice, PauseInfo, Phase, Release
+from bot.core.durations import format_duration
+from bot.core.plan import Plan
+from bot.core.release import Approval, NoticeKind, OutboxNotice, PauseInfo, Phase, Release
+from bot.core.text import amount, mention, percent, plan_text
 
 # Events. `by` is the Slack user id of the person acting. `stage_index` on a person's event is the
 # stage they were looking at (a button carries it; a slash command leaves it None): if the release
@@ -148,28 +149,13 @@ Event = (
 )
 
 
-# Effects, carried out in the order given. A release has at most one timer: StartTimer replaces it.
-
-
-class TimerKind(StrEnum):
-    STAGE_END = "stage_end"  # deliver StageTimerElapsed
-    PAUSE_END = "pause_end"  # deliver PauseTimerElapsed
+# Effects, carried out in the order given. Time needs none: a stage's or pause's due time is in
+# the release record, and the scheduler delivers the timer events once it has passed.
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReconcileCluster:
-    """Bring the cluster to the release's desired state (bot.release.desired_traffic)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartTimer:
-    kind: TimerKind
-    due_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CancelTimer:
-    pass
+    """Bring the cluster to the release's desired state (bot.core.release.desired_traffic)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,7 +172,7 @@ class Notify:
     in_channel: bool = False
 
 
-Effect = ReconcileCluster | StartTimer | CancelTimer | UpdateCard | Notify
+Effect = ReconcileCluster | UpdateCard | Notify
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,7 +192,6 @@ class _Change:
 
     release: Release
     reconcile: bool = False
-    timer: StartTimer | CancelTimer | None = None
     notices: tuple[Notify, ...] = ()
 
     def preceded_by(self, notice: Notify) -> _Change:
@@ -218,8 +203,6 @@ class _Change:
     def accepted(self) -> Accepted:
         """Cluster first (nothing stands between a decision and the traffic shift), people last."""
         effects: list[Effect] = [ReconcileCluster()] if self.reconcile else []
-        if self.timer is not None:
-            effects.append(self.timer)
         effects.append(UpdateCard())
         effects.extend(self.notices)
         return Accepted(release=self.release, effects=tuple(effects))
@@ -259,8 +242,8 @@ def start_release(
     )
     replacing = f" (replacing {previous_version})" if previous_version else ""
     text = (
-        f"{_mention(requested_by)} started a canary of {app} {version}{replacing}, "
-        f"plan {plan.name}: {_plan_text(plan)}"
+        f"{mention(requested_by)} started a canary of {app} {version}{replacing}, "
+        f"plan {plan.name}: {plan_text(plan)}"
     )
     return _Change(
         release=release, reconcile=True, notices=(_notice(NoticeKind.STARTED, text),)
@@ -287,11 +270,18 @@ def transition(release: Release, event: Event, *, now: datetime) -> Accepted | R
     """Apply `event` to `release` at `now` (timezone-aware); no phase and event makes it raise."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    step = TRANSITIONS.get((release.phase, type(event)))
-    if step is None:
+    entry = TRANSITIONS.get((release.phase, type(event)))
+    if entry is None:
         return Refused(reason=_refusal_reason(release, event, now))
-    decided = step(release, event, now)
-    return decided if isinstance(decided, Refused) else decided.accepted()
+    decided = entry.step(release, event, now)
+    if isinstance(decided, Refused):
+        return decided
+    if decided.release.phase not in entry.targets:
+        raise AssertionError(
+            f"{release.phase} + {type(event).__name__} led to {decided.release.phase}, "
+            f"which TRANSITIONS does not list"
+        )
+    return decided.accepted()
 
 
 # Steps: one per accepted (phase, event type). A step may still refuse when a guard fails.
@@ -322,7 +312,7 @@ def _advance(release: Release, event: Advance, now: datetime) -> _Change | Refus
     if refused := _aimed_at_other_stage(release, event.stage_index):
         return refused
     notice = _notice(
-        NoticeKind.ADVANCED, f"{_mention(event.by)} ended {_stage_label(release)} early"
+        NoticeKind.ADVANCED, f"{mention(event.by)} ended {_stage_label(release)} early"
     )
     if _gate_is_closed(release):
         return _await_approval(release).preceded_by(notice)
@@ -336,17 +326,17 @@ def _approve(release: Release, event: Approve, now: datetime) -> _Change | Refus
     if not release.stage.needs_approval:
         return Refused(reason=f"{stage} of {release.app} needs no approval")
     if earlier := release.approval_of(release.stage_index):
-        approver = f"{_mention(earlier.by)} at {_clock(earlier.at, now)}"
+        approver = f"{mention(earlier.by)} at {_clock(earlier.at, now)}"
         return Refused(reason=f"{stage} of {release.app} is already approved by {approver}")
     if refused := _four_eyes_refusal(release, event.by, release.stage_index):
         return refused
     approved = _with_approvals(release, by=event.by, now=now, stage_indexes=[release.stage_index])
     if release.phase is Phase.RUNNING:
         text = (
-            f"{_mention(event.by)} approved {stage} ahead of time; it moves on when its timer ends"
+            f"{mention(event.by)} approved {stage} ahead of time; it moves on when its timer ends"
         )
         return _Change(release=approved, notices=(_notice(NoticeKind.APPROVED, text),))
-    notice = _notice(NoticeKind.APPROVED, f"{_mention(event.by)} approved {stage}")
+    notice = _notice(NoticeKind.APPROVED, f"{mention(event.by)} approved {stage}")
     return _leave_stage(approved, now, by=event.by).preceded_by(notice)
 
 
@@ -365,7 +355,7 @@ def _promote(release: Release, event: Promote, now: datetime) -> _Change | Refus
         return _begin_promotion(approved, by=event.by)
     notice = _notice(
         NoticeKind.ADVANCED,
-        f"{_mention(event.by)} promoted {release.app} past {_stage_label(release)}",
+        f"{mention(event.by)} promoted {release.app} past {_stage_label(release)}",
     )
     return _leave_stage(approved, now, by=event.by).preceded_by(notice)
 
@@ -376,14 +366,11 @@ def _pause(release: Release, event: Pause, now: datetime) -> _Change | Refused:
     resume_due_at = None if event.duration_s is None else now + timedelta(seconds=event.duration_s)
     paused = _hold(release, now, by=event.by, reason=event.reason, resume_due_at=resume_due_at)
     stage = _stage_label(release)
-    text = f"{_mention(event.by)} paused {release.app} at {stage}{_reason_suffix(event.reason)}"
+    text = f"{mention(event.by)} paused {release.app} at {stage}{_reason_suffix(event.reason)}"
     if resume_due_at is None:
-        return _Change(
-            release=paused, timer=CancelTimer(), notices=(_notice(NoticeKind.PAUSED, text),)
-        )
+        return _Change(release=paused, notices=(_notice(NoticeKind.PAUSED, text),))
     text += f"; it resumes by itself at {_clock(resume_due_at, now)}"
-    timer = StartTimer(kind=TimerKind.PAUSE_END, due_at=resume_due_at)
-    return _Change(release=paused, timer=timer, notices=(_notice(NoticeKind.PAUSED, text),))
+    return _Change(release=paused, notices=(_notice(NoticeKind.PAUSED, text),))
 
 
 def _checks_passed(release: Release, event: ChecksPassed, now: datetime) -> _Change:
@@ -426,13 +413,12 @@ def _checks_inconclusive(release: Release, event: ChecksInconclusive, now: datet
     )
     return _Change(
         release=paused,
-        timer=CancelTimer(),
         notices=(_notice(NoticeKind.PAUSED, text, in_channel=True),),
     )
 
 
 def _resume(release: Release, event: Resume, now: datetime) -> _Change:
-    return _end_pause(release, now, opening=f"{_mention(event.by)} resumed {release.app}")
+    return _end_pause(release, now, opening=f"{mention(event.by)} resumed {release.app}")
 
 
 def _pause_timer_elapsed(
@@ -451,19 +437,19 @@ def _pause_timer_elapsed(
 def _rollback(release: Release, event: Rollback, now: datetime) -> _Change:
     reason = event.reason or "no reason given"
     what = f"{release.app} {release.version} {_where(release)}"
-    text = f"{_mention(event.by)} is rolling back {what}: {reason}"
+    text = f"{mention(event.by)} is rolling back {what}: {reason}"
     return _begin_rollback(
         release, by=event.by, reason=reason, notice=_notice(NoticeKind.ROLLBACK, text)
     )
 
 
 def _repeat_rollback(release: Release, event: Rollback, now: datetime) -> _Change:
-    text = f"{_mention(event.by)} asked to roll back again; sending all traffic to stable once more"
+    text = f"{mention(event.by)} asked to roll back again; sending all traffic to stable once more"
     return _Change(release=release, reconcile=True, notices=(_notice(NoticeKind.ROLLBACK, text),))
 
 
 def _checks_failed(release: Release, event: ChecksFailed, now: datetime) -> _Change:
-    value, threshold = _amount(event.value, event.unit), _amount(event.threshold, event.unit)
+    value, threshold = amount(event.value, event.unit), amount(event.threshold, event.unit)
     reading = f"{event.metric} is {value} against a threshold of {threshold}"
     failed = release.checks_failed + 1
     if failed <= event.failure_limit and release.phase is not Phase.PROMOTING:
@@ -514,10 +500,25 @@ def _fail(release: Release, event: Fail, now: datetime) -> _Change:
         "All traffic is being sent to stable; someone needs to look at the cluster"
     )
     notice = _notice(NoticeKind.FAILED, text, in_channel=True)
-    return _Change(release=failed, reconcile=True, timer=CancelTimer(), notices=(notice,))
+    return _Change(release=failed, reconcile=True, notices=(notice,))
 
 
 Step = Callable[[Release, Any, datetime], "_Change | Refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What the machine does with one (phase, event type) pair: the step that decides, the phases
+    it may lead to, and when a person is offered it as a button (bot.slack.cards asks `offers`)."""
+
+    step: Step
+    targets: frozenset[Phase]
+    offered: Callable[[Release], bool] = lambda release: True
+
+
+def _to(*phases: Phase) -> frozenset[Phase]:
+    return frozenset(phases)
+
 
 _UNFINISHED = (
     Phase.STARTING,
@@ -528,33 +529,66 @@ _UNFINISHED = (
     Phase.ROLLING_BACK,
 )
 _NOT_YET_ROLLING_BACK = tuple(phase for phase in _UNFINISHED if phase is not Phase.ROLLING_BACK)
+_LEAVING_A_STAGE = _to(Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PROMOTING)
+_BACK_FROM_A_PAUSE = _to(Phase.RUNNING, Phase.AWAITING_APPROVAL)
+_MOVED_ON = _to(Phase.RUNNING, Phase.PROMOTING)
 
-TRANSITIONS: dict[tuple[Phase, type[Event]], Step] = {
-    (Phase.STARTING, CanaryReady): _canary_ready,
-    (Phase.RUNNING, StageTimerElapsed): _stage_timer_elapsed,
-    (Phase.RUNNING, Advance): _advance,
-    (Phase.RUNNING, Approve): _approve,
-    (Phase.AWAITING_APPROVAL, Approve): _approve,
-    (Phase.RUNNING, Promote): _promote,
-    (Phase.AWAITING_APPROVAL, Promote): _promote,
-    (Phase.RUNNING, Pause): _pause,
-    (Phase.AWAITING_APPROVAL, Pause): _pause,
-    (Phase.RUNNING, ChecksInconclusive): _checks_inconclusive,
-    (Phase.AWAITING_APPROVAL, ChecksInconclusive): _checks_inconclusive,
-    (Phase.PAUSED, ChecksInconclusive): _recheck_while_paused,
-    (Phase.RUNNING, ChecksPassed): _checks_passed,
-    (Phase.AWAITING_APPROVAL, ChecksPassed): _checks_passed,
-    (Phase.PAUSED, ChecksPassed): _checks_passed,
-    (Phase.PAUSED, Resume): _resume,
-    (Phase.PAUSED, PauseTimerElapsed): _pause_timer_elapsed,
-    (Phase.PROMOTING, PromotionDone): _promotion_done,
-    (Phase.ROLLING_BACK, RollbackDone): _rollback_done,
-    (Phase.ROLLING_BACK, Rollback): _repeat_rollback,
+
+def _tolerated_or_rolled_back(phase: Phase) -> frozenset[Phase]:
+    """A failed check within the failure limit leaves the phase as it is (not while promoting)."""
+    if phase is Phase.PROMOTING:
+        return _to(Phase.ROLLING_BACK)
+    return _to(phase, Phase.ROLLING_BACK)
+
+
+TRANSITIONS: dict[tuple[Phase, type[Event]], Transition] = {
+    (Phase.STARTING, CanaryReady): Transition(_canary_ready, _to(Phase.RUNNING)),
+    (Phase.RUNNING, StageTimerElapsed): Transition(_stage_timer_elapsed, _LEAVING_A_STAGE),
+    (Phase.RUNNING, Advance): Transition(_advance, _LEAVING_A_STAGE),
+    (Phase.RUNNING, Approve): Transition(
+        _approve,
+        _to(Phase.RUNNING),
+        offered=lambda release: _gate_is_closed(release),  # noqa: PLW0108 (defined below)
+    ),
+    (Phase.AWAITING_APPROVAL, Approve): Transition(_approve, _MOVED_ON),
+    (Phase.RUNNING, Promote): Transition(_promote, _MOVED_ON),
+    (Phase.AWAITING_APPROVAL, Promote): Transition(_promote, _MOVED_ON),
+    (Phase.RUNNING, Pause): Transition(_pause, _to(Phase.PAUSED)),
+    (Phase.AWAITING_APPROVAL, Pause): Transition(_pause, _to(Phase.PAUSED)),
+    (Phase.RUNNING, ChecksInconclusive): Transition(_checks_inconclusive, _to(Phase.PAUSED)),
+    (Phase.AWAITING_APPROVAL, ChecksInconclusive): Transition(
+        _checks_inconclusive, _to(Phase.PAUSED)
+    ),
+    (Phase.PAUSED, ChecksInconclusive): Transition(_recheck_while_paused, _to(Phase.PAUSED)),
+    (Phase.RUNNING, ChecksPassed): Transition(_checks_passed, _to(Phase.RUNNING)),
+    (Phase.AWAITING_APPROVAL, ChecksPassed): Transition(
+        _checks_passed, _to(Phase.AWAITING_APPROVAL)
+    ),
+    (Phase.PAUSED, ChecksPassed): Transition(
+        _checks_passed, _to(Phase.PAUSED, *_BACK_FROM_A_PAUSE)
+    ),
+    (Phase.PAUSED, Resume): Transition(_resume, _BACK_FROM_A_PAUSE),
+    (Phase.PAUSED, PauseTimerElapsed): Transition(_pause_timer_elapsed, _BACK_FROM_A_PAUSE),
+    (Phase.PROMOTING, PromotionDone): Transition(_promotion_done, _to(Phase.SUCCEEDED)),
+    (Phase.ROLLING_BACK, RollbackDone): Transition(_rollback_done, _to(Phase.ROLLED_BACK)),
+    (Phase.ROLLING_BACK, Rollback): Transition(_repeat_rollback, _to(Phase.ROLLING_BACK)),
     # Stopping harm is never gated: every unfinished phase accepts these.
-    **{(phase, Rollback): _rollback for phase in _NOT_YET_ROLLING_BACK},
-    **{(phase, ChecksFailed): _checks_failed for phase in _NOT_YET_ROLLING_BACK},
-    **{(phase, Fail): _fail for phase in _UNFINISHED},
+    **{
+        (phase, Rollback): Transition(_rollback, _to(Phase.ROLLING_BACK))
+        for phase in _NOT_YET_ROLLING_BACK
+    },
+    **{
+        (phase, ChecksFailed): Transition(_checks_failed, _tolerated_or_rolled_back(phase))
+        for phase in _NOT_YET_ROLLING_BACK
+    },
+    **{(phase, Fail): Transition(_fail, _to(Phase.FAILED)) for phase in _UNFINISHED},
 }
+
+
+def offers(release: Release, action: type[Event]) -> bool:
+    """True when a person should be offered `action` on this release now (a card's buttons)."""
+    entry = TRANSITIONS.get((release.phase, action))
+    return entry is not None and entry.offered(release)
 
 
 # Moves shared by the steps.
@@ -574,14 +608,13 @@ def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
     if stage.header_routed and stage.weight == 0:
         traffic = "no public traffic, the canary is reachable by header"
     else:
-        traffic = f"{stage.weight} % of traffic goes to the canary"
-    span = f" for {_duration_text(stage.duration_s)}" if stage.duration_s else ""
+        traffic = f"{percent(stage.weight)} of traffic goes to the canary"
+    span = f" for {format_duration(stage.duration_s)}" if stage.duration_s else ""
     gate = ", then it waits for approval" if stage.needs_approval else ""
     text = f"{_stage_label(entered)}{span}: {traffic}{gate}"
     return _Change(
         release=entered,
         reconcile=True,
-        timer=StartTimer(kind=TimerKind.STAGE_END, due_at=due),
         notices=(_notice(NoticeKind.STAGE_STARTED, text),),
     )
 
@@ -594,12 +627,11 @@ def _leave_stage(release: Release, now: datetime, *, by: str | None) -> _Change:
 
 def _await_approval(release: Release) -> _Change:
     waiting = release.evolve(phase=Phase.AWAITING_APPROVAL, stage_due_at=None)
-    who = f"someone other than {_mention(release.requested_by)}" if release.four_eyes else "someone"
+    who = f"someone other than {mention(release.requested_by)}" if release.four_eyes else "someone"
     command = f"/release approve {release.app}"
     text = f"{_stage_label(release)} is done and needs approval from {who}: {command}"
     return _Change(
         release=waiting,
-        timer=CancelTimer(),
         notices=(_notice(NoticeKind.APPROVAL_REQUESTED, text),),
     )
 
@@ -610,9 +642,9 @@ def _begin_promotion(release: Release, *, by: str | None) -> _Change:
     if by is None:
         reason = f"all {stage_count} stages passed"
     elif skipped:
-        reason = f"promoted by {_mention(by)}, skipping {skipped} of {stage_count} stages"
+        reason = f"promoted by {mention(by)}, skipping {skipped} of {stage_count} stages"
     else:
-        reason = f"promoted by {_mention(by)} from the last stage"
+        reason = f"promoted by {mention(by)} from the last stage"
     promoting = release.evolve(
         phase=Phase.PROMOTING, stage_due_at=None, outcome_by=by, outcome_reason=reason
     )
@@ -623,7 +655,6 @@ def _begin_promotion(release: Release, *, by: str | None) -> _Change:
     return _Change(
         release=promoting,
         reconcile=True,
-        timer=CancelTimer(),
         notices=(_notice(NoticeKind.PROMOTING, text),),
     )
 
@@ -636,7 +667,7 @@ def _begin_rollback(release: Release, *, by: str | None, reason: str, notice: No
         outcome_by=by,
         outcome_reason=reason,
     )
-    return _Change(release=rolling_back, reconcile=True, timer=CancelTimer(), notices=(notice,))
+    return _Change(release=rolling_back, reconcile=True, notices=(notice,))
 
 
 def _hold(
@@ -663,14 +694,12 @@ def _end_pause(release: Release, now: datetime, *, opening: str) -> _Change:
     if pause.paused_from is Phase.AWAITING_APPROVAL:
         waiting = release.evolve(phase=Phase.AWAITING_APPROVAL, pause=None)
         text = f"{opening}; {_stage_label(release)} still waits for approval"
-        cancel = CancelTimer() if pause.resume_due_at is not None else None
-        return _Change(release=waiting, timer=cancel, notices=(_notice(NoticeKind.RESUMED, text),))
+        return _Change(release=waiting, notices=(_notice(NoticeKind.RESUMED, text),))
     due = now + timedelta(seconds=pause.remaining_s)
     running = release.evolve(phase=Phase.RUNNING, pause=None, stage_due_at=due)
-    left = _duration_text(pause.remaining_s)
+    left = format_duration(pause.remaining_s)
     text = f"{opening}; {_stage_label(release)} goes on with {left} left"
-    timer = StartTimer(kind=TimerKind.STAGE_END, due_at=due)
-    return _Change(release=running, timer=timer, notices=(_notice(NoticeKind.RESUMED, text),))
+    return _Change(release=running, notices=(_notice(NoticeKind.RESUMED, text),))
 
 
 def _with_approvals(
@@ -695,7 +724,7 @@ def _four_eyes_refusal(release: Release, user: str, index: int) -> Refused | Non
     if release.four_eyes and user == release.requested_by:
         stage = _stage_label(release, index)
         return Refused(
-            reason=f"four-eyes rule: {_mention(user)} requested this release of {release.app}, "
+            reason=f"four-eyes rule: {mention(user)} requested this release of {release.app}, "
             f"so someone else must approve {stage}"
         )
     return None
@@ -768,7 +797,7 @@ def _phase_text(release: Release) -> str:
 
 def _pause_text(release: Release) -> str:
     assert release.pause is not None  # only called while PAUSED
-    who = f" by {_mention(release.pause.by)}" if release.pause.by else ""
+    who = f" by {mention(release.pause.by)}" if release.pause.by else ""
     return f"paused{who}{_reason_suffix(release.pause.reason)}"
 
 
@@ -783,7 +812,7 @@ def _outcome_text(release: Release, now: datetime) -> str:
     assert release.finished_at is not None  # Release guarantees it once finished
     text = f"{_FINISHED_VERBS[release.phase]} at {_clock(release.finished_at, now)}"
     if release.outcome_by:
-        text += f" by {_mention(release.outcome_by)}"
+        text += f" by {mention(release.outcome_by)}"
     if release.outcome_reason:
         text += f" ({release.outcome_reason})"
     return text
@@ -808,10 +837,6 @@ def _notice(kind: NoticeKind, text: str, *, in_channel: bool = False) -> Notify:
     return Notify(kind=kind, text=text, in_channel=in_channel)
 
 
-def _mention(user: str) -> str:
-    return f"<@{user}>"
-
-
 def _reason_suffix(reason: str) -> str:
     return f": {reason}" if reason else ""
 
@@ -819,35 +844,7 @@ def _reason_suffix(reason: str) -> str:
 def _stage_label(release: Release, index: int | None = None) -> str:
     index = release.stage_index if index is None else index
     stage = release.plan.stages[index]
-    return f"stage {index + 1}/{len(release.plan.stages)} ({stage.weight} %)"
-
-
-def _plan_text(plan: Plan) -> str:
-    steps = []
-    for stage in plan.stages:
-        step = f"{stage.weight} %"
-        if stage.header_routed:
-            step += " by header"
-        if stage.duration_s:
-            step += f" for {_duration_text(stage.duration_s)}"
-        if stage.needs_approval:
-            step += " + approval"
-        steps.append(step)
-    return " → ".join(steps)
-
-
-def _amount(value: float, unit: str) -> str:
-    return f"{value:g} {unit}".rstrip()
-
-
-def _duration_text(seconds: float) -> str:
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h"] if hours else []
-    parts += [f"{minutes}m"] if minutes else []
-    parts += [f"{secs}s"] if secs or not parts else []
-    return " ".join(parts)
+    return f"stage {index + 1}/{len(release.plan.stages)} ({percent(stage.weight)})"
 
 
 def _clock(when: datetime, now: datetime) -> str:

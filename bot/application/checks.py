@@ -1,7 +1,7 @@
 """Metric checks of running canaries: when one is due, and the state-machine event it yields.
 
 Called by the release service on every scheduler pass. It reads canary and stable side by side
-through a MetricsPort (Prometheus), judges them with bot.analysis, and turns the judgement into
+through a MetricsPort (Prometheus), judges them with bot.core.analysis, and turns the judgement into
 ChecksPassed, ChecksFailed or ChecksInconclusive. A check that fails yields its event without any
 further query, so nothing stands between the decision and the rollback.
 """
@@ -12,18 +12,11 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from bot.analysis import (
-    MetricsPort,
-    MetricsUnavailable,
-    Trend,
-    Verdict,
-    judge,
-    snapshot_text,
-    summary_line,
-)
-from bot.config import AppConfig, MetricsConfig
-from bot.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event
-from bot.release import Phase, Release
+from bot.core.analysis import MetricsUnavailable, Trend, Verdict, judge, snapshot_text, summary_line
+from bot.core.apps import AppConfig, MetricsConfig
+from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event
+from bot.core.ports import MetricsPort
+from bot.core.release import Phase, Release
 
 log = structlog.get_logger(__name__)
 

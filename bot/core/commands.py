@@ -14,10 +14,7 @@ Decisions:
   word after the app that is not a flag starts the reason, which runs to the end of the text.
   A flag of the command written inside the reason is refused rather than silently read as words
   (`pause shop-api db migration --for 1h` would otherwise pause with no end).
-- `<version>` follows github.com/distribution/reference: a bare image tag, or a full reference
-  `[registry[:port]/]path[:tag][@digest]` naming a tag or a digest (a bare repository would mean
-  an unpinned `latest`). Digests follow github.com/opencontainers/go-digest: sha256, sha384 or
-  sha512 in lower-case hex of the algorithm's exact length.
+- `<version>` follows the image reference grammar of bot.core.images.
 """
 
 from __future__ import annotations
@@ -27,8 +24,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from bot.config import parse_duration
-from bot.errors import ReleaseBotError
+from bot.core.durations import parse_duration
+from bot.core.errors import ReleaseBotError
+from bot.core.images import EXAMPLE_REFERENCE, ImageVersion, parse_version, shown
 
 COMMAND = "/release"
 
@@ -40,146 +38,6 @@ class UsageError(ReleaseBotError):
         self.problem = problem
         self.usage = usage
         super().__init__(f"{problem}\n\n{usage}")
-
-
-_SHOWN_LENGTH = 60
-
-
-def _shown(text: str) -> str:
-    """User text quoted in a message, cut short so a pasted blob does not flood the reply."""
-    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
-
-
-# ---------------------------------------------------------------- versions (image references)
-
-_MAX_TAG_LENGTH = 128
-_MAX_PATH_LENGTH = 255
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_TAG_CHARACTERS = re.compile(r"[A-Za-z0-9_.-]*")
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_NAME = re.compile(rf"(?:{_DOMAIN}/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)")
-_DIGEST = re.compile(
-    r"(?P<algorithm>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*):(?P<hex>.*)"
-)
-_DIGEST_HEX_DIGITS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_LOWER_HEX = re.compile(r"[0-9a-f]*")
-_EXAMPLE_REFERENCE = "ghcr.io/acme/shop-api:v2.4.1"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ImageVersion:
-    """What `<version>` named: a bare tag, or a full image reference with a tag and/or digest."""
-
-    text: str
-    """Exactly as typed (after Slack unescaping)."""
-    repository: str | None
-    """`[registry[:port]/]path`; None when only a tag was given (the app's own image)."""
-    tag: str | None
-    digest: str | None
-    """`algorithm:hex`, e.g. `sha256:...`."""
-
-    @property
-    def is_tag(self) -> bool:
-        """True for a bare tag, to be put on the app's current image repository."""
-        return self.repository is None
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def parse_version(text: str) -> ImageVersion:
-    """Read `<version>`; ValueError says precisely which part is malformed and how."""
-    if not text:
-        raise ValueError("the version is empty")
-    if not any(separator in text for separator in "/:@"):
-        _check_tag(text)
-        return ImageVersion(text=text, repository=None, tag=text, digest=None)
-    name_and_tag, at, digest = text.partition("@")
-    if at:
-        _check_digest(digest)
-    name, tag = _split_tag(name_and_tag)
-    if tag is not None:
-        _check_tag(tag)
-    _check_repository(name, tag=tag, digest=digest if at else None)
-    return ImageVersion(text=text, repository=name, tag=tag, digest=digest if at else None)
-
-
-def _split_tag(name_and_tag: str) -> tuple[str, str | None]:
-    """A ':' after the last '/' starts the tag; any other ':' belongs to a registry's port."""
-    colon = name_and_tag.rfind(":")
-    if colon > name_and_tag.rfind("/"):
-        return name_and_tag[:colon], name_and_tag[colon + 1 :]
-    return name_and_tag, None
-
-
-def _check_tag(tag: str) -> None:
-    if not tag:
-        raise ValueError("the tag after ':' is empty")
-    if len(tag) > _MAX_TAG_LENGTH:
-        raise ValueError(f"a tag has at most {_MAX_TAG_LENGTH} characters, this one has {len(tag)}")
-    if _TAG_CHARACTERS.fullmatch(tag) is None:
-        raise ValueError(
-            f"the tag `{_shown(tag)}` may contain only letters, digits, '_', '.' and '-'"
-        )
-    if _TAG.fullmatch(tag) is None:
-        raise ValueError(f"the tag `{_shown(tag)}` must start with a letter, digit or '_'")
-
-
-def _check_digest(digest: str) -> None:
-    if not digest:
-        raise ValueError("the digest after '@' is empty")
-    match = _DIGEST.fullmatch(digest)
-    if match is None:
-        raise ValueError(
-            f"the digest `{_shown(digest)}` must be `sha256:` followed by 64 hex digits"
-        )
-    algorithm, hex_digits = match["algorithm"], match["hex"]
-    expected_length = _DIGEST_HEX_DIGITS.get(algorithm)
-    if expected_length is None:
-        raise ValueError(
-            f"unsupported digest algorithm `{algorithm}`: use {', '.join(_DIGEST_HEX_DIGITS)}"
-        )
-    if _LOWER_HEX.fullmatch(hex_digits) is None:
-        raise ValueError(f"the {algorithm} digest must be lower-case hex digits (0-9, a-f)")
-    if len(hex_digits) != expected_length:
-        raise ValueError(
-            f"a {algorithm} digest has {expected_length} hex digits, this one has {len(hex_digits)}"
-        )
-
-
-def _check_repository(name: str, *, tag: str | None, digest: str | None) -> None:
-    if not name:
-        raise ValueError(f"the image repository is missing, e.g. `{_EXAMPLE_REFERENCE}`")
-    if digest is None and tag is not None and _looks_like_digest(name, tag):
-        raise ValueError(
-            f"a digest alone is not a version: put the repository before it, e.g. "
-            f"`ghcr.io/acme/shop-api@{name}:{tag}`"
-        )
-    match = _NAME.fullmatch(name)
-    if match is None:
-        if _NAME.fullmatch(name.lower()) is not None:
-            raise ValueError(f"the repository `{_shown(name)}` must be lower-case")
-        raise ValueError(
-            f"`{_shown(name)}` is not an image repository: lower-case path components of "
-            "letters and digits joined by '.', '_', '__' or '-', separated by '/', after an "
-            f"optional registry host[:port], e.g. `{_EXAMPLE_REFERENCE}`"
-        )
-    if len(match["path"]) > _MAX_PATH_LENGTH:
-        raise ValueError(
-            f"a repository path has at most {_MAX_PATH_LENGTH} characters, this one has "
-            f"{len(match['path'])}"
-        )
-    if tag is None and digest is None:
-        raise ValueError(
-            f"a repository alone names no version: add a tag (`{_shown(name)}:v2.4.1`) or a "
-            f"digest (`{_shown(name)}@sha256:...`)"
-        )
-
-
-def _looks_like_digest(name: str, tag: str) -> bool:
-    return name in _DIGEST_HEX_DIGITS and len(tag) >= 32 and _LOWER_HEX.fullmatch(tag) is not None
 
 
 # ---------------------------------------------------------------- commands
@@ -237,7 +95,7 @@ class Approve:
 class Pause:
     app: str
     reason: str
-    """'' when none was given (as in bot.machine.Pause)."""
+    """'' when none was given (as in bot.core.machine.Pause)."""
     duration_s: int | None
     """Resume by itself after this long; None: stay paused until resumed."""
 
@@ -337,10 +195,10 @@ def _check_name(word: str, *, noun: str) -> str:
         raise ValueError(f"{noun}s are lower-case: write `{word.lower()}`, not `{word}`")
     if len(word) > _MAX_NAME_LENGTH:
         raise ValueError(
-            f"{noun}s have at most {_MAX_NAME_LENGTH} characters, `{_shown(word)}` has {len(word)}"
+            f"{noun}s have at most {_MAX_NAME_LENGTH} characters, `{shown(word)}` has {len(word)}"
         )
     raise ValueError(
-        f"`{_shown(word)}` is not a valid {noun}: lower-case letters, digits and '-', starting and "
+        f"`{shown(word)}` is not a valid {noun}: lower-case letters, digits and '-', starting and "
         "ending with a letter or digit"
     )
 
@@ -389,7 +247,7 @@ class _Arguments:
             hint = f" (did you mean `{close[0]}`?)" if close else ""
             accepted = ", ".join(f"`{known}`" for known in self._syntax.flags)
             raise self.fail(
-                f"unknown flag `{_shown(name)}` for {command}{hint}; it accepts {accepted}"
+                f"unknown flag `{shown(name)}` for {command}{hint}; it accepts {accepted}"
             )
         if flag in self._flags:
             raise self.fail(f"`{flag}` given twice")
@@ -450,13 +308,13 @@ class _Arguments:
         if word is None:
             raise self.fail(
                 f"`{self._so_far()}` needs a version: an image tag such as `v2.4.1` or a full "
-                f"image reference such as `{_EXAMPLE_REFERENCE}`"
+                f"image reference such as `{EXAMPLE_REFERENCE}`"
             )
         self._took_version = True
         try:
             return parse_version(word)
         except ValueError as error:
-            raise self.fail(f"`{_shown(word)}` is not a valid version: {error}") from None
+            raise self.fail(f"`{shown(word)}` is not a valid version: {error}") from None
 
     def topic(self) -> str | None:
         word = self._next_word()
@@ -485,11 +343,11 @@ class _Arguments:
         """Refuse words nobody took."""
         if not self._positionals:
             return
-        extra = _shown(" ".join(word.text for word in self._positionals))
+        extra = shown(" ".join(word.text for word in self._positionals))
         if self._took_version:
             plan_hint = " (to choose a plan, write `--plan NAME`)" if self._syntax.flags else ""
             raise self.fail(
-                f"version given twice: `{_shown(self._taken[-1])}`, then `{extra}`; a release "
+                f"version given twice: `{shown(self._taken[-1])}`, then `{extra}`; a release "
                 f"deploys one version{plan_hint}"
             )
         raise self.fail(f"unexpected `{extra}` after `{self._so_far()}`: nothing may follow it")
@@ -614,7 +472,7 @@ _GRAMMAR = {
 }
 
 _VERSION_NOTE = (
-    f"<version>: an image tag (v2.4.1) or a full image reference ({_EXAMPLE_REFERENCE}, "
+    f"<version>: an image tag (v2.4.1) or a full image reference ({EXAMPLE_REFERENCE}, "
     "registry.local:5000/shop-api@sha256:<64 hex digits>)."
 )
 _APP_NOTE = "<app>: the app's name in the apps file (lower-case)."
@@ -648,7 +506,7 @@ def _known_subcommand(word: str) -> _Syntax:
         return syntax
     close = difflib.get_close_matches(word.lower(), _GRAMMAR, n=1, cutoff=0.6)
     hint = f" (did you mean `{close[0]}`?)" if close else ""
-    raise UsageError(f"unknown subcommand `{_shown(word)}`{hint}", usage=USAGE)
+    raise UsageError(f"unknown subcommand `{shown(word)}`{hint}", usage=USAGE)
 
 
 def usage_for(subcommand: str) -> str:

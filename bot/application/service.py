@@ -13,15 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 import structlog
 
-from bot.checks import CanaryChecks
-from bot.config import AppConfig, BotConfig, plan_refusal
-from bot.errors import PermanentError, ReleaseBotError, TemporaryError
-from bot.leases import Leases
-from bot.machine import (
+from bot.application.checks import CanaryChecks
+from bot.core.apps import BotConfig, UnknownApp, UnknownPlan, plan_refusal
+from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
+from bot.core.machine import (
     Accepted,
     CanaryReady,
     Event,
@@ -36,16 +34,21 @@ from bot.machine import (
     transition,
     with_outbox,
 )
-from bot.release import NoticeKind, Phase, Release
-from bot.store import (
+from bot.core.ports import (
+    AnnouncerPort,
     AppBusy,
     AppLocked,
+    ClusterPort,
     DeployLock,
     HistoryEntry,
-    ReleaseStore,
+    LeasesPort,
+    Observation,
     RevisionConflict,
+    SlackRefs,
     StoredRelease,
+    StorePort,
 )
+from bot.core.release import NoticeKind, Phase, Release
 
 log = structlog.get_logger(__name__)
 
@@ -65,49 +68,18 @@ CANARY_READY_DEADLINE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
-class Observation:
-    """What the reconciler saw after bringing the cluster towards the release's desired state."""
-
-    canary_ready: bool = False
-    promotion_complete: bool = False
-    rollback_complete: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PreflightResult:
-    blocked: bool
-    summary: str  # what a person reads in the thread
-
-
-class ClusterPort(Protocol):
-    def stable_version(self, app: AppConfig) -> str: ...
-
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult: ...
-
-    def reconcile(self, release: Release, app: AppConfig) -> Observation: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SlackRefs:
-    card_ts: str
-    thread_ts: str
-
-
-class AnnouncerPort(Protocol):
-    def show_card(self, release: Release) -> SlackRefs:
-        """Post the release's card, or update it in place when it has a card_ts."""
-        ...
-
-    def notify(self, release: Release, notice: Notify) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """The answer to the person who acted: whether it was applied, and what to tell them."""
 
     applied: bool
     message: str
     release: Release | None = None
+    not_taken_up: bool = False
+    """The request names nothing that can be acted on now (an unknown app or plan, an app that
+    is locked or held by another release), as opposed to an action the release refused."""
+
+
+_NOT_TAKEN_UP = (UnknownApp, UnknownPlan, AppBusy, AppLocked)
 
 
 class ReleaseService:
@@ -115,11 +87,11 @@ class ReleaseService:
         self,
         *,
         config: BotConfig,
-        store: ReleaseStore,
+        store: StorePort,
+        leases: LeasesPort,
         cluster: ClusterPort,
         announcer: AnnouncerPort,
         checks: CanaryChecks | None = None,
-        leases: Leases | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
         crash_at: CrashPoint | None = None,
@@ -127,7 +99,7 @@ class ReleaseService:
         """`checks` None: no metrics source, so stages advance on their timers alone."""
         self._config = config
         self._checks = checks
-        self._leases = leases or Leases(store=store)
+        self._leases = leases
         self._crash_at = crash_at
         self._store = store
         self._cluster = cluster
@@ -140,6 +112,18 @@ class ReleaseService:
     ) -> Outcome:
         """Start a canary; its card goes to the app's channel when the apps file gives its ID,
         else to `channel`, where the command was typed."""
+        try:
+            return self._start(
+                app_name=app_name, version=version, plan_name=plan_name, user=user, channel=channel
+            )
+        except _NOT_TAKEN_UP as refusal:
+            if isinstance(refusal, AppBusy | AppLocked):
+                self._audit(app_name, "-", user, "start", f"refused: {refusal}")
+            return Outcome(False, str(refusal), not_taken_up=True)
+
+    def _start(
+        self, *, app_name: str, version: str, plan_name: str | None, user: str, channel: str
+    ) -> Outcome:
         app = self._config.app(app_name)
         plan = self._config.plan(plan_name) if plan_name else app.plan
         if refusal := plan_refusal(app, plan):
@@ -184,7 +168,8 @@ class ReleaseService:
 
     def act(self, *, app_name: str, event: Event, actor: str) -> Outcome:
         """Apply a person's event to the app's active release."""
-        self._config.app(app_name)  # raises UnknownApp with the known names
+        if app_name not in self._config.apps:
+            return self._unknown_app(app_name)
         stored = self._store.active(app_name)
         if stored is None:
             return Outcome(False, f"{app_name} has no active release.")
@@ -199,18 +184,26 @@ class ReleaseService:
 
     def lock(self, *, app_name: str, user: str, reason: str) -> Outcome:
         """A deploy lock: new releases of the app are refused until unlocked."""
+        if app_name not in self._config.apps:
+            return self._unknown_app(app_name)
         app = self._config.app(app_name)
         self._store.lock(app.name, by=user, reason=reason, at=self._clock())
         self._audit(app.name, "-", user, "lock", f"applied: {reason or 'no reason given'}")
         return Outcome(True, f"{app.name} is locked: new releases are refused until unlocked.")
 
     def unlock(self, *, app_name: str, user: str) -> Outcome:
+        if app_name not in self._config.apps:
+            return self._unknown_app(app_name)
         app = self._config.app(app_name)
         previous = self._store.unlock(app.name)
         if previous is None:
             return Outcome(False, f"{app.name} was not locked.")
         self._audit(app.name, "-", user, "unlock", f"applied (locked by {previous.by})")
         return Outcome(True, f"{app.name} is unlocked (it was locked by <@{previous.by}>).")
+
+    def _unknown_app(self, app_name: str) -> Outcome:
+        known = sorted(self._config.apps)
+        return Outcome(False, str(UnknownApp(app_name, known)), not_taken_up=True)
 
     def active_release(self, app_name: str) -> StoredRelease | None:
         return self._store.active(self._config.app(app_name).name)

@@ -1,10 +1,9 @@
 """`release-bot serve`: runs the Slack app in HTTP mode or Socket Mode, plus health and metrics.
 
-Called by bot.cli, which passes handlers.app.build_app as `build_app` (bot never imports the
-Slack listeners). One WSGI application, served by waitress on PORT, answers
-`/slack/events` (HTTP mode only), `/healthz`, `/readyz` and `/metrics`. Logs are JSON lines
-on stdout, and every secret in them is replaced by [REDACTED].
-"""
+Called by bot.entrypoints.cli, which passes handlers.app.build_app as `build_app` (bot never imports
+the Slack listeners). One WSGI application, served by waitress on PORT, answers `/slack/events`
+(HTTP mode only), `/healthz`, `/readyz` and `/metrics`. Logs are JSON lines on stdout, and every
+secret in them is replaced by [REDACTED]."""
 
 from __future__ import annotations
 
@@ -30,20 +29,20 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from waitress.server import create_server
 
-from bot.checks import CanaryChecks
-from bot.clock import ServerClock
-from bot.config import ConfigError, load_config
-from bot.errors import ReleaseBotError
+from bot.application.apps_file import ConfigError, load_config
+from bot.application.checks import CanaryChecks
+from bot.application.scheduler import Scheduler
+from bot.application.service import CrashPoint, ReleaseService
+from bot.core.errors import ReleaseBotError
+from bot.entrypoints.settings import Settings, SettingsError, load_settings
 from bot.kube.client import build_api_client
 from bot.kube.reconciler import KubernetesCluster
-from bot.leases import Leases
 from bot.metrics.prometheus import PrometheusMetrics
-from bot.scheduler import Scheduler
-from bot.service import CrashPoint, ReleaseService
-from bot.settings import Settings, SettingsError, load_settings
+from bot.redis.clock import ServerClock
+from bot.redis.leases import Leases
+from bot.redis.store import ReleaseStore, connect
 from bot.slack.announcer import SlackAnnouncer
 from bot.slack.client import build_web_client
-from bot.store import ReleaseStore, connect
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2

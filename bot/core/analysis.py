@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
-from bot.config import AppConfig, MetricsConfig, format_duration
-from bot.errors import TemporaryError
+from bot.core.apps import MetricsConfig
+from bot.core.durations import format_duration
+from bot.core.errors import TemporaryError
+from bot.core.text import number
 
 
 class Metric(StrEnum):
@@ -68,22 +69,6 @@ class Trend:
 class MetricsUnavailable(TemporaryError):
     """Prometheus could not answer (unreachable, timed out, query error): checks are
     inconclusive, never passed."""
-
-
-class MetricsPort(Protocol):
-    def covers(self, app: AppConfig) -> bool:
-        """True when the app has a metrics source (its own or the bot's default)."""
-        ...
-
-    def read(self, app: AppConfig, *, at: datetime) -> Reading:
-        """Canary and stable side by side over the app's window ending at `at`;
-        raises MetricsUnavailable."""
-        ...
-
-    def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
-        """`points` values per metric over the app's window ending at `at`;
-        raises MetricsUnavailable."""
-        ...
 
 
 # ---------------------------------------------------------------- the judgement
@@ -342,7 +327,7 @@ def _same(value: float, limit: float) -> bool:
 def _margin(margin: float, metric: Metric) -> str:
     """A relative limit's allowance: error rates in percentage points, others in their unit."""
     if metric is Metric.ERROR_RATE:
-        points = _number(margin * 100)
+        points = number(margin * 100)
         return f"{points} point" + ("" if points == "1" else "s")
     return _amount(margin, metric)
 
@@ -350,16 +335,7 @@ def _margin(margin: float, metric: Metric) -> str:
 def _amount(value: float, metric: Metric) -> str:
     """A reading-unit value as people read it: 0.124 error rate -> "12.4 %"."""
     shown = _SHOWN[metric]
-    return f"{_number(value * shown.scale)} {shown.unit}"
-
-
-def _number(value: float) -> str:
-    """Four significant digits, no exponent, no trailing zeros: 12.4, 0.35, 800.5, 1234, 5."""
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    decimals = min(6, max(0, 3 - math.floor(math.log10(abs(value)))))
-    text = f"{value:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{number(value * shown.scale)} {shown.unit}"
 
 
 # ---------------------------------------------------------------- Slack texts (mrkdwn)
@@ -437,7 +413,7 @@ def _snapshot_row(
     parts = [f"{_MARKS[verdict]} *{_SHOWN[metric].label}*: canary {canary} · stable {stable}"]
     if check is not None and check.threshold is not None:
         floor_or_ceiling = "min" if metric is Metric.QPS else "max"
-        parts.append(f"{floor_or_ceiling} {_number(check.threshold)} {check.unit}")
+        parts.append(f"{floor_or_ceiling} {number(check.threshold)} {check.unit}")
     if (
         check is not None
         and (check.threshold is None or verdict is Verdict.INCONCLUSIVE)

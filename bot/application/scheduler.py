@@ -1,9 +1,8 @@
 """The scheduler loop: a background thread that runs ReleaseService.tick every few seconds.
 
-Started by bot.server next to the HTTP server. Each pass reconciles every active release and
-delivers what has come due (canary ready, stage timers, promotion and rollback done); due times
-live in the release records in Redis, so a restarted bot picks up where the last one stopped.
-"""
+Started by bot.entrypoints.server next to the HTTP server. Each pass reconciles every active release
+and delivers what has come due (canary ready, stage timers, promotion and rollback done); due times
+live in the release records in Redis, so a restarted bot picks up where the last one stopped."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from collections.abc import Callable
 
 import structlog
 
-from bot.errors import ReleaseBotError
+from bot.core.errors import ReleaseBotError
 
 log = structlog.get_logger(__name__)
 

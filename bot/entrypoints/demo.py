@@ -1,13 +1,12 @@
 """`release-bot demo`: a complete canary release in a terminal, with nothing configured.
 
-Called by bot.cli (the `demo` subcommand). The real release service, state machine and Redis
-store (a temporary redis-server) run a release of the demo app shop-api, with its stages
-compressed to seconds. What would need Kubernetes, Prometheus and Slack is simulated and says
-so: SimulatedCluster stands in for the cluster, SimulatedMetrics for Prometheus (the bot's real
-analysis checks its readings every second), a simulated person clicks Approve, and
-TerminalAnnouncer prints the Slack messages the bot would post. `--scenario rollback` runs a bad
-canary whose error rate climbs past the threshold: the analysis rolls it back.
-"""
+Called by bot.entrypoints.cli (the `demo` subcommand). The real release service, state machine and
+Redis store (a temporary redis-server) run a release of the demo app shop-api, with its stages
+compressed to seconds. What would need Kubernetes, Prometheus and Slack is simulated and says so:
+SimulatedCluster stands in for the cluster, SimulatedMetrics for Prometheus (the bot's real analysis
+checks its readings every second), a simulated person clicks Approve, and TerminalAnnouncer prints
+the Slack messages the bot would post. `--scenario rollback` runs a bad canary whose error rate
+climbs past the threshold: the analysis rolls it back."""
 
 from __future__ import annotations
 
@@ -32,29 +31,26 @@ from typing import NamedTuple
 import redis
 import structlog
 
-from bot.analysis import Metric, Reading, TrackReading, Trend
-from bot.checks import CanaryChecks
-from bot.config import (
+from bot.application.checks import CanaryChecks
+from bot.application.service import ReleaseService
+from bot.core.analysis import Metric, Reading, TrackReading, Trend
+from bot.core.apps import (
     AppConfig,
     AuthorizationConfig,
     BotConfig,
     ChannelRef,
     IstioRouter,
     MetricsConfig,
-    format_duration,
 )
-from bot.errors import ReleaseBotError
-from bot.machine import Approve, Notify
-from bot.plan import Plan, Stage
-from bot.release import Phase, Release, desired_traffic
-from bot.service import (
-    Observation,
-    PreflightResult,
-    ReleaseService,
-    SlackRefs,
-)
+from bot.core.durations import format_duration
+from bot.core.errors import ReleaseBotError
+from bot.core.machine import Approve, Notify
+from bot.core.plan import Plan, Stage
+from bot.core.ports import Observation, PreflightResult, SlackRefs
+from bot.core.release import Phase, Release, desired_traffic
+from bot.redis.leases import Leases
+from bot.redis.store import ReleaseStore, connect
 from bot.slack.cards import CardMessage, release_card, render_text, rollback_alert, thread_notice
-from bot.store import ReleaseStore, connect
 
 EXIT_OK = 0
 EXIT_DEMO_BROKE = 1
@@ -318,7 +314,7 @@ class _Answers(NamedTuple):
 class SimulatedMetrics:
     """MetricsPort for the demo, standing in for Prometheus: simulated readings, nothing is queried.
 
-    The bot's real analysis (CanaryChecks, bot.analysis.judge) judges them as it judges
+    The bot's real analysis (CanaryChecks, bot.core.analysis.judge) judges them as it judges
     Prometheus' numbers. Traffic follows the simulated cluster: shop-api's 200 req/s split by the
     canary's weight, or a few requests by header at 0 %. Stable answers 0.3 % errors at p99
     110 ms. A good canary reads 0.2-0.4 % errors at about 120 ms. A bad one is fine by header,
@@ -466,6 +462,7 @@ class DemoRun:
         self._service = ReleaseService(
             config=config,
             store=store,
+            leases=Leases(store=store),
             cluster=cluster,
             announcer=TerminalAnnouncer(config=config, transcript=transcript),
             checks=CanaryChecks(metrics=metrics),

@@ -1,9 +1,8 @@
 """The bot's configuration from environment variables (12-factor).
 
-Called by bot.server (`release-bot serve`) through `load_settings()`, and by the Slack app
-factory (handlers.app), which receives the `Settings` it returns. Secrets are `SecretStr`, so
-printing or logging a `Settings` never shows them.
-"""
+Called by bot.entrypoints.server (`release-bot serve`) through `load_settings()`, and by the Slack
+app factory (handlers.app), which receives the `Settings` it returns. Secrets are `SecretStr`, so
+printing or logging a `Settings` never shows them."""
 
 from __future__ import annotations
 
@@ -52,7 +51,8 @@ class Settings(BaseSettings):
     release_bot_tick_seconds: float = Field(default=TICK_SECONDS_DEFAULT, gt=0, le=3600)
     release_bot_lease_seconds: float = Field(default=LEASE_SECONDS_DEFAULT, gt=0, le=3600)
     release_bot_crash_at: Literal["saved", "reconciled"] | None = None
-    """Recovery drills only: die at that point of the next transition (see bot.service)."""
+    """Recovery drills only: die at that point of the next transition (see
+    bot.application.service)."""
     port: int = Field(default=PORT_DEFAULT, ge=1, le=65535)
     log_level: str = "INFO"
 

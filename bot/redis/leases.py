@@ -19,8 +19,9 @@ from contextlib import contextmanager
 
 import structlog
 
-from bot.errors import ReleaseBotError
-from bot.store import ReleaseStore, StoredRelease
+from bot.core.errors import ReleaseBotError
+from bot.core.ports import StoredRelease
+from bot.redis.store import ReleaseStore
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ instead of overwriting: saves compare the revision they read.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +25,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bot.errors import ReleaseBotError, TemporaryError
-from bot.release import Release
+from bot.core.errors import TemporaryError
+from bot.core.ports import (
+    AppBusy,
+    AppLocked,
+    DeployLock,
+    HistoryEntry,
+    RevisionConflict,
+    StoredRelease,
+)
+from bot.core.release import Release
 
 DELIVERY_TTL_S = 24 * 3600
 
@@ -84,60 +92,6 @@ return 0
 class StoreUnavailable(TemporaryError):
     def __init__(self, cause: Exception) -> None:
         super().__init__(f"state store unavailable, nothing changed ({type(cause).__name__})")
-
-
-class AppBusy(ReleaseBotError):
-    def __init__(self, holder: StoredRelease) -> None:
-        release = holder.release
-        super().__init__(
-            f"{release.app} already has an active release: {release.version} "
-            f"started by <@{release.requested_by}>"
-        )
-        self.holder = holder
-
-
-class AppLocked(ReleaseBotError):
-    def __init__(self, app: str, lock: DeployLock) -> None:
-        super().__init__(f"{app} is locked by <@{lock.by}>: {lock.reason or 'no reason given'}")
-        self.lock = lock
-
-
-class RevisionConflict(TemporaryError):
-    """Someone saved the release after we read it; re-read and try again."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRelease:
-    release: Release
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeployLock:
-    by: str
-    reason: str
-    at: str
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One line of the audit trail: who did what, when, and what came of it."""
-
-    at: str
-    release_id: str
-    actor: str
-    action: str
-    outcome: str
-    detail: str = ""
-    stage: int | None = None
-    phase: str | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> HistoryEntry:
-        return cls(**json.loads(text))
 
 
 def connect(url: str) -> redis.Redis:

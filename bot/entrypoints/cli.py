@@ -29,16 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from bot.server import serve
+        from bot.entrypoints.server import serve
         from handlers.app import build_app
 
         exit_code: int = serve(build_app=build_app)
         return exit_code
     if args.command == "demo":
-        from bot.demo import run_demo
+        from bot.entrypoints.demo import run_demo
 
         return run_demo(scenario=args.scenario)
-    from bot.config import check_config_command
+    from bot.entrypoints.check_config import check_config_command
 
     return check_config_command(args.file)
 

@@ -1,0 +1,358 @@
+"""The apps and plans model: what the apps file describes, as the bot reads it.
+
+Built by the apps-file loader (bot.application.apps_file) and read everywhere a release needs
+its app: the release service, the adapters (workload, router, channel, metrics limits) and the
+demo. Pure: validation rules live on the models, reading and YAML live in the loader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    PlainValidator,
+    Strict,
+    model_validator,
+)
+
+from bot.core.durations import PositiveDuration
+from bot.core.errors import ReleaseBotError
+from bot.core.plan import Plan
+
+
+class UnknownApp(ReleaseBotError):
+    """No app of that name in the config; the message lists the apps that exist."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
+        super().__init__(f"unknown app {name!r}; known apps: {', '.join(known) or '(none)'}")
+
+
+class UnknownPlan(ReleaseBotError):
+    """No plan of that name in the config; the message lists the plans that exist."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
+        super().__init__(f"unknown plan {name!r}; known plans: {', '.join(known)}")
+
+
+# ---------------------------------------------------------------- checked strings
+
+
+def _matching(pattern: str, *, max_length: int, expected: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if len(value) > max_length or compiled.fullmatch(value) is None:
+            raise ValueError(f"{value!r} is not {expected}")
+        return value
+
+    return AfterValidator(check)
+
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DnsLabel = Annotated[
+    str,
+    Strict(),
+    _matching(
+        _LABEL,
+        max_length=63,
+        expected="a valid name: lowercase letters, digits and '-', at most 63 characters",
+    ),
+]
+ResourceName = Annotated[
+    str,
+    Strict(),
+    _matching(
+        rf"{_LABEL}(\.{_LABEL})*",
+        max_length=253,
+        expected="a Kubernetes object name: lowercase letters, digits, '-' and '.'",
+    ),
+]
+ServiceName = Annotated[
+    str,
+    Strict(),
+    _matching(
+        r"[a-z]([-a-z0-9]*[a-z0-9])?",
+        max_length=63,
+        expected="a Service name: lowercase letters, digits and '-', starting with a letter",
+    ),
+]
+MeshHost = Annotated[
+    str,
+    Strict(),
+    _matching(
+        rf"(\*\.)?{_LABEL}(\.{_LABEL})*",
+        max_length=253,
+        expected="a host name such as 'shop-api' or 'shop-api.shop.svc.cluster.local'",
+    ),
+]
+SlackPrincipal = Annotated[
+    str,
+    Strict(),
+    _matching(
+        r"[UWS][A-Z0-9]{2,}",
+        max_length=32,
+        expected="a Slack user ID (U0123ABCD) or user-group ID (S0123ABCD)",
+    ),
+]
+_MENTION = r"<!here>|<!channel>|<!everyone>|<!subteam\^S[A-Z0-9]+(\|[^>]+)?>|<@[UW][A-Z0-9]+>"
+AlertMention = Annotated[
+    str,
+    Strict(),
+    _matching(
+        rf"(({_MENTION})(\s+({_MENTION}))*)?",
+        max_length=500,
+        expected="Slack mentions such as '<!here>', '<!subteam^S0123ABCD>' or '<@U0123ABCD>'"
+        " ('' for none)",
+    ),
+]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL such as 'http://prometheus:9090'")
+    return value
+
+
+HttpUrl = Annotated[str, Strict(), AfterValidator(_http_url)]
+
+
+def _fraction(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be a fraction between 0 and 1 (0.05 means 5 %), got {value:g}")
+    return value
+
+
+Fraction = Annotated[float, AfterValidator(_fraction)]
+
+
+# ---------------------------------------------------------------- Slack channels
+
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+_CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,79}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """A Slack channel from the config: an ID (C0123ABCD) or a name (stored without '#')."""
+
+    value: str
+
+    @property
+    def is_id(self) -> bool:
+        return _CHANNEL_ID.fullmatch(self.value) is not None
+
+    def matches(self, *, channel_id: str, channel_name: str) -> bool:
+        """True when a Slack payload's channel (ID and name) is this channel."""
+        return self.value == (channel_id if self.is_id else channel_name)
+
+    def __str__(self) -> str:
+        return self.value if self.is_id else f"#{self.value}"
+
+
+def _channel(value: object) -> ChannelRef:
+    if isinstance(value, ChannelRef):
+        return value
+    if isinstance(value, str):
+        text = value.removeprefix("#")
+        if _CHANNEL_ID.fullmatch(text) or _CHANNEL_NAME.fullmatch(text):
+            return ChannelRef(text)
+    raise ValueError(
+        f"{value!r} is not a Slack channel ID (C0123ABCD) or name ('#releases', lowercase)"
+    )
+
+
+Channel = Annotated[ChannelRef, PlainValidator(_channel)]
+
+
+# Strict(False) on the tuple lets a YAML list in (strict mode demands a Python tuple);
+# the items stay strict.
+Principals = Annotated[tuple[SlackPrincipal, ...], Strict(False)]
+Channels = Annotated[tuple[Channel, ...], Strict(False)]
+
+# ---------------------------------------------------------------- app settings (public models)
+
+
+class FrozenModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ReplicasRouter(FrozenModel):
+    """Native canary: a canary Deployment behind the stable Service; traffic follows replicas."""
+
+    provider: Literal["replicas"]
+    service: ServiceName | None = None
+    """The Service in front of stable and canary pods; None: the workload's name."""
+
+
+class IstioRouter(FrozenModel):
+    """Istio: route weights between the DestinationRule's stable and canary subsets."""
+
+    provider: Literal["istio"]
+    virtual_service: ResourceName
+    destination_rule: ResourceName
+    host: MeshHost
+    route_index: Annotated[int, Field(ge=0)] = 0
+    """Which http route of the VirtualService to weight (0: the first)."""
+
+
+class GatewayApiRouter(FrozenModel):
+    """Gateway API: backend weights between two Services in one HTTPRoute rule."""
+
+    provider: Literal["gateway-api"]
+    http_route: ResourceName
+    stable_service: ServiceName
+    canary_service: ServiceName
+    rule_index: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _distinct_services(self) -> GatewayApiRouter:
+        if self.stable_service == self.canary_service:
+            raise ValueError(f"stable_service and canary_service are both {self.stable_service!r}")
+        return self
+
+
+Router = ReplicasRouter | IstioRouter | GatewayApiRouter
+ROUTER_PROVIDERS = frozenset(
+    get_args(model.model_fields["provider"].annotation)[0] for model in get_args(Router)
+)
+
+
+class ErrorRateLimits(FrozenModel):
+    """Canary error rate (failed / all requests) limits, as fractions: 0.05 means 5 %."""
+
+    max: Fraction = 0.05
+    max_above_stable: Fraction | None = None
+    """Relative limit: canary may exceed stable's error rate by at most this much."""
+
+
+class LatencyLimits(FrozenModel):
+    """Canary p99 latency limits in milliseconds; at least one must be set."""
+
+    max: Annotated[float, Field(gt=0)] | None = None
+    max_above_stable: Annotated[float, Field(ge=0)] | None = None
+    """Relative limit: canary p99 may exceed stable's p99 by at most this many ms."""
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> LatencyLimits:
+        if self.max is None and self.max_above_stable is None:
+            raise ValueError("set 'max', 'max_above_stable' or both (or drop the block)")
+        return self
+
+
+class QpsLimits(FrozenModel):
+    """A floor on the canary's request rate (req/s) while it takes public traffic: a canary
+    serving less than this is not getting (or not answering) its share."""
+
+    min: Annotated[float, Field(gt=0)]
+
+
+class MetricsConfig(FrozenModel):
+    """How the analysis judges a stage; prometheus_url None means the bot's PROMETHEUS_URL."""
+
+    provider: Literal["generic", "istio"] = "generic"
+    prometheus_url: HttpUrl | None = None
+    interval_s: PositiveDuration = Field(default=60, alias="interval")
+    window_s: PositiveDuration = Field(default=300, alias="window")
+    min_requests: Annotated[int, Field(ge=0)] = 50
+    """Fewer canary requests than this in the window: the check is inconclusive (never promotes)."""
+    failure_limit: Annotated[int, Field(ge=0)] = 1
+    """Failed checks tolerated in one stage; one more rolls back (Argo's failureLimit)."""
+    error_rate: ErrorRateLimits = ErrorRateLimits()
+    p99_latency_ms: LatencyLimits | None = None
+    qps: QpsLimits | None = None
+    snapshot_interval_s: PositiveDuration = Field(default=900, alias="snapshot_interval")
+    """How often a metrics snapshot is posted in the thread, besides one at each stage change."""
+
+
+class AuthorizationConfig(FrozenModel):
+    """Who may do what (Slack user/user-group IDs; empty = anyone); validated, not enforced yet."""
+
+    start: Principals = ()
+    approve: Principals = ()
+    rollback: Principals = ()
+    channels: Channels = ()
+    """Channels that accept commands for the app; empty = the app's slack_channel only."""
+    four_eyes: bool = False
+    """The approver must differ from whoever started the release."""
+
+
+class AppSettings(FrozenModel):
+    """What the apps file says of one app besides its name and plan (the loader's schema adds
+    the plan's name; AppConfig adds the resolved plan)."""
+
+    namespace: DnsLabel
+    workload: ResourceName
+    """The stable Deployment."""
+    container: DnsLabel | None = None
+    """The container whose image changes; None: the Deployment's first container."""
+    router: Annotated[Router, Field(discriminator="provider")]
+    slack_channel: Channel
+    metrics: MetricsConfig = MetricsConfig()
+    alert_mention: AlertMention = "<!here>"
+    """Prepended to auto-rollback alerts in the channel; '' for none."""
+    authorization: AuthorizationConfig = AuthorizationConfig()
+
+
+class AppConfig(AppSettings):
+    """One app, ready to release: its workload, router, channel, resolved plan and rules."""
+
+    name: DnsLabel
+    plan: InstanceOf[Plan]
+
+
+@dataclass(frozen=True, slots=True)
+class BotConfig:
+    """Everything the apps file describes; plans include the built-in `default`."""
+
+    source: str
+    apps: Mapping[str, AppConfig]
+    plans: Mapping[str, Plan]
+
+    def app(self, name: str) -> AppConfig:
+        try:
+            return self.apps[name]
+        except KeyError:
+            raise UnknownApp(name, sorted(self.apps)) from None
+
+    def plan(self, name: str) -> Plan:
+        """A plan by name, for `/release canary <app> <version> --plan NAME`."""
+        try:
+            return self.plans[name]
+        except KeyError:
+            raise UnknownPlan(name, list(self.plans)) from None
+
+
+def router_routes_by_header(router: Router) -> bool:
+    """The replicas router splits by pod count only: it cannot send a header to the canary."""
+    return not isinstance(router, ReplicasRouter)
+
+
+def plan_problem(router: Router, plan: Plan) -> str | None:
+    """Why an app routed by `router` cannot run `plan`, or None when it can."""
+    if any(stage.header_routed for stage in plan.stages) and not router_routes_by_header(router):
+        return (
+            f"plan {plan.name!r} has a header-routed stage, which router 'replicas' cannot run "
+            "(it splits traffic by pod count only); use a plan without header_routed stages, or "
+            "router istio or gateway-api"
+        )
+    return None
+
+
+def plan_refusal(app: AppConfig, plan: Plan) -> str | None:
+    """Why `app` cannot run `plan` (a `--plan` given at start), or None when it can."""
+    problem = plan_problem(app.router, plan)
+    return None if problem is None else f"{app.name}: {problem}"

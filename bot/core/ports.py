@@ -1,0 +1,181 @@
+"""The ports: what the application layer needs from the outside world, as Protocols, and the
+data that crosses them.
+
+Implemented by the adapters (bot.redis, bot.kube, bot.slack, bot.metrics) and by the demo's
+simulations; used by the release service (bot.application). Pure: no adapter is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Protocol
+
+from bot.core.analysis import Reading, Trend
+from bot.core.apps import AppConfig
+from bot.core.errors import ReleaseBotError, TemporaryError
+from bot.core.machine import Notify
+from bot.core.release import Release
+
+# ---------------------------------------------------------------- the cluster
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the reconciler saw after bringing the cluster towards the release's desired state."""
+
+    canary_ready: bool = False
+    promotion_complete: bool = False
+    rollback_complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightResult:
+    blocked: bool
+    summary: str  # what a person reads in the thread
+
+
+class ClusterPort(Protocol):
+    def stable_version(self, app: AppConfig) -> str: ...
+
+    def preflight(self, app: AppConfig, version: str) -> PreflightResult: ...
+
+    def reconcile(self, release: Release, app: AppConfig) -> Observation: ...
+
+
+# ---------------------------------------------------------------- Slack
+
+
+@dataclass(frozen=True, slots=True)
+class SlackRefs:
+    card_ts: str
+    thread_ts: str
+
+
+class AnnouncerPort(Protocol):
+    def show_card(self, release: Release) -> SlackRefs:
+        """Post the release's card, or update it in place when it has a card_ts."""
+        ...
+
+    def notify(self, release: Release, notice: Notify) -> None: ...
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class MetricsPort(Protocol):
+    def covers(self, app: AppConfig) -> bool:
+        """True when the app has a metrics source (its own or the bot's default)."""
+        ...
+
+    def read(self, app: AppConfig, *, at: datetime) -> Reading:
+        """Canary and stable side by side over the app's window ending at `at`;
+        raises MetricsUnavailable."""
+        ...
+
+    def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
+        """`points` values per metric over the app's window ending at `at`;
+        raises MetricsUnavailable."""
+        ...
+
+
+# ---------------------------------------------------------------- release state
+
+
+class AppBusy(ReleaseBotError):
+    def __init__(self, holder: StoredRelease) -> None:
+        release = holder.release
+        super().__init__(
+            f"{release.app} already has an active release: {release.version} "
+            f"started by <@{release.requested_by}>"
+        )
+        self.holder = holder
+
+
+class AppLocked(ReleaseBotError):
+    def __init__(self, app: str, lock: DeployLock) -> None:
+        super().__init__(f"{app} is locked by <@{lock.by}>: {lock.reason or 'no reason given'}")
+        self.lock = lock
+
+
+class RevisionConflict(TemporaryError):
+    """Someone saved the release after we read it; re-read and try again."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRelease:
+    release: Release
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeployLock:
+    by: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of the audit trail: who did what, when, and what came of it."""
+
+    at: str
+    release_id: str
+    actor: str
+    action: str
+    outcome: str
+    detail: str = ""
+    stage: int | None = None
+    phase: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> HistoryEntry:
+        return cls(**json.loads(text))
+
+
+class StorePort(Protocol):
+    """Release state, locks, deliveries and the audit trail (bot.redis.store.ReleaseStore)."""
+
+    def create(self, release: Release, *, entry: HistoryEntry) -> StoredRelease:
+        """Store a new active release; raises AppLocked or AppBusy."""
+        ...
+
+    def save(
+        self, stored: StoredRelease, release: Release, *, entry: HistoryEntry | None, finished: bool
+    ) -> StoredRelease:
+        """Replace `stored` by `release`; raises RevisionConflict if someone saved meanwhile."""
+        ...
+
+    def get(self, release_id: str) -> StoredRelease | None: ...
+
+    def active(self, app: str) -> StoredRelease | None: ...
+
+    def active_releases(self) -> list[StoredRelease]: ...
+
+    def release_ids_to_tick(self) -> list[str]: ...
+
+    def claim_delivery(self, key: str) -> bool: ...
+
+    def append_history(self, app: str, entry: HistoryEntry) -> None: ...
+
+    def history(self, app: str, *, limit: int = 50) -> list[HistoryEntry]: ...
+
+    def lock(self, app: str, *, by: str, reason: str, at: datetime) -> DeployLock: ...
+
+    def unlock(self, app: str) -> DeployLock | None: ...
+
+    def lock_of(self, app: str) -> DeployLock | None: ...
+
+
+class LeasesPort(Protocol):
+    """One replica (one thread of it) at a time works a release (bot.redis.leases.Leases)."""
+
+    def hold_release(self, release_id: str) -> AbstractContextManager[StoredRelease | None]:
+        """The release, read as its lease is taken, while this thread holds the lease; None if
+        someone else holds it or the release is gone."""
+        ...

@@ -1,0 +1,1 @@
+"""Entry points: the release-bot console script and what it runs (serve, demo, check-config)."""
