@@ -12,7 +12,6 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.application.service import ReleaseService
-from bot.entrypoints.settings import Settings
 from handlers import actions, commands
 
 AFTER_ACK_WORKERS = 16
@@ -20,17 +19,16 @@ AFTER_ACK_WORKERS = 16
 the cluster, Slack); more requests than this wait their turn, already acknowledged."""
 
 
-def build_app(*, settings: Settings, client: WebClient, service: ReleaseService | None) -> App:
+def build_app(*, signing_secret: str, client: WebClient, service: ReleaseService | None) -> App:
     """A Bolt app with every listener registered; building it makes no network call.
 
     `service` is None when the bot has no apps file or state store configured: the listeners
     then answer with what is missing. The token is verified by the server's readiness check
     (auth.test), not here, so a slow Slack at start-up delays readiness instead of crashing.
     """
-    signing_secret = settings.slack_signing_secret
     app = App(
         client=client,
-        signing_secret=signing_secret.get_secret_value() if signing_secret else "",
+        signing_secret=signing_secret,
         token_verification_enabled=False,
         logger=logging.getLogger("release_bot.slack"),
     )

@@ -23,7 +23,6 @@ from bot.core.analysis import (
     judge,
     snapshot_text,
     summary_line,
-    unavailable,
 )
 from bot.core.apps import ErrorRateLimits, LatencyLimits, MetricsConfig, QpsLimits
 
@@ -446,12 +445,9 @@ def test_a_judgement_has_one_check_per_metric_in_order_in_display_units() -> Non
     ]
 
 
-def test_unavailable_is_inconclusive_without_checks() -> None:
-    judgement = unavailable("Prometheus at http://prometheus:9090 did not answer within 5s")
-    assert judgement.verdict is INCONCLUSIVE
-    assert judgement.checks == ()
-    assert judgement.failed == ()
-    assert judgement.reason == "Prometheus at http://prometheus:9090 did not answer within 5s"
+def no_checks(reason: str) -> Judgement:
+    """A judgement with no checks at all, as when nothing could be read."""
+    return Judgement(verdict=INCONCLUSIVE, checks=(), reason=reason)
 
 
 # ---------------------------------------------------------------- the card's summary line
@@ -489,7 +485,7 @@ def test_summary_line_shows_missing_values_and_leaves_out_metrics_without_any() 
 
 
 def test_summary_line_of_an_unavailable_prometheus_is_the_reason_alone() -> None:
-    judgement = unavailable("Prometheus <prom> said: a & b " + "x" * 1000)
+    judgement = no_checks("Prometheus <prom> said: a & b " + "x" * 1000)
     line = summary_line(judgement, reading(NO_DATA, NO_DATA))
     assert line.startswith("❔ *inconclusive*: Prometheus &lt;prom&gt; said: a &amp; b xxx")
     assert line.endswith("x…")
@@ -568,7 +564,7 @@ def test_snapshot_of_a_stage_without_public_traffic_says_once_that_nothing_was_j
 
 
 def test_snapshot_of_an_unavailable_prometheus_shows_only_what_there_is() -> None:
-    judgement = unavailable("Prometheus at http://prometheus:9090 did not answer within 5s")
+    judgement = no_checks("Prometheus at http://prometheus:9090 did not answer within 5s")
     bare = snapshot_text(judgement, reading(NO_DATA, NO_DATA), None)
     assert bare.splitlines() == [
         "❔ *Inconclusive*: Prometheus at http://prometheus:9090 did not answer within 5s",
@@ -660,7 +656,7 @@ def test_without_a_trend_there_are_no_sparklines() -> None:
 def test_a_snapshot_stays_within_one_slack_text_whatever_it_is_given() -> None:
     huge = tuple(float(index % 17) for index in range(10_000))
     trend = Trend(canary=dict.fromkeys(Metric, huge), stable=dict.fromkeys(Metric, huge))
-    judgement = unavailable("x" * 20_000)
+    judgement = no_checks("x" * 20_000)
     text = snapshot_text(judgement, BAD, trend)
     assert len(text) <= 3000
     assert len(text.splitlines()) == 5

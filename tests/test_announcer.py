@@ -76,7 +76,9 @@ def web_client(slack_api: SlackStandIn, *, api_url: str | None = None) -> WebCli
         slack_signing_secret=SIGNING_SECRET,
         slack_api_url=api_url or slack_api.api_url,
     )
-    return build_web_client(settings=settings)
+    return build_web_client(
+        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+    )
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 import requests
 from slack_bolt.request import BoltRequest
 from slack_bolt.request.payload_utils import is_block_actions, to_action
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
@@ -223,7 +224,7 @@ def wait_for_health(bot) -> None:
 
 
 def test_web_client_waits_out_a_429_then_posts(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     slack_api.rate_limit_next("chat.postMessage", retry_after_s=1)
 
     started = time.monotonic()
@@ -237,7 +238,7 @@ def test_web_client_waits_out_a_429_then_posts(slack_api) -> None:
 
 
 def test_web_client_gives_up_after_repeated_429s(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     slack_api.rate_limit_next("users.info", times=4, retry_after_s=0)
 
     with pytest.raises(SlackApiError) as raised:
@@ -248,7 +249,7 @@ def test_web_client_gives_up_after_repeated_429s(slack_api) -> None:
 
 
 def test_card_thread_and_update_round_trip(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*shop-api* v2"}}]
 
     card = client.chat_postMessage(channel=RELEASES.id, text="card", blocks=blocks)
@@ -267,7 +268,7 @@ def test_card_thread_and_update_round_trip(slack_api) -> None:
 
 @pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
 def test_update_of_unknown_message_and_reply_to_unknown_thread_fail(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
 
     with pytest.raises(SlackApiError) as update:
         client.chat_update(channel=RELEASES.id, ts="1700000000.000001", text="x")
@@ -283,7 +284,7 @@ def test_update_of_unknown_message_and_reply_to_unknown_thread_fail(slack_api) -
 
 
 def test_scripted_error_is_answered_once(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     slack_api.fail_next("chat.postMessage", error="channel_not_found")
 
     with pytest.raises(SlackApiError) as raised:
@@ -295,7 +296,7 @@ def test_scripted_error_is_answered_once(slack_api) -> None:
 
 
 def test_ephemeral_views_users_groups_and_conversations(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     slack_api.add_user(BOB.id, name=BOB.name, real_name="Bob Builder")
     slack_api.add_usergroup("S0ONCALL01", user_ids=[BOB.id])
     slack_api.add_channel(RELEASES.id, name=RELEASES.name)
@@ -315,7 +316,7 @@ def test_ephemeral_views_users_groups_and_conversations(slack_api) -> None:
 
 
 def test_file_upload_v2_lands_in_the_thread(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     card = client.chat_postMessage(channel=RELEASES.id, text="card")
 
     client.files_upload_v2(
@@ -377,7 +378,7 @@ def test_standin_429_carries_retry_after(slack_api) -> None:
 
 
 def test_standin_records_calls_and_resets(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     client.chat_postMessage(channel=RELEASES.id, text="hello")
 
     (call,) = slack_api.calls("chat.postMessage")
@@ -431,7 +432,7 @@ def test_block_action_parses_as_bolt_expects(slack_requests) -> None:
 
 
 def test_standin_permalinks_take_slacks_two_forms(slack_api) -> None:
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     card = client.chat_postMessage(channel=RELEASES.id, text="card")
     reply = client.chat_postMessage(channel=RELEASES.id, text="stage 1", thread_ts=card["ts"])
 
@@ -446,3 +447,10 @@ def test_standin_permalinks_take_slacks_two_forms(slack_api) -> None:
         f"{archive}{reply['ts'].replace('.', '')}?thread_ts={card['ts']}&cid={RELEASES.id}"
     )
     assert unknown.value.response["error"] == "message_not_found"
+
+
+def web_client_for(slack_api: SlackStandIn) -> WebClient:
+    settings = settings_for(slack_api)
+    return build_web_client(
+        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+    )

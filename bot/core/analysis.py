@@ -1,10 +1,9 @@
 """Canary analysis: what a metrics check reads, and the judgement of canary against stable.
 
 The types here are shared by the Prometheus adapter (bot.metrics.prometheus, which fills in a
-Reading), the release service (which calls `judge` at every check interval, or `unavailable` when
-Prometheus cannot answer, and turns the Judgement into a state-machine event) and the Slack cards
-(bot.slack.cards, which show `summary_line` on the release card and `snapshot_text` in the
-thread). Pure: no I/O.
+Reading), the metric checks (bot.application.checks, which call `judge` at every check interval
+and turn the Judgement into a state-machine event) and the Slack cards (bot.slack.cards, which
+show `summary_line` on the release card and `snapshot_text` in the thread). Pure: no I/O.
 
 Judgement rules (Argo Rollouts' and Flagger's, plus a stable baseline):
 - Error rate is always checked (max, and optionally max_above_stable); p99 latency when the app
@@ -170,11 +169,6 @@ def judge(reading: Reading, limits: MetricsConfig, *, public_traffic: bool) -> J
     else:
         passed = "all checks passed"
     return _combine(checks, passed_reason=passed)
-
-
-def unavailable(reason: str) -> Judgement:
-    """The judgement when Prometheus could not answer: inconclusive, with no checks."""
-    return Judgement(verdict=Verdict.INCONCLUSIVE, checks=(), reason=reason)
 
 
 def _combine(checks: tuple[MetricCheck, ...], *, passed_reason: str) -> Judgement:
@@ -381,7 +375,7 @@ def snapshot_text(judgement: Judgement, reading: Reading, trend: Trend | None) -
     """A snapshot for the release's thread (mrkdwn): the verdict and why, then one line per
     metric with canary vs stable, its verdict, its limit and the trend as sparklines.
 
-    With an `unavailable` judgement (no checks), metrics with no data at all are left out.
+    With a judgement that has no checks, metrics with no data at all are left out.
     """
     checks = {check.metric: check for check in judgement.checks}
     rows = [

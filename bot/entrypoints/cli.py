@@ -30,9 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from bot.entrypoints.server import serve
-        from handlers.app import build_app
 
-        exit_code: int = serve(build_app=build_app)
+        exit_code: int = serve()
         return exit_code
     if args.command == "demo":
         from bot.entrypoints.demo import run_demo

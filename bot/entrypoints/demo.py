@@ -48,6 +48,7 @@ from bot.core.machine import Approve, Notify
 from bot.core.plan import Plan, Stage
 from bot.core.ports import Observation, PreflightResult, SlackRefs
 from bot.core.release import Phase, Release, desired_traffic
+from bot.core.text import percent, plan_text
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
 from bot.slack.cards import CardMessage, release_card, render_text, rollback_alert, thread_notice
@@ -620,15 +621,9 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _introduce(scenario: Scenario, url: str, transcript: Transcript) -> None:
-    plan = " → ".join(
-        f"{stage.weight} %"
-        + (" by header" if stage.header_routed else "")
-        + (f" {stage.duration_s} s" if stage.duration_s else "")
-        + (" + approval" if stage.needs_approval else "")
-        for stage in DEMO_PLAN.stages
-    )
+    plan = plan_text(DEMO_PLAN)
     metrics = DEMO_APP.metrics
-    limit = f"{metrics.error_rate.max * 100:g} %"
+    limit = percent(metrics.error_rate.max * 100)
     bad = ""
     if scenario.bad_canary:
         bad = (

@@ -1,9 +1,10 @@
 """`release-bot serve`: runs the Slack app in HTTP mode or Socket Mode, plus health and metrics.
 
-Called by bot.entrypoints.cli, which passes handlers.app.build_app as `build_app` (bot never imports
-the Slack listeners). One WSGI application, served by waitress on PORT, answers `/slack/events`
-(HTTP mode only), `/healthz`, `/readyz` and `/metrics`. Logs are JSON lines on stdout, and every
-secret in them is replaced by [REDACTED]."""
+Called by bot.entrypoints.cli. It wires the adapters to the release service and the service to
+the Slack listeners (handlers.app.build_app), then serves one WSGI application with waitress on
+PORT: `/slack/events` (HTTP mode only), `/healthz`, `/readyz` and `/metrics`. Logs are JSON lines
+on stdout, and every secret in them is replaced by [REDACTED].
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import structlog
@@ -43,6 +44,7 @@ from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
 from bot.slack.announcer import SlackAnnouncer
 from bot.slack.client import build_web_client
+from handlers.app import build_app
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -65,15 +67,7 @@ SLACK_EVENT_SECONDS = Histogram(
 log = structlog.get_logger("release_bot.server")
 
 
-class AppBuilder(Protocol):
-    """handlers.app.build_app's signature."""
-
-    def __call__(
-        self, *, settings: Settings, client: WebClient, service: ReleaseService | None
-    ) -> App: ...
-
-
-def serve(*, build_app: AppBuilder) -> int:
+def serve() -> int:
     """Run until SIGTERM or SIGINT; return the process exit code."""
     try:
         settings = load_settings()
@@ -81,13 +75,17 @@ def serve(*, build_app: AppBuilder) -> int:
         print(f"release-bot: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(level=settings.log_level, secrets=settings.secret_values())
-    client = build_web_client(settings=settings)
+    client = build_web_client(
+        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+    )
     try:
         service = build_service(settings=settings, client=client)
     except (ConfigError, ReleaseBotError) as error:
         log.error("fatal", reason=str(error))
         return EXIT_BAD_CONFIG
-    app = build_app(settings=settings, client=client, service=service)
+    secret = settings.slack_signing_secret
+    signing_secret = secret.get_secret_value() if secret else ""
+    app = build_app(signing_secret=signing_secret, client=client, service=service)
     scheduler = (
         Scheduler(tick=service.tick, interval_s=settings.release_bot_tick_seconds)
         if service

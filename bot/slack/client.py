@@ -12,17 +12,15 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
-from bot.entrypoints.settings import Settings
-
 RATE_LIMIT_RETRIES = 3
 """How often one Web API call waits out a 429 (sleeping Retry-After seconds) before it fails."""
 
 
-def build_web_client(*, settings: Settings) -> WebClient:
+def build_web_client(*, token: str, base_url: str) -> WebClient:
     """A Web API client on SLACK_API_URL that retries connection errors and honours Retry-After."""
     return WebClient(
-        token=settings.slack_bot_token.get_secret_value(),
-        base_url=settings.slack_api_url,
+        token=token,
+        base_url=base_url,
         retry_handlers=[
             ConnectionErrorRetryHandler(),
             RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
