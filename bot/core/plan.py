@@ -1,7 +1,7 @@
 """Release plans: the ordered stages a canary walks through.
 
-Used by the config loader (which builds plans from YAML) and by the state
-machine (which walks them). Pure data, no I/O.
+Used by the apps-file loader (bot.application.apps_file, which builds plans from YAML) and by
+the state machine (bot.core.machine, which walks them). Pure data, no I/O.
 """
 
 from __future__ import annotations
