@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,9 +21,10 @@ from slack_bolt.request.payload_utils import is_block_actions, to_action
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
+from structlog.testing import capture_logs
 
 from bot.core.commands import USAGE
-from bot.entrypoints.server import REDACTED, SecretRedactor
+from bot.entrypoints.server import REDACTED, SecretRedactor, SlackTokenVerifier
 from bot.entrypoints.settings import Settings
 from bot.slack.client import build_web_client
 from tests.infra.slack import REPO_ROOT, SIGNING_SECRET
@@ -221,6 +223,69 @@ def wait_for_health(bot) -> None:
 
 
 # ---- the bot's Web API client against the stand-in -------------------------------------------
+
+
+def verifier_for(slack_api: SlackStandIn) -> tuple[SlackTokenVerifier, list[str]]:
+    rejections: list[str] = []
+    client = build_web_client(settings=settings_for(slack_api))
+    return SlackTokenVerifier(client, on_rejected=rejections.append), rejections
+
+
+def test_token_check_retries_auth_test_after_1_then_2_s(slack_api) -> None:
+    slack_api.fail_next("auth.test", error="internal_error", times=2)
+    verifier, rejections = verifier_for(slack_api)
+
+    with capture_logs() as logs:
+        verifier.start()
+        assert verifier.verified.wait(10), "auth.test was never retried to success"
+
+    assert rejections == []
+    retries = [(line["event"], line["error"], line["retry_in_s"]) for line in logs[:2]]
+    assert retries == [
+        ("auth.test failed, retrying", "internal_error", 1.0),
+        ("auth.test failed, retrying", "internal_error", 2.0),
+    ]
+    assert logs[2]["event"] == "slack token verified"
+    first, second, third = slack_api.calls("auth.test")
+    assert [call.ok for call in (first, second, third)] == [False, False, True]
+    assert 1.0 <= second.at - first.at < 1.5
+    assert 2.0 <= third.at - second.at < 2.5
+
+
+def test_a_rejected_token_is_not_retried(slack_api) -> None:
+    slack_api.fail_next("auth.test", error="token_revoked", times=5)
+    verifier, rejections = verifier_for(slack_api)
+
+    verifier.start()
+    deadline = time.monotonic() + 5
+    while not rejections:
+        assert time.monotonic() < deadline, "the rejected token was never reported"
+        time.sleep(0.02)
+    time.sleep(1.2)  # a retry would have come after 1 s
+
+    assert rejections == ["Slack rejected SLACK_BOT_TOKEN: token_revoked"]
+    assert len(slack_api.calls("auth.test")) == 1
+    assert not verifier.verified.is_set()
+
+
+def test_stopping_the_token_check_ends_its_backoff_at_once(slack_api) -> None:
+    slack_api.fail_next("auth.test", error="internal_error", times=50)
+    verifier, rejections = verifier_for(slack_api)
+    verifier.start()
+    deadline = time.monotonic() + 5
+    while not slack_api.calls("auth.test"):
+        assert time.monotonic() < deadline, "auth.test was never called"
+        time.sleep(0.02)
+
+    verifier.stop()
+    deadline = time.monotonic() + 0.5
+    while any(thread.name == "slack-auth-test" for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the token check outlived stop()"
+        time.sleep(0.01)
+
+    assert len(slack_api.calls("auth.test")) == 1
+    assert rejections == []
+    assert not verifier.verified.is_set()
 
 
 def test_web_client_waits_out_a_429_then_posts(slack_api) -> None:

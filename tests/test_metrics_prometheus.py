@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from bot.core.analysis import Metric, MetricsUnavailable, TrackReading, Trend
 from bot.core.apps import AppConfig, AuthorizationConfig, ChannelRef, MetricsConfig, ReplicasRouter
@@ -204,6 +205,35 @@ def test_a_query_prometheus_rejects_names_its_error(
     assert message.endswith('increase(http_requests_total{app="shop-api"}[10s])')
 
 
+def test_a_broken_query_answered_400_bad_data_carries_prometheus_own_error(
+    prometheus_server: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message quotes Prometheus's errorType and error as its HTTP answer gave them."""
+    generic = prometheus_adapter.PRESETS["generic"]
+    dangling = 'sum by (track) (increase(http_requests_total{app="$workload"}[$range])) /'
+    monkeypatch.setitem(prometheus_adapter.PRESETS, "generic", replace(generic, requests=dangling))
+    metrics = PrometheusMetrics(default_url=prometheus_server.url)
+    at = now()
+    # A 5-point trend of a 10 s window: range queries with 2 s steps.
+    broken = 'sum by (track) (increase(http_requests_total{app="shop-api"}[2s])) /'
+    direct = requests.get(
+        f"{prometheus_server.url}/api/v1/query_range",
+        params={"query": broken, "start": at.timestamp() - 8, "end": at.timestamp(), "step": 2},
+        timeout=5,
+    )
+    assert direct.status_code == 400, direct.text
+    assert direct.json()["errorType"] == "bad_data", direct.text
+
+    with pytest.raises(MetricsUnavailable) as raised:
+        metrics.trend(app_config(CANARY.app), at=at, points=5)
+
+    assert str(raised.value) == (
+        f"Prometheus at {prometheus_server.url} rejected a query "
+        f"(bad_data: {direct.json()['error']}): {broken}"
+    )
+    assert raised.value.retry_after_s is None
+
+
 # ---------------------------------------------------------------- trend from real Prometheus
 
 TREND_WINDOW_S = 15
@@ -343,6 +373,7 @@ class CannedAnswer:
     body: bytes = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
     content_type: str = "application/json"
     delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -370,6 +401,8 @@ class PrometheusStandIn:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.content_type)
                 self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(answer.body)
 
@@ -510,9 +543,56 @@ def test_error_and_malformed_answers_are_unavailable_and_say_why(
     stand_in.answer = answer
     metrics = PrometheusMetrics(default_url=stand_in.url)
 
-    with pytest.raises(MetricsUnavailable, match=message):
+    with pytest.raises(MetricsUnavailable, match=message) as raised:
         metrics.read(app_config("shop-api"), at=now())
     assert len(stand_in.asked) == 1  # no retries
+    assert raised.value.retry_after_s is None
+
+
+PROMETHEUS_TIMEOUT = {"status": "error", "errorType": "timeout", "error": "query timed out"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "retry_after_s"),
+    [
+        (
+            CannedAnswer(status=429, body=b"slow down", headers={"Retry-After": "7"}),
+            r"^Prometheus at \S+ is rate limiting queries \(HTTP 429\): retry in 7 s$",
+            7.0,
+        ),
+        (
+            CannedAnswer(status=429, body=b"", content_type="text/plain"),
+            r"^Prometheus at \S+ is rate limiting queries \(HTTP 429\): no Retry-After given$",
+            None,
+        ),
+        (
+            CannedAnswer(
+                status=503,
+                body=json.dumps(PROMETHEUS_TIMEOUT).encode(),
+                headers={"Retry-After": "2.5"},
+            ),
+            r"^Prometheus at \S+ failed a query, HTTP 503 \(timeout: query timed out\): sum by",
+            2.5,
+        ),
+        (
+            CannedAnswer(status=503, body=b"", headers={"Retry-After": "soon"}),
+            r"^Prometheus at \S+ answered HTTP 503: \(empty body\)$",
+            None,
+        ),
+    ],
+    ids=["429-retry-after", "429-no-retry-after", "503-prometheus-error", "503-bad-retry-after"],
+)
+def test_a_prometheus_asking_to_wait_sets_the_retry_delay(
+    stand_in: PrometheusStandIn, answer: CannedAnswer, message: str, retry_after_s: float | None
+) -> None:
+    stand_in.answer = answer
+    metrics = PrometheusMetrics(default_url=stand_in.url)
+
+    with pytest.raises(MetricsUnavailable, match=message) as raised:
+        metrics.read(app_config("shop-api"), at=now())
+
+    assert raised.value.retry_after_s == retry_after_s
+    assert len(stand_in.asked) == 1  # no retries: waiting is the caller's call
 
 
 def test_a_prometheus_that_comes_back_is_read_again(stand_in: PrometheusStandIn) -> None:

@@ -2,7 +2,12 @@
 
 Started by bot.entrypoints.server next to the HTTP server. Each pass reconciles every active release
 and delivers what has come due (canary ready, stage timers, promotion and rollback done); due times
-live in the release records in Redis, so a restarted bot picks up where the last one stopped."""
+live in the release records in Redis, so a restarted bot picks up where the last one stopped.
+
+A failed pass (e.g. Redis down) is retried by tenacity: the wait doubles from twice the interval
+up to MAX_BACKOFF_S, or is the failure's own TemporaryError.retry_after_s (capped the same), and
+starts over after a good pass. The loop never dies of a pass's exception, and stop() ends it
+within one wait: tenacity sleeps on the stop event."""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import time
 from collections.abc import Callable
 
 import structlog
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
+from tenacity.wait import wait_exponential
 
-from bot.core.errors import ReleaseBotError
+from bot.core.errors import ReleaseBotError, TemporaryError
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +32,7 @@ class Scheduler:
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._doubling = wait_exponential(multiplier=interval_s * 2, max=MAX_BACKOFF_S)
         self.passes = 0
 
     def start(self) -> None:
@@ -38,19 +46,42 @@ class Scheduler:
         return self._thread.is_alive()
 
     def _run(self) -> None:
-        wait_s = self._interval_s
+        # One Retrying per good pass, so the backoff starts over after each one.
+        until_a_good_pass = Retrying(
+            retry=retry_if_exception_type(Exception),
+            stop=stop_never,
+            wait=self._backoff_s,
+            sleep=self._sleep,
+            before_sleep=self._log_failure,
+        )
         while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                self._tick()
-            except Exception as error:  # e.g. Redis down: back off, never let the loop die
-                wait_s = min(wait_s * 2, MAX_BACKOFF_S)
-                if isinstance(error, ReleaseBotError):
-                    log.warning("scheduler_pass_failed", error=str(error), retry_in_s=wait_s)
-                else:
-                    log.exception("scheduler_pass_crashed", retry_in_s=wait_s)
-            else:
-                wait_s = self._interval_s
-                self.passes += 1
-                log.debug("scheduler_pass", seconds=round(time.monotonic() - started, 3))
-            self._stopping.wait(wait_s)
+            until_a_good_pass(self._pass)
+            self._stopping.wait(self._interval_s)
+
+    def _pass(self) -> None:
+        if self._stopping.is_set():  # stopped while backing off: no more passes
+            return
+        started = time.monotonic()
+        self._tick()
+        self.passes += 1
+        log.debug("scheduler_pass", seconds=round(time.monotonic() - started, 3))
+
+    def _sleep(self, seconds: float) -> None:
+        self._stopping.wait(seconds)  # stop() wakes it
+
+    def _backoff_s(self, state: RetryCallState) -> float:
+        error = _failure(state)
+        if isinstance(error, TemporaryError) and error.retry_after_s is not None:
+            return min(max(error.retry_after_s, 0.0), MAX_BACKOFF_S)
+        return float(self._doubling(state))
+
+    def _log_failure(self, state: RetryCallState) -> None:
+        error, wait_s = _failure(state), state.upcoming_sleep
+        if isinstance(error, ReleaseBotError):
+            log.warning("scheduler_pass_failed", error=str(error), retry_in_s=wait_s)
+        else:
+            log.error("scheduler_pass_crashed", retry_in_s=wait_s, exc_info=error)
+
+
+def _failure(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None

@@ -28,6 +28,9 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web import SlackResponse
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
+from tenacity.wait import wait_exponential
 from waitress.server import create_server
 
 from bot.application.apps_file import ConfigError, load_config
@@ -202,7 +205,11 @@ def _passes(check: Callable[[], bool]) -> bool:
 
 
 class SlackTokenVerifier:
-    """Calls auth.test in the background until Slack answers; a rejected token stops the bot."""
+    """Calls auth.test in the background until Slack answers; a rejected token stops the bot.
+
+    tenacity retries a failed auth.test (Slack unreachable, or an error other than a rejected
+    token) after 1 s, doubling up to MAX_BACKOFF_S; it sleeps on the stop event, so stop() ends
+    the retries within one wait."""
 
     MAX_BACKOFF_S = 30.0
 
@@ -219,26 +226,53 @@ class SlackTokenVerifier:
         self._stopping.set()
 
     def _run(self) -> None:
-        backoff_s = 1.0
-        while not self._stopping.is_set():
-            try:
-                response = self._client.auth_test()
-            except SlackApiError as error:
-                code = str(error.response.get("error"))
-                if code in REJECTED_TOKEN_ERRORS:
-                    self._on_rejected(f"Slack rejected SLACK_BOT_TOKEN: {code}")
-                    return
-                log.warning("auth.test failed, retrying", error=code, retry_in_s=backoff_s)
-            except OSError as error:
-                log.warning("Slack unreachable, retrying", error=repr(error), retry_in_s=backoff_s)
-            else:
-                log.info(
-                    "slack token verified", team=response.get("team"), bot=response.get("user")
-                )
-                self.verified.set()
-                return
-            self._stopping.wait(backoff_s)
-            backoff_s = min(backoff_s * 2, self.MAX_BACKOFF_S)
+        until_slack_answers = Retrying(
+            retry=retry_if_exception(_worth_retrying_auth_test),
+            stop=stop_never,
+            wait=wait_exponential(multiplier=1.0, max=self.MAX_BACKOFF_S),
+            sleep=self._sleep,
+            before_sleep=_log_auth_test_retry,
+        )
+        try:
+            response = until_slack_answers(self._auth_test)
+        except SlackApiError as error:  # not retried: the token is rejected
+            self._on_rejected(f"Slack rejected SLACK_BOT_TOKEN: {_slack_error(error)}")
+            return
+        if response is None:  # stopped before Slack answered
+            return
+        log.info("slack token verified", team=response.get("team"), bot=response.get("user"))
+        self.verified.set()
+
+    def _auth_test(self) -> SlackResponse | None:
+        if self._stopping.is_set():
+            return None
+        return self._client.auth_test()
+
+    def _sleep(self, seconds: float) -> None:
+        self._stopping.wait(seconds)  # stop() wakes it
+
+
+def _slack_error(error: SlackApiError) -> str:
+    return str(error.response.get("error"))
+
+
+def _worth_retrying_auth_test(error: BaseException) -> bool:
+    """Slack unreachable, or any auth.test error but a rejected token (REJECTED_TOKEN_ERRORS)."""
+    if isinstance(error, SlackApiError):
+        return _slack_error(error) not in REJECTED_TOKEN_ERRORS
+    return isinstance(error, OSError)
+
+
+def _log_auth_test_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(error, SlackApiError):
+        log.warning(
+            "auth.test failed, retrying", error=_slack_error(error), retry_in_s=state.upcoming_sleep
+        )
+    else:
+        log.warning(
+            "Slack unreachable, retrying", error=repr(error), retry_in_s=state.upcoming_sleep
+        )
 
 
 def build_wsgi_app(

@@ -13,14 +13,17 @@ Decisions:
 - One read() or trend() shares one deadline of `timeout_s` among its queries, and the client
   never retries: a slow or down Prometheus costs a caller at most `timeout_s`. Prometheus gets
   the same deadline (its `timeout` parameter), so it stops evaluating what nobody waits for.
+- Failures are read from the HTTP answer itself (status, Retry-After, Prometheus's JSON error
+  body), never from an exception's text, and translated in one place (_Call._result): no answer
+  or a 5xx is Prometheus being unavailable, a 4xx with Prometheus's error names the broken
+  query, a 429 or 503 with Retry-After sets MetricsUnavailable.retry_after_s. Queries go through
+  the session PrometheusConnect configured (no retries), so the whole answer is at hand.
 - Each trend point covers its own slice of the window (rate over one step), so a change shows
   where it happened; a slice without two scrapes in it gives None.
 """
 
 from __future__ import annotations
 
-import ast
-import json
 import math
 import re
 import time
@@ -28,12 +31,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from string import Template
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
+import requests
 import urllib3
 from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import exceptions as http_errors
 
 from bot.core.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
@@ -101,9 +105,9 @@ PRESETS: dict[str, QueryPreset] = {
 
 # The trend's points are whole milliseconds apart, as Prometheus keeps time.
 _MS_PER_S = 1000
-# PrometheusApiClientException's text for a non-200 answer: "HTTP Status Code 400 (b'...')".
-_HTTP_STATUS = re.compile(r"HTTP Status Code (\d+) \((b'.*'|b\".*\")\)", re.DOTALL)
 _SHOWN_BODY_CHARS = 200
+_TOO_MANY_REQUESTS = 429
+_SERVICE_UNAVAILABLE = 503
 
 
 class PrometheusMetrics:
@@ -112,7 +116,7 @@ class PrometheusMetrics:
     def __init__(self, *, default_url: str | None, timeout_s: float = 5.0) -> None:
         self._default_url = default_url
         self._timeout_s = timeout_s
-        self._clients: dict[str, PrometheusConnect] = {}
+        self._clients: dict[str, _Client] = {}
 
     def read(self, app: AppConfig, *, at: datetime) -> Reading:
         window_s = app.metrics.window_s
@@ -166,8 +170,7 @@ class PrometheusMetrics:
                 "and the app names no metrics.prometheus_url; set one of them"
             )
         if url not in self._clients:
-            # No retries: a retry with backoff would outlast the deadline.
-            self._clients[url] = PrometheusConnect(url, retry=urllib3.Retry(total=0))
+            self._clients[url] = _Client.to(url)
         deadline = time.monotonic() + self._timeout_s
         return _Call(self._clients[url], url=url, timeout_s=self._timeout_s, deadline=deadline)
 
@@ -240,64 +243,98 @@ class _Steps:
 
 
 @dataclass(frozen=True, slots=True)
+class _Client:
+    """A PrometheusConnect and the requests session it configured, which queries go through.
+
+    The session is ours, handed to PrometheusConnect (which mounts its adapter, here without
+    retries: a retry with backoff would outlast the deadline), so that a query's whole answer
+    (status, headers, body) can be read rather than the text of the exception it would raise.
+    """
+
+    prometheus: PrometheusConnect
+    session: requests.Session
+
+    @classmethod
+    def to(cls, url: str) -> _Client:
+        session = requests.Session()
+        prometheus = PrometheusConnect(url, retry=urllib3.Retry(total=0), session=session)
+        return cls(prometheus, session)
+
+    def get(self, path: str, *, params: dict[str, str], timeout_s: float) -> requests.Response:
+        """GET `path` of the Prometheus API, as PrometheusConnect's custom_query would."""
+        # A total, not per socket operation: requests hands a urllib3 Timeout on as it is.
+        deadline: Any = urllib3.Timeout(total=timeout_s)
+        return self.session.get(
+            f"{self.prometheus.url}{path}",
+            params=params,
+            headers=self.prometheus.headers,
+            auth=self.prometheus.auth,
+            timeout=deadline,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Call:
     """Queries for one read() or trend(): one Prometheus, one deadline shared by all of them."""
 
-    client: PrometheusConnect
+    client: _Client
     url: str
     timeout_s: float
     deadline: float
 
     def instant(self, query: str, *, at: datetime) -> list[tuple[dict[str, str], float | None]]:
         """Each series' labels and value at `at`."""
-        with self._answering(query) as remaining_s:
-            answer = self.client.custom_query(
-                query,
-                params={"time": _seconds(at.timestamp()), "timeout": _seconds(remaining_s)},
-                timeout=urllib3.Timeout(total=remaining_s),
-            )
-            return [(labels, _sample(series["value"])[1]) for labels, series in _series(answer)]
+        result = self._result("/api/v1/query", query, {"time": _seconds(at.timestamp())})
+        with self._parsing():
+            return [(labels, _sample(series["value"])[1]) for labels, series in _series(result)]
 
     def ranged(
         self, query: str, *, steps: _Steps
     ) -> list[tuple[dict[str, str], list[float | None]]]:
         """Each series' labels and values at every step, oldest first (None: no sample)."""
-        start_s, end_s = steps.start_ms / _MS_PER_S, steps.end_ms / _MS_PER_S
-        with self._answering(query) as remaining_s:
-            answer = self.client.custom_query_range(
-                query,
-                start_time=datetime.fromtimestamp(start_s, tz=UTC),
-                end_time=datetime.fromtimestamp(end_s, tz=UTC),
-                step=_seconds(steps.step_ms / _MS_PER_S),
-                # custom_query_range rounds start and end to whole seconds; these override them.
-                params={
-                    "start": _seconds(start_s),
-                    "end": _seconds(end_s),
-                    "timeout": _seconds(remaining_s),
-                },
-                timeout=urllib3.Timeout(total=remaining_s),
-            )
+        params = {
+            "start": _seconds(steps.start_ms / _MS_PER_S),
+            "end": _seconds(steps.end_ms / _MS_PER_S),
+            "step": _seconds(steps.step_ms / _MS_PER_S),
+        }
+        result = self._result("/api/v1/query_range", query, params)
+        with self._parsing():
             return [
                 (labels, _step_values(series["values"], steps))
-                for labels, series in _series(answer)
+                for labels, series in _series(result)
             ]
 
-    @contextmanager
-    def _answering(self, query: str) -> Iterator[float]:
-        """The seconds left before the deadline; every failure inside becomes MetricsUnavailable."""
+    def _result(self, path: str, query: str, params: dict[str, str]) -> object:
+        """The `data.result` of Prometheus's answer to `query`, within what is left of the
+        deadline. The one place where a failed query becomes MetricsUnavailable: no answer,
+        a refusal (read from the HTTP status, headers and Prometheus's JSON error) or a body
+        that is not JSON."""
         remaining_s = self.deadline - time.monotonic()
         if remaining_s <= 0:
             raise MetricsUnavailable(self._too_slow())
+        params = {"query": query, **params, "timeout": _seconds(remaining_s)}
         try:
-            yield remaining_s
-        except PrometheusApiClientException as error:
-            raise MetricsUnavailable(self._rejected(error, query)) from None
-        except _NotAQueryResult as error:
-            raise MetricsUnavailable(self._malformed(str(error))) from None
-        except http_errors.InvalidJSONError as error:
-            raise MetricsUnavailable(self._malformed(f"not JSON: {error}")) from None
+            response = self.client.get(path, params=params, timeout_s=remaining_s)
         except http_errors.RequestException as error:
             raise MetricsUnavailable(self._unreachable(error)) from None
+        if response.status_code != 200:
+            raise MetricsUnavailable(
+                self._refused(response, query), retry_after_s=_retry_after_s(response)
+            )
+        try:
+            answer = response.json()
+        except http_errors.InvalidJSONError as error:
+            raise MetricsUnavailable(self._malformed(f"not JSON: {error}")) from None
+        with self._parsing():
+            return answer["data"]["result"]
+
+    @contextmanager
+    def _parsing(self) -> Iterator[None]:
+        """An answer that is JSON but not a query result becomes MetricsUnavailable."""
+        try:
+            yield
+        except _NotAQueryResult as error:
+            raise MetricsUnavailable(self._malformed(str(error))) from None
         except (ValueError, KeyError, TypeError) as error:
             raise MetricsUnavailable(self._malformed(f"{type(error).__name__}: {error}")) from None
 
@@ -316,15 +353,21 @@ class _Call:
             return self._too_slow()
         return f"Prometheus at {self.url} cannot be reached: {reason}"
 
-    def _rejected(self, error: PrometheusApiClientException, query: str) -> str:
-        match = _HTTP_STATUS.fullmatch(str(error))
-        if match is None:
-            return f"Prometheus at {self.url} failed: {error}"
-        status, body = match[1], ast.literal_eval(match[2])
-        problem = _prometheus_error(body)
-        if problem is not None:
+    def _refused(self, response: requests.Response, query: str) -> str:
+        """Why Prometheus answered `query` with an HTTP error, for people."""
+        status = response.status_code
+        problem = _prometheus_error(response)
+        if status == _TOO_MANY_REQUESTS:
+            wait = _retry_after_s(response)
+            when = f"retry in {wait:g} s" if wait is not None else "no Retry-After given"
+            detail = f" ({problem})" if problem else ""
+            return f"Prometheus at {self.url} is rate limiting queries (HTTP 429{detail}): {when}"
+        if problem is not None and status < 500:
+            # Prometheus's own verdict on the query: bad_data is a broken PromQL expression.
             return f"Prometheus at {self.url} rejected a query ({problem}): {query}"
-        shown = body.decode(errors="replace").strip()[:_SHOWN_BODY_CHARS]
+        if problem is not None:
+            return f"Prometheus at {self.url} failed a query, HTTP {status} ({problem}): {query}"
+        shown = response.text.strip()[:_SHOWN_BODY_CHARS]
         return f"Prometheus at {self.url} answered HTTP {status}: {shown or '(empty body)'}"
 
     def _malformed(self, detail: str) -> str:
@@ -342,15 +385,30 @@ def _urllib3_reason(error: http_errors.RequestException) -> object:
     return cause.reason if isinstance(cause, urllib3.exceptions.MaxRetryError) else cause
 
 
-def _prometheus_error(body: bytes) -> str | None:
+def _prometheus_error(response: requests.Response) -> str | None:
     """'errorType: error' from Prometheus's JSON error answer; None when the body is not one."""
     try:
-        answer = json.loads(body)
-    except ValueError:
+        answer = response.json()
+    except http_errors.InvalidJSONError:
         return None
     if not isinstance(answer, dict) or answer.get("status") != "error":
         return None
     return f"{answer.get('errorType', 'error')}: {answer.get('error', 'no details')}"
+
+
+def _retry_after_s(response: requests.Response) -> float | None:
+    """A 429's or 503's Retry-After in seconds (delay or HTTP date); None without a usable one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if response.status_code not in (_TOO_MANY_REQUESTS, _SERVICE_UNAVAILABLE) or not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 # ---------------------------------------------------------------- answers
