@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +16,13 @@ import yaml
 from kubernetes import client as k8s
 
 from bot.core.errors import PermanentError, TemporaryError
-from bot.kube.client import DEPLOYMENTS, NamespacedResources, build_api_client
+from bot.kube.client import (
+    DEPLOYMENTS,
+    RETRY_ATTEMPTS,
+    ForbiddenError,
+    NamespacedResources,
+    build_api_client,
+)
 from bot.kube.workloads import (
     AppWorkload,
     CanaryWorkloads,
@@ -25,7 +32,7 @@ from bot.kube.workloads import (
     resolve_version,
 )
 from tests.infra.kube import RESTRICTED_TOKEN, KubeCluster, wait_for_deployment_ready
-from tests.infra.processes import free_port
+from tests.infra.processes import free_port, wait_until
 from tests.kube_objects import containers
 
 STABLE_IMAGE = "registry.example:5000/shop/api:v2.4.0"
@@ -166,9 +173,7 @@ def test_canary_becomes_ready_through_the_real_controllers(
     kube_admin: k8s.ApiClient, app: AppWorkload, workloads: CanaryWorkloads
 ) -> None:
     workloads.ensure_canary("v2.5.0", initial_replicas=2)
-    started = time.monotonic()
-    workloads.wait_canary_ready(deadline_s=60)
-    waited = time.monotonic() - started
+    waited = wait_until(workloads.canary_ready, timeout_s=60, what="canary ready", interval_s=0.2)
 
     assert workloads.canary_ready()
     pods = (
@@ -208,15 +213,26 @@ def test_a_new_version_updates_the_canary_but_keeps_its_replica_count(
     assert canary["spec"]["replicas"] == 1
     assert containers(canary)["app"] == "registry.example:5000/shop/api:v2.5.1"
     assert canary["metadata"]["annotations"]["release-bot.io/version"] == "v2.5.1"
-    workloads.wait_canary_ready(deadline_s=60)
+    wait_until(workloads.canary_ready, timeout_s=60, what="canary ready", interval_s=0.2)
     assert workloads.replicas("canary").ready == 1
 
 
-def test_promote_rolls_the_stable_deployment_and_twice_is_harmless(
+def stable_rolled_out(workloads: CanaryWorkloads) -> None:
+    """Poll as the reconciler's promotion does, one `rolled_out` check per pass."""
+    wait_until(
+        lambda: workloads.rolled_out("stable"),
+        timeout_s=60,
+        what="stable rolled out",
+        interval_s=0.2,
+    )
+
+
+def test_rolling_stable_rolls_the_stable_deployment_and_twice_is_harmless(
     kube_admin: k8s.ApiClient, app: AppWorkload, workloads: CanaryWorkloads
 ) -> None:
     workloads.ensure_canary("v2.5.0", initial_replicas=1)
-    workloads.promote("v2.5.0", deadline_s=60)
+    workloads.roll_stable("v2.5.0")
+    stable_rolled_out(workloads)
 
     stable = read(kube_admin, app.namespace, "shop-api")
     assert containers(stable) == {
@@ -239,7 +255,8 @@ def test_promote_rolls_the_stable_deployment_and_twice_is_harmless(
     assert len(running) == 3
     assert {pod.metadata.labels["version"] for pod in running} == {"v2.5.0"}
 
-    workloads.promote("v2.5.0", deadline_s=60)
+    workloads.roll_stable("v2.5.0")
+    stable_rolled_out(workloads)
     assert (
         read(kube_admin, app.namespace, "shop-api")["metadata"]["generation"]
         == (stable["metadata"]["generation"])
@@ -281,8 +298,8 @@ def test_deadline_error_says_which_deployment_and_why(
     workloads.ensure_canary("v2.5.0", initial_replicas=1)
 
     started = time.monotonic()
-    with pytest.raises(NotReadyError) as late:
-        workloads.wait_canary_ready(deadline_s=2)
+    with pytest.raises(NotReadyError) as late:  # as the replicas router waits for a side it grew
+        workloads.wait_rolled_out("canary", deadline_s=2)
     assert 2 <= time.monotonic() - started < 10
     message = str(late.value)
     assert f"canary Deployment {namespace}/shop-api-canary not ready after 2 s" in message
@@ -365,7 +382,63 @@ def test_unreachable_apiserver_is_temporary_after_bounded_retries(
     deployments = NamespacedResources(build_api_client(str(path)), DEPLOYMENTS, "default")
     started = time.monotonic()
     with pytest.raises(
-        TemporaryError, match=re.escape("kube-apiserver unreachable (get deployments.apps")
+        TemporaryError, match=re.escape("Kubernetes API unreachable to get deployments.apps")
     ):
         deployments.get("shop-api")
     assert time.monotonic() - started < 15
+
+
+class AnsweringApiClient(k8s.ApiClient):
+    """An ApiClient whose every call gets one scripted answer, counting the attempts."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        super().__init__(k8s.Configuration())
+        self.answer = SimpleNamespace(
+            status=status,
+            headers=headers,
+            response=SimpleNamespace(data=b'{"kind": "Status", "message": "scripted"}'),
+        )
+        self.attempts = 0
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        self.attempts += 1
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "retry_after_s"),
+    [
+        (408, {}, None),
+        (425, {}, None),
+        (429, {"Retry-After": "7"}, 7.0),
+        (503, {}, None),
+    ],
+)
+def test_timeouts_throttling_and_server_errors_are_temporary_and_retried(
+    status: int, headers: dict[str, str], retry_after_s: float | None
+) -> None:
+    api = AnsweringApiClient(status, headers)
+    with pytest.raises(TemporaryError, match=f"answered {status} to patch") as failed:
+        NamespacedResources(api, DEPLOYMENTS, "shop").merge_patch("shop-api", {})
+    assert failed.value.retry_after_s == retry_after_s
+    assert api.attempts == RETRY_ATTEMPTS
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "fragment"),
+    [
+        (400, PermanentError, "cannot patch deployments.apps shop/shop-api (HTTP 400): scripted"),
+        (401, PermanentError, "rejected the bot's credentials (401) to patch"),
+        (403, ForbiddenError, "grant verb 'patch' on resource 'deployments' in API group apps"),
+        (404, PermanentError, "deployments.apps shop/shop-api not found: scripted"),
+        (422, PermanentError, "cannot patch deployments.apps shop/shop-api (HTTP 422)"),
+    ],
+)
+def test_refusals_are_permanent_and_never_retried(
+    status: int, error: type[PermanentError], fragment: str
+) -> None:
+    api = AnsweringApiClient(status, {})
+    with pytest.raises(error, match=re.escape(fragment)) as failed:
+        NamespacedResources(api, DEPLOYMENTS, "shop").merge_patch("shop-api", {})
+    assert not isinstance(failed.value, TemporaryError)
+    assert api.attempts == 1

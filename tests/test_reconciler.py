@@ -422,7 +422,7 @@ def test_a_promotion_cut_short_is_finished_by_the_next_call(
     accept(run, Promote(by=BOB, full=True))
 
     failing = kubernetes_cluster(CanaryDeleteFailsApiClient(kube_cluster.configuration()))
-    with pytest.raises(TemporaryError, match="kube-apiserver unreachable"):  # at the delete
+    with pytest.raises(TemporaryError, match="Kubernetes API unreachable"):  # at the delete
         for _ in range(300):  # scheduler passes: istio's only raise comes from the delete
             failing.reconcile(run.release, app)
             time.sleep(0.2)

@@ -1,1 +1,1 @@
-"""Kubernetes adapter: workloads, traffic routers and preflight checks; called by the reconciler."""
+"""Kubernetes adapter; the server builds its KubernetesCluster, the ReleaseService calls it."""

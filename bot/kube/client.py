@@ -1,18 +1,25 @@
-"""Kubernetes API access for bot/kube: the server builds the ApiClient at start-up with
-`build_api_client`; workloads and routers read and write objects through `NamespacedResources`.
+"""Kubernetes API access, called by every bot/kube module; the server builds its ApiClient.
+
+The server (bot.entrypoints.server) builds the ApiClient at start-up with `build_api_client`;
+workloads, routers and preflight read and write objects through `NamespacedResources`.
 
 Objects travel as plain dicts (the JSON the apiserver speaks), so no field a typed model does
-not know is ever dropped on a write. Every failure leaves as a TemporaryError (409 conflict,
-429, 5xx, apiserver unreachable: retried here with backoff, then raised for the next tick) or a
-PermanentError (403 naming the missing permission, 401, 404 on a write, invalid objects).
+not know is ever dropped on a write. This is the one translator of Kubernetes API failures into
+the bot's taxonomy (`_failure`): every failure leaves as a TemporaryError (408, 409 conflict,
+425, 429, 5xx, apiserver unreachable: retried here with backoff, then raised for the next tick;
+a Retry-After header sets `retry_after_s`) or a PermanentError (401, 403 as a `ForbiddenError`
+naming the missing permission, 404 on a write, 422 invalid objects, any other 4xx). A 404 on a
+read is an answer: `get` returns None.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +36,9 @@ Object = dict[str, Any]
 
 REQUEST_TIMEOUT_S = (5.0, 30.0)  # (connect, read): a hung apiserver must not hang a release
 RETRY_ATTEMPTS = 5
+TEMPORARY_STATUSES = frozenset({408, 425, 429})  # and every 5xx; a 409 conflict too
 
+# Only TemporaryError is retried: a PermanentError (or any other exception) leaves at once.
 _retry_temporary = tenacity.retry(
     retry=tenacity.retry_if_exception_type(TemporaryError),
     stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
@@ -88,6 +97,19 @@ PODS = ResourceType("", "v1", "pods")
 VIRTUAL_SERVICES = ResourceType("networking.istio.io", "v1", "virtualservices")
 DESTINATION_RULES = ResourceType("networking.istio.io", "v1", "destinationrules")
 HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes")
+CONFIG_MAPS = ResourceType("", "v1", "configmaps")
+RESOURCE_QUOTAS = ResourceType("", "v1", "resourcequotas")
+LIMIT_RANGES = ResourceType("", "v1", "limitranges")
+
+
+class ForbiddenError(PermanentError):
+    """A 403: release-bot's RBAC lacks `verb` on `resource` (kubectl's name) in `namespace`."""
+
+    def __init__(self, message: str, *, verb: str, resource: str, namespace: str) -> None:
+        super().__init__(message)
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
 
 
 class NamespacedResources:
@@ -109,9 +131,13 @@ class NamespacedResources:
 
     @_retry_temporary
     def list_matching(self, *, label_selector: str) -> list[Object]:
-        listing = self._send("GET", "list", None, query=[("labelSelector", label_selector)])
-        items: list[Object] = listing.get("items", [])
-        return items
+        """The objects whose labels match `label_selector` (kubectl's `-l` syntax)."""
+        return self._list_once([("labelSelector", label_selector)])
+
+    @_retry_temporary
+    def list_all(self) -> list[Object]:
+        """Every object of the type in the namespace."""
+        return self._list_once([])
 
     @_retry_temporary
     def reconcile(self, name: str, render: Callable[[Object | None], Object]) -> Object:
@@ -145,6 +171,11 @@ class NamespacedResources:
             return False
         return True
 
+    def _list_once(self, query: list[tuple[str, str]]) -> list[Object]:
+        listing = self._send("GET", "list", None, query=query)
+        items: list[Object] = listing.get("items") or []
+        return items
+
     def _get_once(self, name: str) -> Object | None:
         try:
             return self._send("GET", "get", name)
@@ -174,34 +205,52 @@ class NamespacedResources:
             response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
             payload: bytes = response.response.data
         except ApiException as error:
-            raise self._failure(verb, target, error.status, error.body or error.reason) from error
+            raise self._failure(
+                verb, target, error.status, error.body or error.reason, error.headers
+            ) from error
         except urllib3.exceptions.HTTPError as error:
             raise TemporaryError(
-                f"kube-apiserver unreachable ({verb} {target}): {error}"
+                f"Kubernetes API unreachable to {verb} {target}: {error}"
             ) from error
         text = payload.decode("utf-8", errors="replace") if payload else ""
         if not 200 <= response.status <= 299:
-            raise self._failure(verb, target, response.status, text)
+            raise self._failure(verb, target, response.status, text, response.headers)
         result: Object = json.loads(text) if text else {}
         return result
 
-    def _failure(self, verb: str, target: str, status: int, body: str | None) -> ReleaseBotError:
+    def _failure(
+        self,
+        verb: str,
+        target: str,
+        status: int,
+        body: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> ReleaseBotError:
+        """The one translation of an apiserver's error answer into the bot's taxonomy."""
         detail = _apiserver_message(body)
         if status == 403:
             group = self.kind.group or 'the core API group ""'
-            return PermanentError(
+            return ForbiddenError(
                 f"forbidden: release-bot may not {verb} {self.kind.qualified_name} in namespace "
                 f"{self.namespace} (grant verb {verb!r} on resource {self.kind.plural!r} in "
-                f"API group {group}); apiserver: {detail}"
+                f"API group {group}); apiserver: {detail}",
+                verb=verb,
+                resource=self.kind.qualified_name,
+                namespace=self.namespace,
             )
         if status == 404:
             return _NotFoundError(f"{target} not found: {detail}")
         if status == 409:
             return TemporaryError(f"conflict on {verb} {target} (changed meanwhile): {detail}")
-        if status == 429 or status >= 500:
-            return TemporaryError(f"kube-apiserver answered {status} to {verb} {target}: {detail}")
+        if status in TEMPORARY_STATUSES or status >= 500:
+            return TemporaryError(
+                f"kube-apiserver answered {status} to {verb} {target}: {detail}",
+                retry_after_s=_retry_after_s(headers),
+            )
         if status == 401:
-            return PermanentError(f"kube-apiserver rejected release-bot's credentials: {detail}")
+            return PermanentError(
+                f"Kubernetes API rejected the bot's credentials (401) to {verb} {target}: {detail}"
+            )
         return PermanentError(f"cannot {verb} {target} (HTTP {status}): {detail}")
 
 
@@ -217,3 +266,21 @@ def _apiserver_message(body: str | None) -> str:
     except ValueError:
         return body[:500]
     return str(status.get("message", body[:500])) if isinstance(status, dict) else body[:500]
+
+
+def _retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Retry-After in seconds (it is a number of seconds or an HTTP date), None when absent."""
+    value = (headers or {}).get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)

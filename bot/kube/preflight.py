@@ -1,4 +1,4 @@
-"""Preflight checks on the stable Deployment before a release starts; called by the release starter.
+"""Preflight checks before a release starts; called by KubernetesCluster.preflight (reconciler).
 
 `run_preflight` reads the cluster (never writes) and returns a `PreflightReport`: one finding per
 check, each `pass`, `warn` or `block`, with a message written for a person in a Slack thread.
@@ -9,8 +9,9 @@ reference is well-formed; every container has a readiness probe (block); the pod
 a version label (block, see `_check_version_label`); the ConfigMaps the pods use are versioned
 (warn); the namespace's ResourceQuotas have room for the pods the release adds (block).
 
-API errors: 403 becomes a blocking finding that names the missing permission (a check that cannot
-run never passes); timeouts, 429 and 5xx raise TemporaryError; anything else PermanentError.
+The cluster is read through bot.kube.client, objects as plain dicts, and its errors are that
+module's: a 403 (ForbiddenError) becomes a blocking finding that names the missing permission (a
+check that cannot run never passes); every other TemporaryError or PermanentError propagates.
 """
 
 from __future__ import annotations
@@ -20,28 +21,31 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal, TypeVar, get_args
+from typing import Literal, get_args
 
-import urllib3
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from bot.core.errors import PermanentError, TemporaryError
 from bot.core.images import parse_version
+from bot.kube.client import (
+    CONFIG_MAPS,
+    DEPLOYMENTS,
+    LIMIT_RANGES,
+    RESOURCE_QUOTAS,
+    ForbiddenError,
+    NamespacedResources,
+    Object,
+)
 from bot.kube.workloads import resolve_version
 
 ReleaseKind = Literal["canary", "bluegreen"]
 VERSION_LABELS = ("version", "app.kubernetes.io/version")
-REQUEST_TIMEOUT_S = 10
-TRANSIENT_STATUSES = frozenset({0, 408, 425, 429, 500, 502, 503, 504})
 # Besides pods, a release adds one Deployment (canary or green) and the ReplicaSet under it.
 OBJECTS_A_RELEASE_ADDS: Mapping[str, int] = {
     "count/deployments.apps": 1,
     "count/replicasets.apps": 1,
 }
-
-_T = TypeVar("_T")
 
 
 class Severity(StrEnum):
@@ -106,28 +110,29 @@ def run_preflight(
         return PreflightReport(namespace, deployment, kind, new_image, tuple(findings))
 
     try:
-        stable = kube.read_deployment(deployment)
-    except _ForbiddenError as denied:
-        return report(None, [Finding("deployment", Severity.BLOCK, str(denied))])
+        stable = kube.deployments.get(deployment)
+    except ForbiddenError as denied:
+        return report(None, [_forbidden("deployment", denied)])
     if stable is None:
         return report(None, [_deployment_missing(deployment, namespace)])
     found = Finding("deployment", Severity.PASS, f"Deployment `{deployment}` found.")
-    template = stable.spec.template
-    target, picked = _pick_container(template.spec.containers, container, deployment)
+    template = stable["spec"]["template"]
+    pod_spec: Object = template["spec"]
+    target, picked = _pick_container(pod_spec["containers"], container, deployment)
     if target is None:
         return report(None, [found, picked])
     new_image, image_findings = _check_image(
-        current=target.image, version=version, container=target.name
+        current=target["image"], version=version, container=target["name"]
     )
-    pods = extra_replicas if extra_replicas is not None else int(stable.spec.replicas)
+    pods = extra_replicas if extra_replicas is not None else int(stable["spec"].get("replicas", 1))
     findings = [
         found,
         picked,
         *image_findings,
-        _check_readiness_probes(template.spec, deployment),
-        _check_version_label(template.metadata.labels or {}, deployment),
-        *_guarded("configmaps", lambda: _check_configmaps(kube, template.spec)),
-        *_guarded("quota", lambda: _check_quota(kube, template.spec, pods=pods, kind=kind)),
+        _check_readiness_probes(pod_spec, deployment),
+        _check_version_label(template.get("metadata", {}).get("labels") or {}, deployment),
+        *_guarded("configmaps", lambda: _check_configmaps(kube, pod_spec)),
+        *_guarded("quota", lambda: _check_quota(kube, pod_spec, pods=pods, kind=kind)),
     ]
     return report(new_image, findings)
 
@@ -153,104 +158,44 @@ def _deployment_missing(deployment: str, namespace: str) -> Finding:
 # --- Kubernetes API access -------------------------------------------------------------------
 
 
-class _ForbiddenError(PermanentError):
-    """A 403: the bot's RBAC lacks a permission; the message names it."""
-
-
-class _NotFoundError(PermanentError):
-    """A 404 where the caller may expect one (an object that does not exist)."""
-
-
 class _Kube:
-    """The reads preflight makes, with API errors translated into the bot's taxonomy."""
+    """The objects preflight reads (it never writes), through bot.kube.client."""
 
     def __init__(self, *, api: k8s.ApiClient, namespace: str) -> None:
-        self.namespace = namespace
-        self.apps = k8s.AppsV1Api(api)
-        self.core = k8s.CoreV1Api(api)
-
-    def read_deployment(self, name: str) -> Any | None:
-        return self._read(
-            "get",
-            "deployments.apps",
-            lambda: self.apps.read_namespaced_deployment(name, **self._in),
-        )
-
-    def read_configmap(self, name: str) -> Any | None:
-        return self._read(
-            "get", "configmaps", lambda: self.core.read_namespaced_config_map(name, **self._in)
-        )
-
-    def list_resource_quotas(self) -> list[Any]:
-        listed = self._call(
-            "list", "resourcequotas", lambda: self.core.list_namespaced_resource_quota(**self._in)
-        )
-        return list(listed.items)
-
-    def list_limit_ranges(self) -> list[Any]:
-        listed = self._call(
-            "list", "limitranges", lambda: self.core.list_namespaced_limit_range(**self._in)
-        )
-        return list(listed.items)
-
-    @property
-    def _in(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "_request_timeout": REQUEST_TIMEOUT_S}
-
-    def _read(self, verb: str, resource: str, call: Callable[[], Any]) -> Any | None:
-        """Like `_call`, but a missing object is None rather than an error."""
-        try:
-            return self._call(verb, resource, call)
-        except _NotFoundError:
-            return None
-
-    def _call(self, verb: str, resource: str, call: Callable[[], _T]) -> _T:
-        try:
-            return call()
-        except ApiException as error:
-            raise self._translate(error, verb, resource) from error
-        except urllib3.exceptions.HTTPError as error:
-            raise TemporaryError(
-                f"Kubernetes API unreachable to {verb} {resource} in namespace "
-                f"`{self.namespace}`: {type(error).__name__}"
-            ) from error
-
-    def _translate(self, error: ApiException, verb: str, resource: str) -> Exception:
-        doing = f"{verb} {resource} in namespace `{self.namespace}`"
-        if error.status == 404:
-            return _NotFoundError(f"Kubernetes API found nothing to {doing}")
-        if error.status == 403:
-            return _ForbiddenError(
-                f"the bot may not {doing} (403 Forbidden): "
-                f"grant its service account `{verb}` on `{resource}` in that namespace."
-            )
-        if error.status in TRANSIENT_STATUSES:
-            return TemporaryError(
-                f"Kubernetes API failed to {doing}: {error.status} {error.reason}"
-            )
-        if error.status == 401:
-            return PermanentError(f"Kubernetes API rejected the bot's credentials (401) to {doing}")
-        return PermanentError(f"Kubernetes API refused to {doing}: {error.status} {error.reason}")
+        self.deployments = NamespacedResources(api, DEPLOYMENTS, namespace)
+        self.configmaps = NamespacedResources(api, CONFIG_MAPS, namespace)
+        self.resource_quotas = NamespacedResources(api, RESOURCE_QUOTAS, namespace)
+        self.limit_ranges = NamespacedResources(api, LIMIT_RANGES, namespace)
 
 
 def _guarded(check: str, run: Callable[[], list[Finding]]) -> list[Finding]:
     """Run a check that reads the API; a missing permission blocks instead of passing."""
     try:
         return run()
-    except _ForbiddenError as denied:
-        return [Finding(check, Severity.BLOCK, str(denied))]
+    except ForbiddenError as denied:
+        return [_forbidden(check, denied)]
+
+
+def _forbidden(check: str, denied: ForbiddenError) -> Finding:
+    return Finding(
+        check,
+        Severity.BLOCK,
+        f"the bot may not {denied.verb} {denied.resource} in namespace `{denied.namespace}` "
+        f"(403 Forbidden): grant its service account `{denied.verb}` on `{denied.resource}` "
+        "in that namespace.",
+    )
 
 
 # --- container and image -------------------------------------------------------------------
 
 
 def _pick_container(
-    containers: list[Any], wanted: str | None, deployment: str
-) -> tuple[Any | None, Finding]:
-    names = ", ".join(f"`{container.name}`" for container in containers)
+    containers: list[Object], wanted: str | None, deployment: str
+) -> tuple[Object | None, Finding]:
+    names = ", ".join(f"`{container['name']}`" for container in containers)
     if wanted is None:
         if len(containers) == 1:
-            return containers[0], _container_found(containers[0].name)
+            return containers[0], _container_found(containers[0]["name"])
         return None, Finding(
             "container",
             Severity.BLOCK,
@@ -258,7 +203,7 @@ def _pick_container(
             "name the one to release in the app's configuration.",
         )
     for container in containers:
-        if container.name == wanted:
+        if container["name"] == wanted:
             return container, _container_found(wanted)
     return None, Finding(
         "container",
@@ -299,8 +244,8 @@ def _check_image(*, current: str, version: str, container: str) -> tuple[str | N
 # --- readiness probes and version label ----------------------------------------------------
 
 
-def _check_readiness_probes(pod_spec: Any, deployment: str) -> Finding:
-    missing = [c.name for c in pod_spec.containers if c.readiness_probe is None]
+def _check_readiness_probes(pod_spec: Object, deployment: str) -> Finding:
+    missing = [c["name"] for c in pod_spec["containers"] if c.get("readinessProbe") is None]
     if not missing:
         return Finding("readiness-probe", Severity.PASS, "Every container has a readiness probe.")
     names = ", ".join(f"`{name}`" for name in missing)
@@ -347,26 +292,28 @@ class _ConfigMapUse:
     optional: bool
 
 
-def _configmap_uses(pod_spec: Any) -> Iterator[_ConfigMapUse]:
+def _configmap_uses(pod_spec: Object) -> Iterator[_ConfigMapUse]:
     """Every place the pod reads a ConfigMap: volumes, projected volumes, envFrom, env valueFrom."""
-    for volume in pod_spec.volumes or []:
-        where = f"volume `{volume.name}`"
-        if volume.config_map is not None:
-            yield _ConfigMapUse(volume.config_map.name, where, bool(volume.config_map.optional))
-        for source in (volume.projected.sources or []) if volume.projected else []:
-            if source.config_map is not None:
-                cm = source.config_map
-                yield _ConfigMapUse(cm.name, f"projected {where}", bool(cm.optional))
-    for container in [*(pod_spec.init_containers or []), *pod_spec.containers]:
-        of = f"of container `{container.name}`"
-        for env_from in container.env_from or []:
-            if env_from.config_map_ref is not None:
-                ref = env_from.config_map_ref
-                yield _ConfigMapUse(ref.name, f"envFrom {of}", bool(ref.optional))
-        for env in container.env or []:
-            if env.value_from is not None and env.value_from.config_map_key_ref is not None:
-                ref = env.value_from.config_map_key_ref
-                yield _ConfigMapUse(ref.name, f"env `{env.name}` {of}", bool(ref.optional))
+
+    def use(ref: Object, where: str) -> _ConfigMapUse:
+        return _ConfigMapUse(ref.get("name", ""), where, bool(ref.get("optional")))
+
+    for volume in pod_spec.get("volumes") or []:
+        where = f"volume `{volume['name']}`"
+        if volume.get("configMap") is not None:
+            yield use(volume["configMap"], where)
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if source.get("configMap") is not None:
+                yield use(source["configMap"], f"projected {where}")
+    for container in [*(pod_spec.get("initContainers") or []), *pod_spec["containers"]]:
+        of = f"of container `{container['name']}`"
+        for env_from in container.get("envFrom") or []:
+            if env_from.get("configMapRef") is not None:
+                yield use(env_from["configMapRef"], f"envFrom {of}")
+        for env in container.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
+            if ref is not None:
+                yield use(ref, f"env `{env['name']}` {of}")
 
 
 def _versioned_by_name(name: str) -> str | None:
@@ -378,7 +325,7 @@ def _versioned_by_name(name: str) -> str | None:
     return None
 
 
-def _check_configmaps(kube: _Kube, pod_spec: Any) -> list[Finding]:
+def _check_configmaps(kube: _Kube, pod_spec: Object) -> list[Finding]:
     uses: dict[str, list[_ConfigMapUse]] = {}
     for use in _configmap_uses(pod_spec):
         uses.setdefault(use.name, []).append(use)
@@ -392,7 +339,7 @@ def _check_configmap(kube: _Kube, name: str, uses: list[_ConfigMapUse]) -> Findi
     by_name = _versioned_by_name(name)
     if by_name is not None:
         return Finding("configmaps", Severity.PASS, f"ConfigMap `{name}` is versioned ({by_name}).")
-    configmap = kube.read_configmap(name)
+    configmap = kube.configmaps.get(name)
     if configmap is None:
         if all(use.optional for use in uses):
             return Finding(
@@ -403,7 +350,7 @@ def _check_configmap(kube: _Kube, name: str, uses: list[_ConfigMapUse]) -> Findi
             Severity.BLOCK,
             f"ConfigMap `{name}` ({places}) does not exist: new pods would not start.",
         )
-    if configmap.immutable:
+    if configmap.get("immutable"):
         return Finding("configmaps", Severity.PASS, f"ConfigMap `{name}` is immutable.")
     return Finding(
         "configmaps",
@@ -443,7 +390,7 @@ class _PodShape:
     usage: ResourceList  # quota resource name -> amount one pod is charged
     unset: dict[str, list[str]]  # quota resource that must be set -> containers leaving it unset
     best_effort: bool
-    pod_spec: Any
+    pod_spec: Object
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,11 +412,11 @@ class _Demand:
         return self.need <= self.hard - self.used
 
 
-def _check_quota(kube: _Kube, pod_spec: Any, *, pods: int, kind: ReleaseKind) -> list[Finding]:
-    quotas = kube.list_resource_quotas()
+def _check_quota(kube: _Kube, pod_spec: Object, *, pods: int, kind: ReleaseKind) -> list[Finding]:
+    quotas = kube.resource_quotas.list_all()
     if not quotas:
         return [Finding("quota", Severity.PASS, "No ResourceQuota in the namespace: no limit.")]
-    shape = _pod_shape(pod_spec, kube.list_limit_ranges())
+    shape = _pod_shape(pod_spec, kube.limit_ranges.list_all())
     what = f"{pods} new pod{'s' if pods != 1 else ''}"
     if kind == "bluegreen":
         what += " (blue-green: a full second copy)"
@@ -479,13 +426,13 @@ def _check_quota(kube: _Kube, pod_spec: Any, *, pods: int, kind: ReleaseKind) ->
     return findings
 
 
-def _check_one_quota(quota: Any, shape: _PodShape, *, pods: int, what: str) -> list[Finding]:
-    name = quota.metadata.name
-    if not _quota_applies(quota.spec, shape):
+def _check_one_quota(quota: Object, shape: _PodShape, *, pods: int, what: str) -> list[Finding]:
+    name = quota["metadata"]["name"]
+    if not _quota_applies(quota.get("spec") or {}, shape):
         return [
             Finding("quota", Severity.PASS, f"ResourceQuota `{name}` does not cover these pods.")
         ]
-    hard = _quantities(quota.spec.hard)
+    hard = _quantities((quota.get("spec") or {}).get("hard"))
     unset = {resource: names for resource, names in shape.unset.items() if resource in hard}
     if unset:
         return [_unset_finding(name, unset)]
@@ -506,16 +453,16 @@ def _check_one_quota(quota: Any, shape: _PodShape, *, pods: int, what: str) -> l
     ]
 
 
-def _demands(quota: Any, hard: ResourceList, usage: ResourceList, *, pods: int) -> list[_Demand]:
+def _demands(quota: Object, hard: ResourceList, usage: ResourceList, *, pods: int) -> list[_Demand]:
     needs = {
         resource: usage.get(resource, Decimal(0)) * pods + OBJECTS_A_RELEASE_ADDS.get(resource, 0)
         for resource in sorted(hard)
     }
     tracked = [resource for resource, need in needs.items() if need > 0]
-    used = _quantities((quota.status.used if quota.status else None) or {})
+    used = _quantities((quota.get("status") or {}).get("used"))
     if not set(tracked) <= set(used):
         raise TemporaryError(
-            f"ResourceQuota `{quota.metadata.name}` has no usage figures yet "
+            f"ResourceQuota `{quota['metadata']['name']}` has no usage figures yet "
             "(the quota controller has not counted them): try again in a few seconds."
         )
     return [_Demand(r, usage.get(r, Decimal(0)), needs[r], used[r], hard[r]) for r in tracked]
@@ -549,10 +496,10 @@ def _unset_finding(quota: str, unset: dict[str, list[str]]) -> Finding:
     )
 
 
-def _pod_shape(pod_spec: Any, limit_ranges: list[Any]) -> _PodShape:
+def _pod_shape(pod_spec: Object, limit_ranges: list[Object]) -> _PodShape:
     defaults = _limit_range_defaults(limit_ranges)
-    containers = [*pod_spec.containers, *(pod_spec.init_containers or [])]
-    effective = {c.name: _effective_resources(c, defaults) for c in containers}
+    containers = [*pod_spec["containers"], *(pod_spec.get("initContainers") or [])]
+    effective = {c["name"]: _effective_resources(c, defaults) for c in containers}
     requests = _pod_total(pod_spec, {name: pair[0] for name, pair in effective.items()}, "requests")
     limits = _pod_total(pod_spec, {name: pair[1] for name, pair in effective.items()}, "limits")
     return _PodShape(
@@ -571,52 +518,52 @@ def _parse_quantity(value: str) -> Decimal:
     return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
 
 
-def _limit_range_defaults(limit_ranges: list[Any]) -> tuple[ResourceList, ResourceList]:
+def _limit_range_defaults(limit_ranges: list[Object]) -> tuple[ResourceList, ResourceList]:
     """Container (requests, limits) defaults; as in the LimitRanger, the first range wins."""
     requests: ResourceList = {}
     limits: ResourceList = {}
     for limit_range in limit_ranges:
-        for item in limit_range.spec.limits or []:
-            if item.type == "Container":
-                requests = _quantities(item.default_request) | requests
-                limits = _quantities(item.default) | limits
+        for item in (limit_range.get("spec") or {}).get("limits") or []:
+            if item.get("type") == "Container":
+                requests = _quantities(item.get("defaultRequest")) | requests
+                limits = _quantities(item.get("default")) | limits
     return requests, limits
 
 
 def _effective_resources(
-    container: Any, defaults: tuple[ResourceList, ResourceList]
+    container: Object, defaults: tuple[ResourceList, ResourceList]
 ) -> tuple[ResourceList, ResourceList]:
     """Requests default to limits (pod defaulting), then unset values to the LimitRange's."""
-    resources = container.resources
-    requests = _quantities(resources.requests if resources else None)
-    limits = _quantities(resources.limits if resources else None)
+    resources = container.get("resources") or {}
+    requests = _quantities(resources.get("requests"))
+    limits = _quantities(resources.get("limits"))
     requests = limits | requests
     return defaults[0] | requests, defaults[1] | limits
 
 
-def _pod_total(pod_spec: Any, per_container: dict[str, ResourceList], side: str) -> ResourceList:
+def _pod_total(pod_spec: Object, per_container: dict[str, ResourceList], side: str) -> ResourceList:
     """The pod's total as Kubernetes computes it, sidecars (restartable init containers) too."""
     total: ResourceList = {}
-    for container in pod_spec.containers:
-        total = _add(total, per_container[container.name])
+    for container in pod_spec["containers"]:
+        total = _add(total, per_container[container["name"]])
     sidecars: ResourceList = {}
     init_peak: ResourceList = {}
-    for container in pod_spec.init_containers or []:
-        own = per_container[container.name]
-        if container.restart_policy == "Always":
+    for container in pod_spec.get("initContainers") or []:
+        own = per_container[container["name"]]
+        if container.get("restartPolicy") == "Always":
             total = _add(total, own)
             sidecars = _add(sidecars, own)
             init_peak = _max(init_peak, sidecars)
         else:
             init_peak = _max(init_peak, _add(own, sidecars))
     total = _max(total, init_peak)
-    pod_level = getattr(pod_spec.resources, side, None) if pod_spec.resources else None
+    pod_level = (pod_spec.get("resources") or {}).get(side)
     return total | _quantities(pod_level)
 
 
-def _has_pod_level_resources(pod_spec: Any) -> bool:
-    resources = pod_spec.resources
-    return resources is not None and bool(resources.requests or resources.limits)
+def _has_pod_level_resources(pod_spec: Object) -> bool:
+    resources = pod_spec.get("resources") or {}
+    return bool(resources.get("requests") or resources.get("limits"))
 
 
 def _add(left: ResourceList, right: ResourceList) -> ResourceList:
@@ -653,30 +600,29 @@ def _unset_by_container(
     return unset
 
 
-def _quota_applies(spec: Any, shape: _PodShape) -> bool:
+def _quota_applies(spec: Object, shape: _PodShape) -> bool:
     """Whether a quota's scopes select the new pods; an unknown scope is assumed to select them."""
     requirements: list[tuple[str, str, list[str]]] = [
-        (scope, "Exists", []) for scope in spec.scopes or []
+        (scope, "Exists", []) for scope in spec.get("scopes") or []
     ]
-    if spec.scope_selector is not None:
-        requirements += [
-            (e.scope_name, e.operator, e.values or [])
-            for e in spec.scope_selector.match_expressions
-        ]
+    requirements += [
+        (e["scopeName"], e["operator"], e.get("values") or [])
+        for e in (spec.get("scopeSelector") or {}).get("matchExpressions") or []
+    ]
     return all(_scope_matches(scope, op, values, shape) for scope, op, values in requirements)
 
 
 def _scope_matches(scope: str, operator: str, values: list[str], shape: _PodShape) -> bool:
     pod_spec = shape.pod_spec
     if scope == "PriorityClass":
-        priority_class = pod_spec.priority_class_name or ""
+        priority_class = pod_spec.get("priorityClassName") or ""
         return {
             "Exists": bool(priority_class),
             "DoesNotExist": not priority_class,
             "In": priority_class in values,
             "NotIn": priority_class not in values,
         }.get(operator, True)
-    terminating = pod_spec.active_deadline_seconds is not None
+    terminating = pod_spec.get("activeDeadlineSeconds") is not None
     matched = {
         "Terminating": terminating,
         "NotTerminating": not terminating,
@@ -687,17 +633,19 @@ def _scope_matches(scope: str, operator: str, values: list[str], shape: _PodShap
     return matched if operator != "DoesNotExist" else not matched
 
 
-def _uses_cross_namespace_affinity(pod_spec: Any) -> bool:
-    affinity = pod_spec.affinity
-    terms: list[Any] = []
-    for kind in (affinity.pod_affinity, affinity.pod_anti_affinity) if affinity else ():
+def _uses_cross_namespace_affinity(pod_spec: Object) -> bool:
+    affinity = pod_spec.get("affinity") or {}
+    terms: list[Object] = []
+    for kind in (affinity.get("podAffinity"), affinity.get("podAntiAffinity")):
         if kind is not None:
-            terms += kind.required_during_scheduling_ignored_during_execution or []
+            terms += kind.get("requiredDuringSchedulingIgnoredDuringExecution") or []
             terms += [
-                weighted.pod_affinity_term
-                for weighted in kind.preferred_during_scheduling_ignored_during_execution or []
+                weighted["podAffinityTerm"]
+                for weighted in kind.get("preferredDuringSchedulingIgnoredDuringExecution") or []
             ]
-    return any(term.namespaces or term.namespace_selector is not None for term in terms)
+    return any(
+        term.get("namespaces") or term.get("namespaceSelector") is not None for term in terms
+    )
 
 
 def _show(resource: str, amount: Decimal) -> str:

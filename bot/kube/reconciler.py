@@ -1,9 +1,9 @@
-"""The cluster side of a release: `KubernetesCluster` implements
-bot.application.service.ClusterPort.
+"""The cluster side of a release; the ReleaseService calls KubernetesCluster as its ClusterPort.
 
-The server (bot/server.py) builds one around the bot's ApiClient and hands it to the
-ReleaseService, which calls `stable_version` and `preflight` when a release starts, and
-`reconcile` after every transition and on every scheduler tick.
+`KubernetesCluster` implements bot.core.ports.ClusterPort. The server (bot.entrypoints.server)
+builds one around the bot's ApiClient and hands it to the ReleaseService (bot.application),
+which calls `stable_version` and `preflight` when a release starts, and `reconcile` after every
+transition and on every scheduler tick.
 
 `reconcile` is level-triggered: it reads what the cluster runs, brings it towards what the
 release's phase wants (bot.core.release.desired_traffic) and reports what it sees. Every step is an

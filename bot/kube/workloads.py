@@ -1,5 +1,8 @@
-"""The canary Deployment of one app and the rollout of its stable Deployment: the release
-reconciler calls CanaryWorkloads; the traffic routers read labels and scale through it.
+"""The canary and stable Deployments of one app; called by the reconciler, routers and preflight.
+
+The release reconciler (bot.kube.reconciler) drives CanaryWorkloads; the traffic routers read
+labels, scale and wait for rollouts through it; preflight resolves versions with
+`resolve_version`.
 
 The canary is `<stable>-canary`, derived from the stable Deployment on every call: the same pod
 spec with the named container's image replaced, and the pod labels `<version label>: <version>`
@@ -185,15 +188,6 @@ class CanaryWorkloads:
         """True when `track` exists and every replica runs its current template, available."""
         deployment = self._deployments.get(self._name(track))
         return deployment is not None and _rolled_out(deployment)
-
-    def wait_canary_ready(self, *, deadline_s: float) -> None:
-        """Return once the canary is ready; raise NotReadyError saying why after `deadline_s`."""
-        self.wait_rolled_out(CANARY_TRACK, deadline_s=deadline_s)
-
-    def promote(self, version: str, *, deadline_s: float) -> None:
-        """Roll the stable Deployment to `version` (image and version label) and wait for it."""
-        self.roll_stable(version)
-        self.wait_rolled_out(STABLE_TRACK, deadline_s=deadline_s)
 
     def roll_stable(self, version: str) -> None:
         """Start rolling the stable Deployment to `version` (image and version label)."""
