@@ -154,7 +154,7 @@ def test_the_card_is_posted_once_then_edited_in_place(announcer, run, slack_api)
         expected["text"],
         expected["blocks"],
     )
-    assert "stage 2/4 (5%)" in card["text"] and "edited" in card
+    assert "stage 2/4 (5 %)" in card["text"] and "edited" in card
 
 
 def test_notices_land_in_the_thread_in_order(announcer, run, slack_api) -> None:
