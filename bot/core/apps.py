@@ -187,24 +187,31 @@ Channels = Annotated[tuple[Channel, ...], Strict(False)]
 
 
 class FrozenModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True
+    )
 
 
 class ReplicasRouter(FrozenModel):
     """Native canary: a canary Deployment behind the stable Service; traffic follows replicas."""
 
     provider: Literal["replicas"]
+    """`replicas`: no mesh; the canary's share of traffic is its share of ready pods."""
     service: ServiceName | None = None
-    """The Service in front of stable and canary pods; None: the workload's name."""
+    """The Service in front of stable and canary pods; default: the workload's name."""
 
 
 class IstioRouter(FrozenModel):
     """Istio: route weights between the DestinationRule's stable and canary subsets."""
 
     provider: Literal["istio"]
+    """`istio`: route weights of a VirtualService between two DestinationRule subsets."""
     virtual_service: ResourceName
+    """The VirtualService that routes the app's host."""
     destination_rule: ResourceName
+    """The DestinationRule that defines the stable and canary subsets."""
     host: MeshHost
+    """The host the route sends to, e.g. `shop-api.shop.svc.cluster.local`."""
     route_index: Annotated[int, Field(ge=0)] = 0
     """Which http route of the VirtualService to weight (0: the first)."""
 
@@ -213,10 +220,15 @@ class GatewayApiRouter(FrozenModel):
     """Gateway API: backend weights between two Services in one HTTPRoute rule."""
 
     provider: Literal["gateway-api"]
+    """`gateway-api`: backend weights of one HTTPRoute rule between two Services."""
     http_route: ResourceName
+    """The HTTPRoute whose rule is weighted."""
     stable_service: ServiceName
+    """The Service in front of the stable pods."""
     canary_service: ServiceName
+    """The Service in front of the canary pods (the bot creates it)."""
     rule_index: Annotated[int, Field(ge=0)] = 0
+    """Which rule of the HTTPRoute to weight (0: the first)."""
 
     @model_validator(mode="after")
     def _distinct_services(self) -> GatewayApiRouter:
@@ -235,6 +247,7 @@ class ErrorRateLimits(FrozenModel):
     """Canary error rate (failed / all requests) limits, as fractions: 0.05 means 5 %."""
 
     max: Fraction = 0.05
+    """Highest error rate the canary may show, as a fraction (0.05 is 5 %)."""
     max_above_stable: Fraction | None = None
     """Relative limit: canary may exceed stable's error rate by at most this much."""
 
@@ -243,6 +256,7 @@ class LatencyLimits(FrozenModel):
     """Canary p99 latency limits in milliseconds; at least one must be set."""
 
     max: Annotated[float, Field(gt=0)] | None = None
+    """Highest p99 latency the canary may show, in ms."""
     max_above_stable: Annotated[float, Field(ge=0)] | None = None
     """Relative limit: canary p99 may exceed stable's p99 by at most this many ms."""
 
@@ -258,22 +272,30 @@ class QpsLimits(FrozenModel):
     serving less than this is not getting (or not answering) its share."""
 
     min: Annotated[float, Field(gt=0)]
+    """Lowest request rate, in req/s, the canary must serve in a stage with public traffic."""
 
 
 class MetricsConfig(FrozenModel):
     """How the analysis judges a stage; prometheus_url None means the bot's PROMETHEUS_URL."""
 
     provider: Literal["generic", "istio"] = "generic"
+    """Query preset: `generic` (http_requests_total by track) or `istio` (istio_requests_total)."""
     prometheus_url: HttpUrl | None = None
+    """The app's Prometheus; default: the bot's PROMETHEUS_URL."""
     interval_s: PositiveDuration = Field(default=60, alias="interval")
+    """How often the canary is checked against stable."""
     window_s: PositiveDuration = Field(default=300, alias="window")
+    """How far back each check looks."""
     min_requests: Annotated[int, Field(ge=0)] = 50
     """Fewer canary requests than this in the window: the check is inconclusive (never promotes)."""
     failure_limit: Annotated[int, Field(ge=0)] = 1
     """Failed checks tolerated in one stage; one more rolls back (Argo's failureLimit)."""
     error_rate: ErrorRateLimits = ErrorRateLimits()
+    """Error-rate limits; always checked."""
     p99_latency_ms: LatencyLimits | None = None
+    """p99 latency limits; checked when set."""
     qps: QpsLimits | None = None
+    """A request-rate floor; checked when set."""
     snapshot_interval_s: PositiveDuration = Field(default=900, alias="snapshot_interval")
     """How often a metrics snapshot is posted in the thread, besides one at each stage change."""
 
@@ -282,8 +304,11 @@ class AuthorizationConfig(FrozenModel):
     """Who may do what (Slack user/user-group IDs; empty = anyone); validated, not enforced yet."""
 
     start: Principals = ()
+    """Who may start a release: Slack user IDs (U...) and user-group IDs (S...)."""
     approve: Principals = ()
+    """Who may approve a stage."""
     rollback: Principals = ()
+    """Who may roll back."""
     channels: Channels = ()
     """Channels that accept commands for the app; empty = the app's slack_channel only."""
     four_eyes: bool = False
@@ -295,12 +320,15 @@ class AppSettings(FrozenModel):
     the plan's name; AppConfig adds the resolved plan)."""
 
     namespace: DnsLabel
+    """The Kubernetes namespace of the workload."""
     workload: ResourceName
     """The stable Deployment."""
     container: DnsLabel | None = None
-    """The container whose image changes; None: the Deployment's first container."""
+    """The container whose image changes; default: the Deployment's first container."""
     router: Annotated[Router, Field(discriminator="provider")]
+    """How traffic is split between stable and canary: one of the `router.*` blocks below."""
     slack_channel: Channel
+    """Where the release card and alerts go: a channel ID (C0123ABCD) or a name (#releases)."""
     metrics: MetricsConfig = MetricsConfig()
     alert_mention: AlertMention = "<!here>"
     """Prepended to auto-rollback alerts in the channel; '' for none."""
