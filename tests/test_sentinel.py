@@ -245,7 +245,9 @@ def test_the_store_follows_a_failover_on_the_next_command(
 
 # ---------------------------------------------------------------- the failover drill
 
-FAILOVER_PLAN = "    - {weight: 25, duration: 20s}\n    - {weight: 50, duration: 1s, approval: true}\n"
+FAILOVER_PLAN = (
+    "    - {weight: 25, duration: 20s}\n    - {weight: 50, duration: 1s, approval: true}\n"
+)
 KILL_BEFORE_DUE_S = 15.0
 FAILOVER_BOUND_S = 40.0
 """Generous: two shared cores; the asserts that matter are the exactly-once ones."""
@@ -305,14 +307,12 @@ def test_a_primary_killed_mid_stage_is_replaced_and_the_release_finishes_exactly
     )
     next_stage_s = (datetime.fromisoformat(next_stage.at) - killed_wall).total_seconds()
     assert waiting.stage_started_at is not None
-    late_s = (
-        datetime.fromisoformat(next_stage.at) - stage.stage_due_at
-    ).total_seconds()  # the stage's end after its due time
+    late_s = (datetime.fromisoformat(next_stage.at) - stage.stage_due_at).total_seconds()
+    assert late_s >= 0
     assert first_pass_s < FAILOVER_BOUND_S and next_stage_s < FAILOVER_BOUND_S + KILL_BEFORE_DUE_S
 
     world.wait_split(TrafficSplit(50, 50, header_routed=False))
-    answer = world.send(world.click(ACTION_APPROVE, user=BOB))
-    assert answer == ":white_check_mark: Approve applied to shop-api.", answer
+    assert world.post(world.click(ACTION_APPROVE, user=BOB)) == ""  # saved and confirmed
     world.wait_for(Phase.SUCCEEDED)
     done = _delivered(world, release_id)
 
