@@ -97,7 +97,7 @@ def serve() -> int:
 def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | None:
     """The release service on the configured apps file, Redis, cluster and Slack; None (and a
     warning) when the apps file or Redis is not configured: the bot then only answers help."""
-    config_path, redis = settings.release_bot_config, settings.redis_configured or None
+    config_path, redis = settings.release_bot_config, settings.redis_url or settings.redis_sentinels
     if config_path is None or redis is None:
         unset = (("RELEASE_BOT_CONFIG", config_path), ("REDIS_URL or REDIS_SENTINELS", redis))
         log.warning("releases_disabled", missing=[name for name, value in unset if value is None])
