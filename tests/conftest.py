@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.infra.redis_server",
+    "tests.infra.redis_sentinel",
     "tests.infra.prometheus_server",
     "tests.infra.slack",
     "tests.infra.kube",

@@ -100,15 +100,19 @@ def serve() -> int:
 def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | None:
     """The release service on the configured apps file, Redis, cluster and Slack; None (and a
     warning) when the apps file or Redis is not configured: the bot then only answers help."""
-    config_path, redis_url = settings.release_bot_config, settings.redis_url
-    if config_path is None or redis_url is None:
-        unset = (("RELEASE_BOT_CONFIG", config_path), ("REDIS_URL", redis_url))
+    config_path, redis = settings.release_bot_config, settings.redis_url or settings.redis_sentinels
+    if config_path is None or redis is None:
+        unset = (("RELEASE_BOT_CONFIG", config_path), ("REDIS_URL or REDIS_SENTINELS", redis))
         log.warning("releases_disabled", missing=[name for name, value in unset if value is None])
         return None
     config = load_config(config_path)
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     metrics = PrometheusMetrics(default_url=settings.prometheus_url)
-    store = ReleaseStore(connect(redis_url))
+    store = ReleaseStore(
+        _connect_redis(settings),
+        replicas_to_wait=settings.redis_replicas_to_wait,
+        wait_ms=settings.release_bot_redis_wait_ms,
+    )
     crash_at = settings.release_bot_crash_at
     return ReleaseService(
         config=config,
@@ -119,6 +123,18 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
         cluster=KubernetesCluster(build_api_client(kubeconfig)),
         announcer=SlackAnnouncer(client=client, config=config),
         checks=CanaryChecks(metrics=metrics),
+    )
+
+
+def _connect_redis(settings: Settings) -> Any:
+    """REDIS_URL's Redis, or the master REDIS_SENTINELS name for REDIS_SENTINEL_MASTER."""
+    password, sentinel_password = settings.redis_password, settings.redis_sentinel_password
+    return connect(
+        settings.redis_url,
+        sentinels=settings.sentinel_addresses,
+        master=settings.redis_sentinel_master,
+        password=password.get_secret_value() if password else None,
+        sentinel_password=sentinel_password.get_secret_value() if sentinel_password else None,
     )
 
 

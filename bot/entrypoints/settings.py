@@ -17,6 +17,7 @@ SLACK_API_URL_DEFAULT = "https://slack.com/api/"
 PORT_DEFAULT = 3000
 TICK_SECONDS_DEFAULT = 5.0
 LEASE_SECONDS_DEFAULT = 30.0
+REDIS_WAIT_MS_DEFAULT = 500
 
 _HELP = {
     "SLACK_BOT_TOKEN": "the bot token (xoxb-...) from the Slack app's OAuth page",
@@ -26,6 +27,11 @@ _HELP = {
     "PORT": "the HTTP port to listen on",
     "RELEASE_BOT_TICK_SECONDS": "seconds between two scheduler passes over the active releases",
     "RELEASE_BOT_LEASE_SECONDS": "how long a replica's claim on a release outlives the replica",
+    "REDIS_URL": "the Redis URL (redis://host:port/db); or REDIS_SENTINELS for Sentinel",
+    "REDIS_SENTINELS": "Sentinel addresses, host:port,host:port,... (instead of REDIS_URL)",
+    "REDIS_SENTINEL_MASTER": "the master name the Sentinels monitor (with REDIS_SENTINELS)",
+    "RELEASE_BOT_REDIS_REPLICAS_TO_WAIT": "replicas that must confirm each saved transition",
+    "RELEASE_BOT_REDIS_WAIT_MS": "how long a save waits for the replicas to confirm it",
     "RELEASE_BOT_CRASH_AT": "recovery drills only: saved or reconciled",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
 }
@@ -45,6 +51,15 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = SLACK_API_URL_DEFAULT
     redis_url: str | None = None
+    redis_sentinels: str | None = None
+    """host:port,host:port,...: the Sentinels to ask for the master (instead of REDIS_URL)."""
+    redis_sentinel_master: str | None = None
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
+    release_bot_redis_replicas_to_wait: int | None = Field(default=None, ge=0, le=16)
+    """None: 1 with Sentinel, 0 with a plain REDIS_URL (see `redis_replicas_to_wait`)."""
+    release_bot_redis_wait_ms: int = Field(default=REDIS_WAIT_MS_DEFAULT, ge=1, le=1500)
+    """Below the 2 s socket timeout of `connect`, and well inside Slack's 3 s to answer."""
     prometheus_url: str | None = None
     kubeconfig: Path | None = None
     release_bot_config: Path | None = None
@@ -61,9 +76,31 @@ class Settings(BaseSettings):
         """Socket Mode when an app-level token is configured, else HTTP mode (/slack/events)."""
         return self.slack_app_token is not None
 
+    @property
+    def redis_configured(self) -> bool:
+        return self.redis_url is not None or self.redis_sentinels is not None
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; [] without Sentinel."""
+        return parse_host_ports(self.redis_sentinels) if self.redis_sentinels else []
+
+    @property
+    def redis_replicas_to_wait(self) -> int:
+        """Replicas each state-changing write waits for (Redis WAIT); 0: no WAIT at all."""
+        if self.release_bot_redis_replicas_to_wait is not None:
+            return self.release_bot_redis_replicas_to_wait
+        return 1 if self.redis_sentinels else 0
+
     def secret_values(self) -> tuple[str, ...]:
         """The plain values that must never appear in a log line."""
-        secrets = (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token)
+        secrets = (
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.redis_password,
+            self.redis_sentinel_password,
+        )
         return tuple(secret.get_secret_value() for secret in secrets if secret is not None)
 
     @field_validator("slack_bot_token")
@@ -95,6 +132,29 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a logging level name, got {level!r}")
         return name
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_shape(cls, sentinels: str | None) -> str | None:
+        if sentinels is not None:
+            parse_host_ports(sentinels)
+        return sentinels
+
+    @model_validator(mode="after")
+    def _one_redis(self) -> Settings:
+        if self.redis_url is not None and self.redis_sentinels is not None:
+            raise ValueError(
+                "REDIS_URL and REDIS_SENTINELS are both set: set REDIS_URL for one Redis, or "
+                "REDIS_SENTINELS (with REDIS_SENTINEL_MASTER) for Redis behind Sentinel"
+            )
+        if self.redis_sentinels is not None and self.redis_sentinel_master is None:
+            raise ValueError(
+                "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: name the master the "
+                "Sentinels monitor"
+            )
+        if self.redis_sentinel_master is not None and self.redis_sentinels is None:
+            raise ValueError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not")
+        return self
+
     @model_validator(mode="after")
     def _http_mode_needs_signing_secret(self) -> Settings:
         if not self.socket_mode and self.slack_signing_secret is None:
@@ -102,6 +162,20 @@ class Settings(BaseSettings):
                 "SLACK_SIGNING_SECRET is required in HTTP mode (no SLACK_APP_TOKEN is set)"
             )
         return self
+
+
+def parse_host_ports(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port,...` as pairs; ValueError naming the first bad item."""
+    addresses = []
+    for item in (part.strip() for part in text.split(",")):
+        host, colon, port = item.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"must be host:port pairs separated by commas (as in "
+                f"sentinel-0:26379,sentinel-1:26379), got {item!r}"
+            )
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
 
 
 def load_settings() -> Settings:

@@ -12,11 +12,21 @@ Keys (prefix `rb:`):
 
 Every write is one Lua script, so it is atomic and a concurrent writer loses
 instead of overwriting: saves compare the revision they read.
+
+Durability (`replicas_to_wait` > 0, the default behind Sentinel): each write that changes release
+state or a deploy lock (create, save, lock, unlock) is followed by `WAIT replicas wait_ms`, and
+counts as done only once that many replicas have it. When they do not confirm in time the write
+is still on the primary, so `ReplicaUnconfirmed` says so instead of "nothing changed": a repeat
+of the same action reads the new revision and is refused rather than applied twice, and the
+scheduler's next pass carries out what the saved state asks for. Lease, delivery-claim and audit
+appends of refusals are not waited for: each pass retakes its lease, and losing one of the others
+in a failover costs a log line, not a release state.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +34,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from bot.core.errors import TemporaryError
 from bot.core.ports import (
@@ -94,27 +105,86 @@ class StoreUnavailable(TemporaryError):
         super().__init__(f"state store unavailable, nothing changed ({type(cause).__name__})")
 
 
-def connect(url: str) -> redis.Redis:
-    """A client with short timeouts, so a Redis outage answers fast instead of hanging Slack.
+class ReplicaUnconfirmed(TemporaryError):
+    """The write is on the primary, but not (yet) on the replicas it must reach: it is not lost
+    unless the primary dies before replicating it, and not undone either."""
+
+    def __init__(self, *, replicas: int, wait_ms: int, cause: Exception | None = None) -> None:
+        why = (
+            f"the connection failed ({type(cause).__name__}) before a replica confirmed it"
+            if cause is not None
+            else f"no replica confirmed it within {wait_ms} ms"
+            if replicas == 1
+            else f"fewer than {replicas} replicas confirmed it within {wait_ms} ms"
+        )
+        super().__init__(
+            f"saved on the primary, but {why}; the action is not confirmed: it stands unless "
+            "Redis fails over before the replica catches up. Check the release's status before "
+            "repeating it (a repeat of a kept action is refused, never applied twice)"
+        )
+
+
+def connect(
+    url: str | None = None,
+    *,
+    sentinels: Sequence[tuple[str, int]] = (),
+    master: str | None = None,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+) -> redis.Redis:
+    """A client on `url`, or on the master that `sentinels` name for `master`; short timeouts, so
+    a Redis outage answers fast instead of hanging Slack.
 
     It never retries a command by itself: a save whose reply was lost would be sent again and
-    could apply one person's action twice. The scheduler's next pass is the retry."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), retries=0),
-    )
+    could apply one person's action twice. The scheduler's next pass is the retry. Behind
+    Sentinel, a connection that fails (or finds its server demoted to a replica) is dropped and
+    the next command asks the Sentinels for the master again, so a failover is followed by the
+    first command after the new master is promoted."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 30,
+        "retry": Retry(NoBackoff(), retries=0),
+    }
+    if password is not None:
+        options["password"] = password
+    if url is not None:
+        if sentinels:
+            raise ValueError("connect to a url or through sentinels, not both")
+        return redis.Redis.from_url(url, **options)
+    if not sentinels or master is None:
+        raise ValueError("connect needs a url, or sentinels and a master name")
+    sentinel_options: dict[str, Any] = {
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        "retry": Retry(NoBackoff(), retries=0),
+    }
+    if sentinel_password is not None:
+        sentinel_options["password"] = sentinel_password
+    manager = Sentinel(list(sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel untyped
+    client: redis.Redis = manager.master_for(master, **options)  # type: ignore[no-untyped-call]
+    return client
 
 
 class ReleaseStore:
-    """Expects a client made with decode_responses=True (see `connect`)."""
+    """Expects a client made with decode_responses=True (see `connect`). `replicas_to_wait`
+    replicas must confirm each state-changing write within `wait_ms` (0: no WAIT is sent)."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "rb:") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "rb:",
+        replicas_to_wait: int = 0,
+        wait_ms: int = 500,
+    ) -> None:
+        if replicas_to_wait < 0 or wait_ms < 1:
+            raise ValueError("replicas_to_wait must be >= 0 and wait_ms >= 1 (WAIT 0 blocks)")
         self._redis = client
         self._prefix = prefix
+        self._replicas_to_wait = replicas_to_wait
+        self._wait_ms = wait_ms
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
         self._take_lease = client.register_script(_TAKE_LEASE)
@@ -145,6 +215,7 @@ class ReleaseStore:
             if holder is None:
                 raise RevisionConflict(f"{release.app}'s active release vanished; try again")
             raise AppBusy(holder)
+        self._replicated()
         return StoredRelease(release, int(value))
 
     def save(
@@ -179,6 +250,7 @@ class ReleaseStore:
             raise RevisionConflict(
                 f"release {release.id} changed (revision {value}, expected {stored.revision})"
             )
+        self._replicated()
         return StoredRelease(release, int(value))
 
     def claim_delivery(self, key: str) -> bool:
@@ -245,16 +317,32 @@ class ReleaseStore:
     def lock(self, app: str, *, by: str, reason: str, at: datetime) -> DeployLock:
         lock = DeployLock(by=by, reason=reason, at=at.isoformat())
         self._call(self._redis.hset, self._key("lock", app), mapping=asdict(lock))
+        self._replicated()
         return lock
 
     def unlock(self, app: str) -> DeployLock | None:
         previous = self.lock_of(app)
-        self._call(self._redis.delete, self._key("lock", app))
+        if self._call(self._redis.delete, self._key("lock", app)):
+            self._replicated()
         return previous
 
     def lock_of(self, app: str) -> DeployLock | None:
         fields = self._call(self._redis.hgetall, self._key("lock", app))
         return DeployLock(**fields) if fields else None
+
+    def _replicated(self) -> None:
+        """After a write: wait until `replicas_to_wait` replicas have it, or raise
+        ReplicaUnconfirmed. No round trip when no replica is waited for."""
+        if self._replicas_to_wait == 0:
+            return
+        try:
+            confirmed = int(self._redis.wait(self._replicas_to_wait, self._wait_ms))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise ReplicaUnconfirmed(
+                replicas=self._replicas_to_wait, wait_ms=self._wait_ms, cause=error
+            ) from error
+        if confirmed < self._replicas_to_wait:
+            raise ReplicaUnconfirmed(replicas=self._replicas_to_wait, wait_ms=self._wait_ms)
 
     def _run(self, script: Any, keys: list[str], args: list[str]) -> tuple[str, str]:
         status, value = self._call(script, keys=keys, args=args)
