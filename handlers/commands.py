@@ -31,7 +31,8 @@ log = structlog.get_logger(__name__)
 COMMAND = "/release"
 NOT_SET_UP = (
     "release-bot is not set up for releases yet: it needs an apps file (RELEASE_BOT_CONFIG) and "
-    "a state store (REDIS_URL). Ask the team that runs the bot; `/release help` works meanwhile."
+    "a state store (REDIS_URL, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER). Ask the team that "
+    "runs the bot; `/release help` works meanwhile."
 )
 INTERNAL_ERROR = ":x: release-bot hit an internal error; nothing more was done. See its logs."
 HISTORY_LINES = 20
