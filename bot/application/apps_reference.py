@@ -1,5 +1,5 @@
-"""The apps file's field reference, made from its schema: called by `release-bot check-config
---reference` (bot.entrypoints) and by the test that keeps README's reference equal to it."""
+"""The apps file's field reference, made from its schema: called by the test that keeps README's
+reference equal to it, and run as `python3 -m bot.application.apps_reference` to print it."""
 
 from __future__ import annotations
 
@@ -89,3 +89,7 @@ def _default_text(field: FieldInfo, *, duration: bool) -> str:
     if value in ((), {}, ""):
         return "empty"
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+
+if __name__ == "__main__":
+    print(reference())
