@@ -3,20 +3,20 @@
 Called by the Slack handlers and the scheduler through the release store, which saves the new
 release and then carries out the effects in order. Pure: no I/O and no clock, `now` is passed in.
 Every (phase, event type) pair the machine accepts is listed in TRANSITIONS; anything else is
-refused with a reason meant for the person who asked.
+refused with a reason meant for the person who asked. The machine decides; every text it gives a
+person (thread notices, refusal reasons) is worded by bot.core.thread_wording.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from bot.core.durations import format_duration
+from bot.core import thread_wording as wording
 from bot.core.plan import Plan
 from bot.core.release import Approval, NoticeKind, OutboxNotice, PauseInfo, Phase, Release
-from bot.core.text import amount, mention, percent, plan_text
 
 # Events. `by` is the Slack user id of the person acting. `stage_index` on a person's event is the
 # stage they were looking at (a button carries it; a slash command leaves it None): if the release
@@ -240,14 +240,8 @@ def start_release(
         started_at=now,
         analysis_enabled=analysis_enabled,
     )
-    replacing = f" (replacing {previous_version})" if previous_version else ""
-    text = (
-        f"{mention(requested_by)} started a canary of {app} {version}{replacing}, "
-        f"plan {plan.name}: {plan_text(plan)}"
-    )
-    return _Change(
-        release=release, reconcile=True, notices=(_notice(NoticeKind.STARTED, text),)
-    ).accepted()
+    notice = _notice(NoticeKind.STARTED, wording.started(release))
+    return _Change(release=release, reconcile=True, notices=(notice,)).accepted()
 
 
 def with_outbox(release: Release, effects: tuple[Effect, ...]) -> Release:
@@ -272,7 +266,7 @@ def transition(release: Release, event: Event, *, now: datetime) -> Accepted | R
         raise ValueError("now must be timezone-aware")
     entry = TRANSITIONS.get((release.phase, type(event)))
     if entry is None:
-        return Refused(reason=_refusal_reason(release, event, now))
+        return Refused(reason=wording.refusal(release, type(event).__name__, now))
     decided = entry.step(release, event, now)
     if isinstance(decided, Refused):
         return decided
@@ -296,13 +290,9 @@ def _stage_timer_elapsed(
 ) -> _Change | Refused:
     assert release.stage_due_at is not None  # Release guarantees it while RUNNING
     if now < release.stage_due_at:
-        due = _clock(release.stage_due_at, now)
-        return Refused(reason=f"{release.app}'s stage timer is not due until {due}")
+        return Refused(reason=wording.stage_timer_not_due(release, now))
     if release.analysis_enabled and release.checks_passed == 0:
-        return Refused(
-            reason=f"{_stage_label(release)} of {release.app} has no passing metric check yet; "
-            "it moves on once one passes"
-        )
+        return Refused(reason=wording.no_passing_check_yet(release))
     if _gate_is_closed(release):
         return _await_approval(release)
     return _leave_stage(release, now, by=None)
@@ -311,9 +301,7 @@ def _stage_timer_elapsed(
 def _advance(release: Release, event: Advance, now: datetime) -> _Change | Refused:
     if refused := _aimed_at_other_stage(release, event.stage_index):
         return refused
-    notice = _notice(
-        NoticeKind.ADVANCED, f"{mention(event.by)} ended {_stage_label(release)} early"
-    )
+    notice = _notice(NoticeKind.ADVANCED, wording.ended_early(release, event.by))
     if _gate_is_closed(release):
         return _await_approval(release).preceded_by(notice)
     return _leave_stage(release, now, by=event.by).preceded_by(notice)
@@ -322,21 +310,17 @@ def _advance(release: Release, event: Advance, now: datetime) -> _Change | Refus
 def _approve(release: Release, event: Approve, now: datetime) -> _Change | Refused:
     if refused := _aimed_at_other_stage(release, event.stage_index):
         return refused
-    stage = _stage_label(release)
     if not release.stage.needs_approval:
-        return Refused(reason=f"{stage} of {release.app} needs no approval")
+        return Refused(reason=wording.needs_no_approval(release))
     if earlier := release.approval_of(release.stage_index):
-        approver = f"{mention(earlier.by)} at {_clock(earlier.at, now)}"
-        return Refused(reason=f"{stage} of {release.app} is already approved by {approver}")
+        return Refused(reason=wording.already_approved(release, earlier, now))
     if refused := _four_eyes_refusal(release, event.by, release.stage_index):
         return refused
     approved = _with_approvals(release, by=event.by, now=now, stage_indexes=[release.stage_index])
     if release.phase is Phase.RUNNING:
-        text = (
-            f"{mention(event.by)} approved {stage} ahead of time; it moves on when its timer ends"
-        )
+        text = wording.approved_ahead_of_time(release, event.by)
         return _Change(release=approved, notices=(_notice(NoticeKind.APPROVED, text),))
-    notice = _notice(NoticeKind.APPROVED, f"{mention(event.by)} approved {stage}")
+    notice = _notice(NoticeKind.APPROVED, wording.approved(release, event.by))
     return _leave_stage(approved, now, by=event.by).preceded_by(notice)
 
 
@@ -353,23 +337,16 @@ def _promote(release: Release, event: Promote, now: datetime) -> _Change | Refus
     approved = _with_approvals(release, by=event.by, now=now, stage_indexes=gates)
     if event.full:
         return _begin_promotion(approved, by=event.by)
-    notice = _notice(
-        NoticeKind.ADVANCED,
-        f"{mention(event.by)} promoted {release.app} past {_stage_label(release)}",
-    )
+    notice = _notice(NoticeKind.ADVANCED, wording.promoted_past_stage(release, event.by))
     return _leave_stage(approved, now, by=event.by).preceded_by(notice)
 
 
 def _pause(release: Release, event: Pause, now: datetime) -> _Change | Refused:
     if event.duration_s is not None and event.duration_s <= 0:
-        return Refused(reason=f"a pause duration must be positive, got {event.duration_s} s")
+        return Refused(reason=wording.pause_duration_not_positive(event.duration_s))
     resume_due_at = None if event.duration_s is None else now + timedelta(seconds=event.duration_s)
     paused = _hold(release, now, by=event.by, reason=event.reason, resume_due_at=resume_due_at)
-    stage = _stage_label(release)
-    text = f"{mention(event.by)} paused {release.app} at {stage}{_reason_suffix(event.reason)}"
-    if resume_due_at is None:
-        return _Change(release=paused, notices=(_notice(NoticeKind.PAUSED, text),))
-    text += f"; it resumes by itself at {_clock(resume_due_at, now)}"
+    text = wording.paused_by(release, event.by, event.reason, resume_due_at, now)
     return _Change(release=paused, notices=(_notice(NoticeKind.PAUSED, text),))
 
 
@@ -382,7 +359,7 @@ def _checks_passed(release: Release, event: ChecksPassed, now: datetime) -> _Cha
     )
     snapshot = (_notice(NoticeKind.SNAPSHOT, event.snapshot),) if event.snapshot else ()
     if _paused_by_metrics(release):
-        opening = f"metrics of {release.app} are conclusive again ({event.summary})"
+        opening = wording.metrics_conclusive_again(release, event.summary)
         return _end_pause(recorded, now, opening=opening).followed_by(*snapshot)
     return _Change(release=recorded, notices=snapshot)
 
@@ -391,26 +368,21 @@ def _recheck_while_paused(
     release: Release, event: ChecksInconclusive, now: datetime
 ) -> _Change | Refused:
     if not _paused_by_metrics(release):
-        return Refused(reason=f"{release.app} is already {_pause_text(release)}")
+        return Refused(reason=wording.already_paused(release))
     return _Change(release=release.evolve(last_check_at=now))
 
 
 def _paused_by_metrics(release: Release) -> bool:
-    return release.pause is not None and release.pause.reason.startswith(_METRICS_PAUSE)
-
-
-_METRICS_PAUSE = "metrics inconclusive: "
+    pause = release.pause
+    return pause is not None and pause.reason.startswith(wording.METRICS_PAUSE_PREFIX)
 
 
 def _checks_inconclusive(release: Release, event: ChecksInconclusive, now: datetime) -> _Change:
-    paused = _hold(
-        release, now, by=None, reason=f"{_METRICS_PAUSE}{event.reason}", resume_due_at=None
-    ).evolve(last_check_at=now)
-    text = (
-        f"{release.app} {release.version} paused itself at {_stage_label(release)}: "
-        f"metrics are inconclusive ({event.reason}); it never moves on without a passing check. "
-        "It resumes by itself when a check passes again, or resume or roll it back"
+    reason = wording.metrics_pause_reason(event.reason)
+    paused = _hold(release, now, by=None, reason=reason, resume_due_at=None).evolve(
+        last_check_at=now
     )
+    text = wording.paused_by_metrics(release, event.reason)
     return _Change(
         release=paused,
         notices=(_notice(NoticeKind.PAUSED, text, in_channel=True),),
@@ -418,7 +390,7 @@ def _checks_inconclusive(release: Release, event: ChecksInconclusive, now: datet
 
 
 def _resume(release: Release, event: Resume, now: datetime) -> _Change:
-    return _end_pause(release, now, opening=f"{mention(event.by)} resumed {release.app}")
+    return _end_pause(release, now, opening=wording.resumed_by(release, event.by))
 
 
 def _pause_timer_elapsed(
@@ -427,63 +399,53 @@ def _pause_timer_elapsed(
     assert release.pause is not None  # Release guarantees it while PAUSED
     due = release.pause.resume_due_at
     if due is None:
-        command = f"/release resume {release.app}"
-        return Refused(reason=f"{release.app}'s pause has no end time; resume it with {command}")
+        return Refused(reason=wording.pause_has_no_end(release))
     if now < due:
-        return Refused(reason=f"{release.app}'s pause does not end until {_clock(due, now)}")
-    return _end_pause(release, now, opening=f"{release.app}'s timed pause is over")
+        return Refused(reason=wording.pause_not_due(release, due, now))
+    return _end_pause(release, now, opening=wording.timed_pause_over(release))
 
 
 def _rollback(release: Release, event: Rollback, now: datetime) -> _Change:
-    reason = event.reason or "no reason given"
-    what = f"{release.app} {release.version} {_where(release)}"
-    text = f"{mention(event.by)} is rolling back {what}: {reason}"
-    return _begin_rollback(
-        release, by=event.by, reason=reason, notice=_notice(NoticeKind.ROLLBACK, text)
-    )
+    reason = wording.rollback_reason(event.reason)
+    notice = _notice(NoticeKind.ROLLBACK, wording.rolling_back_by(release, event.by, reason))
+    return _begin_rollback(release, by=event.by, reason=reason, notice=notice)
 
 
 def _repeat_rollback(release: Release, event: Rollback, now: datetime) -> _Change:
-    text = f"{mention(event.by)} asked to roll back again; sending all traffic to stable once more"
-    return _Change(release=release, reconcile=True, notices=(_notice(NoticeKind.ROLLBACK, text),))
+    notice = _notice(NoticeKind.ROLLBACK, wording.rolling_back_again(event.by))
+    return _Change(release=release, reconcile=True, notices=(notice,))
 
 
 def _checks_failed(release: Release, event: ChecksFailed, now: datetime) -> _Change:
-    value, threshold = amount(event.value, event.unit), amount(event.threshold, event.unit)
-    reading = f"{event.metric} is {value} against a threshold of {threshold}"
+    reading = wording.check_reading(event.metric, event.value, event.threshold, event.unit)
     failed = release.checks_failed + 1
     if failed <= event.failure_limit and release.phase is not Phase.PROMOTING:
         recorded = release.evolve(
             checks_failed=failed, last_check_at=now, latest_metrics=event.summary or None
         )
-        text = (
-            f"a metric check of {release.app} {release.version} failed at {_stage_label(release)}:"
-            f" {reading}; {failed} of {event.failure_limit} failed checks tolerated in this stage,"
-            " one more rolls it back"
-        )
+        text = wording.check_failed_tolerated(release, reading, failed, event.failure_limit)
         return _Change(release=recorded, notices=(_notice(NoticeKind.CHECK_FAILED, text),))
-    what = f"{release.app} {release.version}"
-    text = f"{what} is rolling back automatically {_where(release)}: {reading}"
+    text = wording.rolling_back_automatically(release, reading)
     release = release.evolve(
         checks_failed=failed,
         last_check_at=now,
         latest_metrics=event.summary or release.latest_metrics,
     )
     notice = _notice(NoticeKind.AUTO_ROLLBACK, text, in_channel=True)
-    return _begin_rollback(release, by=None, reason=f"checks failed: {reading}", notice=notice)
+    reason = wording.checks_failed_reason(reading)
+    return _begin_rollback(release, by=None, reason=reason, notice=notice)
 
 
 def _promotion_done(release: Release, event: PromotionDone, now: datetime) -> _Change:
     done = release.evolve(phase=Phase.SUCCEEDED, finished_at=now)
-    text = f"{release.app} {release.version} is released: stable runs it and the canary is removed"
-    return _Change(release=done, reconcile=True, notices=(_notice(NoticeKind.SUCCEEDED, text),))
+    notice = _notice(NoticeKind.SUCCEEDED, wording.released(release))
+    return _Change(release=done, reconcile=True, notices=(notice,))
 
 
 def _rollback_done(release: Release, event: RollbackDone, now: datetime) -> _Change:
     done = release.evolve(phase=Phase.ROLLED_BACK, finished_at=now)
-    stable = release.previous_version or "the previous version"
-    text = f"{release.app} is back on {stable} for all traffic; canary {release.version} is removed"
-    return _Change(release=done, notices=(_notice(NoticeKind.ROLLED_BACK, text),))
+    notice = _notice(NoticeKind.ROLLED_BACK, wording.rolled_back(release))
+    return _Change(release=done, notices=(notice,))
 
 
 def _fail(release: Release, event: Fail, now: datetime) -> _Change:
@@ -495,11 +457,7 @@ def _fail(release: Release, event: Fail, now: datetime) -> _Change:
         outcome_by=None,
         outcome_reason=event.reason,
     )
-    text = (
-        f"{release.app} {release.version} failed {_where(release)}: {event.reason}. "
-        "All traffic is being sent to stable; someone needs to look at the cluster"
-    )
-    notice = _notice(NoticeKind.FAILED, text, in_channel=True)
+    notice = _notice(NoticeKind.FAILED, wording.failed(release, event.reason), in_channel=True)
     return _Change(release=failed, reconcile=True, notices=(notice,))
 
 
@@ -605,17 +563,10 @@ def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
         checks_passed=0,
         checks_failed=0,
     )
-    if stage.header_routed and stage.weight == 0:
-        traffic = "no public traffic, the canary is reachable by header"
-    else:
-        traffic = f"{percent(stage.weight)} of traffic goes to the canary"
-    span = f" for {format_duration(stage.duration_s)}" if stage.duration_s else ""
-    gate = ", then it waits for approval" if stage.needs_approval else ""
-    text = f"{_stage_label(entered)}{span}: {traffic}{gate}"
     return _Change(
         release=entered,
         reconcile=True,
-        notices=(_notice(NoticeKind.STAGE_STARTED, text),),
+        notices=(_notice(NoticeKind.STAGE_STARTED, wording.stage_started(entered)),),
     )
 
 
@@ -627,36 +578,17 @@ def _leave_stage(release: Release, now: datetime, *, by: str | None) -> _Change:
 
 def _await_approval(release: Release) -> _Change:
     waiting = release.evolve(phase=Phase.AWAITING_APPROVAL, stage_due_at=None)
-    who = f"someone other than {mention(release.requested_by)}" if release.four_eyes else "someone"
-    command = f"/release approve {release.app}"
-    text = f"{_stage_label(release)} is done and needs approval from {who}: {command}"
-    return _Change(
-        release=waiting,
-        notices=(_notice(NoticeKind.APPROVAL_REQUESTED, text),),
-    )
+    notice = _notice(NoticeKind.APPROVAL_REQUESTED, wording.approval_requested(release))
+    return _Change(release=waiting, notices=(notice,))
 
 
 def _begin_promotion(release: Release, *, by: str | None) -> _Change:
-    stage_count = len(release.plan.stages)
-    skipped = stage_count - 1 - release.stage_index
-    if by is None:
-        reason = f"all {stage_count} stages passed"
-    elif skipped:
-        reason = f"promoted by {mention(by)}, skipping {skipped} of {stage_count} stages"
-    else:
-        reason = f"promoted by {mention(by)} from the last stage"
+    reason = wording.promotion_reason(release, by)
     promoting = release.evolve(
         phase=Phase.PROMOTING, stage_due_at=None, outcome_by=by, outcome_reason=reason
     )
-    text = (
-        f"promoting {release.version} ({reason}): "
-        "stable is being rolled to it, the canary takes 100 % meanwhile"
-    )
-    return _Change(
-        release=promoting,
-        reconcile=True,
-        notices=(_notice(NoticeKind.PROMOTING, text),),
-    )
+    notice = _notice(NoticeKind.PROMOTING, wording.promoting(release, reason))
+    return _Change(release=promoting, reconcile=True, notices=(notice,))
 
 
 def _begin_rollback(release: Release, *, by: str | None, reason: str, notice: Notify) -> _Change:
@@ -693,12 +625,11 @@ def _end_pause(release: Release, now: datetime, *, opening: str) -> _Change:
     assert pause is not None  # only PAUSED releases are resumed
     if pause.paused_from is Phase.AWAITING_APPROVAL:
         waiting = release.evolve(phase=Phase.AWAITING_APPROVAL, pause=None)
-        text = f"{opening}; {_stage_label(release)} still waits for approval"
+        text = wording.resumed_awaiting_approval(release, opening)
         return _Change(release=waiting, notices=(_notice(NoticeKind.RESUMED, text),))
     due = now + timedelta(seconds=pause.remaining_s)
     running = release.evolve(phase=Phase.RUNNING, pause=None, stage_due_at=due)
-    left = format_duration(pause.remaining_s)
-    text = f"{opening}; {_stage_label(release)} goes on with {left} left"
+    text = wording.resumed_with_time_left(release, opening, pause.remaining_s)
     return _Change(release=running, notices=(_notice(NoticeKind.RESUMED, text),))
 
 
@@ -722,133 +653,18 @@ def _gate_is_closed(release: Release, index: int | None = None) -> bool:
 
 def _four_eyes_refusal(release: Release, user: str, index: int) -> Refused | None:
     if release.four_eyes and user == release.requested_by:
-        stage = _stage_label(release, index)
-        return Refused(
-            reason=f"four-eyes rule: {mention(user)} requested this release of {release.app}, "
-            f"so someone else must approve {stage}"
-        )
+        return Refused(reason=wording.four_eyes_rule(release, user, index))
     return None
 
 
 def _aimed_at_other_stage(release: Release, stage_index: int | None) -> Refused | None:
     if stage_index is None or stage_index == release.stage_index:
         return None
-    total = len(release.plan.stages)
-    return Refused(
-        reason=f"that was meant for stage {stage_index + 1}/{total}, but {release.app} is now in "
-        f"{_stage_label(release)}; nothing was changed"
-    )
+    return Refused(reason=wording.meant_for_other_stage(release, stage_index))
 
 
-# Refusals for pairs the table does not list.
-
-_ACTIONS: dict[type[Event], str] = {
-    Advance: "advance",
-    Approve: "approve",
-    Pause: "pause",
-    Resume: "resume",
-    Rollback: "roll back",
-    Promote: "promote",
-}
-
-
-def _refusal_reason(release: Release, event: Event, now: datetime) -> str:
-    app = release.app
-    if release.phase.is_terminal:
-        return f"{app}'s release {release.version} already finished: {_outcome_text(release, now)}"
-    if release.phase is Phase.PAUSED and isinstance(event, Pause | ChecksInconclusive):
-        return f"{app} is already {_pause_text(release)}"
-    if release.phase is Phase.PAUSED and isinstance(event, Advance | Approve | Promote):
-        return f"{app} is {_pause_text(release)}; resume it first"
-    if release.phase is Phase.AWAITING_APPROVAL and isinstance(event, Advance):
-        return (
-            f"{_stage_label(release)} of {app} waits for approval, "
-            f"and advance never skips an approval gate: /release approve {app}"
-        )
-    return _generic_refusal(release, event)
-
-
-def _generic_refusal(release: Release, event: Event) -> str:
-    if isinstance(event, Resume):
-        return f"{release.app} is not paused: {_phase_text(release)}"
-    action = _ACTIONS.get(type(event))
-    if action is not None:
-        return f"can't {action} {release.app}: {_phase_text(release)}"
-    return f"{release.app}: {type(event).__name__} does not apply while {_phase_text(release)}"
-
-
-_STILL_PHASE_TEXTS = {
-    Phase.STARTING: "its canary is still starting",
-    Phase.PROMOTING: "it is being promoted",
-    Phase.ROLLING_BACK: "it is rolling back",
-}
-
-
-def _phase_text(release: Release) -> str:
-    """Where an unfinished release stands, for refusals."""
-    if release.phase is Phase.RUNNING:
-        return f"it is in {_stage_label(release)}"
-    if release.phase is Phase.AWAITING_APPROVAL:
-        return f"{_stage_label(release)} waits for approval"
-    if release.phase is Phase.PAUSED:
-        return f"it is {_pause_text(release)}"
-    return _STILL_PHASE_TEXTS[release.phase]
-
-
-def _pause_text(release: Release) -> str:
-    assert release.pause is not None  # only called while PAUSED
-    who = f" by {mention(release.pause.by)}" if release.pause.by else ""
-    return f"paused{who}{_reason_suffix(release.pause.reason)}"
-
-
-_FINISHED_VERBS = {
-    Phase.SUCCEEDED: "succeeded",
-    Phase.ROLLED_BACK: "rolled back",
-    Phase.FAILED: "failed",
-}
-
-
-def _outcome_text(release: Release, now: datetime) -> str:
-    assert release.finished_at is not None  # Release guarantees it once finished
-    text = f"{_FINISHED_VERBS[release.phase]} at {_clock(release.finished_at, now)}"
-    if release.outcome_by:
-        text += f" by {mention(release.outcome_by)}"
-    if release.outcome_reason:
-        text += f" ({release.outcome_reason})"
-    return text
-
-
-def _where(release: Release) -> str:
-    match release.phase:
-        case Phase.STARTING:
-            return "before the canary took any traffic"
-        case Phase.PROMOTING:
-            return "during promotion"
-        case Phase.ROLLING_BACK:
-            return "while rolling back"
-        case _:
-            return f"at {_stage_label(release)}"
-
-
-# Text helpers.
+# Effects' helpers.
 
 
 def _notice(kind: NoticeKind, text: str, *, in_channel: bool = False) -> Notify:
     return Notify(kind=kind, text=text, in_channel=in_channel)
-
-
-def _reason_suffix(reason: str) -> str:
-    return f": {reason}" if reason else ""
-
-
-def _stage_label(release: Release, index: int | None = None) -> str:
-    index = release.stage_index if index is None else index
-    stage = release.plan.stages[index]
-    return f"stage {index + 1}/{len(release.plan.stages)} ({percent(stage.weight)})"
-
-
-def _clock(when: datetime, now: datetime) -> str:
-    """HH:MM UTC, with the date when it is not today."""
-    when_utc = when.astimezone(UTC)
-    same_day = when_utc.date() == now.astimezone(UTC).date()
-    return when_utc.strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")

@@ -1,8 +1,9 @@
 """How numbers, people and plans are written for people: one percent style, one plan line,
 rounded amounts, mentions and counts.
 
-Used by every surface that words something for a person: the thread notices (bot.core.machine),
-the snapshots (bot.core.analysis), the Slack card (bot.slack.cards), check-config and the demo.
+Used by every surface that words something for a person: the thread texts
+(bot.core.thread_wording), the snapshots (bot.core.analysis), the Slack card (bot.slack.cards),
+check-config and the demo.
 Pure.
 """
 

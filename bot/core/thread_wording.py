@@ -1,0 +1,354 @@
+"""Called by the state machine (bot.core.machine): every thread message and refusal it words.
+
+One function per message, named after what it says; each takes the release and the facts it
+needs and returns the text. The outcome and pause reasons kept in the release record (and shown
+again by the card) are worded here too. The machine decides, this module only says it. Pure.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bot.core.durations import format_duration
+from bot.core.release import Approval, Phase, Release
+from bot.core.text import amount, mention, percent, plan_text
+
+# Notices: the thread messages of accepted events.
+
+
+def started(release: Release) -> str:
+    previous = release.previous_version
+    replacing = f" (replacing {previous})" if previous else ""
+    return (
+        f"{mention(release.requested_by)} started a canary of {release.app} {release.version}"
+        f"{replacing}, plan {release.plan.name}: {plan_text(release.plan)}"
+    )
+
+
+def stage_started(release: Release) -> str:
+    """The release has just entered its current stage."""
+    stage = release.stage
+    if stage.header_routed and stage.weight == 0:
+        traffic = "no public traffic, the canary is reachable by header"
+    else:
+        traffic = f"{percent(stage.weight)} of traffic goes to the canary"
+    span = f" for {format_duration(stage.duration_s)}" if stage.duration_s else ""
+    gate = ", then it waits for approval" if stage.needs_approval else ""
+    return f"{_stage_label(release)}{span}: {traffic}{gate}"
+
+
+def ended_early(release: Release, by: str) -> str:
+    return f"{mention(by)} ended {_stage_label(release)} early"
+
+
+def approval_requested(release: Release) -> str:
+    who = f"someone other than {mention(release.requested_by)}" if release.four_eyes else "someone"
+    command = f"/release approve {release.app}"
+    return f"{_stage_label(release)} is done and needs approval from {who}: {command}"
+
+
+def approved_ahead_of_time(release: Release, by: str) -> str:
+    stage = _stage_label(release)
+    return f"{mention(by)} approved {stage} ahead of time; it moves on when its timer ends"
+
+
+def approved(release: Release, by: str) -> str:
+    return f"{mention(by)} approved {_stage_label(release)}"
+
+
+def promoted_past_stage(release: Release, by: str) -> str:
+    return f"{mention(by)} promoted {release.app} past {_stage_label(release)}"
+
+
+def promotion_reason(release: Release, by: str | None) -> str:
+    """Why the release, still in its last stage passed, is promoted (kept as its outcome)."""
+    stage_count = len(release.plan.stages)
+    skipped = stage_count - 1 - release.stage_index
+    if by is None:
+        return f"all {stage_count} stages passed"
+    if skipped:
+        return f"promoted by {mention(by)}, skipping {skipped} of {stage_count} stages"
+    return f"promoted by {mention(by)} from the last stage"
+
+
+def promoting(release: Release, reason: str) -> str:
+    return (
+        f"promoting {release.version} ({reason}): "
+        "stable is being rolled to it, the canary takes 100 % meanwhile"
+    )
+
+
+def paused_by(
+    release: Release, by: str, reason: str, resume_due_at: datetime | None, now: datetime
+) -> str:
+    """`release` as it was before the pause."""
+    text = f"{mention(by)} paused {release.app} at {_stage_label(release)}{_reason_suffix(reason)}"
+    if resume_due_at is None:
+        return text
+    return f"{text}; it resumes by itself at {_clock(resume_due_at, now)}"
+
+
+METRICS_PAUSE_PREFIX = "metrics inconclusive: "
+"""Starts the pause reason of a release that paused itself; the machine recognises it by it."""
+
+
+def metrics_pause_reason(reason: str) -> str:
+    return f"{METRICS_PAUSE_PREFIX}{reason}"
+
+
+def paused_by_metrics(release: Release, reason: str) -> str:
+    return (
+        f"{release.app} {release.version} paused itself at {_stage_label(release)}: "
+        f"metrics are inconclusive ({reason}); it never moves on without a passing check. "
+        "It resumes by itself when a check passes again, or resume or roll it back"
+    )
+
+
+# Why a pause ends: the opening of the resumed notice.
+
+
+def resumed_by(release: Release, by: str) -> str:
+    return f"{mention(by)} resumed {release.app}"
+
+
+def timed_pause_over(release: Release) -> str:
+    return f"{release.app}'s timed pause is over"
+
+
+def metrics_conclusive_again(release: Release, summary: str) -> str:
+    return f"metrics of {release.app} are conclusive again ({summary})"
+
+
+def resumed_awaiting_approval(release: Release, opening: str) -> str:
+    return f"{opening}; {_stage_label(release)} still waits for approval"
+
+
+def resumed_with_time_left(release: Release, opening: str, remaining_s: float) -> str:
+    return f"{opening}; {_stage_label(release)} goes on with {format_duration(remaining_s)} left"
+
+
+def rollback_reason(reason: str) -> str:
+    """The reason a person gave for a rollback, or that they gave none (kept as its outcome)."""
+    return reason or "no reason given"
+
+
+def rolling_back_by(release: Release, by: str, reason: str) -> str:
+    """`release` as it was before the rollback; `reason` from rollback_reason."""
+    return (
+        f"{mention(by)} is rolling back {release.app} {release.version} {_where(release)}: {reason}"
+    )
+
+
+def rolling_back_again(by: str) -> str:
+    return f"{mention(by)} asked to roll back again; sending all traffic to stable once more"
+
+
+def check_reading(metric: str, value: float, threshold: float, unit: str) -> str:
+    """A failed metric check: which metric, its value and the threshold it crossed."""
+    return f"{metric} is {amount(value, unit)} against a threshold of {amount(threshold, unit)}"
+
+
+def check_failed_tolerated(release: Release, reading: str, failed: int, limit: int) -> str:
+    return (
+        f"a metric check of {release.app} {release.version} failed at {_stage_label(release)}:"
+        f" {reading}; {failed} of {limit} failed checks tolerated in this stage,"
+        " one more rolls it back"
+    )
+
+
+def checks_failed_reason(reading: str) -> str:
+    """The outcome reason of an automatic rollback."""
+    return f"checks failed: {reading}"
+
+
+def rolling_back_automatically(release: Release, reading: str) -> str:
+    """`release` as it was before the rollback."""
+    what = f"{release.app} {release.version}"
+    return f"{what} is rolling back automatically {_where(release)}: {reading}"
+
+
+def released(release: Release) -> str:
+    return f"{release.app} {release.version} is released: stable runs it and the canary is removed"
+
+
+def rolled_back(release: Release) -> str:
+    stable = release.previous_version or "the previous version"
+    return f"{release.app} is back on {stable} for all traffic; canary {release.version} is removed"
+
+
+def failed(release: Release, reason: str) -> str:
+    """`release` as it was before it failed."""
+    return (
+        f"{release.app} {release.version} failed {_where(release)}: {reason}. "
+        "All traffic is being sent to stable; someone needs to look at the cluster"
+    )
+
+
+# Refusals a step gives when one of its guards fails.
+
+
+def stage_timer_not_due(release: Release, now: datetime) -> str:
+    assert release.stage_due_at is not None  # Release guarantees it while RUNNING
+    return f"{release.app}'s stage timer is not due until {_clock(release.stage_due_at, now)}"
+
+
+def no_passing_check_yet(release: Release) -> str:
+    return (
+        f"{_stage_label(release)} of {release.app} has no passing metric check yet; "
+        "it moves on once one passes"
+    )
+
+
+def needs_no_approval(release: Release) -> str:
+    return f"{_stage_label(release)} of {release.app} needs no approval"
+
+
+def already_approved(release: Release, approval: Approval, now: datetime) -> str:
+    approver = f"{mention(approval.by)} at {_clock(approval.at, now)}"
+    return f"{_stage_label(release)} of {release.app} is already approved by {approver}"
+
+
+def four_eyes_rule(release: Release, user: str, index: int) -> str:
+    """`user` requested the release, so may not approve stage `index`."""
+    return (
+        f"four-eyes rule: {mention(user)} requested this release of {release.app}, "
+        f"so someone else must approve {_stage_label(release, index)}"
+    )
+
+
+def meant_for_other_stage(release: Release, stage_index: int) -> str:
+    total = len(release.plan.stages)
+    return (
+        f"that was meant for stage {stage_index + 1}/{total}, but {release.app} is now in "
+        f"{_stage_label(release)}; nothing was changed"
+    )
+
+
+def pause_duration_not_positive(duration_s: int) -> str:
+    return f"a pause duration must be positive, got {duration_s} s"
+
+
+def already_paused(release: Release) -> str:
+    return f"{release.app} is already {_pause_text(release)}"
+
+
+def pause_has_no_end(release: Release) -> str:
+    command = f"/release resume {release.app}"
+    return f"{release.app}'s pause has no end time; resume it with {command}"
+
+
+def pause_not_due(release: Release, due: datetime, now: datetime) -> str:
+    return f"{release.app}'s pause does not end until {_clock(due, now)}"
+
+
+# Refusals for the (phase, event type) pairs the machine's table does not list. The event is
+# named by its class's name (bot.core.machine's event types), so this module needs no import
+# of the machine.
+
+_ACTIONS = {
+    "Advance": "advance",
+    "Approve": "approve",
+    "Pause": "pause",
+    "Resume": "resume",
+    "Rollback": "roll back",
+    "Promote": "promote",
+}
+
+
+def refusal(release: Release, event_name: str, now: datetime) -> str:
+    """Why `release` in its phase does not take the event named `event_name` (e.g. 'Approve')."""
+    app = release.app
+    if release.phase.is_terminal:
+        return f"{app}'s release {release.version} already finished: {_outcome_text(release, now)}"
+    if release.phase is Phase.PAUSED and event_name in {"Pause", "ChecksInconclusive"}:
+        return already_paused(release)
+    if release.phase is Phase.PAUSED and event_name in {"Advance", "Approve", "Promote"}:
+        return f"{app} is {_pause_text(release)}; resume it first"
+    if release.phase is Phase.AWAITING_APPROVAL and event_name == "Advance":
+        return (
+            f"{_stage_label(release)} of {app} waits for approval, "
+            f"and advance never skips an approval gate: /release approve {app}"
+        )
+    return _generic_refusal(release, event_name)
+
+
+def _generic_refusal(release: Release, event_name: str) -> str:
+    if event_name == "Resume":
+        return f"{release.app} is not paused: {_phase_text(release)}"
+    action = _ACTIONS.get(event_name)
+    if action is not None:
+        return f"can't {action} {release.app}: {_phase_text(release)}"
+    return f"{release.app}: {event_name} does not apply while {_phase_text(release)}"
+
+
+_STILL_PHASE_TEXTS = {
+    Phase.STARTING: "its canary is still starting",
+    Phase.PROMOTING: "it is being promoted",
+    Phase.ROLLING_BACK: "it is rolling back",
+}
+
+
+def _phase_text(release: Release) -> str:
+    """Where an unfinished release stands, for refusals."""
+    if release.phase is Phase.RUNNING:
+        return f"it is in {_stage_label(release)}"
+    if release.phase is Phase.AWAITING_APPROVAL:
+        return f"{_stage_label(release)} waits for approval"
+    if release.phase is Phase.PAUSED:
+        return f"it is {_pause_text(release)}"
+    return _STILL_PHASE_TEXTS[release.phase]
+
+
+def _pause_text(release: Release) -> str:
+    assert release.pause is not None  # only called while PAUSED
+    who = f" by {mention(release.pause.by)}" if release.pause.by else ""
+    return f"paused{who}{_reason_suffix(release.pause.reason)}"
+
+
+_FINISHED_VERBS = {
+    Phase.SUCCEEDED: "succeeded",
+    Phase.ROLLED_BACK: "rolled back",
+    Phase.FAILED: "failed",
+}
+
+
+def _outcome_text(release: Release, now: datetime) -> str:
+    assert release.finished_at is not None  # Release guarantees it once finished
+    text = f"{_FINISHED_VERBS[release.phase]} at {_clock(release.finished_at, now)}"
+    if release.outcome_by:
+        text += f" by {mention(release.outcome_by)}"
+    if release.outcome_reason:
+        text += f" ({release.outcome_reason})"
+    return text
+
+
+# Pieces shared by the messages.
+
+
+def _where(release: Release) -> str:
+    match release.phase:
+        case Phase.STARTING:
+            return "before the canary took any traffic"
+        case Phase.PROMOTING:
+            return "during promotion"
+        case Phase.ROLLING_BACK:
+            return "while rolling back"
+        case _:
+            return f"at {_stage_label(release)}"
+
+
+def _reason_suffix(reason: str) -> str:
+    return f": {reason}" if reason else ""
+
+
+def _stage_label(release: Release, index: int | None = None) -> str:
+    index = release.stage_index if index is None else index
+    stage = release.plan.stages[index]
+    return f"stage {index + 1}/{len(release.plan.stages)} ({percent(stage.weight)})"
+
+
+def _clock(when: datetime, now: datetime) -> str:
+    """HH:MM UTC, with the date when it is not today."""
+    when_utc = when.astimezone(UTC)
+    same_day = when_utc.date() == now.astimezone(UTC).date()
+    return when_utc.strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")
