@@ -29,13 +29,13 @@ import copy
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from kubernetes import client as k8s
 
 from bot.core import apps
 from bot.core.errors import PermanentError
-from bot.kube.client import NamespacedResources, Object
+from bot.kube.client import NamespacedResources, Object, ResourceType
 from bot.kube.workloads import STABLE_TRACK, TRACK_LABEL, CanaryWorkloads
 
 HEADER_ENTRY_NAME = "release-bot-canary-header"
@@ -170,7 +170,10 @@ def require_stable_track(workloads: CanaryWorkloads) -> None:
         )
 
 
-class MeshRouter(ABC):
+_MeshConfig = TypeVar("_MeshConfig", bound=apps.IstioRouter | apps.GatewayApiRouter)
+
+
+class MeshRouter(ABC, Generic[_MeshConfig]):
     """The part the istio and gateway-api routers share: one route object (VirtualService,
     HTTPRoute) whose entry at `index` (an http route, a rule; counting the user's entries only)
     is the managed one. Its targets (destinations, backendRefs) are rewritten to [stable,
@@ -182,6 +185,8 @@ class MeshRouter(ABC):
     are built and read, how a header joins a match, the other objects it keeps (a
     DestinationRule, a canary Service), and whether a missing route object can be created."""
 
+    ROUTE_KIND: ClassVar[ResourceType]  # the route object: VirtualService, HTTPRoute
+    BACKEND_KIND: ClassVar[ResourceType]  # what `_backends` holds: DestinationRule, Service
     ENTRIES: ClassVar[str]  # the spec key of the list of entries: "http", "rules"
     MATCHES: ClassVar[str]  # an entry's key of its list of matches: "match", "matches"
     TARGETS: ClassVar[str]  # an entry's key of its weighted targets: "route", "backendRefs"
@@ -190,18 +195,23 @@ class MeshRouter(ABC):
 
     def __init__(
         self,
-        routes: NamespacedResources,
-        name: str,
+        config: _MeshConfig,
         *,
-        index: int,
+        api: k8s.ApiClient,
         workloads: CanaryWorkloads,
-        header: CanaryHeader,
+        options: RouterOptions,
     ) -> None:
-        self._routes = routes
-        self._name = name
-        self._index = index
+        namespace = workloads.app.namespace
+        self._config: _MeshConfig = config
         self._workloads = workloads
-        self._header = header
+        self._header = options.header
+        self._routes = NamespacedResources(api, self.ROUTE_KIND, namespace)
+        self._backends = NamespacedResources(api, self.BACKEND_KIND, namespace)
+        self._name, self._index = self._managed_entry()
+
+    @abstractmethod
+    def _managed_entry(self) -> tuple[str, int]:
+        """The route object's name and the index of the managed entry, from the config."""
 
     @abstractmethod
     def _ensure_backends(self) -> None:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import copy
 from typing import ClassVar
 
-from kubernetes import client as k8s
-
 from bot.core import apps
 from bot.core.errors import PermanentError
-from bot.kube.client import HTTP_ROUTES, SERVICES, NamespacedResources, Object
-from bot.kube.routers import MeshRouter, RouterOptions
+from bot.kube.client import HTTP_ROUTES, SERVICES, Object
+from bot.kube.routers import MeshRouter
 from bot.kube.workloads import (
     CANARY_OF_ANNOTATION,
     CANARY_TRACK,
@@ -29,11 +27,12 @@ from bot.kube.workloads import (
     MANAGED_BY_LABEL,
     STABLE_TRACK,
     TRACK_LABEL,
-    CanaryWorkloads,
 )
 
 
-class GatewayApiRouter(MeshRouter):
+class GatewayApiRouter(MeshRouter[apps.GatewayApiRouter]):
+    ROUTE_KIND = HTTP_ROUTES
+    BACKEND_KIND = SERVICES
     ENTRIES = "rules"
     MATCHES = "matches"
     TARGETS = "backendRefs"
@@ -42,37 +41,21 @@ class GatewayApiRouter(MeshRouter):
         ": release-bot adopts an existing HTTPRoute (it holds the parentRefs to your Gateway)"
     )
 
-    def __init__(
-        self,
-        config: apps.GatewayApiRouter,
-        *,
-        api: k8s.ApiClient,
-        workloads: CanaryWorkloads,
-        options: RouterOptions,
-    ) -> None:
-        namespace = workloads.app.namespace
-        super().__init__(
-            NamespacedResources(api, HTTP_ROUTES, namespace),
-            config.http_route,
-            index=config.rule_index,
-            workloads=workloads,
-            header=options.header,
-        )
-        self._config = config
-        self._services = NamespacedResources(api, SERVICES, namespace)
+    def _managed_entry(self) -> tuple[str, int]:
+        return self._config.http_route, self._config.rule_index
 
     def _ensure_backends(self) -> None:
         stable_service = self._checked_stable_service()
-        self._services.reconcile(
+        self._backends.reconcile(
             self._config.canary_service,
             lambda current: self._render_canary_service(current, stable_service),
         )
 
     def _checked_stable_service(self) -> Object:
         name = self._config.stable_service
-        service = self._services.get(name)
+        service = self._backends.get(name)
         if service is None:
-            raise PermanentError(f"{self._services.describe(name)} not found")
+            raise PermanentError(f"{self._backends.describe(name)} not found")
         selector: dict[str, str] = service["spec"].get("selector") or {}
         pod_labels = self._workloads.stable_pod_labels()
         problem = None
@@ -83,7 +66,7 @@ class GatewayApiRouter(MeshRouter):
         elif any(pod_labels.get(key) != value for key, value in selector.items()):
             problem = f"does not select the stable pods (labelled {pod_labels})"
         if problem:
-            raise PermanentError(f"{self._services.describe(name)} (selector {selector}) {problem}")
+            raise PermanentError(f"{self._backends.describe(name)} (selector {selector}) {problem}")
         return service
 
     def _render_canary_service(self, current: Object | None, stable_service: Object) -> Object:
@@ -108,7 +91,7 @@ class GatewayApiRouter(MeshRouter):
             current["spec"]["ports"] = ports
         elif (current["spec"].get("selector") or {}).get(TRACK_LABEL) != CANARY_TRACK:
             raise PermanentError(
-                f"{self._services.describe(self._config.canary_service)} must select "
+                f"{self._backends.describe(self._config.canary_service)} must select "
                 f"{TRACK_LABEL}: {CANARY_TRACK} pods"
             )
         return current

@@ -15,19 +15,16 @@ from __future__ import annotations
 import copy
 from typing import ClassVar
 
-from kubernetes import client as k8s
-
 from bot.core import apps
 from bot.core.errors import PermanentError
-from bot.kube.client import DESTINATION_RULES, VIRTUAL_SERVICES, NamespacedResources, Object
-from bot.kube.routers import MeshRouter, RouterOptions
+from bot.kube.client import DESTINATION_RULES, VIRTUAL_SERVICES, Object
+from bot.kube.routers import MeshRouter
 from bot.kube.workloads import (
     CANARY_TRACK,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     STABLE_TRACK,
     TRACK_LABEL,
-    CanaryWorkloads,
 )
 
 STABLE_SUBSET = "stable"
@@ -35,36 +32,20 @@ CANARY_SUBSET = "canary"
 _SUBSETS = {STABLE_SUBSET: STABLE_TRACK, CANARY_SUBSET: CANARY_TRACK}
 
 
-class IstioRouter(MeshRouter):
+class IstioRouter(MeshRouter[apps.IstioRouter]):
+    ROUTE_KIND = VIRTUAL_SERVICES
+    BACKEND_KIND = DESTINATION_RULES
     ENTRIES = "http"
     MATCHES = "match"
     TARGETS = "route"
     DEFAULT_MATCH: ClassVar[Object] = {}
     MISSING_HINT = "; ensure_routes creates it"
 
-    def __init__(
-        self,
-        config: apps.IstioRouter,
-        *,
-        api: k8s.ApiClient,
-        workloads: CanaryWorkloads,
-        options: RouterOptions,
-    ) -> None:
-        namespace = workloads.app.namespace
-        super().__init__(
-            NamespacedResources(api, VIRTUAL_SERVICES, namespace),
-            config.virtual_service,
-            index=config.route_index,
-            workloads=workloads,
-            header=options.header,
-        )
-        self._config = config
-        self._destination_rules = NamespacedResources(api, DESTINATION_RULES, namespace)
+    def _managed_entry(self) -> tuple[str, int]:
+        return self._config.virtual_service, self._config.route_index
 
     def _ensure_backends(self) -> None:
-        self._destination_rules.reconcile(
-            self._config.destination_rule, self._render_destination_rule
-        )
+        self._backends.reconcile(self._config.destination_rule, self._render_destination_rule)
 
     def _render_destination_rule(self, current: Object | None) -> Object:
         wanted = [
@@ -83,7 +64,7 @@ class IstioRouter(MeshRouter):
         host = current["spec"].get("host")
         if host != self._config.host:
             raise PermanentError(
-                f"{self._destination_rules.describe(self._config.destination_rule)} is for "
+                f"{self._backends.describe(self._config.destination_rule)} is for "
                 f"host {host!r}, not {self._config.host!r}"
             )
         subsets: list[Object] = current["spec"].setdefault("subsets", [])
