@@ -224,7 +224,8 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
 
     @abstractmethod
     def _is_split(self, managed: Object) -> bool:
-        """The managed entry already routes to the canary: adopting keeps its weights."""
+        """The managed entry already splits between stable and canary: adopting keeps its
+        weights."""
 
     @abstractmethod
     def _shares(self, managed: Object) -> tuple[int, int]:
