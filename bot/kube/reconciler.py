@@ -26,21 +26,14 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
-from bot.core.apps import AppConfig, GatewayApiRouter, IstioRouter, ReplicasRouter
+from bot.core.apps import AppConfig, ReplicasRouter
 from bot.core.errors import PermanentError
 from bot.core.images import parse_version
 from bot.core.ports import Observation, PreflightResult
 from bot.core.release import Phase, Release, desired_traffic
 from bot.kube.client import DEPLOYMENTS, NamespacedResources, Object
 from bot.kube.preflight import Finding, Severity, run_preflight
-from bot.kube.routers import (
-    GatewaySettings,
-    IstioSettings,
-    ReplicaSettings,
-    RouterSettings,
-    TrafficRouter,
-    build_router,
-)
+from bot.kube.routers import RouterOptions, TrafficRouter, build_router
 from bot.kube.workloads import (
     STABLE_TRACK,
     AppWorkload,
@@ -51,6 +44,9 @@ from bot.kube.workloads import (
 _CANARY_PHASES = frozenset({Phase.STARTING, Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED})
 _SEVERITY_MARKS = {Severity.BLOCK: "⛔", Severity.WARN: "⚠️", Severity.PASS: "✅"}
 _SEVERITY_ORDER = (Severity.BLOCK, Severity.WARN, Severity.PASS)
+# The replicas router does not wait for a side it grew: until it is ready, set_weight raises
+# TemporaryError having scaled nothing down, and the next pass resumes.
+_ROUTER_OPTIONS = RouterOptions(ready_timeout_s=0)
 
 
 class KubernetesCluster:
@@ -123,10 +119,7 @@ class KubernetesCluster:
         )
         workloads = CanaryWorkloads(self._api, workload)
         router = build_router(
-            app.router.provider,
-            api=self._api,
-            workloads=workloads,
-            settings=_router_settings(app),
+            app.router, api=self._api, workloads=workloads, options=_ROUTER_OPTIONS
         )
         return _AppCluster(
             config=app,
@@ -210,29 +203,6 @@ class _AppCluster:
 
     def _canary_gone(self) -> bool:
         return self.deployments.get(self.workloads.app.canary_deployment) is None
-
-
-def _router_settings(app: AppConfig) -> RouterSettings:
-    """The kube router settings for the app's configured router; the replicas router does not
-    wait for a side it grew: until it is ready, set_weight raises TemporaryError having scaled
-    nothing down, and the next pass resumes."""
-    router = app.router
-    if isinstance(router, ReplicasRouter):
-        return ReplicaSettings(service=router.service or app.workload, ready_timeout_s=0)
-    if isinstance(router, IstioRouter):
-        return IstioSettings(
-            virtual_service=router.virtual_service,
-            destination_rule=router.destination_rule,
-            host=router.host,
-            route_index=router.route_index,
-        )
-    assert isinstance(router, GatewayApiRouter)  # the last member of config.Router
-    return GatewaySettings(
-        http_route=router.http_route,
-        stable_service=router.stable_service,
-        canary_service=router.canary_service,
-        rule_index=router.rule_index,
-    )
 
 
 def _first_container(deployment: Object) -> str:

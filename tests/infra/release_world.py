@@ -19,16 +19,10 @@ import pytest
 import redis
 from kubernetes import client as k8s
 
+from bot.core.apps import GatewayApiRouter, IstioRouter, ReplicasRouter, Router
 from bot.core.release import Phase, Release
 from bot.kube.client import DEPLOYMENTS, HTTP_ROUTES, SERVICES, VIRTUAL_SERVICES
-from bot.kube.routers import (
-    GatewaySettings,
-    IstioSettings,
-    ReplicaSettings,
-    RouterSettings,
-    TrafficSplit,
-    build_router,
-)
+from bot.kube.routers import TrafficSplit, build_router
 from bot.kube.workloads import AppWorkload, CanaryWorkloads
 from bot.redis.store import ReleaseStore
 from tests.infra.kube import KubeCluster
@@ -51,13 +45,16 @@ ROUTER_YAML = {
     "gateway-api": "{provider: gateway-api, http_route: shop-api, stable_service: shop-api-stable, "
     "canary_service: shop-api-canary}",
 }
-ROUTER_SETTINGS: dict[str, RouterSettings] = {
-    "replicas": ReplicaSettings(service="shop-api"),
-    "istio": IstioSettings(
-        virtual_service="shop-api", destination_rule="shop-api", host="shop-api"
+ROUTERS: dict[str, Router] = {
+    "replicas": ReplicasRouter(provider="replicas", service="shop-api"),
+    "istio": IstioRouter(
+        provider="istio", virtual_service="shop-api", destination_rule="shop-api", host="shop-api"
     ),
-    "gateway-api": GatewaySettings(
-        http_route="shop-api", stable_service="shop-api-stable", canary_service="shop-api-canary"
+    "gateway-api": GatewayApiRouter(
+        provider="gateway-api",
+        http_route="shop-api",
+        stable_service="shop-api-stable",
+        canary_service="shop-api-canary",
     ),
 }
 
@@ -183,12 +180,7 @@ class World:
             self.kube_admin,
             AppWorkload(namespace=self.cluster.namespace, stable_deployment=APP, container="app"),
         )
-        return build_router(
-            self.provider,
-            api=self.kube_admin,
-            workloads=workloads,
-            settings=ROUTER_SETTINGS[self.provider],
-        )
+        return build_router(ROUTERS[self.provider], api=self.kube_admin, workloads=workloads)
 
     def image(self, deployment: str) -> str | None:
         found = self.cluster.of(DEPLOYMENTS).get(deployment)

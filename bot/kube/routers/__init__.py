@@ -2,6 +2,11 @@
 builds one with `build_router` and drives it through the `TrafficRouter` interface; the step
 logic decides every weight, a router only applies what it is told and reports what it sees.
 
+`build_router` takes the app's router model from the apps file (bot.core.apps.Router, or
+NoRouting for "none") as it is and picks the router class by its `provider`, one module per
+router; what the apps file does not say (the replicas router's ready timeout, the canary
+header) comes in RouterOptions. MeshRouter is what the istio and gateway-api routers share.
+
 Order of calls in a release:
 - start: `workloads.ensure_canary(...)`, `ensure_routes()` (safe to repeat on every tick: it
   never changes the weights of a route that is already split), then `set_weight` per stage;
@@ -20,18 +25,20 @@ routing objects are valid before, during and after every release.
 
 from __future__ import annotations
 
+import copy
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from kubernetes import client as k8s
 
+from bot.core import apps
 from bot.core.errors import PermanentError
-from bot.kube.client import Object
+from bot.kube.client import NamespacedResources, Object, ResourceType
 from bot.kube.workloads import STABLE_TRACK, TRACK_LABEL, CanaryWorkloads
 
-PROVIDERS = ("replicas", "istio", "gateway-api", "none")
-
+HEADER_ENTRY_NAME = "release-bot-canary-header"
 _HEADER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
@@ -82,77 +89,55 @@ class CanaryHeader:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicaSettings:
-    """provider "replicas": the one Service in front of the stable and canary pods."""
+class RouterOptions:
+    """What the apps file does not say, the same for every app: how long the replicas router
+    waits for a side it grew, and the header that reaches the canary of a mesh router."""
 
-    service: str
     ready_timeout_s: float = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class IstioSettings:
-    """provider "istio": the VirtualService http route at `route_index` (counting the user's
-    routes only) splits `host` between the subsets of `destination_rule`."""
-
-    virtual_service: str
-    destination_rule: str
-    host: str
-    route_index: int = 0
     header: CanaryHeader = field(default_factory=CanaryHeader)
 
 
+DEFAULT_OPTIONS = RouterOptions()
+
+
 @dataclass(frozen=True, slots=True)
-class GatewaySettings:
-    """provider "gateway-api": the HTTPRoute rule at `rule_index` (counting the user's rules
-    only) splits between `stable_service` and `canary_service`."""
+class NoRouting:
+    """provider "none": nothing to configure (the apps file has no such router yet)."""
 
-    http_route: str
-    stable_service: str
-    canary_service: str
-    rule_index: int = 0
-    header: CanaryHeader = field(default_factory=CanaryHeader)
+    provider: Literal["none"] = "none"
 
 
-RouterSettings = ReplicaSettings | IstioSettings | GatewaySettings
-_Settings = TypeVar("_Settings", ReplicaSettings, IstioSettings, GatewaySettings)
+RouterConfig = apps.Router | NoRouting
+
+
+class _RouterClass(Protocol):
+    def __call__(
+        self,
+        config: Any,
+        /,
+        *,
+        api: k8s.ApiClient,
+        workloads: CanaryWorkloads,
+        options: RouterOptions,
+    ) -> TrafficRouter: ...
 
 
 def build_router(
-    provider: str,
+    config: RouterConfig,
     *,
     api: k8s.ApiClient,
     workloads: CanaryWorkloads,
-    settings: RouterSettings | None = None,
+    options: RouterOptions = DEFAULT_OPTIONS,
 ) -> TrafficRouter:
-    """The router for `provider`; an unknown provider is an error, never a silent default."""
-    if provider == "none":
-        from bot.kube.routers.noop import NoopRouter
-
-        return NoopRouter()
-    if provider == "replicas":
-        from bot.kube.routers.replicas import ReplicaRouter
-
-        return ReplicaRouter(api, workloads, _require(ReplicaSettings, provider, settings))
-    if provider == "istio":
-        from bot.kube.routers.istio import IstioRouter
-
-        return IstioRouter(api, workloads, _require(IstioSettings, provider, settings))
-    if provider == "gateway-api":
-        from bot.kube.routers.gateway_api import GatewayApiRouter
-
-        return GatewayApiRouter(api, workloads, _require(GatewaySettings, provider, settings))
-    raise PermanentError(
-        f"unknown traffic router provider {provider!r}; known providers: {', '.join(PROVIDERS)}"
-    )
-
-
-def _require(kind: type[_Settings], provider: str, settings: RouterSettings | None) -> _Settings:
-    if not isinstance(settings, kind):
+    """The router for `config.provider`; an unknown provider is an error, never a silent
+    default."""
+    router_class = _ROUTERS.get(config.provider)
+    if router_class is None:
         raise PermanentError(
-            f"traffic router provider {provider!r} needs {kind.__name__}, "
-            f"got {type(settings).__name__}"
+            f"unknown traffic router provider {config.provider!r}; "
+            f"known providers: {', '.join(PROVIDERS)}"
         )
-    return settings
+    return router_class(config, api=api, workloads=workloads, options=options)
 
 
 def validate_weight(canary_weight: int) -> None:
@@ -185,12 +170,176 @@ def require_stable_track(workloads: CanaryWorkloads) -> None:
         )
 
 
-def users_entries(
-    entries: list[Object], *, own_name: str, index: int, what: str
-) -> tuple[list[Object], int]:
-    """`entries` without the one release-bot added (named `own_name`), and `index` checked
-    against them: the index a user configures counts only the user's own routes or rules."""
-    theirs = [entry for entry in entries if entry.get("name") != own_name]
-    if not 0 <= index < len(theirs):
-        raise PermanentError(f"{what} has {len(theirs)} entries; index {index} is out of range")
-    return theirs, index
+_MeshConfig = TypeVar("_MeshConfig", bound=apps.IstioRouter | apps.GatewayApiRouter)
+
+
+class MeshRouter(ABC, Generic[_MeshConfig]):
+    """The part the istio and gateway-api routers share: one route object (VirtualService,
+    HTTPRoute) whose entry at `index` (an http route, a rule; counting the user's entries only)
+    is the managed one. Its targets (destinations, backendRefs) are rewritten to [stable,
+    canary] with the weights asked; a header-routed stage inserts, right before it, an entry
+    named HEADER_ENTRY_NAME: the managed entry's matches, each with the canary header added, and
+    the canary as its only target. Every other entry is left as it is.
+
+    A subclass names the keys of its object's schema and says what differs: how the targets
+    are built and read, how a header joins a match, the other objects it keeps (a
+    DestinationRule, a canary Service), and whether a missing route object can be created."""
+
+    ROUTE_KIND: ClassVar[ResourceType]  # the route object: VirtualService, HTTPRoute
+    BACKEND_KIND: ClassVar[ResourceType]  # what `_backends` holds: DestinationRule, Service
+    ENTRIES: ClassVar[str]  # the spec key of the list of entries: "http", "rules"
+    MATCHES: ClassVar[str]  # an entry's key of its list of matches: "match", "matches"
+    TARGETS: ClassVar[str]  # an entry's key of its weighted targets: "route", "backendRefs"
+    DEFAULT_MATCH: ClassVar[Object]  # what an entry without matches matches
+    MISSING_HINT: ClassVar[str]  # said after "<route object> not found"
+
+    def __init__(
+        self,
+        config: _MeshConfig,
+        *,
+        api: k8s.ApiClient,
+        workloads: CanaryWorkloads,
+        options: RouterOptions,
+    ) -> None:
+        namespace = workloads.app.namespace
+        self._config: _MeshConfig = config
+        self._workloads = workloads
+        self._header = options.header
+        self._routes = NamespacedResources(api, self.ROUTE_KIND, namespace)
+        self._backends = NamespacedResources(api, self.BACKEND_KIND, namespace)
+        self._name, self._index = self._managed_entry()
+
+    @abstractmethod
+    def _managed_entry(self) -> tuple[str, int]:
+        """The route object's name and the index of the managed entry, from the config."""
+
+    @abstractmethod
+    def _ensure_backends(self) -> None:
+        """Create or check the objects the targets name, before the route is adopted."""
+
+    @abstractmethod
+    def _targets(self, managed: Object, *, stable_weight: int, canary_weight: int) -> list[Object]:
+        """[stable, canary] targets for the managed entry, or PermanentError when it routes
+        elsewhere too."""
+
+    @abstractmethod
+    def _is_split(self, managed: Object) -> bool:
+        """The managed entry already splits between stable and canary: adopting keeps its
+        weights."""
+
+    @abstractmethod
+    def _shares(self, managed: Object) -> tuple[int, int]:
+        """(stable, canary) weights of the managed entry, as the cluster applies them."""
+
+    @abstractmethod
+    def _with_header(self, match: Object) -> Object:
+        """`match` that also requires the canary header."""
+
+    def _created(self) -> Object:
+        """The route object when there is none; by default there must be one."""
+        return self._existing(None)
+
+    def ensure_routes(self) -> None:
+        require_stable_track(self._workloads)
+        self._ensure_backends()
+        self._routes.reconcile(self._name, self._adopt)
+
+    def set_weight(self, *, canary_weight: int, header_routed: bool) -> None:
+        validate_weight(canary_weight)
+
+        def render(current: Object | None) -> Object:
+            route = self._existing(current)
+            entries, managed = self._users_entries(route)
+            managed[self.TARGETS] = self._targets(
+                managed, stable_weight=100 - canary_weight, canary_weight=canary_weight
+            )
+            if header_routed:
+                entries.insert(self._index, self._header_entry(managed))
+            route["spec"][self.ENTRIES] = entries
+            return route
+
+        self._routes.reconcile(self._name, render)
+
+    def current_split(self) -> TrafficSplit:
+        route = self._existing(self._routes.get(self._name))
+        entries, managed = self._users_entries(route)
+        stable, canary = self._shares(managed)
+        return split_of(
+            stable=stable,
+            canary=canary,
+            header_routed=len(entries) < len(route["spec"][self.ENTRIES]),
+        )
+
+    def finalize(self) -> None:
+        if self._routes.get(self._name) is None:
+            return  # nothing routes to the canary
+
+        def render(current: Object | None) -> Object:
+            route = self._existing(current)
+            entries, managed = self._users_entries(route)
+            managed[self.TARGETS] = self._targets(managed, stable_weight=100, canary_weight=0)[:1]
+            route["spec"][self.ENTRIES] = entries
+            return route
+
+        self._routes.reconcile(self._name, render)
+
+    def _adopt(self, current: Object | None) -> Object:
+        """Create the route object if the router can, or make its managed entry splittable
+        (stable 100 %) unless it routes to the canary already: a running release keeps its
+        weights."""
+        if current is None:
+            return self._created()
+        _, managed = self._users_entries(current)
+        targets = self._targets(managed, stable_weight=100, canary_weight=0)
+        if not self._is_split(managed):
+            managed[self.TARGETS] = targets
+        return current
+
+    def _existing(self, current: Object | None) -> Object:
+        if current is None:
+            raise PermanentError(
+                f"{self._routes.describe(self._name)} not found{self.MISSING_HINT}"
+            )
+        return current
+
+    def _users_entries(self, route: Object) -> tuple[list[Object], Object]:
+        """The route's entries without the one release-bot added, and the managed one among
+        them: the index a user configures counts only the user's own entries."""
+        entries = route["spec"].get(self.ENTRIES, [])
+        theirs = [entry for entry in entries if entry.get("name") != HEADER_ENTRY_NAME]
+        if not 0 <= self._index < len(theirs):
+            raise PermanentError(
+                f"{self._routes.describe(self._name)} spec.{self.ENTRIES} has {len(theirs)} "
+                f"entries; index {self._index} is out of range"
+            )
+        return theirs, theirs[self._index]
+
+    def _header_entry(self, managed: Object) -> Object:
+        entry = {
+            key: copy.deepcopy(value)
+            for key, value in managed.items()
+            if key not in ("name", self.MATCHES, self.TARGETS)
+        }
+        entry["name"] = HEADER_ENTRY_NAME
+        entry[self.MATCHES] = [
+            self._with_header(match)
+            for match in managed.get(self.MATCHES) or [copy.deepcopy(self.DEFAULT_MATCH)]
+        ]
+        canary = self._targets(managed, stable_weight=0, canary_weight=100)[1]
+        entry[self.TARGETS] = [canary]
+        return entry
+
+
+# The router modules import the shared parts above, so they are imported once those exist.
+from bot.kube.routers.gateway_api import GatewayApiRouter  # noqa: E402
+from bot.kube.routers.istio import IstioRouter  # noqa: E402
+from bot.kube.routers.noop import NoopRouter  # noqa: E402
+from bot.kube.routers.replicas import ReplicaRouter  # noqa: E402
+
+_ROUTERS: dict[str, _RouterClass] = {
+    "replicas": ReplicaRouter,
+    "istio": IstioRouter,
+    "gateway-api": GatewayApiRouter,
+    "none": NoopRouter,
+}
+PROVIDERS = tuple(_ROUTERS)

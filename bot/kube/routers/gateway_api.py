@@ -7,25 +7,19 @@ cannot invent. The canary Service is created from the stable one when missing (s
 selector with track: canary) and kept after finalize, unreferenced, for the next release.
 Header routing adds a rule named `release-bot-canary-header` with the managed rule's matches,
 each with the canary header added; more header matches make it win over the managed rule
-under the Gateway API precedence rules, whatever its position.
+under the Gateway API precedence rules, whatever its position. The part shared with the istio
+router is MeshRouter in bot.kube.routers.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
-from kubernetes import client as k8s
-
+from bot.core import apps
 from bot.core.errors import PermanentError
-from bot.kube.client import HTTP_ROUTES, SERVICES, NamespacedResources, Object
-from bot.kube.routers import (
-    GatewaySettings,
-    TrafficSplit,
-    require_stable_track,
-    split_of,
-    users_entries,
-    validate_weight,
-)
+from bot.kube.client import HTTP_ROUTES, SERVICES, Object
+from bot.kube.routers import MeshRouter
 from bot.kube.workloads import (
     CANARY_OF_ANNOTATION,
     CANARY_TRACK,
@@ -33,81 +27,35 @@ from bot.kube.workloads import (
     MANAGED_BY_LABEL,
     STABLE_TRACK,
     TRACK_LABEL,
-    CanaryWorkloads,
 )
 
-HEADER_RULE_NAME = "release-bot-canary-header"
 
+class GatewayApiRouter(MeshRouter[apps.GatewayApiRouter]):
+    ROUTE_KIND = HTTP_ROUTES
+    BACKEND_KIND = SERVICES
+    ENTRIES = "rules"
+    MATCHES = "matches"
+    TARGETS = "backendRefs"
+    DEFAULT_MATCH: ClassVar[Object] = {"path": {"type": "PathPrefix", "value": "/"}}
+    MISSING_HINT = (
+        ": release-bot adopts an existing HTTPRoute (it holds the parentRefs to your Gateway)"
+    )
 
-class GatewayApiRouter:
-    def __init__(
-        self, api: k8s.ApiClient, workloads: CanaryWorkloads, settings: GatewaySettings
-    ) -> None:
-        self._workloads = workloads
-        self._settings = settings
-        namespace = workloads.app.namespace
-        self._routes = NamespacedResources(api, HTTP_ROUTES, namespace)
-        self._services = NamespacedResources(api, SERVICES, namespace)
+    def _managed_entry(self) -> tuple[str, int]:
+        return self._config.http_route, self._config.rule_index
 
-    def ensure_routes(self) -> None:
-        require_stable_track(self._workloads)
+    def _ensure_backends(self) -> None:
         stable_service = self._checked_stable_service()
-        self._services.reconcile(
-            self._settings.canary_service,
+        self._backends.reconcile(
+            self._config.canary_service,
             lambda current: self._render_canary_service(current, stable_service),
         )
-        self._routes.reconcile(self._settings.http_route, self._adopt)
-
-    def set_weight(self, *, canary_weight: int, header_routed: bool) -> None:
-        validate_weight(canary_weight)
-
-        def render(current: Object | None) -> Object:
-            route = self._existing(current)
-            rules, index = self._users_rules(route)
-            managed = rules[index]
-            managed["backendRefs"] = self._backend_refs(
-                managed, stable_weight=100 - canary_weight, canary_weight=canary_weight
-            )
-            if header_routed:
-                rules.insert(index, self._header_rule(managed))
-            route["spec"]["rules"] = rules
-            return route
-
-        self._routes.reconcile(self._settings.http_route, render)
-
-    def current_split(self) -> TrafficSplit:
-        route = self._existing(self._routes.get(self._settings.http_route))
-        rules, index = self._users_rules(route)
-        weights = {self._settings.stable_service: 0, self._settings.canary_service: 0}
-        for ref in rules[index].get("backendRefs", []):
-            if ref["name"] in weights:
-                weights[ref["name"]] += ref.get("weight", 1)
-        return split_of(
-            stable=weights[self._settings.stable_service],
-            canary=weights[self._settings.canary_service],
-            header_routed=len(rules) < len(route["spec"]["rules"]),
-        )
-
-    def finalize(self) -> None:
-        if self._routes.get(self._settings.http_route) is None:
-            return  # nothing routes to the canary
-
-        def render(current: Object | None) -> Object:
-            route = self._existing(current)
-            rules, index = self._users_rules(route)
-            managed = rules[index]
-            refs = self._backend_refs(managed, stable_weight=100, canary_weight=0)
-            managed["backendRefs"] = refs[:1]
-            route["spec"]["rules"] = rules
-            return route
-
-        self._routes.reconcile(self._settings.http_route, render)
 
     def _checked_stable_service(self) -> Object:
-        name = self._settings.stable_service
-        service = self._services.get(name)
+        name = self._config.stable_service
+        service = self._backends.get(name)
         if service is None:
-            raise PermanentError(f"{self._services.describe(name)} not found")
+            raise PermanentError(f"{self._backends.describe(name)} not found")
         selector: dict[str, str] = service["spec"].get("selector") or {}
         pod_labels = self._workloads.stable_pod_labels()
         problem = None
@@ -118,7 +66,7 @@ class GatewayApiRouter:
         elif any(pod_labels.get(key) != value for key, value in selector.items()):
             problem = f"does not select the stable pods (labelled {pod_labels})"
         if problem:
-            raise PermanentError(f"{self._services.describe(name)} (selector {selector}) {problem}")
+            raise PermanentError(f"{self._backends.describe(name)} (selector {selector}) {problem}")
         return service
 
     def _render_canary_service(self, current: Object | None, stable_service: Object) -> Object:
@@ -132,9 +80,9 @@ class GatewayApiRouter:
                 "apiVersion": "v1",
                 "kind": "Service",
                 "metadata": {
-                    "name": self._settings.canary_service,
+                    "name": self._config.canary_service,
                     "labels": {MANAGED_BY_LABEL: MANAGED_BY},
-                    "annotations": {CANARY_OF_ANNOTATION: self._settings.stable_service},
+                    "annotations": {CANARY_OF_ANNOTATION: self._config.stable_service},
                 },
                 "spec": {"selector": selector, "ports": ports},
             }
@@ -143,88 +91,50 @@ class GatewayApiRouter:
             current["spec"]["ports"] = ports
         elif (current["spec"].get("selector") or {}).get(TRACK_LABEL) != CANARY_TRACK:
             raise PermanentError(
-                f"{self._services.describe(self._settings.canary_service)} must select "
+                f"{self._backends.describe(self._config.canary_service)} must select "
                 f"{TRACK_LABEL}: {CANARY_TRACK} pods"
             )
         return current
 
-    def _adopt(self, current: Object | None) -> Object:
-        """Add the canary backend (weight 0) to the managed rule unless it is there already:
-        a running release keeps its weights."""
-        route = self._existing(current)
-        rules, index = self._users_rules(route)
-        managed = rules[index]
-        refs = self._backend_refs(managed, stable_weight=100, canary_weight=0)
+    def _is_split(self, managed: Object) -> bool:
         names = {ref["name"] for ref in managed.get("backendRefs", [])}
-        if self._settings.canary_service not in names:
-            managed["backendRefs"] = refs
-        return route
+        return self._config.canary_service in names
 
-    def _existing(self, current: Object | None) -> Object:
-        if current is None:
-            raise PermanentError(
-                f"{self._routes.describe(self._settings.http_route)} not found: release-bot "
-                "adopts an existing HTTPRoute (it holds the parentRefs to your Gateway)"
-            )
-        return current
+    def _shares(self, managed: Object) -> tuple[int, int]:
+        weights = {self._config.stable_service: 0, self._config.canary_service: 0}
+        for ref in managed.get("backendRefs", []):
+            if ref["name"] in weights:
+                weights[ref["name"]] += ref.get("weight", 1)
+        return weights[self._config.stable_service], weights[self._config.canary_service]
 
-    def _users_rules(self, route: Object) -> tuple[list[Object], int]:
-        return users_entries(
-            route["spec"].get("rules", []),
-            own_name=HEADER_RULE_NAME,
-            index=self._settings.rule_index,
-            what=f"{self._routes.describe(self._settings.http_route)} spec.rules",
-        )
-
-    def _backend_refs(
-        self, managed: Object, *, stable_weight: int, canary_weight: int
-    ) -> list[Object]:
+    def _targets(self, managed: Object, *, stable_weight: int, canary_weight: int) -> list[Object]:
         """[stable, canary] backendRefs, keeping the fields (port, filters) of the user's
         stable backendRef."""
         refs = managed.get("backendRefs", [])
-        ours = {self._settings.stable_service, self._settings.canary_service}
+        ours = {self._config.stable_service, self._config.canary_service}
         foreign = [
             ref["name"]
             for ref in refs
             if ref["name"] not in ours or ref.get("kind", "Service") != "Service"
         ]
-        stable = next((ref for ref in refs if ref["name"] == self._settings.stable_service), None)
+        stable = next((ref for ref in refs if ref["name"] == self._config.stable_service), None)
         if foreign or stable is None:
             raise PermanentError(
-                f"{self._routes.describe(self._settings.http_route)} rule "
-                f"{self._settings.rule_index} routes to {[ref['name'] for ref in refs]}; "
-                f"release-bot splits a rule whose backends are the Services "
-                f"{self._settings.stable_service!r} and {self._settings.canary_service!r} only"
+                f"{self._routes.describe(self._name)} rule {self._index} routes to "
+                f"{[ref['name'] for ref in refs]}; release-bot splits a rule whose backends are "
+                f"the Services {self._config.stable_service!r} and "
+                f"{self._config.canary_service!r} only"
             )
         return [
             {**copy.deepcopy(stable), "name": name, "weight": weight}
             for name, weight in (
-                (self._settings.stable_service, stable_weight),
-                (self._settings.canary_service, canary_weight),
+                (self._config.stable_service, stable_weight),
+                (self._config.canary_service, canary_weight),
             )
         ]
 
-    def _header_rule(self, managed: Object) -> Object:
-        header = self._settings.header
-        rule = {
-            key: copy.deepcopy(value)
-            for key, value in managed.items()
-            if key not in ("name", "matches", "backendRefs")
-        }
+    def _with_header(self, match: Object) -> Object:
+        header = self._header
+        others = [h for h in match.get("headers", []) if h["name"].lower() != header.name]
         header_match = {"type": "Exact", "name": header.name, "value": header.value}
-        rule["name"] = HEADER_RULE_NAME
-        rule["matches"] = [
-            {
-                **match,
-                "headers": [
-                    existing
-                    for existing in match.get("headers", [])
-                    if existing["name"].lower() != header.name
-                ]
-                + [header_match],
-            }
-            for match in managed.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
-        ]
-        canary = self._backend_refs(managed, stable_weight=0, canary_weight=100)[1]
-        rule["backendRefs"] = [canary]
-        return rule
+        return {**match, "headers": [*others, header_match]}

@@ -8,11 +8,24 @@ routing, is a PermanentError, and the split it reports is always 100 % stable.
 
 from __future__ import annotations
 
+from kubernetes import client as k8s
+
 from bot.core.errors import PermanentError
-from bot.kube.routers import TrafficSplit, validate_weight
+from bot.kube.routers import NoRouting, RouterOptions, TrafficSplit, validate_weight
+from bot.kube.workloads import CanaryWorkloads
 
 
 class NoopRouter:
+    def __init__(
+        self,
+        config: NoRouting,
+        *,
+        api: k8s.ApiClient,
+        workloads: CanaryWorkloads,
+        options: RouterOptions,
+    ) -> None:
+        """Nothing to keep: there is nothing to configure or route."""
+
     def ensure_routes(self) -> None:
         """Nothing to create: there are no routing objects."""
 

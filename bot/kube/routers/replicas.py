@@ -12,8 +12,9 @@ so it survives restarts while the stable is scaled down). Total capacity stays N
   achieved, from the pods that are ready now, never the weight asked.
 - N = 1 cannot be split within capacity: any weight strictly between 0 and 100 runs 1 + 1.
 Scaling grows first: the side that gains pods is scaled up and must be ready before the other
-side is scaled down, so capacity never dips. If it is not ready within `ready_timeout_s` the
-call raises TemporaryError with nothing scaled down; calling again resumes.
+side is scaled down, so capacity never dips. If it is not ready within the RouterOptions'
+`ready_timeout_s` the call raises TemporaryError with nothing scaled down; calling again
+resumes.
 
 Header routing is impossible here: every pod behind the Service gets its share of all requests,
 so `header_routed=True` is refused with a PermanentError (at 0 % the canary has no pods at all),
@@ -27,9 +28,10 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
+from bot.core import apps
 from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import SERVICES, NamespacedResources
-from bot.kube.routers import ReplicaSettings, TrafficSplit, split_of, validate_weight
+from bot.kube.routers import RouterOptions, TrafficSplit, split_of, validate_weight
 from bot.kube.workloads import (
     CANARY_TRACK,
     STABLE_TRACK,
@@ -69,10 +71,16 @@ def replica_counts(*, total: int, canary_weight: int) -> ReplicaTargets:
 
 class ReplicaRouter:
     def __init__(
-        self, api: k8s.ApiClient, workloads: CanaryWorkloads, settings: ReplicaSettings
+        self,
+        config: apps.ReplicasRouter,
+        *,
+        api: k8s.ApiClient,
+        workloads: CanaryWorkloads,
+        options: RouterOptions,
     ) -> None:
         self._workloads = workloads
-        self._settings = settings
+        self._service = config.service or workloads.app.stable_deployment
+        self._ready_timeout_s = options.ready_timeout_s
         self._services = NamespacedResources(api, SERVICES, workloads.app.namespace)
 
     def ensure_routes(self) -> None:
@@ -125,7 +133,7 @@ class ReplicaRouter:
             self._workloads.scale(track, targets.of(track))
         for track in growing:
             try:
-                self._workloads.wait_rolled_out(track, deadline_s=self._settings.ready_timeout_s)
+                self._workloads.wait_rolled_out(track, deadline_s=self._ready_timeout_s)
             except NotReadyError as error:
                 raise TemporaryError(
                     f"{error}; nothing was scaled down, the next call resumes"
@@ -143,7 +151,7 @@ class ReplicaRouter:
         return int(value)
 
     def _check_service(self) -> None:
-        name = self._settings.service
+        name = self._service
         service = self._services.get(name)
         if service is None:
             raise PermanentError(f"{self._services.describe(name)} not found")
