@@ -400,7 +400,10 @@ def test_missing_file_and_directory_are_clear_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
 
     assert problems_in(missing) == [f"{missing}: file not found"]
-    assert problems_in(tmp_path) == [f"{tmp_path}: is a directory, not a YAML file"]
+    # A directory is read for its *.yaml and *.yml files; one without any is named.
+    assert problems_in(tmp_path) == [
+        f"{tmp_path}: is a directory without any *.yaml or *.yml file in it"
+    ]
 
 
 def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
