@@ -71,7 +71,7 @@ def _live_lines(config: BotConfig) -> tuple[list[str], list[str]]:
         try:
             metrics.read(app, at=datetime.now(UTC))
         except MetricsUnavailable as error:
-            problems.append(f"{app.name}: Prometheus {url}: {error}")
+            problems.append(f"{app.name}: {error}")
         else:
             ok.append(f"{app.name}: Prometheus {url} answers the three queries")
     return ok, problems
