@@ -1,7 +1,8 @@
 """The apps and plans file: reading it, validating it, and every problem with its position.
 
-Called by the server at start-up and by `release-bot check-config` (bot.entrypoints), which hand
-the BotConfig it returns to the release service.
+Called by the server at start-up (RELEASE_BOT_CONFIG: a file, a directory, or several joined by
+':') and by `release-bot check-config` (bot.entrypoints); the server hands the BotConfig it
+returns to the release service.
 
 File layout (see deploy/examples/apps.yaml for every field, commented):
 
@@ -22,7 +23,16 @@ Decisions:
   100 % stage.
 - Durations need a unit (`90s`, `30m`, `1h`, `2h30m`, `1d`); a bare number is refused
   because it is ambiguous.
-- Every problem is reported at once, each as `FILE:LINE:COL: path.in.file: what is wrong`.
+- Every problem is reported at once, each as `FILE:LINE:COL: path.in.file: what is wrong`;
+  the cross-field ones (a Deployment shared by two apps, a plan the app's router cannot run)
+  too, computed on the apps and plans that validated, so one run shows them all.
+- The config may be split in several files or a directory of them (one per team): names of
+  apps and plans are unique across the files, an app may name a plan of another file, and
+  default_plan is set in one file at most. With several files, a file may hold no apps.
+- A stage of 0s is refused unless it is the final 100 % stage or held for approval: with no
+  time, no metric check could judge it.
+- A quoted boolean or number (`four_eyes: "true"`) is text to YAML; the problem says to write
+  it without quotes.
 """
 
 from __future__ import annotations
