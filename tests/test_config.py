@@ -289,6 +289,27 @@ MISTAKES = {
         VALID_APP + "    authorization:\n      four_eyes: maybe\n",
         "12:7: apps.shop-api.authorization.four_eyes: must be a valid boolean, got 'maybe'",
     ),
+    "four_eyes quoted": (
+        VALID_APP + '    authorization:\n      four_eyes: "true"\n',
+        "12:7: apps.shop-api.authorization.four_eyes: must be a boolean, got the text 'true': "
+        "write true without quotes",
+    ),
+    "min_requests quoted": (
+        VALID_APP + "    metrics:\n      min_requests: '5'\n",
+        "12:7: apps.shop-api.metrics.min_requests: must be a number, got the text '5': "
+        "write 5 without quotes",
+    ),
+    "error rate quoted": (
+        VALID_APP + "    metrics:\n      error_rate: {max: '0.05'}\n",
+        "12:20: apps.shop-api.metrics.error_rate.max: must be a number, got the text '0.05': "
+        "write 0.05 without quotes",
+    ),
+    "a stage of no time": (
+        VALID_APP + "plans:\n  fast:\n    - {weight: 10, duration: 0s}\n",
+        "13:20: plans.fast[0].duration: a 10 % stage of 0s gives no metric check a chance to "
+        "run: give it a duration such as '10m' (only the final 100 % stage, the promotion, or "
+        "a stage held for approval may take 0s)",
+    ),
     "error rate as a percentage": (
         VALID_APP + "    metrics:\n      error_rate: {max: 5}\n",
         "12:20: apps.shop-api.metrics.error_rate.max: must be a fraction between 0 and 1 "
@@ -400,7 +421,10 @@ def test_missing_file_and_directory_are_clear_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
 
     assert problems_in(missing) == [f"{missing}: file not found"]
-    assert problems_in(tmp_path) == [f"{tmp_path}: is a directory, not a YAML file"]
+    # A directory is read for its *.yaml and *.yml files; one without any is named.
+    assert problems_in(tmp_path) == [
+        f"{tmp_path}: is a directory without any *.yaml or *.yml file in it"
+    ]
 
 
 def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:

@@ -542,3 +542,70 @@ def test_bad_arguments_are_refused_before_any_api_call(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         preflight(k8s.ApiClient(k8s.Configuration()), "shop", **overrides)
+
+
+# --- GitOps --------------------------------------------------------------------------------
+
+
+def managed_deployment(
+    *, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    body = deployment(containers=[container("sidecar", image="envoy:v1"), container()])
+    body["metadata"] |= {"labels": labels or {}, "annotations": annotations or {}}
+    return body
+
+
+def test_a_deployment_argo_cd_tracks_warns_naming_the_fields_to_ignore(
+    kube_admin: k8s.ApiClient, namespace: str
+) -> None:
+    tracking = {"argocd.argoproj.io/tracking-id": f"shop:apps/Deployment:{namespace}/{APP}"}
+    create(kube_admin, namespace, managed_deployment(annotations=tracking))
+
+    report = preflight(kube_admin, namespace)
+
+    gitops = only(report, "gitops")
+    assert gitops.severity is Severity.WARN
+    assert not report.blocked, report.findings
+    assert "managed by Argo CD (Application `shop`)" in gitops.message
+    # The released container is the second one: its image pointer says so.
+    assert "`/spec/template/spec/containers/1/image` and `/spec/replicas`" in gitops.message
+    assert "ignoreDifferences" in gitops.message and "self-heal" in gitops.message
+
+
+def test_argo_cd_instance_label_is_recognised_too(
+    kube_admin: k8s.ApiClient, namespace: str
+) -> None:
+    labels = {"argocd.argoproj.io/instance": "shop-prod"}
+    create(kube_admin, namespace, managed_deployment(labels=labels))
+
+    assert "(Application `shop-prod`)" in only(preflight(kube_admin, namespace), "gitops").message
+
+
+@pytest.mark.parametrize(
+    "label, kind",
+    [
+        ("kustomize.toolkit.fluxcd.io/name", "Kustomization"),
+        ("helm.toolkit.fluxcd.io/name", "HelmRelease"),
+    ],
+)
+def test_a_deployment_flux_applies_warns_until_its_reconcile_is_disabled(
+    kube_admin: k8s.ApiClient, namespace: str, label: str, kind: str
+) -> None:
+    create(kube_admin, namespace, managed_deployment(labels={label: "shop"}))
+
+    gitops = only(preflight(kube_admin, namespace), "gitops")
+
+    assert gitops.severity is Severity.WARN
+    assert f"managed by Flux ({kind} `shop`)" in gitops.message
+    assert "`kustomize.toolkit.fluxcd.io/reconcile: disabled`" in gitops.message
+    patch = {"metadata": {"annotations": {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}}}
+    k8s.AppsV1Api(kube_admin).patch_namespaced_deployment(APP, namespace, patch)
+    assert severities(preflight(kube_admin, namespace), "gitops") == []
+
+
+def test_a_deployment_no_gitops_tool_tracks_gets_no_gitops_finding(
+    kube_admin: k8s.ApiClient, namespace: str
+) -> None:
+    create(kube_admin, namespace, managed_deployment(labels={"app.kubernetes.io/name": APP}))
+
+    assert severities(preflight(kube_admin, namespace), "gitops") == []

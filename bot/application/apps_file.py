@@ -1,7 +1,8 @@
 """The apps and plans file: reading it, validating it, and every problem with its position.
 
-Called by the server at start-up and by `release-bot check-config` (bot.entrypoints), which hand
-the BotConfig it returns to the release service.
+Called by the server at start-up (RELEASE_BOT_CONFIG: a file, a directory, or several joined by
+':') and by `release-bot check-config` (bot.entrypoints); the server hands the BotConfig it
+returns to the release service.
 
 File layout (see deploy/examples/apps.yaml for every field, commented):
 
@@ -22,7 +23,16 @@ Decisions:
   100 % stage.
 - Durations need a unit (`90s`, `30m`, `1h`, `2h30m`, `1d`); a bare number is refused
   because it is ambiguous.
-- Every problem is reported at once, each as `FILE:LINE:COL: path.in.file: what is wrong`.
+- Every problem is reported at once, each as `FILE:LINE:COL: path.in.file: what is wrong`;
+  the cross-field ones (a Deployment shared by two apps, a plan the app's router cannot run)
+  too, computed on the apps and plans that validated, so one run shows them all.
+- The config may be split in several files or a directory of them (one per team): names of
+  apps and plans are unique across the files, an app may name a plan of another file, and
+  default_plan is set in one file at most. With several files, a file may hold no apps.
+- A stage of 0s is refused unless it is the final 100 % stage or held for approval: with no
+  time, no metric check could judge it.
+- A quoted boolean or number (`four_eyes: "true"`) is text to YAML; the problem says to write
+  it without quotes.
 """
 
 from __future__ import annotations
@@ -33,15 +43,18 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -68,6 +81,7 @@ from bot.core.plan import DEFAULT_PLAN, Plan, Stage
 from bot.core.text import count
 
 Loc = tuple[str | int, ...]
+_Value = TypeVar("_Value")
 
 
 class ConfigError(Exception):
@@ -106,9 +120,21 @@ PlanRef = Annotated[DnsLabel, AfterValidator(_known_plan)]
 
 class _StageSpec(FrozenModel):
     weight: Annotated[int, Field(ge=0, le=100)]
-    duration_s: StageDuration = Field(alias="duration")
     approval: bool = False
+    duration_s: StageDuration = Field(alias="duration")
     header_routed: bool = False
+
+    @field_validator("duration_s")
+    @classmethod
+    def _some_time_to_check(cls, seconds: int, info: ValidationInfo) -> int:
+        weight, approval = info.data.get("weight"), info.data.get("approval", True)
+        if seconds == 0 and weight is not None and weight < 100 and not approval:
+            raise ValueError(
+                f"a {weight} % stage of 0s gives no metric check a chance to run: give it a "
+                "duration such as '10m' (only the final 100 % stage, the promotion, or a stage "
+                "held for approval may take 0s)"
+            )
+        return seconds
 
     @model_validator(mode="after")
     def _header_routing_only_at_zero(self) -> _StageSpec:
@@ -154,6 +180,25 @@ class _FileSpec(FrozenModel):
     default_plan: PlanRef = DEFAULT_PLAN.name
 
 
+class _PartSpec(_FileSpec):
+    """One of several files: it may hold no apps (say, the plans the teams share)."""
+
+    apps: dict[DnsLabel, _AppSpec] = Field(default_factory=dict)
+
+
+# One entry of `apps:` or `plans:` (or default_plan) at a time: the cross-field checks run on
+# the parts of a file that validated, so their problems come out with the field problems.
+_STRICT = ConfigDict(strict=True)
+_APP_ENTRY = TypeAdapter(dict[DnsLabel, _AppSpec], config=_STRICT)
+_PLAN_ENTRY = TypeAdapter(
+    dict[
+        Annotated[DnsLabel, AfterValidator(_not_builtin_plan)],
+        Annotated[list[_StageSpec], AfterValidator(_stages_in_order)],
+    ],
+    config=_STRICT,
+)
+_PLAN_REF = TypeAdapter(PlanRef, config=_STRICT)
+
 _SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     _FileSpec,
     _AppSpec,
@@ -170,36 +215,6 @@ _SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
 _FIELD_NAMES = sorted(
     {field.alias or name for model in _SCHEMA_MODELS for name, field in model.model_fields.items()}
 )
-
-
-def _to_plan(name: str, stages: list[_StageSpec]) -> Plan:
-    converted = [
-        Stage(
-            weight=stage.weight,
-            duration_s=stage.duration_s,
-            needs_approval=stage.approval,
-            header_routed=stage.header_routed,
-        )
-        for stage in stages
-    ]
-    if converted[-1].weight < 100:
-        converted.append(Stage(weight=100, duration_s=0))
-    return Plan(name=name, stages=tuple(converted))
-
-
-def _to_config(source: str, spec: _FileSpec) -> BotConfig:
-    plans = {DEFAULT_PLAN.name: DEFAULT_PLAN} | {
-        name: _to_plan(name, stages) for name, stages in spec.plans.items()
-    }
-    apps = {
-        name: AppConfig(
-            name=name,
-            plan=plans[app.plan or spec.default_plan],
-            **{field: getattr(app, field) for field in AppSettings.model_fields},
-        )
-        for name, app in spec.apps.items()
-    }
-    return BotConfig(source=source, apps=apps, plans=plans)
 
 
 # ---------------------------------------------------------------- problems
@@ -258,6 +273,8 @@ def _from_pydantic(error: ErrorDetails) -> _Problem:
         return _Problem(loc, "required field is missing")
     if kind == "extra_forbidden":
         return _Problem(loc, _unknown_field(str(loc[-1])))
+    if quoted := _quoted_scalar(kind, error["input"]):
+        return _Problem(loc, quoted)
     message = _EXPECTED_SHAPE.get(kind) or re.sub(r"^\w+ should", "must", error["msg"])
     if kind == "value_error":
         message = message.removeprefix("Value error, ")
@@ -268,31 +285,31 @@ def _from_pydantic(error: ErrorDetails) -> _Problem:
     return _Problem(loc, message)
 
 
+_QUOTED_BOOLEANS = {"true": "true", "false": "false", "yes": "true", "no": "false"}
+_NUMBER = re.compile(r"[-+]?\d+")
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _quoted_scalar(kind: str, value: object) -> str | None:
+    """A boolean or number written in quotes is text to YAML; say how to write it instead."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if kind == "bool_type" and text.lower() in _QUOTED_BOOLEANS:
+        written = _QUOTED_BOOLEANS[text.lower()]
+        return f"must be a boolean, got the text {value!r}: write {written} without quotes"
+    if (kind == "int_type" and _NUMBER.fullmatch(text)) or (
+        kind == "float_type" and _DECIMAL.fullmatch(text)
+    ):
+        return f"must be a number, got the text {value!r}: write {text} without quotes"
+    return None
+
+
 def _unknown_field(name: str) -> str:
     if name in _FIELD_NAMES:
         return "unknown field here (it belongs to another block or router provider)"
     close = difflib.get_close_matches(name, _FIELD_NAMES, n=1, cutoff=0.75)
     return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
-
-
-def _shared_workloads(spec: _FileSpec) -> Iterator[_Problem]:
-    """Two app names for one Deployment would dodge the one-release-per-app rule."""
-    owners: dict[tuple[str, str], str] = {}
-    for name, app in spec.apps.items():
-        target = (app.namespace, app.workload)
-        if target in owners:
-            yield _Problem(
-                ("apps", name, "workload"),
-                f"Deployment {app.namespace}/{app.workload} already belongs to app "
-                f"{owners[target]!r}; one Deployment, one app",
-            )
-        owners.setdefault(target, name)
-
-
-def _plans_routers_cannot_run(config: BotConfig) -> Iterator[_Problem]:
-    for app in config.apps.values():
-        if problem := plan_problem(app.router, app.plan):
-            yield _Problem(("apps", app.name, "plan"), problem)
 
 
 # ---------------------------------------------------------------- YAML positions
@@ -389,12 +406,12 @@ def _parse(source: str, text: str) -> tuple[yaml.Node, object]:
     return root, data
 
 
-def _plan_names(data: object) -> list[str]:
+def _written_plan_names(data: object) -> list[str]:
     """Plan names as written, so an app naming a plan that has its own mistakes is not flagged."""
     written = data.get("plans") if isinstance(data, dict) else None
     if not isinstance(written, dict):
-        return [DEFAULT_PLAN.name]
-    return [DEFAULT_PLAN.name, *(name for name in written if name != DEFAULT_PLAN.name)]
+        return []
+    return [name for name in written if name != DEFAULT_PLAN.name]
 
 
 def _without_extensions(data: object) -> object:
@@ -404,23 +421,227 @@ def _without_extensions(data: object) -> object:
     return {key: value for key, value in data.items() if not str(key).startswith("x-")}
 
 
-def load_config(path: str | os.PathLike[str]) -> BotConfig:
-    """Read and validate the apps and plans file; ConfigError lists every problem found."""
-    source = os.fspath(path)
-    root, data = _parse(source, _read(source))
-    data = _without_extensions(data)
-    duplicates = list(_duplicate_keys(root, (), set()))
+def _yaml_files(source: str) -> list[str]:
+    """`source` itself, or the *.yaml and *.yml files of the directory it names, sorted."""
+    directory = Path(source)
+    if not directory.is_dir():
+        return [source]
+    files = sorted(
+        str(entry)
+        for entry in directory.iterdir()
+        if entry.suffix in (".yaml", ".yml") and entry.is_file()
+    )
+    if not files:
+        raise ConfigError(
+            source, [f"{source}: is a directory without any *.yaml or *.yml file in it"]
+        )
+    return files
+
+
+# Problems sort by file (in the order given), then line and column; -1 for the whole file.
+_Order = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    order: _Order
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One parsed file of the config, with what is needed to place a problem in it."""
+
+    index: int
+    source: str
+    root: yaml.Node
+    data: object
+
+    def locate(self, loc: Loc, message: str) -> _Located:
+        mark = _position(self.root, loc)
+        return self.at(mark, f"{_path(loc)}: {message}")
+
+    def at(self, mark: yaml.Mark | None, text: str) -> _Located:
+        order = (self.index, mark.line, mark.column) if mark else (self.index, -1, -1)
+        return _Located(order, _at(self.source, mark, text))
+
+    def where(self, loc: Loc) -> str:
+        """FILE:LINE:COL of `loc`, for a problem that names a place in another file."""
+        mark = _position(self.root, loc)
+        return f"{self.source}:{mark.line + 1}:{mark.column + 1}" if mark else self.source
+
+    def section(self, key: str) -> dict[object, object]:
+        value = self.data.get(key) if isinstance(self.data, dict) else None
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Defined(Generic[_Value]):
+    """An app or plan that validated on its own, and where it is written."""
+
+    part: _Part
+    name: str
+    value: _Value
+
+
+def _field_problems(part: _Part, schema: type[_FileSpec], plan_names: list[str]) -> list[_Located]:
+    found = [part.at(mark, text) for mark, text in _duplicate_keys(part.root, (), set())]
     try:
-        spec = _FileSpec.model_validate(data, context={"plan_names": _plan_names(data)})
-        config = _to_config(source, spec)
-        problems = [*_shared_workloads(spec), *_plans_routers_cannot_run(config)]
+        schema.model_validate(part.data, context={"plan_names": plan_names})
     except ValidationError as error:
-        config, problems = None, [_from_pydantic(details) for details in error.errors()]
-    # Duplicates first: a key written twice explains the problems found in the copy kept.
-    located = duplicates + [
-        (_position(root, p.loc), f"{_path(p.loc)}: {p.message}") for p in problems
+        for details in error.errors():
+            problem = _from_pydantic(details)
+            found.append(part.locate(problem.loc, problem.message))
+    return found
+
+
+def _valid_entries(
+    parts: Sequence[_Part], section: str, adapter: TypeAdapter[dict[str, _Value]], context: object
+) -> Iterator[_Defined[_Value]]:
+    """The entries of `section` (apps or plans) that validate on their own, in file order."""
+    for part in parts:
+        for name, value in part.section(section).items():
+            try:
+                (valid,) = adapter.validate_python({name: value}, context=context).values()
+            except ValidationError:
+                continue  # its problems are among the field problems
+            yield _Defined(part, str(name), valid)
+
+
+def _names_defined_twice(parts: Sequence[_Part], section: str, what: str) -> Iterator[_Located]:
+    first: dict[str, _Part] = {}
+    for part in parts:
+        for name in part.section(section):
+            key = str(name)
+            if key in first and first[key] is not part:
+                yield part.locate(
+                    (section, key),
+                    f"{what} {key!r} is defined twice: also in {first[key].where((section, key))};"
+                    f" {what} names must be unique across the files",
+                )
+            first.setdefault(key, part)
+
+
+def _default_plan(parts: Sequence[_Part], plan_names: list[str]) -> tuple[str, list[_Located]]:
+    """The plan of apps naming none; default_plan may be set in one file only."""
+    setters = [p for p in parts if isinstance(p.data, dict) and "default_plan" in p.data]
+    problems = [
+        part.locate(
+            ("default_plan",),
+            f"also set in {setters[0].where(('default_plan',))}; set default_plan in one file only",
+        )
+        for part in setters[1:]
     ]
-    if config is None or located:
-        located.sort(key=lambda item: (item[0].line, item[0].column) if item[0] else (-1, -1))
-        raise ConfigError(source, [_at(source, mark, text) for mark, text in located])
-    return config
+    if setters and isinstance(setters[0].data, dict):
+        try:
+            name = _PLAN_REF.validate_python(
+                setters[0].data["default_plan"], context={"plan_names": plan_names}
+            )
+        except ValidationError:
+            return DEFAULT_PLAN.name, problems
+        return name, problems
+    return DEFAULT_PLAN.name, problems
+
+
+def _to_plan(name: str, stages: list[_StageSpec]) -> Plan:
+    converted = [
+        Stage(
+            weight=stage.weight,
+            duration_s=stage.duration_s,
+            needs_approval=stage.approval,
+            header_routed=stage.header_routed,
+        )
+        for stage in stages
+    ]
+    if converted[-1].weight < 100:
+        converted.append(Stage(weight=100, duration_s=0))
+    return Plan(name=name, stages=tuple(converted))
+
+
+def _merge(parts: Sequence[_Part], plan_names: list[str]) -> tuple[BotConfig, list[_Located]]:
+    """The config built of every app and plan that validated, and the cross-field problems:
+    names defined twice, default_plan set twice, a Deployment shared by two apps, a plan the
+    app's router cannot run. An app whose plan has mistakes of its own is not checked."""
+    problems = [
+        *_names_defined_twice(parts, "apps", "app"),
+        *_names_defined_twice(parts, "plans", "plan"),
+    ]
+    default_plan, default_problems = _default_plan(parts, plan_names)
+    problems += default_problems
+    plans: dict[str, Plan] = {DEFAULT_PLAN.name: DEFAULT_PLAN}
+    for written in _valid_entries(parts, "plans", _PLAN_ENTRY, None):
+        plans.setdefault(written.name, _to_plan(written.name, written.value))
+    apps: dict[str, AppConfig] = {}
+    owners: dict[tuple[str, str], _Defined[_AppSpec]] = {}
+    context = {"plan_names": plan_names}
+    for entry in _valid_entries(parts, "apps", _APP_ENTRY, context):
+        app = entry.value
+        if entry.name in apps:
+            continue  # defined twice: named above
+        target = (app.namespace, app.workload)
+        if (owner := owners.setdefault(target, entry)) is not entry:
+            elsewhere = "" if owner.part is entry.part else f" (in {owner.part.source})"
+            problems.append(
+                entry.part.locate(
+                    ("apps", entry.name, "workload"),
+                    f"Deployment {app.namespace}/{app.workload} already belongs to app "
+                    f"{owner.name!r}{elsewhere}; one Deployment, one app",
+                )
+            )
+        plan = plans.get(app.plan or default_plan)
+        if plan is None:
+            continue  # the plan has mistakes of its own
+        if problem := plan_problem(app.router, plan):
+            problems.append(entry.part.locate(("apps", entry.name, "plan"), problem))
+        apps[entry.name] = AppConfig(
+            name=entry.name,
+            plan=plan,
+            **{field: getattr(app, field) for field in AppSettings.model_fields},
+        )
+    source = ", ".join(dict.fromkeys(part.source for part in parts))
+    return BotConfig(source=source, apps=apps, plans=plans), problems
+
+
+def load_config(*paths: str | os.PathLike[str]) -> BotConfig:
+    """Read and validate the apps and plans files; ConfigError lists every problem found.
+
+    Each path is a file, or a directory whose *.yaml and *.yml files are read in name order.
+    Several files (one per team, say) make one config: app and plan names are unique across
+    them, an app may name a plan of another file, and default_plan is set in one file at most.
+    Every file is checked and every problem is placed in its own file.
+    """
+    if not paths:
+        raise ValueError("load_config needs at least one file or directory")
+    sources = [os.fspath(path) for path in paths]
+    source = ", ".join(sources)
+    problems: list[_Located] = []
+    parts: list[_Part] = []
+    files: list[str] = []
+    for given in sources:
+        try:
+            files += _yaml_files(given)
+        except ConfigError as error:
+            problems += [_Located((len(files), -1, -1), text) for text in error.problems]
+    for index, file in enumerate(dict.fromkeys(files)):
+        try:
+            root, data = _parse(file, _read(file))
+        except ConfigError as error:
+            problems += [_Located((index, -1, -1), text) for text in error.problems]
+            continue
+        parts.append(_Part(index, file, root, _without_extensions(data)))
+    plan_names = [
+        DEFAULT_PLAN.name,
+        *dict.fromkeys(name for part in parts for name in _written_plan_names(part.data)),
+    ]
+    schema = _FileSpec if len(files) == 1 else _PartSpec
+    for part in parts:
+        problems += _field_problems(part, schema, plan_names)
+    config, cross_field = _merge(parts, plan_names)
+    problems += cross_field
+    if parts and not config.apps and not problems:
+        problems.append(_Located((0, -1, -1), f"{source}: no apps defined in any of the files"))
+    if problems:
+        # Stable: in one place, a key written twice explains the problems found in its copy.
+        problems.sort(key=lambda problem: problem.order)
+        raise ConfigError(source, [problem.text for problem in problems])
+    return BotConfig(source=source, apps=config.apps, plans=config.plans)

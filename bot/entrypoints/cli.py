@@ -11,8 +11,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="release-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
-    check = commands.add_parser("check-config", help="validate an apps and plans file")
-    check.add_argument("file")
+    check = commands.add_parser(
+        "check-config", help="validate apps and plans files (or directories of them)"
+    )
+    check.add_argument(
+        "file", nargs="+", metavar="FILE", help="a YAML file, or a directory of *.yaml files"
+    )
+    check.add_argument(
+        "--live",
+        action="store_true",
+        help="also check the apps against the cluster (KUBECONFIG or in-cluster) and Prometheus",
+    )
     demo = commands.add_parser(
         "demo", help="run a complete release in the terminal: simulated cluster, real Redis"
     )
@@ -39,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(scenario=args.scenario)
     from bot.entrypoints.check_config import check_config_command
 
-    return check_config_command(args.file)
+    return check_config_command(args.file, live=args.live)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
         unset = (("RELEASE_BOT_CONFIG", config_path), ("REDIS_URL or REDIS_SENTINELS", redis))
         log.warning("releases_disabled", missing=[name for name, value in unset if value is None])
         return None
-    config = load_config(config_path)
+    config = load_config(*str(config_path).split(":"))
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     metrics = PrometheusMetrics(default_url=settings.prometheus_url)
     store = ReleaseStore(

@@ -74,11 +74,13 @@ def build_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
 
 @dataclass(frozen=True, slots=True)
 class ResourceType:
-    """A namespaced REST resource: `group` is "" for the core API."""
+    """A REST resource: `group` is "" for the core API. A cluster-scoped one (`namespaced`
+    False) ignores the namespace given to NamespacedResources (pass "")."""
 
     group: str
     version: str
     plural: str
+    namespaced: bool = True
 
     @property
     def qualified_name(self) -> str:
@@ -87,7 +89,11 @@ class ResourceType:
 
     def path(self, namespace: str, name: str | None = None) -> str:
         root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        collection = f"{root}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        collection = (
+            f"{root}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+            if self.namespaced
+            else f"{root}/{self.plural}"
+        )
         return collection if name is None else f"{collection}/{quote(name, safe='')}"
 
 
@@ -100,6 +106,7 @@ HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes")
 CONFIG_MAPS = ResourceType("", "v1", "configmaps")
 RESOURCE_QUOTAS = ResourceType("", "v1", "resourcequotas")
 LIMIT_RANGES = ResourceType("", "v1", "limitranges")
+NAMESPACES = ResourceType("", "v1", "namespaces", namespaced=False)
 
 
 class ForbiddenError(PermanentError):

@@ -7,7 +7,9 @@ A release may start only when nothing blocks.
 Checks, in order: the stable Deployment exists; the named container exists; the new image
 reference is well-formed; every container has a readiness probe (block); the pod template carries
 a version label (block, see `_check_version_label`); the ConfigMaps the pods use are versioned
-(warn); the namespace's ResourceQuotas have room for the pods the release adds (block).
+(warn); the namespace's ResourceQuotas have room for the pods the release adds (block); a
+Deployment managed by Argo CD or Flux says which settings keep it from reverting the release
+(warn, see `_check_gitops` and docs/gitops.md).
 
 The cluster is read through bot.kube.client, objects as plain dicts, and its errors are that
 module's: a 403 (ForbiddenError) becomes a blocking finding that names the missing permission (a
@@ -131,6 +133,7 @@ def run_preflight(
         *image_findings,
         _check_readiness_probes(pod_spec, deployment),
         _check_version_label(template.get("metadata", {}).get("labels") or {}, deployment),
+        *_check_gitops(stable, pod_spec["containers"].index(target)),
         *_guarded("configmaps", lambda: _check_configmaps(kube, pod_spec)),
         *_guarded("quota", lambda: _check_quota(kube, pod_spec, pods=pods, kind=kind)),
     ]
@@ -276,6 +279,58 @@ def _check_version_label(labels: Mapping[str, str], deployment: str) -> Finding:
         "could not be told apart from the stable's. Add e.g. `version: <current tag>` to "
         "spec.template.metadata.labels (this rolls the stable pods once).",
     )
+
+
+# --- GitOps ------------------------------------------------------------------------------
+
+ARGOCD_TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+ARGOCD_INSTANCE_LABEL = "argocd.argoproj.io/instance"
+FLUX_KUSTOMIZE_LABEL = "kustomize.toolkit.fluxcd.io/name"
+FLUX_HELM_LABEL = "helm.toolkit.fluxcd.io/name"
+FLUX_RECONCILE_ANNOTATION = "kustomize.toolkit.fluxcd.io/reconcile"
+
+
+def _check_gitops(stable: Object, container_index: int) -> list[Finding]:
+    """A warning, not a block: the bot changes the stable Deployment's image and replicas at
+    promotion (and the replicas router scales it at every stage); a GitOps tool that syncs the
+    Deployment back to git reverts that, unless told to leave those fields alone. Nothing is
+    said of a Deployment no such tool tracks."""
+    metadata = stable["metadata"]
+    name = metadata["name"]
+    labels: Mapping[str, str] = metadata.get("labels") or {}
+    annotations: Mapping[str, str] = metadata.get("annotations") or {}
+    fields = f"`/spec/template/spec/containers/{container_index}/image` and `/spec/replicas`"
+    tracking = annotations.get(ARGOCD_TRACKING_ANNOTATION) or labels.get(ARGOCD_INSTANCE_LABEL)
+    findings = []
+    if tracking:
+        application = tracking.split(":", 1)[0]
+        findings.append(
+            Finding(
+                "gitops",
+                Severity.WARN,
+                f"Deployment `{name}` is managed by Argo CD (Application `{application}`): with "
+                "self-heal on, Argo CD reverts the promoted image and the replica counts to "
+                "what git says. In the Application, add `ignoreDifferences` for group `apps`, "
+                f"kind `Deployment`, name `{name}` with jsonPointers {fields} (and the sync "
+                "option `RespectIgnoreDifferences=true`), or turn self-heal off; then commit "
+                "the new version to git after the promotion.",
+            )
+        )
+    flux = labels.get(FLUX_KUSTOMIZE_LABEL) or labels.get(FLUX_HELM_LABEL)
+    if flux and annotations.get(FLUX_RECONCILE_ANNOTATION) != "disabled":
+        kind = "Kustomization" if labels.get(FLUX_KUSTOMIZE_LABEL) else "HelmRelease"
+        findings.append(
+            Finding(
+                "gitops",
+                Severity.WARN,
+                f"Deployment `{name}` is managed by Flux ({kind} `{flux}`): every reconcile "
+                f"reapplies git and reverts the promoted image and the replica counts ({fields}). "
+                f"Annotate the Deployment with `{FLUX_RECONCILE_ANNOTATION}: disabled` during "
+                "releases, or drop those fields from what Flux applies with a patch; then "
+                "commit the new version to git after the promotion.",
+            )
+        )
+    return findings
 
 
 # --- ConfigMaps ----------------------------------------------------------------------------
