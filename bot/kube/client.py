@@ -220,7 +220,9 @@ class NamespacedResources:
                 time.perf_counter() - started
             )
 
-    def _answer(self, verb: str, target: str, request: tuple[Any, ...]) -> Object:
+    def _answer(
+        self, verb: str, target: str, request: tuple[str, str, dict[str, str], Any, list[str]]
+    ) -> Object:
         try:
             response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
             payload: bytes = response.response.data
