@@ -7,7 +7,8 @@ live in the release records in Redis, so a restarted bot picks up where the last
 A failed pass (e.g. Redis down) is retried by tenacity: the wait doubles from twice the interval
 up to MAX_BACKOFF_S, or is the failure's own TemporaryError.retry_after_s (capped the same), and
 starts over after a good pass. The loop never dies of a pass's exception, and stop() ends it
-within one wait: tenacity sleeps on the stop event."""
+within one wait: tenacity sleeps on the stop event. Each pass, failed or not, is timed in
+release_bot_scheduler_pass_seconds (bot.application.telemetry)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
 from tenacity.wait import wait_exponential
 
+from bot.application import telemetry
 from bot.core.errors import ReleaseBotError, TemporaryError
 
 log = structlog.get_logger(__name__)
@@ -62,7 +64,10 @@ class Scheduler:
         if self._stopping.is_set():  # stopped while backing off: no more passes
             return
         started = time.monotonic()
-        self._tick()
+        try:
+            self._tick()
+        finally:
+            telemetry.SCHEDULER_PASS_SECONDS.observe(time.monotonic() - started)
         self.passes += 1
         log.debug("scheduler_pass", seconds=round(time.monotonic() - started, 3))
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import structlog
 
+from bot.application import telemetry
 from bot.application.checks import CanaryChecks
 from bot.core.apps import BotConfig, UnknownApp, UnknownPlan, plan_refusal
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
@@ -48,7 +50,7 @@ from bot.core.ports import (
     StoredRelease,
     StorePort,
 )
-from bot.core.release import NoticeKind, Phase, Release
+from bot.core.release import NoticeKind, Phase, Release, ReleaseKind
 
 log = structlog.get_logger(__name__)
 
@@ -112,14 +114,24 @@ class ReleaseService:
     ) -> Outcome:
         """Start a canary; its card goes to the app's channel when the apps file gives its ID,
         else to `channel`, where the command was typed."""
-        try:
-            return self._start(
-                app_name=app_name, version=version, plan_name=plan_name, user=user, channel=channel
-            )
-        except _NOT_TAKEN_UP as refusal:
-            if isinstance(refusal, AppBusy | AppLocked):
-                self._audit(app_name, "-", user, "start", f"refused: {refusal}")
-            return Outcome(False, str(refusal), not_taken_up=True)
+        # the release's id joins once it exists; the strategy is the only one there is yet
+        context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
+        with structlog.contextvars.bound_contextvars(**context):
+            try:
+                outcome = self._start(
+                    app_name=app_name,
+                    version=version,
+                    plan_name=plan_name,
+                    user=user,
+                    channel=channel,
+                )
+            except _NOT_TAKEN_UP as refusal:
+                if isinstance(refusal, AppBusy | AppLocked):
+                    self._audit(app_name, "-", user, "start", f"refused: {refusal}")
+                    telemetry.count_transition(telemetry.START_EVENT, applied=False)
+                return Outcome(False, str(refusal), not_taken_up=True)
+        telemetry.count_transition(telemetry.START_EVENT, applied=outcome.applied)
+        return outcome
 
     def _start(
         self, *, app_name: str, version: str, plan_name: str | None, user: str, channel: str
@@ -155,15 +167,16 @@ class ReleaseService:
         preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
         effects = (*started.effects, preflight_notice)
         release = with_outbox(started.release, effects)
-        entry = self._entry(release, user, "start", "applied", f"{version} (plan {plan.name})")
-        stored = self._store.create(release, entry=entry)
-        _log_applied(entry, app=app.name)
-        with self._leases.hold_release(release.id) as leased:  # else another replica's pass
-            if leased is not None:
-                self._reached(CrashPoint.SAVED)
-                self._reconcile(leased)
-                self._reached(CrashPoint.RECONCILED)
-                stored = self._deliver(leased)
+        with _working_on(release):
+            entry = self._entry(release, user, "start", "applied", f"{version} (plan {plan.name})")
+            stored = self._store.create(release, entry=entry)
+            _log_applied(entry, app=app.name)
+            with self._leases.hold_release(release.id) as leased:  # else another replica's pass
+                if leased is not None:
+                    self._reached(CrashPoint.SAVED)
+                    self._reconcile(leased)
+                    self._reached(CrashPoint.RECONCILED)
+                    stored = self._deliver(leased)
         return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
 
     def act(self, *, app_name: str, event: Event, actor: str) -> Outcome:
@@ -231,17 +244,24 @@ class ReleaseService:
         """One scheduler pass: every release no other replica is working on is reconciled, gets
         what has come due, and has its undelivered Slack messages posted (also those a replica
         that died before telling Slack left behind)."""
+        read: list[Release] = []
         for release_id in self._store.release_ids_to_tick():
             with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
                 if stored is None:
                     continue
-                try:
-                    if not self._tick_release(stored):
-                        # What earlier passes left unposted; what a person's action saves while
-                        # we hold the lease is posted by the next pass.
-                        self._deliver(stored)
-                except TemporaryError as error:
-                    log.warning("tick_retry_later", release=release_id, error=str(error))
+                read.append(stored.release)
+                with _working_on(stored.release):
+                    self._tick_one(stored)
+        telemetry.observe_pass(read)  # a failed pass (Redis down) leaves the last good reading
+
+    def _tick_one(self, stored: StoredRelease) -> None:
+        try:
+            if not self._tick_release(stored):
+                # What earlier passes left unposted; what a person's action saves while we hold
+                # the lease is posted by the next pass.
+                self._deliver(stored)
+        except TemporaryError as error:
+            log.warning("tick_retry_later", release=stored.release.id, error=str(error))
 
     def _tick_release(self, stored: StoredRelease) -> bool:
         """True when it applied an event: its _apply has delivered what was waiting."""
@@ -280,10 +300,15 @@ class ReleaseService:
         return None
 
     def _apply(self, stored: StoredRelease, event: Event, *, actor: str) -> Outcome:
+        with _working_on(stored.release):
+            return self._apply_in_context(stored, event, actor=actor)
+
+    def _apply_in_context(self, stored: StoredRelease, event: Event, *, actor: str) -> Outcome:
         action = type(event).__name__
         for _ in range(SAVE_ATTEMPTS):
             decided = transition(stored.release, event, now=self._clock())
             if not isinstance(decided, Accepted):
+                telemetry.count_transition(action, applied=False)
                 self._audit(
                     stored.release.app,
                     stored.release.id,
@@ -305,6 +330,8 @@ class ReleaseService:
                 stored = reread
                 continue
             _log_applied(entry, app=release.app)
+            telemetry.count_transition(action, applied=True)
+            telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
             if ReconcileCluster() in decided.effects:
                 self._reconcile(saved)  # nothing (no Slack call, no query) before the traffic
@@ -327,11 +354,12 @@ class ReleaseService:
         hear that nothing changed."""
         if not (stored.release.outbox or stored.release.card_stale):
             return stored
-        try:
-            return self._deliver_under_lease(stored)
-        except TemporaryError as error:
-            log.warning("delivery_deferred", release=stored.release.id, error=str(error))
-            return stored
+        with _working_on(stored.release):
+            try:
+                return self._deliver_under_lease(stored)
+            except TemporaryError as error:
+                log.warning("delivery_deferred", release=stored.release.id, error=str(error))
+                return stored
 
     def _deliver_under_lease(self, stored: StoredRelease) -> StoredRelease:
         with self._leases.hold_release(stored.release.id) as fresh:
@@ -404,6 +432,15 @@ class ReleaseService:
             outcome=outcome,
         )
         self._store.append_history(app, entry)
+
+
+@contextmanager
+def _working_on(release: Release) -> Iterator[None]:
+    """Every log line while the service works `release` (the adapters' too) names it."""
+    with structlog.contextvars.bound_contextvars(
+        release_id=release.id, app=release.app, version=release.version, strategy=release.kind.value
+    ):
+        yield
 
 
 def _log_applied(entry: HistoryEntry, *, app: str) -> None:

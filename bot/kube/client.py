@@ -9,13 +9,15 @@ the bot's taxonomy (`_failure`): every failure leaves as a TemporaryError (408, 
 425, 429, 5xx, apiserver unreachable: retried here with backoff, then raised for the next tick;
 a Retry-After header sets `retry_after_s`) or a PermanentError (401, 403 as a `ForbiddenError`
 naming the missing permission, 404 on a write, 422 invalid objects, any other 4xx). A 404 on a
-read is an answer: `get` returns None.
+read is an answer: `get` returns None. Each request is timed and each failure counted by verb
+and resource (bot.kube.telemetry).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,12 +33,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
+from bot.kube.telemetry import KUBE_CALL_ERRORS, KUBE_CALL_SECONDS
 
 Object = dict[str, Any]
 
 REQUEST_TIMEOUT_S = (5.0, 30.0)  # (connect, read): a hung apiserver must not hang a release
 RETRY_ATTEMPTS = 5
 TEMPORARY_STATUSES = frozenset({408, 425, 429})  # and every 5xx; a 409 conflict too
+_ABSENCE_IS_AN_ANSWER = frozenset({"get", "delete"})  # their 404 is no error (bot.kube.telemetry)
 
 # Only TemporaryError is retried: a PermanentError (or any other exception) leaves at once.
 _retry_temporary = tenacity.retry(
@@ -208,6 +212,24 @@ class NamespacedResources:
             auth_settings=["BearerToken"],
         )
         target = self.describe(name) if name else f"{self.kind.qualified_name} in {self.namespace}"
+        started = time.perf_counter()
+        try:
+            return self._answer(verb, target, request)
+        except ReleaseBotError as error:
+            if not (isinstance(error, _NotFoundError) and verb in _ABSENCE_IS_AN_ANSWER):
+                error_class = "permanent" if isinstance(error, PermanentError) else "temporary"
+                KUBE_CALL_ERRORS.labels(
+                    verb=verb, resource=self.kind.qualified_name, error_class=error_class
+                ).inc()
+            raise
+        finally:
+            KUBE_CALL_SECONDS.labels(verb=verb, resource=self.kind.qualified_name).observe(
+                time.perf_counter() - started
+            )
+
+    def _answer(
+        self, verb: str, target: str, request: tuple[str, str, dict[str, str], Any, list[str]]
+    ) -> Object:
         try:
             response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
             payload: bytes = response.response.data

@@ -42,6 +42,7 @@ from requests import exceptions as http_errors
 
 from bot.core.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
 from bot.core.apps import AppConfig
+from bot.metrics.telemetry import PROMETHEUS_QUERY_ERRORS, PROMETHEUS_QUERY_SECONDS
 
 Track = Literal["canary", "stable"]
 TRACKS: tuple[Track, ...] = ("canary", "stable")
@@ -308,7 +309,19 @@ class _Call:
         """The `data.result` of Prometheus's answer to `query`, within what is left of the
         deadline. The one place where a failed query becomes MetricsUnavailable: no answer,
         a refusal (read from the HTTP status, headers and Prometheus's JSON error) or a body
-        that is not JSON."""
+        that is not JSON. Each query is timed, each failure counted (bot.metrics.telemetry)."""
+        kind = "range" if path.endswith("_range") else "instant"
+        started = time.perf_counter()
+        try:
+            return self._answer(path, query, params)
+        except MetricsUnavailable as error:
+            error_class = "permanent" if isinstance(error, _QueryRejected) else "temporary"
+            PROMETHEUS_QUERY_ERRORS.labels(kind=kind, error_class=error_class).inc()
+            raise
+        finally:
+            PROMETHEUS_QUERY_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+
+    def _answer(self, path: str, query: str, params: dict[str, str]) -> object:
         remaining_s = self.deadline - time.monotonic()
         if remaining_s <= 0:
             raise MetricsUnavailable(self._too_slow())
@@ -318,7 +331,8 @@ class _Call:
         except http_errors.RequestException as error:
             raise MetricsUnavailable(self._unreachable(error)) from None
         if response.status_code != 200:
-            raise MetricsUnavailable(
+            rejected = _rejects_the_query(response)
+            raise (_QueryRejected if rejected else MetricsUnavailable)(
                 self._refused(response, query), retry_after_s=_retry_after_s(response)
             )
         try:
@@ -409,6 +423,18 @@ def _retry_after_s(response: requests.Response) -> float | None:
         except (TypeError, ValueError):
             return None
     return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+class _QueryRejected(MetricsUnavailable):
+    """Prometheus refused the query itself (e.g. bad PromQL): asking again cannot help."""
+
+
+def _rejects_the_query(response: requests.Response) -> bool:
+    """A 4xx but 429 with Prometheus's JSON error: its verdict on the query, not its health."""
+    status = response.status_code
+    if not 400 <= status < 500 or status == _TOO_MANY_REQUESTS:
+        return False
+    return _prometheus_error(response) is not None
 
 
 # ---------------------------------------------------------------- answers

@@ -8,6 +8,7 @@ Slack's error code; the service logs it and the release's next change tries agai
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,11 +19,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject
 
 from bot.core.apps import BotConfig
-from bot.core.errors import TemporaryError
+from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.core.machine import Notify
 from bot.core.ports import SlackRefs
 from bot.core.release import Release
 from bot.slack.cards import CardMessage, release_card, rollback_alert, thread_notice
+from bot.slack.telemetry import SLACK_CALL_ERRORS, SLACK_CALL_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -123,7 +125,22 @@ def _name(release: Release) -> str:
 
 @contextmanager
 def _slack_call(method: str, doing: str) -> Iterator[None]:
-    """Turns a refused or unreachable Web API call into a TemporaryError people can act on."""
+    """Turns a refused or unreachable Web API call into a TemporaryError people can act on;
+    times every call and counts the failed ones (bot.slack.telemetry)."""
+    started = time.perf_counter()
+    try:
+        with _translated(method, doing):
+            yield
+    except ReleaseBotError as error:
+        error_class = "permanent" if isinstance(error, PermanentError) else "temporary"
+        SLACK_CALL_ERRORS.labels(method=method, error_class=error_class).inc()
+        raise
+    finally:
+        SLACK_CALL_SECONDS.labels(method=method).observe(time.perf_counter() - started)
+
+
+@contextmanager
+def _translated(method: str, doing: str) -> Iterator[None]:
     try:
         yield
     except SlackApiError as error:
