@@ -356,12 +356,24 @@ def test_sentinel_and_socket_mode_render_their_env(kube_tools: KubeTools) -> Non
     assert "SLACK_SIGNING_SECRET" not in env
 
 
-def test_sentinel_without_hosts_is_refused(kube_tools: KubeTools) -> None:
-    rendered = kube_tools.helm(
-        "template", RELEASE, str(CHART), "--set", "redis.sentinel.enabled=true", check=False
-    )
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        (
+            ("--set", "redis.sentinel.enabled=true"),
+            "redis.sentinel.hosts must list at least one sentinel",
+        ),
+        (("--set-json", 'config.apps={"apps": {}}'), "config.apps must be the apps file as text"),
+        (("--set", "slack.existingSecret="), "slack.existingSecret is required"),
+    ],
+    ids=["sentinel-without-hosts", "apps-not-text", "no-slack-secret"],
+)
+def test_invalid_values_are_refused(
+    kube_tools: KubeTools, values: tuple[str, ...], error: str
+) -> None:
+    rendered = kube_tools.helm("template", RELEASE, str(CHART), *values, check=False)
     assert rendered.returncode != 0
-    assert "redis.sentinel.hosts must list at least one sentinel" in rendered.stderr
+    assert error in rendered.stderr
 
 
 def test_ingress_and_servicemonitor_when_enabled(kube_tools: KubeTools) -> None:

@@ -34,11 +34,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The apps file, as the text that goes into the ConfigMap. */}}
 {{- define "release-bot.appsFile" -}}
-{{- if kindIs "string" .Values.config.apps -}}
-{{- .Values.config.apps -}}
-{{- else -}}
-{{- toYaml .Values.config.apps -}}
+{{- if not (kindIs "string" .Values.config.apps) -}}
+{{- fail "config.apps must be the apps file as text (a YAML block string, or --set-file config.apps=apps.yaml)" -}}
 {{- end -}}
+{{- .Values.config.apps -}}
 {{- end -}}
 
 {{/*
