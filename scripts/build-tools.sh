@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Called by the pytest fixture in tests/infra/tools.py (`ensure_tools`) and by a person who wants
-# the chart tools: builds helm and kubectl from the Go module proxy into a version-keyed cache
-# outside the repo, and prints that directory. Rebuilds nothing that is already cached.
+# Called by scripts/setup.sh, by the pytest fixture in tests/infra/tools.py (`ensure_tools`) and
+# by a person who wants the chart tools: builds helm and kubectl from the Go module proxy into a
+# version-keyed cache outside the repo, and prints that directory. Rebuilds nothing cached.
 #
 # kubectl is built exactly like the control plane (scripts/build-control-plane.sh): same
 # Kubernetes version, same wrapper go.mod (staging modules replaced by their v0.x tags), same
