@@ -1,6 +1,7 @@
-"""Installing the bot in Kubernetes, two ways: the Helm chart deploy/helm/release-bot and the
-kustomize base deploy/kustomize (with the overlay deploy/overlays/namespace-scoped). Run by
-pytest (scripts/test.sh).
+"""Run by pytest (scripts/test.sh): installing the bot in Kubernetes, the two supported ways.
+
+The Helm chart deploy/helm/release-bot and the kustomize base deploy/kustomize (with the overlay
+deploy/overlays/namespace-scoped).
 
 Both are rendered with the helm and kubectl that scripts/build-tools.sh builds (fixture
 `kube_tools`), applied with `kubectl apply --server-side --dry-run=server` to the real test

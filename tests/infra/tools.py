@@ -1,5 +1,6 @@
-"""A pytest plugin (listed in tests/conftest.py), used by tests/test_install.py: fixture
-`kube_tools`, the helm and kubectl built by scripts/build-tools.sh (never the machine's own).
+"""A pytest plugin (listed in tests/conftest.py) whose fixture tests/test_install.py uses.
+
+Fixture `kube_tools`: the helm and kubectl built by scripts/build-tools.sh, never the machine's.
 
 helm runs with its cache, config and data homes in a temporary directory, and kubectl with its
 discovery cache there, so the tests neither read nor write the user's ~/.kube or helm setup.
