@@ -37,7 +37,8 @@ from tests.infra.kube import KubeCluster, create_namespace
 from tests.infra.processes import wait_until
 from tests.infra.tools import KubeTools
 
-# The first test to ask for `kube_tools` may build helm and kubectl from source (minutes, cold).
+# scripts/setup.sh builds helm and kubectl; without it, the first test to ask for `kube_tools`
+# builds them from source (minutes, cold), inside its own timeout.
 pytestmark = pytest.mark.timeout(1200)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
