@@ -28,3 +28,4 @@ if ! python3 -c 'import bot, slack_bolt, pytest, ruff' 2>/dev/null \
 fi
 
 bash scripts/build-control-plane.sh >/dev/null
+bash scripts/build-tools.sh >/dev/null

@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.infra.prometheus_server",
     "tests.infra.slack",
     "tests.infra.kube",
+    "tests.infra.tools",
     "tests.infra.release_world",
 ]
