@@ -120,9 +120,14 @@ PlanRef = Annotated[DnsLabel, AfterValidator(_known_plan)]
 
 class _StageSpec(FrozenModel):
     weight: Annotated[int, Field(ge=0, le=100)]
+    """Percent of public traffic on the canary, 0..100, never decreasing from stage to stage."""
     approval: bool = False
+    """A person approves before the release leaves this stage."""
     duration_s: StageDuration = Field(alias="duration")
+    """How long the stage runs, checked all along; 0s only for the final 100 % stage or an
+    approval stage."""
     header_routed: bool = False
+    """Internal validation (weight 0 only): no public traffic, the canary reachable by header."""
 
     @field_validator("duration_s")
     @classmethod
@@ -169,6 +174,7 @@ def _some_apps(apps: dict[str, _AppSpec]) -> dict[str, _AppSpec]:
 
 class _AppSpec(AppSettings):
     plan: PlanRef | None = None
+    """The app's plan; default: `default_plan`."""
 
 
 class _FileSpec(FrozenModel):
@@ -178,6 +184,8 @@ class _FileSpec(FrozenModel):
         Annotated[list[_StageSpec], AfterValidator(_stages_in_order)],
     ] = Field(default_factory=dict)
     default_plan: PlanRef = DEFAULT_PLAN.name
+    """The plan of apps that name none (the built-in `default`: 0 % by header for 1h → 5 % for
+    2h → 50 % for 4h + approval → 100 %)."""
 
 
 class _PartSpec(_FileSpec):
