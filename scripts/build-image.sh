@@ -31,6 +31,11 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# One build at a time per cache (two test sessions share the base, the wheelhouse and the tag).
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/build-image.lock"
+flock 9
+
 WORK="$(mktemp -d)"
 cleanup() {
   # debootstrap and the upgrade mount /proc and friends inside the rootfs: unmount them
@@ -231,6 +236,39 @@ if [[ "$revision" != unknown && -n "$(git status --porcelain 2>/dev/null)" ]]; t
 fi
 old_id="$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2>/dev/null || true)"
 
+# Fast path: the image under $IMAGE was built from these very inputs (base, wheelhouse,
+# commit, and the content of every file git does not ignore). RELEASE_BOT_IMAGE_REBUILD=1 forces.
+inputs="$(python3 - "$base_digest" "$WHEELHOUSE" "$version" "$revision" <<'EOF'
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+digest = hashlib.sha256("\n".join(sys.argv[1:]).encode())
+listed = subprocess.run(
+    ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    capture_output=True,
+    check=False,
+)
+if listed.returncode != 0:
+    sys.exit()  # not a git checkout: always build
+for name in sorted(set(listed.stdout.split(b"\0")) - {b""}):
+    path = Path(name.decode())
+    if path.is_file():
+        digest.update(name + b"\0" + path.read_bytes() + b"\0")
+print(digest.hexdigest()[:20])
+EOF
+)"
+built_from="$(buildah inspect --type image \
+  --format '{{index .OCIv1.Config.Labels "release-bot.build-inputs"}}' "$IMAGE" 2>/dev/null || true)"
+if [[ -n "$inputs" && "$built_from" == "$inputs" && "${RELEASE_BOT_IMAGE_REBUILD:-}" != 1 ]]; then
+  echo "image unchanged: its inputs are $inputs" >&2
+  echo "image: $IMAGE"
+  echo "id: $old_id"
+  echo "size: $(buildah images --format '{{.Size}}' "$IMAGE")"
+  exit 0
+fi
+
 t0=$(date +%s)
 # Offline by construction: chroot isolation shares the host's network (buildah refuses
 # --network none with it), so the whole build runs in a new network namespace of its own,
@@ -243,6 +281,7 @@ unshare --net -- buildah build --quiet --isolation chroot --pull=never \
   --build-arg REVISION="$revision" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --label org.opencontainers.image.base.digest="$base_digest" \
+  --label release-bot.build-inputs="$inputs" \
   --tag "$IMAGE" . >"$WORK/build.log" 2>&1 || {
   cat "$WORK/build.log" >&2
   exit 1
