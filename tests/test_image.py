@@ -28,6 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "examples" / "apps.yaml"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 BUILDAH_ENV = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
+SIZE_BUDGET_MB = 300  # 247 MB at the start: Debian base 129 MB, the venv the rest
+
+# A cold build (debootstrap base, wheelhouse, image) runs in the first test's setup.
+pytestmark = pytest.mark.timeout(1500)
 
 # Runs as root in a private mount and PID namespace: $1 is the image's mounted rootfs, $2 the
 # host directory to show read-only on /mnt, $3 the image's user, $4 its working directory;
@@ -168,6 +172,12 @@ def test_image_config_runs_release_bot_serve_as_a_numeric_non_root_user(image: I
     assert labels["org.opencontainers.image.version"] == VERSION
     assert labels["org.opencontainers.image.base.name"].startswith("localhost/release-bot-base:")
     assert labels["org.opencontainers.image.base.digest"].startswith("sha256:")
+
+
+def test_image_stays_within_its_size_budget(image: Image) -> None:
+    number, unit = image.size.split()
+    size_mb = float(number) * {"kB": 1e-3, "MB": 1, "GB": 1e3}[unit]
+    assert size_mb <= SIZE_BUDGET_MB, image.size
 
 
 def test_buildah_run_starts_the_console_script_as_the_image_user(
