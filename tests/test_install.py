@@ -323,7 +323,7 @@ def test_rendered_apps_file_is_a_valid_bot_config(kube_tools: KubeTools, tmp_pat
     apps = tmp_path / "apps.yaml"
     apps.write_text(one(helm_template(kube_tools), "ConfigMap")["data"]["apps.yaml"])
     checked = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "check-config", str(apps)],
+        [sys.executable, "-m", "bot.entrypoints.cli", "check-config", str(apps)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
