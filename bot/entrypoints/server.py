@@ -180,11 +180,13 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
             EXIT_PORT_UNAVAILABLE,
         )
     if socket_mode is not None:
-        exit_code = _connect_socket_mode(socket_mode, readiness, settings.slack_api_url)
-        if exit_code != EXIT_OK:
+        failure = _connect_socket_mode(socket_mode, readiness, settings.slack_api_url)
+        if failure is not None:
+            # Its threads would go on reconnecting, and logging, after the fatal line.
+            socket_mode.client.logger.disabled = True
             socket_mode.client.close()
             server.close()
-            return exit_code
+            return fatal(*failure)
     signal.signal(signal.SIGTERM, stopper.on_signal)
     verifier.start()
     if scheduler is not None:
@@ -202,30 +204,32 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
     return stopper.exit_code
 
 
-def _connect_socket_mode(handler: SocketModeHandler, readiness: Readiness, api_url: str) -> int:
-    """Open the Socket Mode WebSocket; an exit code other than EXIT_OK when that fails."""
+def _connect_socket_mode(
+    handler: SocketModeHandler, readiness: Readiness, api_url: str
+) -> tuple[str, int] | None:
+    """Open the Socket Mode WebSocket; (why not, exit code) when that fails."""
     try:
         handler.client.connect()
     except SlackApiError as error:
         reason = (
             f"Slack refused the Socket Mode connection (SLACK_APP_TOKEN): {_slack_error(error)}"
         )
-        return fatal(reason, EXIT_SLACK_REFUSED)
+        return reason, EXIT_SLACK_REFUSED
     except OSError as error:  # urllib's URLError, after the client's retries: no answer at all
-        reason = str(getattr(error, "reason", None) or error)
-        return fatal(
+        cause = str(getattr(error, "reason", None) or error)
+        return (
             f"Slack unreachable at SLACK_API_URL {api_url} to open Socket Mode "
-            f"(apps.connections.open): {reason}; check SLACK_API_URL and the network",
+            f"(apps.connections.open): {cause}; check SLACK_API_URL and the network",
             EXIT_SLACK_UNREACHABLE,
         )
     if not handler.client.is_connected():  # slack_sdk logs the WebSocket's failure and goes on
-        return fatal(
+        return (
             "Slack's Socket Mode WebSocket could not be opened (the URL apps.connections.open "
             "gave is unreachable); check the network and proxies",
             EXIT_SLACK_UNREACHABLE,
         )
     readiness.add("slack_socket_mode", handler.client.is_connected)
-    return EXIT_OK
+    return None
 
 
 class Stopper:
