@@ -62,6 +62,9 @@ READINESS_TIMEOUT_S = 0.5
 READINESS_MAX_AGE_S = 1.0
 """How long one answer of Redis or the apiserver stands for /readyz, so probes stay cheap."""
 
+SLACK_EVENTS_PATH = "/slack/events"
+"""Where Slack sends commands, clicks and events in HTTP mode (deploy/slack-app-manifest.yaml)."""
+
 SECRET_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
 """Dropped from os.environ once read: nothing after Settings reads them behind its back (Bolt's
 App takes SLACK_BOT_TOKEN from there and warns that it is unused beside our client), and no
@@ -420,7 +423,7 @@ def build_wsgi_app(
         if path == "/metrics":
             exposition: Iterable[bytes] = metrics(environ, start_response)
             return exposition
-        if path == "/slack/events" and events is not None:
+        if path == SLACK_EVENTS_PATH and events is not None:
             return events(environ, start_response)
         return _respond(start_response, "404 Not Found", {"error": f"no route for {path}"})
 
