@@ -2,8 +2,10 @@
 
 Called by bot.entrypoints.cli. It wires the adapters to the release service and the service to
 the Slack listeners (handlers.app.build_app), then serves one WSGI application with waitress on
-PORT: `/slack/events` (HTTP mode only), `/healthz`, `/readyz` and `/metrics`. Logs are JSON lines
-on stdout, and every secret in them is replaced by [REDACTED].
+PORT: `/slack/events` (HTTP mode only), `/healthz` (the process lives), `/readyz` (Readiness:
+the token verified, releases configured, Redis and the apiserver answering) and `/metrics`. Logs
+are JSON lines on stdout, and every secret in them is replaced by [REDACTED]; a fatal error ends
+in one plain line on stderr and an exit code of bot.entrypoints.exit_codes.
 """
 
 from __future__ import annotations
