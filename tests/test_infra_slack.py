@@ -121,10 +121,10 @@ def test_readyz_waits_for_slack_then_reports_ready(slack_api, launch_bot) -> Non
 
     not_ready = bot.client.get("/readyz")
     assert not_ready.status_code == 503
-    assert not_ready.json() == {"ready": False, "checks": {"slack_auth": False}}
+    assert not_ready.json()["checks"] == {"releases_configured": False, "slack_auth": False}
     deadline = time.monotonic() + 15
-    while bot.client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "bot never became ready"
+    while not bot.readiness()["checks"]["slack_auth"]:
+        assert time.monotonic() < deadline, "bot never verified its token"
         time.sleep(0.2)
     assert [call.ok for call in slack_api.calls("auth.test")][:3] == [False, False, True]
 
@@ -134,7 +134,11 @@ def test_health_ready_and_metrics_answer(bot_process, slack_requests) -> None:
     client.post_events(slack_requests.slash_command("help"))
 
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"ready": True, "checks": {"slack_auth": True}}
+    assert client.get("/readyz").json() == {  # no REDIS_URL nor RELEASE_BOT_CONFIG: help only
+        "ready": False,
+        "checks": {"releases_configured": False, "slack_auth": True},
+        "details": {"releases_configured": {"missing": ["RELEASE_BOT_CONFIG", "REDIS_URL"]}},
+    }
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert 'release_bot_slack_event_seconds_count{status="200"} 1.0' in metrics.text
@@ -227,7 +231,7 @@ def wait_for_health(bot) -> None:
 
 def verifier_for(slack_api: SlackStandIn) -> tuple[SlackTokenVerifier, list[str]]:
     rejections: list[str] = []
-    client = build_web_client(settings=settings_for(slack_api))
+    client = web_client_for(slack_api)
     return SlackTokenVerifier(client, on_rejected=rejections.append), rejections
 
 

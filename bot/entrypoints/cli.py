@@ -5,12 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from bot.entrypoints.exit_codes import EXIT_CODES
+from bot.entrypoints.settings import environment_help
+
+DISTRIBUTION = "release-bot"
+SERVE_DESCRIPTION = (
+    "Run the bot: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on /slack/events; "
+    "/healthz, /readyz and /metrics on PORT either way. Configured by the environment alone."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="release-bot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
+    commands.add_parser(
+        "serve",
+        help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)",
+        description=SERVE_DESCRIPTION,
+        epilog=serve_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check = commands.add_parser(
         "check-config", help="validate apps and plans files (or directories of them)"
     )
@@ -33,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
         "rollback: a bad canary rolled back automatically",
     )
     return parser
+
+
+def installed_version() -> str:
+    """The version of the installed release-bot distribution (pip install -e . counts)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "(not installed: pip install -e .)"
+
+
+def serve_epilog() -> str:
+    """The environment variables and exit codes, one line each, from settings and exit_codes."""
+    variables = environment_help()
+    width = max(len(name) for name, _ in variables)
+    lines = ["environment variables:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in variables]
+    lines += ["", "exit codes:"]
+    lines += [f"  {code:<3}  {meaning}" for code, meaning in EXIT_CODES]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

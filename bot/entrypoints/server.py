@@ -2,8 +2,10 @@
 
 Called by bot.entrypoints.cli. It wires the adapters to the release service and the service to
 the Slack listeners (handlers.app.build_app), then serves one WSGI application with waitress on
-PORT: `/slack/events` (HTTP mode only), `/healthz`, `/readyz` and `/metrics`. Logs are JSON lines
-on stdout, and every secret in them is replaced by [REDACTED].
+PORT: `/slack/events` (HTTP mode only), `/healthz` (the process lives), `/readyz` (Readiness:
+the token verified, releases configured, Redis and the apiserver answering) and `/metrics`. Logs
+are JSON lines on stdout, and every secret in them is replaced by [REDACTED]; a fatal error ends
+in one plain line on stderr and an exit code of bot.entrypoints.exit_codes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import _thread
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -38,8 +41,15 @@ from bot.application.checks import CanaryChecks
 from bot.application.scheduler import Scheduler
 from bot.application.service import CrashPoint, ReleaseService
 from bot.core.errors import ReleaseBotError
+from bot.entrypoints.exit_codes import (
+    EXIT_BAD_CONFIG,
+    EXIT_OK,
+    EXIT_PORT_UNAVAILABLE,
+    EXIT_SLACK_REFUSED,
+    EXIT_SLACK_UNREACHABLE,
+)
 from bot.entrypoints.settings import Settings, SettingsError, load_settings
-from bot.kube.client import build_api_client
+from bot.kube.client import apiserver_ready, build_api_client
 from bot.kube.reconciler import KubernetesCluster
 from bot.metrics.prometheus import PrometheusMetrics
 from bot.redis.clock import ServerClock
@@ -49,9 +59,18 @@ from bot.slack.announcer import SlackAnnouncer
 from bot.slack.client import build_web_client
 from handlers.app import build_app
 
-EXIT_OK = 0
-EXIT_BAD_CONFIG = 2
-EXIT_SLACK_REFUSED = 3
+READINESS_TIMEOUT_S = 0.5
+"""How long /readyz waits for Redis or the apiserver before counting it as down."""
+READINESS_MAX_AGE_S = 1.0
+"""How long one answer of Redis or the apiserver stands for /readyz, so probes stay cheap."""
+
+SLACK_EVENTS_PATH = "/slack/events"
+"""Where Slack sends commands, clicks and events in HTTP mode (deploy/slack-app-manifest.yaml)."""
+
+SECRET_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
+"""Dropped from os.environ once read: nothing after Settings reads them behind its back (Bolt's
+App takes SLACK_BOT_TOKEN from there and warns that it is unused beside our client), and no
+child process inherits them."""
 
 REJECTED_TOKEN_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
@@ -77,15 +96,17 @@ def serve() -> int:
     except SettingsError as error:
         print(f"release-bot: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
     configure_logging(level=settings.log_level, secrets=settings.secret_values())
     client = build_web_client(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
+    readiness = Readiness()
     try:
-        service = build_service(settings=settings, client=client)
+        service = build_service(settings=settings, client=client, readiness=readiness)
     except (ConfigError, ReleaseBotError) as error:
-        log.error("fatal", reason=str(error))
-        return EXIT_BAD_CONFIG
+        return fatal(str(error), EXIT_BAD_CONFIG)
     secret = settings.slack_signing_secret
     signing_secret = secret.get_secret_value() if secret else ""
     app = build_app(signing_secret=signing_secret, client=client, service=service)
@@ -94,16 +115,28 @@ def serve() -> int:
         if service
         else None
     )
-    return _run(app, settings, scheduler)
+    return _run(app, settings, scheduler, readiness)
 
 
-def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | None:
-    """The release service on the configured apps file, Redis, cluster and Slack; None (and a
-    warning) when the apps file or Redis is not configured: the bot then only answers help."""
+def fatal(reason: str, exit_code: int) -> int:
+    """Why the bot stops, as the last log line and as one plain line on stderr; the exit code."""
+    log.error("fatal", reason=reason, exit_code=exit_code)
+    print(f"release-bot: {reason}", file=sys.stderr, flush=True)
+    return exit_code
+
+
+def build_service(
+    *, settings: Settings, client: WebClient, readiness: Readiness
+) -> ReleaseService | None:
+    """The release service on the configured apps file, Redis, cluster and Slack, with their
+    readiness checks; None (and a warning) when the apps file or Redis is not configured: the
+    bot then only answers help, and /readyz says releases_configured false and what is missing."""
     config_path, redis = settings.release_bot_config, settings.redis_url or settings.redis_sentinels
     if config_path is None or redis is None:
         unset = (("RELEASE_BOT_CONFIG", config_path), ("REDIS_URL or REDIS_SENTINELS", redis))
-        log.warning("releases_disabled", missing=[name for name, value in unset if value is None])
+        missing = [name for name, value in unset if value is None]
+        log.warning("releases_disabled", missing=missing)
+        readiness.add("releases_configured", lambda: False, detail={"missing": missing})
         return None
     config = load_config(*str(config_path).split(":"))
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
@@ -113,6 +146,12 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
         replicas_to_wait=settings.redis_replicas_to_wait,
         wait_ms=settings.release_bot_redis_wait_ms,
     )
+    api = build_api_client(kubeconfig)
+    readiness.add("releases_configured", lambda: True)
+    readiness.add("redis", _probe(store.ping))
+    readiness.add(
+        "kube_apiserver", _probe(lambda: apiserver_ready(api, timeout_s=READINESS_TIMEOUT_S))
+    )
     crash_at = settings.release_bot_crash_at
     return ReleaseService(
         config=config,
@@ -120,7 +159,7 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
         leases=Leases(store=store, ttl_s=settings.release_bot_lease_seconds),
         clock=ServerClock(store=store),
         crash_at=CrashPoint(crash_at) if crash_at else None,
-        cluster=KubernetesCluster(build_api_client(kubeconfig)),
+        cluster=KubernetesCluster(api),
         announcer=SlackAnnouncer(client=client, config=config),
         checks=CanaryChecks(metrics=metrics),
     )
@@ -138,21 +177,37 @@ def _connect_redis(settings: Settings) -> Any:
     )
 
 
-def _run(app: App, settings: Settings, scheduler: Scheduler | None) -> int:
+def _probe(check: Callable[[], bool]) -> CachedCheck:
+    return CachedCheck(check, timeout_s=READINESS_TIMEOUT_S, max_age_s=READINESS_MAX_AGE_S)
+
+
+def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: Readiness) -> int:
     stopper = Stopper()
     verifier = SlackTokenVerifier(app.client, on_rejected=stopper.fail)
-    readiness = Readiness()
     readiness.add("slack_auth", verifier.verified.is_set)
     app_token = settings.slack_app_token
     socket_mode = SocketModeHandler(app, app_token.get_secret_value()) if app_token else None
     mode = "socket" if socket_mode else "http"
     log.info("starting", mode=mode, port=settings.port, slack_api_url=settings.slack_api_url)
-    if socket_mode is not None and not _connect_socket_mode(socket_mode, readiness):
-        return EXIT_SLACK_REFUSED
     wsgi_app = build_wsgi_app(
         slack_events=None if socket_mode else SlackRequestHandler(app), readiness=readiness
     )
-    server = create_server(wsgi_app, host="0.0.0.0", port=settings.port, ident="release-bot")
+    try:  # bind first: a taken port fails at once, before anything talks to Slack
+        server = create_server(wsgi_app, host="0.0.0.0", port=settings.port, ident="release-bot")
+    except OSError as error:
+        return fatal(
+            f"cannot listen on PORT {settings.port}: {error.strerror or error}; another process "
+            "holds it (stop it or choose another PORT)",
+            EXIT_PORT_UNAVAILABLE,
+        )
+    if socket_mode is not None:
+        failure = _connect_socket_mode(socket_mode, readiness, settings.slack_api_url)
+        if failure is not None:
+            # Its threads would go on reconnecting, and logging, after the fatal line.
+            socket_mode.client.logger.disabled = True
+            socket_mode.client.close()
+            server.close()
+            return fatal(*failure)
     signal.signal(signal.SIGTERM, stopper.on_signal)
     verifier.start()
     if scheduler is not None:
@@ -170,17 +225,32 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None) -> int:
     return stopper.exit_code
 
 
-def _connect_socket_mode(handler: SocketModeHandler, readiness: Readiness) -> bool:
+def _connect_socket_mode(
+    handler: SocketModeHandler, readiness: Readiness, api_url: str
+) -> tuple[str, int] | None:
+    """Open the Socket Mode WebSocket; (why not, exit code) when that fails."""
     try:
         handler.client.connect()
     except SlackApiError as error:
-        reason = error.response.get("error")
-        log.error(
-            "fatal", reason=f"Slack refused the Socket Mode connection (SLACK_APP_TOKEN): {reason}"
+        reason = (
+            f"Slack refused the Socket Mode connection (SLACK_APP_TOKEN): {_slack_error(error)}"
         )
-        return False
+        return reason, EXIT_SLACK_REFUSED
+    except OSError as error:  # urllib's URLError, after the client's retries: no answer at all
+        cause = str(getattr(error, "reason", None) or error)
+        return (
+            f"Slack unreachable at SLACK_API_URL {api_url} to open Socket Mode "
+            f"(apps.connections.open): {cause}; check SLACK_API_URL and the network",
+            EXIT_SLACK_UNREACHABLE,
+        )
+    if not handler.client.is_connected():  # slack_sdk logs the WebSocket's failure and goes on
+        return (
+            "Slack's Socket Mode WebSocket could not be opened (the URL apps.connections.open "
+            "gave is unreachable); check the network and proxies",
+            EXIT_SLACK_UNREACHABLE,
+        )
     readiness.add("slack_socket_mode", handler.client.is_connected)
-    return True
+    return None
 
 
 class Stopper:
@@ -194,8 +264,7 @@ class Stopper:
         raise SystemExit(self.exit_code)  # waitress's loop catches it and shuts down its threads
 
     def fail(self, reason: str) -> None:
-        log.error("fatal", reason=reason)
-        self.exit_code = EXIT_SLACK_REFUSED
+        self.exit_code = fatal(reason, EXIT_SLACK_REFUSED)
         _thread.interrupt_main(signal.SIGTERM)
 
 
@@ -204,12 +273,75 @@ class Readiness:
 
     def __init__(self) -> None:
         self._checks: dict[str, Callable[[], bool]] = {}
+        self._details: dict[str, Any] = {}
 
-    def add(self, name: str, check: Callable[[], bool]) -> None:
+    def add(self, name: str, check: Callable[[], bool], *, detail: Any = None) -> None:
+        """`detail` (JSON) is shown under /readyz's "details" while the check fails."""
         self._checks[name] = check
+        if detail is not None:
+            self._details[name] = detail
 
     def report(self) -> dict[str, bool]:
         return {name: _passes(check) for name, check in self._checks.items()}
+
+    def body(self) -> dict[str, Any]:
+        """/readyz's JSON: ready, every check's result, and the details of the failing ones."""
+        checks = self.report()
+        body: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
+        details = {
+            name: self._details[name]
+            for name, ok in checks.items()
+            if not ok and name in self._details
+        }
+        if details:
+            body["details"] = details
+        return body
+
+
+class CachedCheck:
+    """A check that asks another system (Redis, the apiserver), cheap enough for every probe.
+
+    Its answer stands for `max_age_s`; a fresh one is asked for in a worker thread, one at a
+    time, and a caller waits at most `timeout_s` for it: a check still running (a hung server)
+    counts as failing, and callers never pile up threads behind it."""
+
+    def __init__(
+        self,
+        check: Callable[[], bool],
+        *,
+        timeout_s: float,
+        max_age_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._timeout_s = timeout_s
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._passed = False
+        self._checked_at: float | None = None
+        self._running: threading.Event | None = None  # set when the running check is done
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if self._checked_at is not None and self._clock() - self._checked_at < self._max_age_s:
+                return self._passed
+            done = self._running
+            if done is None:
+                done = self._running = threading.Event()
+                threading.Thread(
+                    target=self._refresh, args=(done,), name="readiness-check", daemon=True
+                ).start()
+        if not done.wait(self._timeout_s):
+            return False
+        with self._lock:
+            return self._passed
+
+    def _refresh(self, done: threading.Event) -> None:
+        passed = _passes(self._check)
+        with self._lock:
+            self._passed, self._checked_at, self._running = passed, self._clock(), None
+        done.set()
 
 
 def _passes(check: Callable[[], bool]) -> bool:
@@ -303,14 +435,13 @@ def build_wsgi_app(
         if path == "/healthz":
             return _respond(start_response, "200 OK", {"status": "ok"})
         if path == "/readyz":
-            checks = readiness.report()
-            ready = all(checks.values())
-            status = "200 OK" if ready else "503 Service Unavailable"
-            return _respond(start_response, status, {"ready": ready, "checks": checks})
+            body = readiness.body()
+            status = "200 OK" if body["ready"] else "503 Service Unavailable"
+            return _respond(start_response, status, body)
         if path == "/metrics":
             exposition: Iterable[bytes] = metrics(environ, start_response)
             return exposition
-        if path == "/slack/events" and events is not None:
+        if path == SLACK_EVENTS_PATH and events is not None:
             return events(environ, start_response)
         return _respond(start_response, "404 Not Found", {"error": f"no route for {path}"})
 

@@ -10,7 +10,14 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SLACK_API_URL_DEFAULT = "https://slack.com/api/"
@@ -21,13 +28,18 @@ REDIS_WAIT_MS_DEFAULT = 500
 
 _HELP = {
     "SLACK_BOT_TOKEN": "the bot token (xoxb-...) from the Slack app's OAuth page",
-    "SLACK_SIGNING_SECRET": "the signing secret from the Slack app's Basic Information page",
+    "SLACK_SIGNING_SECRET": "the signing secret from the Slack app's Basic Information page "
+    "(HTTP mode only)",
     "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, for Socket Mode",
     "SLACK_API_URL": "the Slack Web API base URL",
+    "PROMETHEUS_URL": "metrics for the apps that name no prometheus_url of their own",
+    "KUBECONFIG": "outside a cluster only; in a pod the service account is used",
+    "RELEASE_BOT_CONFIG": "path of the apps and plans file (release-bot check-config FILE)",
     "PORT": "the HTTP port to listen on",
     "RELEASE_BOT_TICK_SECONDS": "seconds between two scheduler passes over the active releases",
     "RELEASE_BOT_LEASE_SECONDS": "how long a replica's claim on a release outlives the replica",
-    "REDIS_URL": "the Redis URL (redis://host:port/db); or REDIS_SENTINELS for Sentinel",
+    "REDIS_URL": "release state, locks, leases and audit trail (redis://host:port/db; use AOF "
+    "persistence); or REDIS_SENTINELS for Sentinel",
     "REDIS_SENTINELS": "Sentinel addresses, host:port,host:port,... (instead of REDIS_URL)",
     "REDIS_SENTINEL_MASTER": "the master name the Sentinels monitor (with REDIS_SENTINELS)",
     "RELEASE_BOT_REDIS_REPLICAS_TO_WAIT": "replicas that must confirm each saved transition",
@@ -47,8 +59,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, env_ignore_empty=True, extra="ignore")
 
     slack_bot_token: SecretStr
-    slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = Field(default=None, validate_default=True)
+    """Required in HTTP mode; validated after slack_app_token, which decides the mode."""
     slack_api_url: str = SLACK_API_URL_DEFAULT
     redis_url: str | None = None
     redis_sentinels: str | None = None
@@ -155,13 +168,17 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not")
         return self
 
-    @model_validator(mode="after")
-    def _http_mode_needs_signing_secret(self) -> Settings:
-        if not self.socket_mode and self.slack_signing_secret is None:
-            raise ValueError(
-                "SLACK_SIGNING_SECRET is required in HTTP mode (no SLACK_APP_TOKEN is set)"
-            )
-        return self
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _http_mode_needs_signing_secret(
+        cls, secret: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        """A field validator, not a model one, so it is reported with every other bad variable;
+        a bad SLACK_APP_TOKEN (absent from info.data) is reported alone."""
+        http_mode = "slack_app_token" in info.data and info.data["slack_app_token"] is None
+        if secret is None and http_mode:
+            raise ValueError("is required in HTTP mode (no SLACK_APP_TOKEN is set)")
+        return secret
 
 
 def parse_host_ports(text: str) -> list[tuple[str, int]]:
@@ -201,3 +218,20 @@ def _describe(error: ValidationError) -> str:
         else:
             lines.append(reason)
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def environment_help() -> list[tuple[str, str]]:
+    """(variable, one line) for every field of Settings, in order, for `release-bot serve --help`.
+
+    Built from the fields and _HELP, so a field without a line raises KeyError here (and in
+    tests/test_serve_cli.py) instead of going undocumented."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        variable = name.upper()
+        text = _HELP[variable]
+        if field.is_required():
+            text += " (required)"
+        elif field.default is not None:
+            text += f" (default {field.default})"
+        lines.append((variable, text))
+    return lines

@@ -1,6 +1,7 @@
 """Kubernetes API access, called by every bot/kube module; the server builds its ApiClient.
 
-The server (bot.entrypoints.server) builds the ApiClient at start-up with `build_api_client`;
+The server (bot.entrypoints.server) builds the ApiClient at start-up with `build_api_client`
+and asks `apiserver_ready` for its /readyz;
 workloads, routers and preflight read and write objects through `NamespacedResources`.
 
 Objects travel as plain dicts (the JSON the apiserver speaks), so no field a typed model does
@@ -74,6 +75,20 @@ def build_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
         raise PermanentError(
             f"cannot configure the Kubernetes client from {source}: {error}"
         ) from error
+
+
+def apiserver_ready(api: k8s.ApiClient, *, timeout_s: float) -> bool:
+    """True when the apiserver answers GET /readyz with 200 within `timeout_s`: the server's
+    readiness check (every identity may read /readyz: the system:public-info-viewer role)."""
+    request = api.param_serialize(
+        "GET", "/readyz", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
+    )
+    try:
+        response = api.call_api(*request, _request_timeout=timeout_s)
+        response.read()  # type: ignore[no-untyped-call]  # all of it: the connection is reused
+    except (ApiException, urllib3.exceptions.HTTPError, OSError):
+        return False
+    return bool(response.status == 200)
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,6 +190,14 @@ class ReleaseStore:
         self._take_lease = client.register_script(_TAKE_LEASE)
         self._drop_lease = client.register_script(_DROP_LEASE)
 
+    def ping(self) -> bool:
+        """True when Redis answers PING within the client's timeouts (see `connect`); the
+        server's readiness check."""
+        try:
+            return bool(self._redis.ping())
+        except (redis.RedisError, OSError):
+            return False
+
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 

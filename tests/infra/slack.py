@@ -5,7 +5,7 @@ A pytest plugin (listed in tests/conftest.py). Fixtures:
 - `slack_api`: the same stand-in, reset for the test (no calls, messages or faults left over);
 - `slack_requests`: builds requests signed with the bot's signing secret;
 - `launch_bot`: starts `python -m bot.entrypoints.cli serve` with extra environment, waits
-  for /readyz;
+  until it is up (`BotProcess.is_up`: /readyz passes every check the environment allows);
 - `bot_process`: one bot launched with the defaults (HTTP mode, LOG_LEVEL=DEBUG).
 """
 
@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -32,6 +33,8 @@ SIGNING_SECRET = secrets.token_hex(16)
 BOT_READY_TIMEOUT_S = 30.0
 INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 """The only variables a bot process inherits: the test decides all of its configuration."""
+RELEASE_VARIABLES = ("RELEASE_BOT_CONFIG", "REDIS_URL")
+"""Without both the bot answers only `/release help` and /readyz says releases_configured false."""
 
 
 @dataclass
@@ -75,6 +78,24 @@ class BotProcess:
     def is_ready(self) -> bool:
         self.process.ensure_alive()
         return self.client.get("/readyz").status_code == 200
+
+    @property
+    def releases_configured(self) -> bool:
+        return all(name in self.environment for name in RELEASE_VARIABLES)
+
+    def readiness(self) -> dict[str, Any]:
+        """/readyz's JSON body."""
+        self.process.ensure_alive()
+        body: dict[str, Any] = self.client.get("/readyz").json()
+        return body
+
+    def is_up(self) -> bool:
+        """Ready, or (without RELEASE_VARIABLES: a bot that only answers help) ready but for
+        releases_configured, which such a bot reports false on purpose."""
+        if self.releases_configured:
+            return self.is_ready()
+        checks = dict(self.readiness()["checks"])
+        return checks.pop("releases_configured") is False and all(checks.values())
 
 
 LaunchBot = Callable[..., BotProcess]
@@ -123,7 +144,7 @@ def launch_bot(slack_api: SlackStandIn, tmp_path: Path) -> Iterator[LaunchBot]:
         launched.append(bot)
         bot.process.start()
         if wait_ready:
-            wait_until(bot.is_ready, timeout_s=BOT_READY_TIMEOUT_S, what="release-bot serve")
+            wait_until(bot.is_up, timeout_s=BOT_READY_TIMEOUT_S, what="release-bot serve")
         return bot
 
     yield launch
