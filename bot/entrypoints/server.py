@@ -48,6 +48,7 @@ from bot.entrypoints.exit_codes import (
     EXIT_SLACK_REFUSED,
     EXIT_SLACK_UNREACHABLE,
 )
+from bot.entrypoints.request_guard import guard_slack_events
 from bot.entrypoints.settings import Settings, SettingsError, load_settings
 from bot.kube.client import apiserver_ready, build_api_client
 from bot.kube.reconciler import KubernetesCluster
@@ -424,11 +425,12 @@ def _log_auth_test_retry(state: RetryCallState) -> None:
 
 
 def build_wsgi_app(
-    *, slack_events: WSGIApplication | None, readiness: Readiness
+    *, slack_events: SlackRequestHandler | None, readiness: Readiness
 ) -> WSGIApplication:
-    """Route /healthz, /readyz, /metrics and (when given) /slack/events; 404 for anything else."""
+    """Route /healthz, /readyz, /metrics and (when given) /slack/events; 404 for anything else.
+    /slack/events goes through request_guard first (signature, size and body checks)."""
     metrics = make_wsgi_app()
-    events = _timed(slack_events) if slack_events is not None else None
+    events = _timed(guard_slack_events(slack_events)) if slack_events is not None else None
 
     def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

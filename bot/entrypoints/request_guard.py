@@ -1,0 +1,147 @@
+"""WSGI middleware in front of Bolt's /slack/events handler; called by server.build_wsgi_app.
+
+Every request to /slack/events passes these checks, in this order, before Bolt sees it:
+
+1. POST only (405 otherwise);
+2. a Content-Length of at most MAX_BODY_BYTES (1 MiB; Slack's payloads are a few KiB): 400,
+   and the body is not read;
+3. Slack's signature (`X-Slack-Signature`, HMAC-SHA256 of `v0:{timestamp}:{body}` with the
+   signing secret) and a timestamp within MAX_CLOCK_SKEW_S (5 min) of now: 401 otherwise, so a
+   forged, tampered or replayed request never reaches a parser or a listener;
+4. a body Bolt can read: UTF-8, `application/x-www-form-urlencoded` or `application/json`, and
+   parsed by Bolt's own BoltRequest without error (a `payload` that is not a JSON object...):
+   400 otherwise.
+
+A rejection is answered with a short JSON error and logged as one line naming the reason: no
+traceback, and nothing from the body or the headers (which may carry a token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+import structlog
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.request import BoltRequest
+
+MAX_BODY_BYTES = 1024 * 1024
+"""The largest body accepted on /slack/events; Slack's own payloads stay far below."""
+
+MAX_CLOCK_SKEW_S = 5 * 60
+"""A request whose X-Slack-Request-Timestamp is further from now is a replay (Slack's advice)."""
+
+ACCEPTED_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded", "application/json"})
+"""Slash commands and interactivity are form-encoded; the Events API posts JSON."""
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+
+log = structlog.get_logger("release_bot.request_guard")
+
+
+class Rejected(Exception):
+    """A request refused before Bolt: the HTTP status and a short reason for the answer."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def guard_slack_events(
+    handler: SlackRequestHandler, *, clock: Callable[[], float] = time.time
+) -> WSGIApplication:
+    """`handler` behind the checks above, with the signing secret its Bolt app verifies with."""
+    return SlackEventsGuard(handler, signing_secret=handler.app._signing_secret, clock=clock)
+
+
+class SlackEventsGuard:
+    """The WSGI application that checks a request, then hands it to Bolt (see the module doc)."""
+
+    def __init__(
+        self,
+        events: WSGIApplication,
+        *,
+        signing_secret: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._events = events
+        self._secret = signing_secret.encode()
+        self._clock = clock
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            body = self._checked_body(environ)
+        except Rejected as rejected:
+            log.warning("slack_request_rejected", status=rejected.status, reason=rejected.reason)
+            headers = [("Allow", "POST")] if rejected.status.startswith("405") else []
+            return _respond(start_response, rejected.status, {"error": rejected.reason}, headers)
+        checked = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+        return self._events(checked, start_response)
+
+    def _checked_body(self, environ: WSGIEnvironment) -> bytes:
+        if environ.get("REQUEST_METHOD") != "POST":
+            raise Rejected("405 Method Not Allowed", "only POST is accepted")
+        body = _read_body(environ)
+        self._verify_signature(environ, body)
+        _check_parses(environ, body)
+        return body
+
+    def _verify_signature(self, environ: WSGIEnvironment, body: bytes) -> None:
+        timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
+        signature = environ.get("HTTP_X_SLACK_SIGNATURE", "")
+        if not self._secret or not _TIMESTAMP.fullmatch(timestamp):
+            raise Rejected("401 Unauthorized", "invalid request signature")
+        if abs(self._clock() - int(timestamp)) > MAX_CLOCK_SKEW_S:
+            raise Rejected("401 Unauthorized", "stale request timestamp")
+        if not _SIGNATURE.fullmatch(signature):
+            raise Rejected("401 Unauthorized", "invalid request signature")
+        base = b"v0:" + timestamp.encode() + b":" + body
+        expected = "v0=" + hmac.new(self._secret, base, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise Rejected("401 Unauthorized", "invalid request signature")
+
+
+def _read_body(environ: WSGIEnvironment) -> bytes:
+    declared = environ.get("CONTENT_LENGTH") or "0"
+    if not declared.isdigit():
+        raise Rejected("400 Bad Request", "invalid Content-Length")
+    length = int(declared)
+    if length > MAX_BODY_BYTES:
+        raise Rejected("400 Bad Request", f"request body over {MAX_BODY_BYTES} bytes")
+    stream = environ.get("wsgi.input")
+    body: bytes = stream.read(length) if stream is not None and length else b""
+    return body
+
+
+def _check_parses(environ: WSGIEnvironment, body: bytes) -> None:
+    """Bolt's own parsing of the request, done here so its failure is a 400, not a crash."""
+    content_type = environ.get("CONTENT_TYPE", "")
+    if content_type.split(";", 1)[0].strip().lower() not in ACCEPTED_CONTENT_TYPES:
+        raise Rejected("400 Bad Request", "unsupported Content-Type")
+    try:
+        text = body.decode("utf-8")
+        request = BoltRequest(body=text, headers={"content-type": content_type})
+    except Exception as error:  # whatever Bolt's parser trips on: a JSON error, a wrong shape
+        raise Rejected("400 Bad Request", "malformed request body") from error
+    if not isinstance(request.body, dict):
+        raise Rejected("400 Bad Request", "malformed request body")
+
+
+def _respond(
+    start_response: StartResponse,
+    status: str,
+    body: dict[str, str],
+    extra_headers: list[tuple[str, str]],
+) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    start_response(status, [*headers, *extra_headers])
+    return [payload]
