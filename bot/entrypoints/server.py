@@ -112,6 +112,7 @@ def build_service(*, settings: Settings, client: WebClient) -> ReleaseService | 
         _connect_redis(settings),
         replicas_to_wait=settings.redis_replicas_to_wait,
         wait_ms=settings.release_bot_redis_wait_ms,
+        audit_retention_days=settings.release_bot_audit_retention_days,
     )
     crash_at = settings.release_bot_crash_at
     return ReleaseService(
