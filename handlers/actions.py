@@ -81,7 +81,10 @@ def _click(service: ReleaseService | None, body: dict[str, Any], action: dict[st
             return ""
         user = body["user"]["id"]
         event = _EVENTS[action["action_id"]](user, button.stage_index)
-        outcome = service.act_on_release(release_id=button.release_id, event=event, actor=user)
+        channel = (body.get("channel") or {}).get("id")  # where the card was clicked
+        outcome = service.act_on_release(
+            release_id=button.release_id, event=event, actor=user, channel=channel
+        )
     except (InvalidButtonValue, ReleaseBotError) as error:
         return f":warning: {error}. Nothing was changed."
     except Exception:

@@ -134,9 +134,11 @@ def _outcome(
                 False, "blue-green releases are not available yet; use `/release canary`."
             )
         case commands.Lock():
-            return service.lock(app_name=command.app, user=user, reason=command.reason)
+            return service.lock(
+                app_name=command.app, user=user, reason=command.reason, channel=channel
+            )
         case commands.Unlock():
-            return service.unlock(app_name=command.app, user=user)
+            return service.unlock(app_name=command.app, user=user, channel=channel)
         case (
             commands.Advance()
             | commands.Approve()
@@ -145,7 +147,8 @@ def _outcome(
             | commands.Rollback()
             | commands.Promote()
         ):
-            return service.act(app_name=command.app, event=_event(command, user), actor=user)
+            event = _event(command, user)
+            return service.act(app_name=command.app, event=event, actor=user, channel=channel)
     raise TypeError(f"not a command that changes anything: {command!r}")
 
 

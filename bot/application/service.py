@@ -127,7 +127,8 @@ class ReleaseService:
                 )
             except _NOT_TAKEN_UP as refusal:
                 if isinstance(refusal, AppBusy | AppLocked):
-                    self._audit(app_name, "-", user, "start", f"refused: {refusal}")
+                    refused = f"refused: {refusal}"
+                    self._audit(app_name, "-", user, "start", refused, channel=channel)
                     telemetry.count_transition(telemetry.START_EVENT, applied=False)
                 return Outcome(False, str(refusal), not_taken_up=True)
         telemetry.count_transition(telemetry.START_EVENT, applied=outcome.applied)
@@ -146,7 +147,8 @@ class ReleaseService:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
         preflight = self._cluster.preflight(app, version)
         if preflight.blocked:
-            self._audit(app.name, "-", user, "start", f"refused by preflight: {preflight.summary}")
+            refused = f"refused by preflight: {preflight.summary}"
+            self._audit(app.name, "-", user, "start", refused, channel=channel)
             return Outcome(
                 False,
                 f"Preflight refused the release of {app.name} {version}:\n{preflight.summary}",
@@ -168,7 +170,8 @@ class ReleaseService:
         effects = (*started.effects, preflight_notice)
         release = with_outbox(started.release, effects)
         with _working_on(release):
-            entry = self._entry(release, user, "start", "applied", f"{version} (plan {plan.name})")
+            detail = f"{version} (plan {plan.name})"
+            entry = self._entry(release, user, "start", "applied", detail, channel=channel)
             stored = self._store.create(release, entry=entry)
             _log_applied(entry, app=app.name)
             with self._leases.hold_release(release.id) as leased:  # else another replica's pass
@@ -179,39 +182,46 @@ class ReleaseService:
                     stored = self._deliver(leased)
         return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
 
-    def act(self, *, app_name: str, event: Event, actor: str) -> Outcome:
-        """Apply a person's event to the app's active release."""
+    def act(
+        self, *, app_name: str, event: Event, actor: str, channel: str | None = None
+    ) -> Outcome:
+        """Apply a person's event to the app's active release; `channel`: the Slack channel the
+        request came from, for the audit trail."""
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         stored = self._store.active(app_name)
         if stored is None:
             return Outcome(False, f"{app_name} has no active release.")
-        return self._apply(stored, event, actor=actor)
+        return self._apply(stored, event, actor=actor, channel=channel)
 
-    def act_on_release(self, *, release_id: str, event: Event, actor: str) -> Outcome:
+    def act_on_release(
+        self, *, release_id: str, event: Event, actor: str, channel: str | None = None
+    ) -> Outcome:
         """Apply a button's event to the release it was shown for (finished or not)."""
         stored = self._store.get(release_id)
         if stored is None:
             return Outcome(False, f"release {release_id} is unknown; nothing was changed.")
-        return self._apply(stored, event, actor=actor)
+        return self._apply(stored, event, actor=actor, channel=channel)
 
-    def lock(self, *, app_name: str, user: str, reason: str) -> Outcome:
+    def lock(self, *, app_name: str, user: str, reason: str, channel: str | None = None) -> Outcome:
         """A deploy lock: new releases of the app are refused until unlocked."""
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
         self._store.lock(app.name, by=user, reason=reason, at=self._clock())
-        self._audit(app.name, "-", user, "lock", f"applied: {reason or 'no reason given'}")
+        applied = f"applied: {reason or 'no reason given'}"
+        self._audit(app.name, "-", user, "lock", applied, channel=channel)
         return Outcome(True, f"{app.name} is locked: new releases are refused until unlocked.")
 
-    def unlock(self, *, app_name: str, user: str) -> Outcome:
+    def unlock(self, *, app_name: str, user: str, channel: str | None = None) -> Outcome:
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
         previous = self._store.unlock(app.name)
         if previous is None:
             return Outcome(False, f"{app.name} was not locked.")
-        self._audit(app.name, "-", user, "unlock", f"applied (locked by {previous.by})")
+        applied = f"applied (locked by {previous.by})"
+        self._audit(app.name, "-", user, "unlock", applied, channel=channel)
         return Outcome(True, f"{app.name} is unlocked (it was locked by <@{previous.by}>).")
 
     def _unknown_app(self, app_name: str) -> Outcome:
@@ -299,11 +309,16 @@ class ReleaseService:
                 return RollbackDone()
         return None
 
-    def _apply(self, stored: StoredRelease, event: Event, *, actor: str) -> Outcome:
+    def _apply(
+        self, stored: StoredRelease, event: Event, *, actor: str, channel: str | None = None
+    ) -> Outcome:
+        """`channel` None: an automatic action (the scheduler's), or one from no Slack channel."""
         with _working_on(stored.release):
-            return self._apply_in_context(stored, event, actor=actor)
+            return self._apply_in_context(stored, event, actor=actor, channel=channel)
 
-    def _apply_in_context(self, stored: StoredRelease, event: Event, *, actor: str) -> Outcome:
+    def _apply_in_context(
+        self, stored: StoredRelease, event: Event, *, actor: str, channel: str | None
+    ) -> Outcome:
         action = type(event).__name__
         for _ in range(SAVE_ATTEMPTS):
             decided = transition(stored.release, event, now=self._clock())
@@ -315,10 +330,12 @@ class ReleaseService:
                     actor,
                     action,
                     f"refused: {decided.reason}",
+                    channel=channel,
                 )
                 return Outcome(False, decided.reason, stored.release)
             release = with_outbox(decided.release, decided.effects)
-            entry = self._entry(release, actor, action, "applied", _event_detail(event))
+            detail = _event_detail(event)
+            entry = self._entry(release, actor, action, "applied", detail, channel=channel)
             try:
                 saved = self._store.save(
                     stored, release, entry=entry, finished=release.phase.is_terminal
@@ -410,8 +427,16 @@ class ReleaseService:
             os._exit(CRASH_EXIT_CODE)
 
     def _entry(
-        self, release: Release, actor: str, action: str, outcome: str, detail: str = ""
+        self,
+        release: Release,
+        actor: str,
+        action: str,
+        outcome: str,
+        detail: str = "",
+        *,
+        channel: str | None,
     ) -> HistoryEntry:
+        """The audit entry of an applied transition, saved with the release in one write."""
         return HistoryEntry(
             at=self._clock().isoformat(),
             release_id=release.id,
@@ -421,15 +446,29 @@ class ReleaseService:
             detail=detail,
             stage=release.stage_index,
             phase=release.phase.value,
+            app=release.app,
+            channel=channel,
         )
 
-    def _audit(self, app: str, release_id: str, actor: str, action: str, outcome: str) -> None:
+    def _audit(
+        self,
+        app: str,
+        release_id: str,
+        actor: str,
+        action: str,
+        outcome: str,
+        *,
+        channel: str | None,
+    ) -> None:
+        """An audit entry for what changed no release: refusals, locks and unlocks."""
         entry = HistoryEntry(
             at=self._clock().isoformat(),
             release_id=release_id,
             actor=actor,
             action=action,
             outcome=outcome,
+            app=app,
+            channel=channel,
         )
         self._store.append_history(app, entry)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Protocol
 
@@ -119,7 +119,12 @@ class DeployLock:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One line of the audit trail: who did what, when, and what came of it."""
+    """One line of the audit trail: who did what, when, where and what came of it.
+
+    `at` is a UTC ISO 8601 time; `actor` a Slack user id, or "release-bot" for the scheduler's
+    automatic actions; `channel` the Slack channel the request came from (None for automatic
+    actions); `release_id` "-" for actions on no release (locks, refused starts). Entries
+    written before `app` and `channel` existed load with their defaults ("" and None)."""
 
     at: str
     release_id: str
@@ -129,13 +134,18 @@ class HistoryEntry:
     detail: str = ""
     stage: int | None = None
     phase: str | None = None
+    app: str = ""
+    channel: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> HistoryEntry:
-        return cls(**json.loads(text))
+        """An entry as stored; fields it lacks take their defaults, ones it has that this
+        version does not know (written by a newer bot) are left out."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in json.loads(text).items() if key in known})
 
 
 class StorePort(Protocol):
@@ -164,7 +174,6 @@ class StorePort(Protocol):
     def append_history(self, app: str, entry: HistoryEntry) -> None: ...
 
     def history(self, app: str, *, limit: int = 50) -> list[HistoryEntry]: ...
-
     def lock(self, app: str, *, by: str, reason: str, at: datetime) -> DeployLock: ...
 
     def unlock(self, app: str) -> DeployLock | None: ...

@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="canary: a good release, approved and promoted (default); "
         "rollback: a bad canary rolled back automatically",
     )
+    audit = commands.add_parser("audit", help="the audit trail kept in Redis")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_commands.add_parser(
+        "export",
+        help="print the audit trail as JSON lines, oldest first (needs REDIS_URL or "
+        "REDIS_SENTINELS with REDIS_SENTINEL_MASTER; no Slack token)",
+    )
+    export.add_argument("--app", help="one app's trail (default: every app's, merged by time)")
+    export.add_argument(
+        "--since",
+        metavar="T",
+        help="only entries from T on: an ISO 8601 time, or a duration such as 7d (the last 7 days)",
+    )
     return parser
 
 
@@ -82,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.entrypoints.demo import run_demo
 
         return run_demo(scenario=args.scenario)
+    if args.command == "audit":
+        from bot.entrypoints.audit import export_command
+
+        return export_command(app=args.app, since=args.since)
     from bot.entrypoints.check_config import check_config_command
 
     return check_config_command(args.file, live=args.live)

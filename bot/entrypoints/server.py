@@ -146,6 +146,7 @@ def build_service(
         _connect_redis(settings),
         replicas_to_wait=settings.redis_replicas_to_wait,
         wait_ms=settings.release_bot_redis_wait_ms,
+        audit_retention_days=settings.release_bot_audit_retention_days,
     )
     api = build_api_client(kubeconfig)
     readiness.add("releases_configured", lambda: True)

@@ -47,6 +47,7 @@ _HELP = {
     "RELEASE_BOT_REDIS_REPLICAS_TO_WAIT": "replicas that must confirm each saved transition",
     "RELEASE_BOT_REDIS_WAIT_MS": "how long a save waits for the replicas to confirm it",
     "RELEASE_BOT_CRASH_AT": "recovery drills only: saved or reconciled",
+    "RELEASE_BOT_AUDIT_RETENTION_DAYS": "days an audit entry is kept (trimmed as entries append)",
     "LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
 }
 
@@ -83,6 +84,8 @@ class Settings(BaseSettings):
     release_bot_crash_at: Literal["saved", "reconciled"] | None = None
     """Recovery drills only: die at that point of the next transition (see
     bot.application.service)."""
+    release_bot_audit_retention_days: int = Field(default=400, ge=1)
+    """Audit entries older than this are trimmed as new ones are appended (bot.redis.store)."""
     port: int = Field(default=PORT_DEFAULT, ge=1, le=65535)
     log_level: str = "INFO"
 

@@ -5,13 +5,20 @@ Keys (prefix `rb:`):
   active:{app}    id of the app's one active release
   active          set of active release ids
   undelivered     set of release ids with Slack messages (card, thread replies) still to post
-  history:{app}   list: the app's append-only audit trail (JSON entries)
+  history:{app}   list: the app's append-only audit trail (JSON entries, oldest first)
   lock:{app}      hash: by, reason, at (a deploy lock)
   delivery:{key}  Slack deliveries already taken (trigger ids; expire after a day)
   lease:{id}      which bot replica (and thread) works the release now; expires unless renewed
 
 Every write is one Lua script, so it is atomic and a concurrent writer loses
 instead of overwriting: saves compare the revision they read.
+
+Audit retention (`audit_retention_days`, RELEASE_BOT_AUDIT_RETENTION_DAYS, default 400): the
+script that appends an entry to history:{app} (create, save, append_history) first pops, from the
+list's head, the entries whose `at` is more than the retention before the new entry's `at`
+(at most TRIM_BATCH a time, the rest on the next appends). So trimming happens on append, in the
+same atomic script, compared at the second on UTC times; an app nobody acts on keeps its old
+entries until its next entry. Entries are never edited: only the oldest ones leave, whole.
 
 Durability (`replicas_to_wait` > 0, the default behind Sentinel): each write that changes release
 state or a deploy lock (create, save, lock, unlock) is followed by `WAIT replicas wait_ms`, and
@@ -25,10 +32,11 @@ in a failover costs a log line, not a release state.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
-from datetime import UTC, datetime
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -48,28 +56,55 @@ from bot.core.ports import (
 from bot.core.release import Release
 
 DELIVERY_TTL_S = 24 * 3600
+AUDIT_RETENTION_DAYS_DEFAULT = 400
+TRIM_BATCH = 1000
 
-_CREATE = """
+# Pops the entries of history list `key` dated before `cutoff` (UTC 'YYYY-MM-DDTHH:MM:SS'), oldest
+# first, at most `most`; stops at the first entry it cannot date, so nothing undated is lost.
+_TRIM = """
+local function trim_history(key, cutoff, most)
+  for _ = 1, most do
+    local head = redis.call('LINDEX', key, 0)
+    if not head then return end
+    local ok, entry = pcall(cjson.decode, head)
+    if not ok or type(entry) ~= 'table' or type(entry['at']) ~= 'string' then return end
+    if string.sub(entry['at'], 1, 19) >= cutoff then return end
+    redis.call('LPOP', key)
+  end
+end
+"""
+
+# ARGV: release id, json, history entry, trim cutoff, trim batch.
+_CREATE = (
+    _TRIM
+    + """
 local lock = redis.call('HGETALL', KEYS[2])
 if #lock > 0 then return {'locked', cjson.encode(lock)} end
 local holder = redis.call('GET', KEYS[1])
 if holder then return {'busy', holder} end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[3], 'json', ARGV[2], 'revision', 1)
+trim_history(KEYS[4], ARGV[4], tonumber(ARGV[5]))
 redis.call('RPUSH', KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[1])
 return {'ok', '1'}
 """
+)
 
 # KEYS: release, history, active:{app}, active set, undelivered set.
 # ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
-# undelivered (0/1: the release has Slack messages still to post).
-_SAVE = """
+# undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch.
+_SAVE = (
+    _TRIM
+    + """
 local revision = redis.call('HGET', KEYS[1], 'revision')
 if revision ~= ARGV[1] then return {'conflict', revision or ''} end
 local next_revision = tonumber(revision) + 1
 redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', next_revision)
-if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+if ARGV[3] ~= '' then
+  trim_history(KEYS[2], ARGV[7], tonumber(ARGV[8]))
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+end
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
   redis.call('SREM', KEYS[4], ARGV[5])
@@ -78,7 +113,16 @@ if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5])
 else redis.call('SREM', KEYS[5], ARGV[5]) end
 return {'ok', tostring(next_revision)}
 """
+)
 
+# KEYS: history:{app}. ARGV: entry, trim cutoff, trim batch.
+_APPEND = (
+    _TRIM
+    + """
+trim_history(KEYS[1], ARGV[2], tonumber(ARGV[3]))
+return redis.call('RPUSH', KEYS[1], ARGV[1])
+"""
+)
 
 # KEYS: lease:{release id}, and optionally release:{release id} to read once the lease is taken.
 # ARGV: owner, ttl in ms. Taking a lease one holds extends it. Returns {0} when another owner
@@ -169,7 +213,8 @@ def connect(
 
 class ReleaseStore:
     """Expects a client made with decode_responses=True (see `connect`). `replicas_to_wait`
-    replicas must confirm each state-changing write within `wait_ms` (0: no WAIT is sent)."""
+    replicas must confirm each state-changing write within `wait_ms` (0: no WAIT is sent).
+    Audit entries older than `audit_retention_days` are trimmed as entries are appended."""
 
     def __init__(
         self,
@@ -178,15 +223,20 @@ class ReleaseStore:
         prefix: str = "rb:",
         replicas_to_wait: int = 0,
         wait_ms: int = 500,
+        audit_retention_days: int = AUDIT_RETENTION_DAYS_DEFAULT,
     ) -> None:
         if replicas_to_wait < 0 or wait_ms < 1:
             raise ValueError("replicas_to_wait must be >= 0 and wait_ms >= 1 (WAIT 0 blocks)")
+        if audit_retention_days < 1:
+            raise ValueError("audit_retention_days must be >= 1")
+        self._retention = timedelta(days=audit_retention_days)
         self._redis = client
         self._prefix = prefix
         self._replicas_to_wait = replicas_to_wait
         self._wait_ms = wait_ms
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
+        self._append = client.register_script(_APPEND)
         self._take_lease = client.register_script(_TAKE_LEASE)
         self._drop_lease = client.register_script(_DROP_LEASE)
 
@@ -211,7 +261,9 @@ class ReleaseStore:
             self._key("active"),
         ]
         status, value = self._run(
-            self._create, keys, [release.id, release.model_dump_json(), entry.to_json()]
+            self._create,
+            keys,
+            [release.id, release.model_dump_json(), entry.to_json(), *self._trim_args(entry)],
         )
         if status == "locked":
             fields = json.loads(value)
@@ -252,6 +304,7 @@ class ReleaseStore:
             "1" if finished else "0",
             release.id,
             "1" if undelivered else "0",
+            *(self._trim_args(entry) if entry else ("", "0")),
         ]
         status, value = self._run(self._save, keys, args)
         if status == "conflict":
@@ -315,12 +368,38 @@ class ReleaseStore:
         return sorted(self._call(self._redis.sunion, self._key("active"), self._key("undelivered")))
 
     def append_history(self, app: str, entry: HistoryEntry) -> None:
-        """Record an action that changed no state (a refusal, a duplicate) in the audit trail."""
-        self._call(self._redis.rpush, self._key("history", app), entry.to_json())
+        """Record an action that changed no release state (a refusal, a lock) in the audit
+        trail."""
+        keys = [self._key("history", app)]
+        self._call(self._append, keys=keys, args=[entry.to_json(), *self._trim_args(entry)])
 
     def history(self, app: str, *, limit: int = 50) -> list[HistoryEntry]:
+        """The app's last `limit` entries, oldest first."""
         lines = self._call(self._redis.lrange, self._key("history", app), -limit, -1)
-        return [HistoryEntry.from_json(line) for line in lines]
+        return [_with_app(HistoryEntry.from_json(line), app) for line in lines]
+
+    def audit_trail(
+        self, app: str | None = None, *, since: datetime | None = None
+    ) -> list[HistoryEntry]:
+        """The app's whole audit trail from `since` (an aware time) on, oldest first; app None:
+        every app's trail, merged in time order (each app's entries keep their order)."""
+        if app is not None:
+            apps = [app]
+        else:
+            head = self._key("history", "")
+            keys = self._call(lambda: list(self._redis.scan_iter(match=head + "*", count=500)))
+            apps = sorted(key.removeprefix(head) for key in keys)
+        trails = []
+        for name in apps:
+            lines = self._call(self._redis.lrange, self._key("history", name), 0, -1)
+            entries = [_with_app(HistoryEntry.from_json(line), name) for line in lines]
+            trails.append([e for e in entries if since is None or entry_time(e) >= since])
+        return list(heapq.merge(*trails, key=entry_time))
+
+    def _trim_args(self, entry: HistoryEntry) -> tuple[str, str]:
+        """The trim script's cutoff (the retention before the new entry) and batch size."""
+        cutoff = (entry_time(entry) - self._retention).astimezone(UTC)
+        return cutoff.strftime("%Y-%m-%dT%H:%M:%S"), str(TRIM_BATCH)
 
     def lock(self, app: str, *, by: str, reason: str, at: datetime) -> DeployLock:
         lock = DeployLock(by=by, reason=reason, at=at.isoformat())
@@ -361,6 +440,17 @@ class ReleaseStore:
             return method(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(error) from error
+
+
+def entry_time(entry: HistoryEntry) -> datetime:
+    """The entry's `at` as an aware time (UTC when it names no offset)."""
+    at = datetime.fromisoformat(entry.at)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _with_app(entry: HistoryEntry, app: str) -> HistoryEntry:
+    """Entries written before HistoryEntry had `app` take it from their list's key."""
+    return entry if entry.app else replace(entry, app=app)
 
 
 def _lease_args(owner: str, ttl_s: float) -> list[str]:
