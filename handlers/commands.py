@@ -21,14 +21,13 @@ from slack_bolt import Ack, App, Respond
 
 from bot.application.service import Outcome, ReleaseService
 from bot.core import commands, machine
-from bot.core.commands import UsageError, parse_command, usage_for
+from bot.core.commands import COMMAND, UsageError, parse_command, usage_for
 from bot.core.errors import ReleaseBotError
 from bot.core.ports import HistoryEntry
 from bot.slack.cards import release_card
 
 log = structlog.get_logger(__name__)
 
-COMMAND = "/release"
 NOT_SET_UP = (
     "release-bot is not set up for releases yet: it needs an apps file (RELEASE_BOT_CONFIG) and "
     "a state store (REDIS_URL, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER). Ask the team that "

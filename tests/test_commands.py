@@ -564,3 +564,10 @@ def test_mutated_versions_are_accepted_exactly_when_the_reference_grammar_accept
     # Both sides of the boundary are exercised, not just one.
     assert accepted > 4000, accepted
     assert rejected > 4000, rejected
+
+
+def test_a_token_pasted_into_a_command_is_never_echoed_back() -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_command("status shop-api xoxb-1234-5678-abcdEFGH")
+    assert "xoxb-1234" not in str(raised.value)
+    assert "[REDACTED]" in raised.value.problem

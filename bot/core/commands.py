@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from bot.core.durations import parse_duration
 from bot.core.errors import ReleaseBotError
 from bot.core.images import EXAMPLE_REFERENCE, ImageVersion, parse_version, shown
+from bot.core.text import without_tokens
 
 COMMAND = "/release"
 
@@ -35,9 +36,9 @@ class UsageError(ReleaseBotError):
     """The text is not a valid command: `problem` says what is wrong, `usage` shows the grammar."""
 
     def __init__(self, problem: str, *, usage: str) -> None:
-        self.problem = problem
+        self.problem = without_tokens(problem)  # it quotes what was typed: a pasted token too
         self.usage = usage
-        super().__init__(f"{problem}\n\n{usage}")
+        super().__init__(f"{self.problem}\n\n{usage}")
 
 
 # ---------------------------------------------------------------- commands

@@ -10,6 +10,7 @@ Pure.
 from __future__ import annotations
 
 import math
+import re
 
 from bot.core.durations import format_duration
 from bot.core.plan import Plan, Stage
@@ -59,3 +60,14 @@ def stage_text(stage: Stage) -> str:
 def plan_text(plan: Plan) -> str:
     """'0 % by header for 1h → 5 % for 2h → 50 % for 4h + approval → 100 %'."""
     return " → ".join(stage_text(stage) for stage in plan.stages)
+
+
+SLACK_TOKEN_PATTERN = r"\bxox[a-z]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+"
+"""What a Slack token looks like: never shown in a log line or an answer."""
+_SLACK_TOKEN = re.compile(SLACK_TOKEN_PATTERN)
+REDACTED = "[REDACTED]"
+
+
+def without_tokens(text: str) -> str:
+    """`text` with anything shaped like a Slack token replaced by [REDACTED]."""
+    return _SLACK_TOKEN.sub(REDACTED, text)

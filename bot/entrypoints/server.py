@@ -41,6 +41,7 @@ from bot.application.checks import CanaryChecks
 from bot.application.scheduler import Scheduler
 from bot.application.service import CrashPoint, ReleaseService
 from bot.core.errors import ReleaseBotError
+from bot.core.text import REDACTED, SLACK_TOKEN_PATTERN
 from bot.entrypoints.exit_codes import (
     EXIT_BAD_CONFIG,
     EXIT_OK,
@@ -78,8 +79,6 @@ REJECTED_TOKEN_ERRORS = frozenset(
 )
 """auth.test errors that no retry can fix: the operator must change SLACK_BOT_TOKEN."""
 
-SLACK_TOKEN_PATTERN = r"\bxox[a-z]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+"
-REDACTED = "[REDACTED]"
 
 SLACK_EVENT_SECONDS = Histogram(
     "release_bot_slack_event_seconds",
