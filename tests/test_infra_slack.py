@@ -137,7 +137,11 @@ def test_health_ready_and_metrics_answer(bot_process, slack_requests) -> None:
     assert client.get("/readyz").json() == {  # no REDIS_URL nor RELEASE_BOT_CONFIG: help only
         "ready": False,
         "checks": {"releases_configured": False, "slack_auth": True},
-        "details": {"releases_configured": {"missing": ["RELEASE_BOT_CONFIG", "REDIS_URL"]}},
+        "details": {
+            "releases_configured": {
+                "missing": ["RELEASE_BOT_CONFIG", "REDIS_URL or REDIS_SENTINELS"]
+            }
+        },
     }
     metrics = client.get("/metrics")
     assert metrics.status_code == 200

@@ -111,7 +111,7 @@ def test_without_redis_url_the_bot_is_not_ready_and_names_it_yet_answers_help(
     assert readyz.json() == {
         "ready": False,
         "checks": {"releases_configured": False, "slack_auth": True},
-        "details": {"releases_configured": {"missing": ["REDIS_URL"]}},
+        "details": {"releases_configured": {"missing": ["REDIS_URL or REDIS_SENTINELS"]}},
     }
     assert bot.client.get("/healthz").status_code == 200
     help_answer = bot.client.post_events(slack_requests.slash_command("help"))
