@@ -542,6 +542,12 @@ RENDERINGS = {
     "helm-defaults": helm_template,
     "helm-namespace-scoped": lambda tools: helm_template(tools, *NAMESPACE_SCOPED),
     "helm-ingress-and-servicemonitor": lambda tools: helm_template(tools, *INGRESS_AND_MONITOR),
+    "helm-example-http-ingress": lambda tools: helm_template(
+        tools, "-f", str(REPO_ROOT / "deploy/examples/values-http-ingress.yaml")
+    ),
+    "helm-example-socket-mode": lambda tools: helm_template(
+        tools, "-f", str(REPO_ROOT / "deploy/examples/values-socket-mode.yaml")
+    ),
     "kustomize-base": lambda tools: kustomize(tools, KUSTOMIZE_BASE),
     "kustomize-namespace-scoped": lambda tools: kustomize(tools, NAMESPACE_SCOPED_OVERLAY),
     "plain-manifests": lambda tools: [
@@ -559,6 +565,22 @@ def test_api_server_accepts_the_rendering(
     objects = RENDERINGS[rendering](kube_tools)
     applied = dry_run_apply(kube_tools, install_cluster, objects)
     assert sorted(applied.stdout.split()) == sorted(applied_name(obj) for obj in objects)
+
+
+def test_the_worked_examples_are_the_two_modes(kube_tools: KubeTools) -> None:
+    http = RENDERINGS["helm-example-http-ingress"](kube_tools)
+    ingress = one(http, "Ingress")
+    assert ingress["spec"]["tls"][0]["secretName"] == "release-bot-tls"
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/slack/events"
+    assert "SLACK_SIGNING_SECRET" in env_of(http)
+    assert "SLACK_APP_TOKEN" not in env_of(http)
+    socket = RENDERINGS["helm-example-socket-mode"](kube_tools)
+    assert not by_kind(socket, "Ingress")
+    env = env_of(socket)
+    assert "SLACK_APP_TOKEN" in env and "SLACK_SIGNING_SECRET" not in env
+    assert env["REDIS_SENTINEL_MASTER"] == "mymaster"
+    assert env["REDIS_SENTINELS"].count(":26379") == 3
+    assert "REDIS_URL" not in env
 
 
 def test_api_server_rejects_an_invalid_rendering(
