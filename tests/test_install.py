@@ -432,7 +432,6 @@ def test_rbac_rules_are_the_ones_of_deploy_rbac_yaml(kube_tools: KubeTools) -> N
     }
     assert resources == {
         ("apps", "deployments"),
-        ("apps", "deployments/scale"),
         ("", "services"),
         ("", "pods"),
         ("", "configmaps"),

@@ -294,10 +294,13 @@ def world_for(
         metrics: str = "",
         prometheus_url: str | None = None,
         bot_env: Mapping[str, str] | None = None,
+        kubeconfig: Path | None = None,
     ) -> World:
         """`metrics`: the app's metrics block as YAML flow text; `prometheus_url`: the bot's
         PROMETHEUS_URL (None: no metrics source, stages advance on their timers alone);
-        `bot_env`: more variables for the first bot only (World.relaunch starts without them)."""
+        `bot_env`: more variables for the first bot only (World.relaunch starts without them);
+        `kubeconfig`: the bots' KUBECONFIG (None: the admin's; the world itself reads and
+        prepares the cluster as the admin either way)."""
         cluster = Cluster(kube_admin, namespace)
         _install_app(cluster, provider)
         config = tmp_path / "apps.yaml"
@@ -305,7 +308,7 @@ def world_for(
         environment = {
             "REDIS_URL": redis_server.url,
             "RELEASE_BOT_CONFIG": str(config),
-            "KUBECONFIG": str(kube_cluster.kubeconfig()),
+            "KUBECONFIG": str(kubeconfig or kube_cluster.kubeconfig()),
             "RELEASE_BOT_TICK_SECONDS": "0.25",
         }
         if prometheus_url:
