@@ -227,9 +227,11 @@ class KubeCluster:
                 "annotations": {"kwok.x-k8s.io/node": "fake"},
                 "labels": {"type": "kwok", "kubernetes.io/hostname": FAKE_NODE},
             },
+            # Room for every pod of the whole suite: namespaces are never deleted (so a failed
+            # test leaves its objects to look at), and the suite's pods add up past 500.
             "status": {
-                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+                "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "5000"},
+                "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "5000"},
             },
         }
         core.create_node(node)
