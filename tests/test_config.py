@@ -113,7 +113,7 @@ def test_example_file_loads_into_typed_objects() -> None:
     assert shop.alert_mention == "<!subteam^S0SHOPONCALL>"
     assert shop.authorization.start == ("S0SHOPDEVS",)
     assert shop.authorization.approve == ("U0LEADONE", "U0LEADTWO")
-    assert shop.authorization.rollback == ()
+    assert shop.authorization.promote == ("S0SHOPLEADS",)
     assert shop.authorization.channels == (ChannelRef("shop-releases"), ChannelRef("C0OPSROOM"))
     assert shop.authorization.four_eyes is True
 
@@ -564,7 +564,7 @@ def test_an_app_with_only_required_fields_gets_the_documented_defaults(tmp_path:
     assert metrics.qps is None
     assert metrics.snapshot_interval_s == 900
     authorization = app.authorization
-    assert (authorization.start, authorization.approve, authorization.rollback) == ((), (), ())
+    assert (authorization.start, authorization.approve, authorization.promote) == ((), (), ())
     assert (authorization.channels, authorization.four_eyes) == ((), False)
 
 

@@ -62,6 +62,18 @@ class AnnouncerPort(Protocol):
     def notify(self, release: Release, notice: Notify) -> None: ...
 
 
+class MembershipUnavailable(TemporaryError):
+    """Slack could not say who is in a user group (down, rate limited, an unknown group)."""
+
+
+class MembershipPort(Protocol):
+    """Who is in a Slack user group (bot.slack.membership.SlackMembership)."""
+
+    def members(self, group_id: str) -> frozenset[str]:
+        """The user ids in the user group `group_id` (S...); raises MembershipUnavailable."""
+        ...
+
+
 # ---------------------------------------------------------------- metrics
 
 
