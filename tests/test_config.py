@@ -285,6 +285,12 @@ MISTAKES = {
         "12:28: apps.shop-api.authorization.approve[1]: 'bob' is not a Slack user ID (U0123ABCD) "
         "or user-group ID (S0123ABCD)",
     ),
+    "rollback rights, no longer a setting": (
+        VALID_APP + "    authorization:\n      rollback: [U0123ABCD]\n",
+        "12:7: apps.shop-api.authorization.rollback: 'rollback' is no longer a setting: stopping "
+        "harm is never gated, so anyone in the app's channels may roll back (and pause and "
+        "resume); remove this line",
+    ),
     "four_eyes not a boolean": (
         VALID_APP + "    authorization:\n      four_eyes: maybe\n",
         "12:7: apps.shop-api.authorization.four_eyes: must be a valid boolean, got 'maybe'",
