@@ -14,6 +14,7 @@ from bot.core.release import Phase
 from bot.slack.cards import ACTION_APPROVE
 from tests.infra.release_world import APP, World
 from tests.infra.slack_requests import ALICE, BOB, RELEASES, SignedRequest, SlackChannel, SlackUser
+from tests.infra.slack_standin import TEAM_ID
 
 EVE = SlackUser("U0EVE00001", "eve")  # in the channel, no rights at all
 LEADS = "S0LEADS001"  # BOB is a member
@@ -140,3 +141,30 @@ def test_anyone_in_the_channel_may_roll_back_even_when_slack_is_down(world_for: 
     assert world.image("shop-api-canary") is None
     assert not denials(world, EVE)
     assert world.slack.calls("usergroups.users.list") == []  # rollback never asks
+
+
+def test_a_group_change_slack_announces_is_heeded_at_once(world_for: Any) -> None:
+    world: World = world_for("replicas", PLAN, authorization=RULES)
+    world.slack.add_usergroup(LEADS, user_ids=[])
+    assert world.command(f"canary {APP} v2", user=ALICE).startswith(":white_check_mark:")
+    world.wait_for(Phase.AWAITING_APPROVAL, 0)
+    says = f"approving {APP} needs a member of <!subteam^{LEADS}>"
+    assert_refused_and_unchanged(world, world.click(ACTION_APPROVE, user=BOB), user=BOB, says=says)
+
+    world.slack.add_usergroup(LEADS, user_ids=[BOB.id])  # within the cache's 60 s
+    changed = {
+        "type": "subteam_members_changed",
+        "subteam_id": LEADS,
+        "team_id": TEAM_ID,
+        "date_previous_update": 1446670362,
+        "date_update": 1492906952,
+        "added_users": [BOB.id],
+        "added_users_count": "1",
+        "removed_users": [],
+        "removed_users_count": "0",
+    }
+    assert world.post(world.requests.event_callback(changed)) == ""
+
+    assert world.post(world.click(ACTION_APPROVE, user=BOB)) == ""
+    world.wait_for(Phase.RUNNING, 1)
+    assert len(world.slack.calls("usergroups.users.list")) == 2

@@ -340,6 +340,11 @@ class ReleaseService:
             log.warning("membership_unavailable", usergroup=group, error=str(error))
             return None
 
+    def membership_changed(self, group_id: str) -> None:
+        """Slack says user group `group_id` changed: the next decision asks for its members."""
+        if self._membership is not None:
+            self._membership.forget(group_id)
+
     def _unknown_app(self, app_name: str) -> Outcome:
         known = sorted(self._config.apps)
         return Outcome(False, str(UnknownApp(app_name, known)), not_taken_up=True)

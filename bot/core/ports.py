@@ -73,6 +73,10 @@ class MembershipPort(Protocol):
         """The user ids in the user group `group_id` (S...); raises MembershipUnavailable."""
         ...
 
+    def forget(self, group_id: str) -> None:
+        """The group's members changed (Slack said so): ask again next time."""
+        ...
+
 
 # ---------------------------------------------------------------- metrics
 
