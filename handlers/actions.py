@@ -81,9 +81,13 @@ def _click(service: ReleaseService | None, body: dict[str, Any], action: dict[st
             return ""
         user = body["user"]["id"]
         event = _EVENTS[action["action_id"]](user, button.stage_index)
-        channel = (body.get("channel") or {}).get("id")  # where the card was clicked
+        clicked_in = body.get("channel") or {}  # where the card was clicked
         outcome = service.act_on_release(
-            release_id=button.release_id, event=event, actor=user, channel=channel
+            release_id=button.release_id,
+            event=event,
+            actor=user,
+            channel=str(clicked_in.get("id") or ""),  # none: no allowed channel matches
+            channel_name=str(clicked_in.get("name") or ""),
         )
     except (InvalidButtonValue, ReleaseBotError) as error:
         return f":warning: {error}. Nothing was changed."

@@ -12,7 +12,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.application.service import ReleaseService
-from handlers import actions, commands
+from handlers import actions, commands, events
 
 AFTER_ACK_WORKERS = 16
 """Threads carrying out acknowledged commands and clicks (each may take seconds: preflight,
@@ -35,4 +35,5 @@ def build_app(*, signing_secret: str, client: WebClient, service: ReleaseService
     after_ack = ThreadPoolExecutor(max_workers=AFTER_ACK_WORKERS, thread_name_prefix="after-ack")
     commands.register(app, service=service, after_ack=after_ack)
     actions.register(app, service=service, after_ack=after_ack)
+    events.register(app, service=service)
     return app

@@ -106,7 +106,9 @@ def _carry_out(
         log.info("duplicate_delivery", trigger_id=request["trigger_id"])
         return {}
     user, channel = request["user_id"], request["channel_id"]
-    outcome = _outcome(service, command, user=user, channel=channel)
+    outcome = _outcome(
+        service, command, user=user, channel=channel, channel_name=request.get("channel_name", "")
+    )
     return {"text": f"{_mark(outcome)} {outcome.message}"}
 
 
@@ -117,8 +119,16 @@ def _mark(outcome: Outcome) -> str:
 
 
 def _outcome(
-    service: ReleaseService, command: commands.Command, *, user: str, channel: str
+    service: ReleaseService,
+    command: commands.Command,
+    *,
+    user: str,
+    channel: str,
+    channel_name: str,
 ) -> Outcome:
+    """The service's answer; `channel` and `channel_name` are where the command was typed, which
+    the service checks against the app's rules."""
+    where = {"channel": channel, "channel_name": channel_name}
     match command:
         case commands.StartCanary():
             return service.start(
@@ -126,18 +136,16 @@ def _outcome(
                 version=str(command.version),
                 plan_name=command.plan,
                 user=user,
-                channel=channel,
+                **where,
             )
         case commands.StartBlueGreen():
             return Outcome(
                 False, "blue-green releases are not available yet; use `/release canary`."
             )
         case commands.Lock():
-            return service.lock(
-                app_name=command.app, user=user, reason=command.reason, channel=channel
-            )
+            return service.lock(app_name=command.app, user=user, reason=command.reason, **where)
         case commands.Unlock():
-            return service.unlock(app_name=command.app, user=user, channel=channel)
+            return service.unlock(app_name=command.app, user=user, **where)
         case (
             commands.Advance()
             | commands.Approve()
@@ -147,7 +155,7 @@ def _outcome(
             | commands.Promote()
         ):
             event = _event(command, user)
-            return service.act(app_name=command.app, event=event, actor=user, channel=channel)
+            return service.act(app_name=command.app, event=event, actor=user, **where)
     raise TypeError(f"not a command that changes anything: {command!r}")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from bot.application.service import ReleaseService
-from bot.core.apps import BotConfig
+from bot.core.apps import BotConfig, ChannelRef
 from bot.core.machine import Approve, Notify, Rollback
 from bot.core.ports import HistoryEntry, SlackRefs
 from bot.core.release import Phase, Release
@@ -61,7 +61,11 @@ class SilentAnnouncer:
 
 def service_on(client: redis.Redis, clock: Clock) -> tuple[ReleaseService, ReleaseStore]:
     store = ReleaseStore(client)
-    config = BotConfig(source="tests", apps={APP: DEMO_APP}, plans={DEMO_PLAN.name: DEMO_PLAN})
+    # commands are typed in one channel, cards clicked in another: the app allows both
+    channels = (ChannelRef(COMMANDS), ChannelRef(CARDS))
+    rules = DEMO_APP.authorization.model_copy(update={"channels": channels})
+    app = DEMO_APP.model_copy(update={"authorization": rules})
+    config = BotConfig(source="tests", apps={APP: app}, plans={DEMO_PLAN.name: DEMO_PLAN})
     service = ReleaseService(
         config=config,
         store=store,

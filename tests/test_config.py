@@ -113,7 +113,7 @@ def test_example_file_loads_into_typed_objects() -> None:
     assert shop.alert_mention == "<!subteam^S0SHOPONCALL>"
     assert shop.authorization.start == ("S0SHOPDEVS",)
     assert shop.authorization.approve == ("U0LEADONE", "U0LEADTWO")
-    assert shop.authorization.rollback == ()
+    assert shop.authorization.promote == ("S0SHOPLEADS",)
     assert shop.authorization.channels == (ChannelRef("shop-releases"), ChannelRef("C0OPSROOM"))
     assert shop.authorization.four_eyes is True
 
@@ -284,6 +284,12 @@ MISTAKES = {
         VALID_APP + "    authorization:\n      approve: [U0123ABCD, bob]\n",
         "12:28: apps.shop-api.authorization.approve[1]: 'bob' is not a Slack user ID (U0123ABCD) "
         "or user-group ID (S0123ABCD)",
+    ),
+    "rollback rights, no longer a setting": (
+        VALID_APP + "    authorization:\n      rollback: [U0123ABCD]\n",
+        "12:7: apps.shop-api.authorization.rollback: 'rollback' is no longer a setting: stopping "
+        "harm is never gated, so anyone in the app's channels may roll back (and pause and "
+        "resume); remove this line",
     ),
     "four_eyes not a boolean": (
         VALID_APP + "    authorization:\n      four_eyes: maybe\n",
@@ -564,7 +570,7 @@ def test_an_app_with_only_required_fields_gets_the_documented_defaults(tmp_path:
     assert metrics.qps is None
     assert metrics.snapshot_interval_s == 900
     authorization = app.authorization
-    assert (authorization.start, authorization.approve, authorization.rollback) == ((), (), ())
+    assert (authorization.start, authorization.approve, authorization.promote) == ((), (), ())
     assert (authorization.channels, authorization.four_eyes) == ((), False)
 
 

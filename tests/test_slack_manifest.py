@@ -57,6 +57,7 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
 EVENT_SCOPES: dict[str, frozenset[str]] = {
     "app_mention": frozenset({"app_mentions:read"}),
     "app_home_opened": frozenset(),
+    "subteam_members_changed": frozenset({"usergroups:read"}),
 }
 LISTENER_PARAMETER_METHODS = {"say": "chat.postMessage"}
 """Listener arguments through which Bolt calls the Web API for the listener."""
@@ -384,9 +385,10 @@ def test_events_subscribed_and_listened_to_must_match(
     manifest: dict[str, Any], facts: CodeFacts
 ) -> None:
     drifted = copy.deepcopy(manifest)
+    subscribed = manifest["settings"].get("event_subscriptions", {}).get("bot_events", [])
     drifted["settings"]["event_subscriptions"] = {
         "request_url": "https://release-bot.example.com/slack/events",
-        "bot_events": ["app_home_opened"],
+        "bot_events": [*subscribed, "app_home_opened"],
     }
     assert manifest_drift(drifted, facts) == [
         "the manifest has event app_home_opened, which no code registers"

@@ -82,7 +82,11 @@ class Bot:
 
     def start(self) -> str:
         outcome = self.service.start(
-            app_name=APP, version="v2", plan_name=None, user=ANA, channel="C0DEPLOYS"
+            app_name=APP,
+            version="v2",
+            plan_name=None,
+            user=ANA,
+            channel=DEMO_APP.slack_channel.value,
         )
         assert outcome.applied and outcome.release is not None, outcome.message
         return outcome.release.id

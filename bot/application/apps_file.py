@@ -257,6 +257,10 @@ def _without_union_tags(loc: Loc) -> Loc:
     )
 
 
+ROLLBACK_NOT_GATED = (
+    "'rollback' is no longer a setting: stopping harm is never gated, so anyone in the app's "
+    "channels may roll back (and pause and resume); remove this line"
+)
 _MAPPING = "must be a mapping ('key: value' lines)"
 _LIST = "must be a list ('- item' lines or [a, b])"
 _EXPECTED_SHAPE = {
@@ -279,6 +283,8 @@ def _from_pydantic(error: ErrorDetails) -> _Problem:
         return _Problem((*loc, tag_field), f"unknown {tag_field} {ctx['tag']!r}; {expected}")
     if kind == "missing":
         return _Problem(loc, "required field is missing")
+    if kind == "extra_forbidden" and loc[-2:] == ("authorization", "rollback"):
+        return _Problem(loc, ROLLBACK_NOT_GATED)
     if kind == "extra_forbidden":
         return _Problem(loc, _unknown_field(str(loc[-1])))
     if quoted := _quoted_scalar(kind, error["input"]):

@@ -2,7 +2,9 @@
 
 Called by the Slack handlers (commands, buttons), the scheduler loop and the demo. Each action
 reads the release, asks the pure state machine, saves the result (desired state first), then
-carries out the effects in the machine's order: cluster, card, thread messages.
+carries out the effects in the machine's order: cluster, card, thread messages. Before any of
+that, every person's action is authorized (bot.core.authorization): a denial changes nothing and
+is audited.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ import structlog
 
 from bot.application import telemetry
 from bot.application.checks import CanaryChecks
-from bot.core.apps import BotConfig, UnknownApp, UnknownPlan, plan_refusal
+from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
+from bot.core.authorization import Allowed, Right, SeenChannel, decide, groups_to_resolve
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.core.machine import (
     Accepted,
+    Advance,
+    Approve,
     CanaryReady,
     Event,
     Fail,
     Notify,
     PauseTimerElapsed,
+    Promote,
     PromotionDone,
     ReconcileCluster,
     RollbackDone,
@@ -44,6 +50,7 @@ from bot.core.ports import (
     DeployLock,
     HistoryEntry,
     LeasesPort,
+    MembershipPort,
     Observation,
     RevisionConflict,
     SlackRefs,
@@ -82,6 +89,12 @@ class Outcome:
 
 
 _NOT_TAKEN_UP = (UnknownApp, UnknownPlan, AppBusy, AppLocked)
+_EVENT_RIGHTS: dict[type[Event], Right] = {
+    Approve: Right.APPROVE,
+    Promote: Right.PROMOTE,
+    Advance: Right.PROMOTE,  # ends the stage now: more traffic to the canary, as a promotion
+}
+"""What a person's event needs; any other (pause, resume, rollback) needs only the channel."""
 
 
 class ReleaseService:
@@ -93,13 +106,16 @@ class ReleaseService:
         leases: LeasesPort,
         cluster: ClusterPort,
         announcer: AnnouncerPort,
+        membership: MembershipPort | None = None,
         checks: CanaryChecks | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
         crash_at: CrashPoint | None = None,
     ) -> None:
-        """`checks` None: no metrics source, so stages advance on their timers alone."""
+        """`checks` None: no metrics source, so stages advance on their timers alone;
+        `membership` None: no user group can be resolved, so rules naming one deny."""
         self._config = config
+        self._membership = membership
         self._checks = checks
         self._leases = leases
         self._crash_at = crash_at
@@ -110,10 +126,18 @@ class ReleaseService:
         self._canary_ready_deadline = canary_ready_deadline
 
     def start(
-        self, *, app_name: str, version: str, plan_name: str | None, user: str, channel: str
+        self,
+        *,
+        app_name: str,
+        version: str,
+        plan_name: str | None,
+        user: str,
+        channel: str,
+        channel_name: str = "",
     ) -> Outcome:
         """Start a canary; its card goes to the app's channel when the apps file gives its ID,
-        else to `channel`, where the command was typed."""
+        else to `channel`, where the command was typed (`channel_name`: its name, when the
+        request carries one, for rules that name channels by name)."""
         # the release's id joins once it exists; the strategy is the only one there is yet
         context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
         with structlog.contextvars.bound_contextvars(**context):
@@ -124,6 +148,7 @@ class ReleaseService:
                     plan_name=plan_name,
                     user=user,
                     channel=channel,
+                    channel_name=channel_name,
                 )
             except _NOT_TAKEN_UP as refusal:
                 if isinstance(refusal, AppBusy | AppLocked):
@@ -135,9 +160,19 @@ class ReleaseService:
         return outcome
 
     def _start(
-        self, *, app_name: str, version: str, plan_name: str | None, user: str, channel: str
+        self,
+        *,
+        app_name: str,
+        version: str,
+        plan_name: str | None,
+        user: str,
+        channel: str,
+        channel_name: str,
     ) -> Outcome:
         app = self._config.app(app_name)
+        seen = SeenChannel(channel, channel_name)
+        if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
+            return denied
         plan = self._config.plan(plan_name) if plan_name else app.plan
         if refusal := plan_refusal(app, plan):
             return Outcome(False, refusal)
@@ -183,46 +218,132 @@ class ReleaseService:
         return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
 
     def act(
-        self, *, app_name: str, event: Event, actor: str, channel: str | None = None
+        self,
+        *,
+        app_name: str,
+        event: Event,
+        actor: str,
+        channel: str | None = None,
+        channel_name: str = "",
     ) -> Outcome:
         """Apply a person's event to the app's active release; `channel`: the Slack channel the
-        request came from, for the audit trail."""
+        request came from (checked against the app's rules, and kept in the audit trail), None
+        for a caller outside Slack."""
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         stored = self._store.active(app_name)
+        app = self._config.app(app_name)
+        release = stored.release if stored else None
+        if denied := self._denied_event(app, event, actor, channel, channel_name, release):
+            return denied
         if stored is None:
             return Outcome(False, f"{app_name} has no active release.")
         return self._apply(stored, event, actor=actor, channel=channel)
 
     def act_on_release(
-        self, *, release_id: str, event: Event, actor: str, channel: str | None = None
+        self,
+        *,
+        release_id: str,
+        event: Event,
+        actor: str,
+        channel: str | None = None,
+        channel_name: str = "",
     ) -> Outcome:
         """Apply a button's event to the release it was shown for (finished or not)."""
         stored = self._store.get(release_id)
         if stored is None:
             return Outcome(False, f"release {release_id} is unknown; nothing was changed.")
+        app = self._config.app(stored.release.app)
+        if denied := self._denied_event(app, event, actor, channel, channel_name, stored.release):
+            return denied
         return self._apply(stored, event, actor=actor, channel=channel)
 
-    def lock(self, *, app_name: str, user: str, reason: str, channel: str | None = None) -> Outcome:
+    def lock(
+        self,
+        *,
+        app_name: str,
+        user: str,
+        reason: str,
+        channel: str | None = None,
+        channel_name: str = "",
+    ) -> Outcome:
         """A deploy lock: new releases of the app are refused until unlocked."""
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
+        seen = None if channel is None else SeenChannel(channel, channel_name)
+        if denied := self._denied(app, Right.CHANNEL, "lock", user=user, channel=seen):
+            return denied
         self._store.lock(app.name, by=user, reason=reason, at=self._clock())
         applied = f"applied: {reason or 'no reason given'}"
         self._audit(app.name, "-", user, "lock", applied, channel=channel)
         return Outcome(True, f"{app.name} is locked: new releases are refused until unlocked.")
 
-    def unlock(self, *, app_name: str, user: str, channel: str | None = None) -> Outcome:
+    def unlock(
+        self, *, app_name: str, user: str, channel: str | None = None, channel_name: str = ""
+    ) -> Outcome:
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
+        seen = None if channel is None else SeenChannel(channel, channel_name)
+        if denied := self._denied(app, Right.CHANNEL, "unlock", user=user, channel=seen):
+            return denied
         previous = self._store.unlock(app.name)
         if previous is None:
             return Outcome(False, f"{app.name} was not locked.")
         applied = f"applied (locked by {previous.by})"
         self._audit(app.name, "-", user, "unlock", applied, channel=channel)
         return Outcome(True, f"{app.name} is unlocked (it was locked by <@{previous.by}>).")
+
+    def _denied_event(  # noqa: PLR0917 (private; every caller passes all six)
+        self,
+        app: AppConfig,
+        event: Event,
+        actor: str,
+        channel: str | None,
+        channel_name: str,
+        release: Release | None,
+    ) -> Outcome | None:
+        right = _EVENT_RIGHTS.get(type(event), Right.CHANNEL)
+        seen = None if channel is None else SeenChannel(channel, channel_name)
+        action = type(event).__name__
+        return self._denied(app, right, action, user=actor, channel=seen, release=release)
+
+    def _denied(
+        self,
+        app: AppConfig,
+        right: Right,
+        action: str,
+        *,
+        user: str,
+        channel: SeenChannel | None,
+        release: Release | None = None,
+    ) -> Outcome | None:
+        """None when `user` may; else the denial, audited, with nothing else changed."""
+        memberships = {group: self._members(group) for group in groups_to_resolve(app, right, user)}
+        decision = decide(app, right, user=user, channel=channel, memberships=memberships)
+        if isinstance(decision, Allowed):
+            return None
+        release_id = release.id if release else "-"
+        where = channel.id if channel else None
+        self._audit(app.name, release_id, user, action, f"denied: {decision.reason}", channel=where)
+        log.info("action_denied", app=app.name, action=action, actor=user, reason=decision.reason)
+        return Outcome(False, decision.reason, release)
+
+    def _members(self, group: str) -> frozenset[str] | None:
+        """The group's members; None when they cannot be known (the decision then fails closed)."""
+        if self._membership is None:
+            return None
+        try:
+            return self._membership.members(group)
+        except ReleaseBotError as error:
+            log.warning("membership_unavailable", usergroup=group, error=str(error))
+            return None
+
+    def membership_changed(self, group_id: str) -> None:
+        """Slack says user group `group_id` changed: the next decision asks for its members."""
+        if self._membership is not None:
+            self._membership.forget(group_id)
 
     def _unknown_app(self, app_name: str) -> Outcome:
         known = sorted(self._config.apps)

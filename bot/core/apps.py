@@ -301,16 +301,17 @@ class MetricsConfig(FrozenModel):
 
 
 class AuthorizationConfig(FrozenModel):
-    """Who may do what (Slack user/user-group IDs; empty = anyone); validated, not enforced yet."""
+    """Who may change production, by Slack user ID (U...) and user-group ID (S...), enforced on
+    every command and click; anyone in an allowed channel may pause, resume and roll back."""
 
     start: Principals = ()
-    """Who may start a release: Slack user IDs (U...) and user-group IDs (S...)."""
+    """Who may start a release: Slack user IDs (U...) and user-group IDs (S...); empty = anyone."""
     approve: Principals = ()
-    """Who may approve a stage."""
-    rollback: Principals = ()
-    """Who may roll back."""
+    """Who may approve a stage; empty = anyone in an allowed channel."""
+    promote: Principals = ()
+    """Who may promote or advance (end a stage early); empty = anyone in an allowed channel."""
     channels: Channels = ()
-    """Channels that accept commands for the app; empty = the app's slack_channel only."""
+    """Channels that accept the app's commands and clicks; empty = the app's slack_channel only."""
     four_eyes: bool = False
     """The approver must differ from whoever started the release."""
 

@@ -62,6 +62,22 @@ class AnnouncerPort(Protocol):
     def notify(self, release: Release, notice: Notify) -> None: ...
 
 
+class MembershipUnavailable(TemporaryError):
+    """Slack could not say who is in a user group (down, rate limited, an unknown group)."""
+
+
+class MembershipPort(Protocol):
+    """Who is in a Slack user group (bot.slack.membership.SlackMembership)."""
+
+    def members(self, group_id: str) -> frozenset[str]:
+        """The user ids in the user group `group_id` (S...); raises MembershipUnavailable."""
+        ...
+
+    def forget(self, group_id: str) -> None:
+        """The group's members changed (Slack said so): ask again next time."""
+        ...
+
+
 # ---------------------------------------------------------------- metrics
 
 
@@ -123,8 +139,10 @@ class HistoryEntry:
 
     `at` is a UTC ISO 8601 time; `actor` a Slack user id, or "release-bot" for the scheduler's
     automatic actions; `channel` the Slack channel the request came from (None for automatic
-    actions); `release_id` "-" for actions on no release (locks, refused starts). Entries
-    written before `app` and `channel` existed load with their defaults ("" and None)."""
+    actions); `release_id` "-" for actions on no release (locks, refused starts); `outcome`
+    "applied", "refused: why" (the release or the cluster said no) or "denied: why" (the app's
+    authorization rules said no; nothing was changed). Entries written before `app` and
+    `channel` existed load with their defaults ("" and None)."""
 
     at: str
     release_id: str

@@ -59,6 +59,7 @@ from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
 from bot.slack.announcer import SlackAnnouncer
 from bot.slack.client import build_web_client
+from bot.slack.membership import SlackMembership
 from handlers.app import build_app
 
 READINESS_TIMEOUT_S = 0.5
@@ -162,6 +163,7 @@ def build_service(
         crash_at=CrashPoint(crash_at) if crash_at else None,
         cluster=KubernetesCluster(api),
         announcer=SlackAnnouncer(client=client, config=config),
+        membership=SlackMembership(client=client),
         checks=CanaryChecks(metrics=metrics),
     )
 
