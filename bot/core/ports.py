@@ -16,6 +16,7 @@ from typing import Protocol
 from bot.core.analysis import Reading, Trend
 from bot.core.apps import AppConfig
 from bot.core.errors import ReleaseBotError, TemporaryError
+from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
 from bot.core.release import Release
 
@@ -179,6 +180,19 @@ class StorePort(Protocol):
     def unlock(self, app: str) -> DeployLock | None: ...
 
     def lock_of(self, app: str) -> DeployLock | None: ...
+
+    def freeze(
+        self, scope: str, *, by: str, reason: str, at: datetime, until: datetime
+    ) -> OneOffFreeze:
+        """A one-off freeze of app `scope` (or of all, bot.core.freezes.ALL_APPS) until `until`;
+        it replaces the scope's earlier one."""
+        ...
+
+    def unfreeze(self, scope: str) -> OneOffFreeze | None: ...
+
+    def freezes_of(self, app: str) -> list[OneOffFreeze]:
+        """The one-off freezes set for `app` and for all apps (ended ones too, until expired)."""
+        ...
 
 
 class LeasesPort(Protocol):

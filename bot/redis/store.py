@@ -7,6 +7,9 @@ Keys (prefix `rb:`):
   undelivered     set of release ids with Slack messages (card, thread replies) still to post
   history:{app}   list: the app's append-only audit trail (JSON entries, oldest first)
   lock:{app}      hash: by, reason, at (a deploy lock)
+  freeze:{app}    hash: by, reason, at, until (a one-off freeze of the app; freeze:all of every
+                  app); written in one MULTI with an expiry a day past its length, so an ended
+                  freeze is ignored by the freeze decision and gone a day later
   delivery:{key}  Slack deliveries already taken (trigger ids; expire after a day)
   lease:{id}      which bot replica (and thread) works the release now; expires unless renewed
 
@@ -45,6 +48,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from bot.core.errors import TemporaryError
+from bot.core.freezes import ALL_APPS, OneOffFreeze
 from bot.core.ports import (
     AppBusy,
     AppLocked,
@@ -58,6 +62,7 @@ from bot.core.release import Release
 DELIVERY_TTL_S = 24 * 3600
 AUDIT_RETENTION_DAYS_DEFAULT = 400
 TRIM_BATCH = 1000
+FREEZE_KEPT_AFTER_END_S = 24 * 3600
 
 # Pops the entries of history list `key` dated before `cutoff` (UTC 'YYYY-MM-DDTHH:MM:SS'), oldest
 # first, at most `most`; stops at the first entry it cannot date, so nothing undated is lost.
@@ -416,6 +421,44 @@ class ReleaseStore:
     def lock_of(self, app: str) -> DeployLock | None:
         fields = self._call(self._redis.hgetall, self._key("lock", app))
         return DeployLock(**fields) if fields else None
+
+    def freeze(
+        self, scope: str, *, by: str, reason: str, at: datetime, until: datetime
+    ) -> OneOffFreeze:
+        freeze = OneOffFreeze(
+            scope=scope, by=by, reason=reason, at=at.isoformat(), until=until.isoformat()
+        )
+        key = self._key("freeze", scope)
+        fields: dict[Any, Any] = {
+            "by": by,
+            "reason": reason,
+            "at": freeze.at,
+            "until": freeze.until,
+        }
+        keep_s = max(int((until - at).total_seconds()), 0) + FREEZE_KEPT_AFTER_END_S
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, keep_s)
+            self._call(pipe.execute)
+        self._replicated()
+        return freeze
+
+    def unfreeze(self, scope: str) -> OneOffFreeze | None:
+        previous = self._freeze_of(scope)
+        if self._call(self._redis.delete, self._key("freeze", scope)):
+            self._replicated()
+        return previous
+
+    def freezes_of(self, app: str) -> list[OneOffFreeze]:
+        """The app's one-off freeze and the one of every app, those that are set."""
+        return [
+            freeze for scope in (app, ALL_APPS) if (freeze := self._freeze_of(scope)) is not None
+        ]
+
+    def _freeze_of(self, scope: str) -> OneOffFreeze | None:
+        fields = self._call(self._redis.hgetall, self._key("freeze", scope))
+        return OneOffFreeze(scope=scope, **fields) if fields else None
 
     def _replicated(self) -> None:
         """After a write: wait until `replicas_to_wait` replicas have it, or raise
