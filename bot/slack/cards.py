@@ -118,6 +118,8 @@ def release_card(release: Release, *, now: datetime) -> CardMessage:
         _section(_status_text(release), fields=_stage_fields(release, now)),
         _section(f"*Stages:* {_progress_line(release)}"),
     ]
+    if release.overrides:
+        blocks.append(_section(_overrides_text(release)))
     if release.approvals:
         blocks.append(_section(_approvals_text(release)))
     if release.latest_metrics:
@@ -236,6 +238,14 @@ def _needs_approval(release: Release) -> str:
     if release.four_eyes:
         return f"needs approval from someone other than <@{release.requested_by}>"
     return "needs approval"
+
+
+def _overrides_text(release: Release) -> str:
+    used = "; ".join(
+        f"{override.action} by <@{override.by}> {_slack_time(override.at)}: {override.reason}"
+        for override in release.overrides
+    )
+    return f"🔓 *Break-glass override:* {used}"
 
 
 def _actor(user: str | None) -> str:
@@ -431,12 +441,14 @@ _NOTICE_EMOJI = {
     NoticeKind.FAILED: "❌",
     NoticeKind.SNAPSHOT: "📊",
     NoticeKind.CHECK_FAILED: "⚠️",
+    NoticeKind.OVERRIDE: "🔓",
 }
 _NOTICES_ASKING_FOR_ACTION = {NoticeKind.APPROVAL_REQUESTED, NoticeKind.PAUSED}
 _ALERT_TITLES = {
     NoticeKind.AUTO_ROLLBACK: "automatic rollback",
     NoticeKind.PAUSED: "paused itself",
     NoticeKind.FAILED: "release failed",
+    NoticeKind.OVERRIDE: "break-glass override",
 }
 
 
