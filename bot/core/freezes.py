@@ -112,3 +112,43 @@ def frozen_at(
             break
         until = max(later)
     return Frozen(until.astimezone(UTC), first.reason)
+
+
+# What people read of freezes (the release service words its refusals, holds and notices here).
+
+FREEZE_PAUSE_PREFIX = "frozen until "
+"""Starts the pause reason of a release held at its gate by a freeze (Frozen.describe)."""
+
+
+def held_by_freeze(reason: str, by: str | None) -> bool:
+    """True for the pause of a release that a freeze holds at its gate."""
+    return by is None and reason.startswith(FREEZE_PAUSE_PREFIX)
+
+
+def refused_while_frozen(app: str, frozen: Frozen, what: str) -> str:
+    return (
+        f"{app} is {frozen.describe()}: {what} is refused until then (rollback and pause still "
+        'work; a break-glass member may add `--override "<reason>"`)'
+    )
+
+
+def held_at_gate(app: str, version: str, stage: str, frozen: Frozen) -> str:
+    return (
+        f"{app} {version} holds at {stage}: {frozen.describe()}. It goes on by itself when the "
+        "freeze ends; rollback still works"
+    )
+
+
+def freeze_over(app: str, stage: str) -> str:
+    return f"the freeze of {app} is over; {stage} goes on"
+
+
+def overridden(app: str, version: str, by: str, action: str, reason: str) -> str:
+    return f"<@{by}> used a break-glass override on {app} {version} ({action}): {reason}"
+
+
+def override_refused(user: str) -> str:
+    return (
+        f"<@{user}> may not use `--override`: only the apps file's `break_glass` members may; "
+        "nothing was changed"
+    )

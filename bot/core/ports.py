@@ -137,9 +137,15 @@ class HistoryEntry:
     phase: str | None = None
     app: str = ""
     channel: str | None = None
+    override: str | None = None
+    """The reason of a break-glass `--override` used (or refused) in this action."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """`override` only when one was used, so other entries read as before it existed."""
+        fields = asdict(self)
+        if fields["override"] is None:
+            del fields["override"]
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> HistoryEntry:
@@ -152,8 +158,11 @@ class HistoryEntry:
 class StorePort(Protocol):
     """Release state, locks, deliveries and the audit trail (bot.redis.store.ReleaseStore)."""
 
-    def create(self, release: Release, *, entry: HistoryEntry) -> StoredRelease:
-        """Store a new active release; raises AppLocked or AppBusy."""
+    def create(
+        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+    ) -> StoredRelease:
+        """Store a new active release; raises AppLocked (not when `through_lock`, a break-glass
+        override) or AppBusy."""
         ...
 
     def save(

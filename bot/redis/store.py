@@ -79,12 +79,15 @@ local function trim_history(key, cutoff, most)
 end
 """
 
-# ARGV: release id, json, history entry, trim cutoff, trim batch.
+# ARGV: release id, json, history entry, trim cutoff, trim batch, through lock (0/1: a
+# break-glass override lets the start through the app's deploy lock).
 _CREATE = (
     _TRIM
     + """
-local lock = redis.call('HGETALL', KEYS[2])
-if #lock > 0 then return {'locked', cjson.encode(lock)} end
+if ARGV[6] ~= '1' then
+  local lock = redis.call('HGETALL', KEYS[2])
+  if #lock > 0 then return {'locked', cjson.encode(lock)} end
+end
 local holder = redis.call('GET', KEYS[1])
 if holder then return {'busy', holder} end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -256,8 +259,11 @@ class ReleaseStore:
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
-    def create(self, release: Release, *, entry: HistoryEntry) -> StoredRelease:
-        """Store a new active release; refuse if the app is locked or already has one."""
+    def create(
+        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+    ) -> StoredRelease:
+        """Store a new active release; refuse if the app is locked (unless `through_lock`: a
+        break-glass override) or already has one."""
         keys = [
             self._key("active", release.app),
             self._key("lock", release.app),
@@ -268,7 +274,13 @@ class ReleaseStore:
         status, value = self._run(
             self._create,
             keys,
-            [release.id, release.model_dump_json(), entry.to_json(), *self._trim_args(entry)],
+            [
+                release.id,
+                release.model_dump_json(),
+                entry.to_json(),
+                *self._trim_args(entry),
+                "1" if through_lock else "0",
+            ],
         )
         if status == "locked":
             fields = json.loads(value)
