@@ -127,6 +127,7 @@ def _outcome(
                 plan_name=command.plan,
                 user=user,
                 channel=channel,
+                override=command.override,
             )
         case commands.StartBlueGreen():
             return Outcome(
@@ -138,6 +139,16 @@ def _outcome(
             )
         case commands.Unlock():
             return service.unlock(app_name=command.app, user=user, channel=channel)
+        case commands.Freeze():
+            return service.freeze(
+                scope=command.app,
+                duration_s=command.duration_s,
+                user=user,
+                reason=command.reason,
+                channel=channel,
+            )
+        case commands.Unfreeze():
+            return service.unfreeze(scope=command.app, user=user, channel=channel)
         case (
             commands.Advance()
             | commands.Approve()
@@ -147,7 +158,10 @@ def _outcome(
             | commands.Promote()
         ):
             event = _event(command, user)
-            return service.act(app_name=command.app, event=event, actor=user, channel=channel)
+            override = getattr(command, "override", None)  # approve and promote take one
+            return service.act(
+                app_name=command.app, event=event, actor=user, channel=channel, override=override
+            )
     raise TypeError(f"not a command that changes anything: {command!r}")
 
 
