@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.application.apps_file import ConfigError, load_config
+from bot.application.apps_file import load_config
 from bot.application.service import ReleaseService
 from bot.core.apps import BotConfig, FreezeWindow
 from bot.core.freezes import OneOffFreeze, Window, frozen_at
