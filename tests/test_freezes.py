@@ -16,6 +16,7 @@ import redis
 from bot.application.apps_file import load_config
 from bot.application.service import ReleaseService
 from bot.core.apps import BotConfig, FreezeWindow
+from bot.core.commands import parse_command
 from bot.core.freezes import OneOffFreeze, Window, frozen_at
 from bot.core.machine import Advance, Notify, Pause, Promote, Rollback
 from bot.core.ports import SlackRefs
@@ -24,6 +25,7 @@ from bot.entrypoints.demo import DEMO_APP, DEMO_PLAN, SimulatedCluster, Transcri
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore
 from bot.slack.cards import release_card
+from handlers.commands import _outcome
 from tests.test_config import VALID_APP, problems_in, write_config
 
 APP = DEMO_APP.name
@@ -367,3 +369,21 @@ def test_a_group_in_break_glass_counts_only_with_a_membership_resolver(
     with_resolver = World(redis_client, membership={GLASS_GROUP: {BOB}})
     assert with_resolver.service.may_break_glass(BOB)
     assert not with_resolver.service.may_break_glass(ANA)
+
+
+def test_the_listener_maps_freeze_unfreeze_and_override_to_the_service(
+    redis_client: redis.Redis,
+) -> None:
+    world = World(redis_client)
+
+    def typed(text: str, user: str) -> str:
+        outcome = _outcome(world.service, parse_command(text), user=user, channel=COMMANDS)
+        return outcome.message
+
+    assert "frozen until 2026-11-26 14:00 UTC" in typed("freeze shop-api 2h release train", BOB)
+    assert "is frozen until" in typed("canary shop-api v2", ANA)
+    assert "may not use" in typed('canary shop-api v2 --override "trust me"', ANA)
+    assert typed('canary shop-api v2 --override "sev1 fix"', CAROL).startswith("Started")
+    assert world.release().overrides[0].reason == "sev1 fix"
+    assert "lifted" in typed("unfreeze shop-api", BOB)
+    assert world.service.frozen(APP) is None
