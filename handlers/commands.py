@@ -193,7 +193,9 @@ def _answer_query(service: ReleaseService, command: commands.Command) -> dict[st
                 if lock
                 else ""
             )
-            return {"text": f"{command.app} has no active release.{locked}"}
+            frozen = service.frozen(command.app)
+            freeze = f" It is {frozen.describe()}." if frozen else ""
+            return {"text": f"{command.app} has no active release.{locked}{freeze}"}
         card = release_card(stored.release, now=now)
         return {"text": card.text, "blocks": card.payload()["blocks"]}
     if isinstance(command, commands.History):

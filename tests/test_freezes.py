@@ -387,3 +387,16 @@ def test_the_listener_maps_freeze_unfreeze_and_override_to_the_service(
     assert world.release().overrides[0].reason == "sev1 fix"
     assert "lifted" in typed("unfreeze shop-api", BOB)
     assert world.service.frozen(APP) is None
+
+
+def test_the_card_of_a_held_release_says_it_goes_on_when_the_freeze_ends(
+    redis_client: redis.Redis,
+) -> None:
+    world = World(redis_client)
+    world.running_stage_zero()
+    assert world.service.freeze(scope=APP, duration_s=600, user=BOB, reason="incident").applied
+
+    card = str(release_card(world.tick(3), now=world.clock.at).payload())
+
+    assert "frozen until 2026-11-26 12:10 UTC, incident" in card
+    assert "It goes on by itself when the freeze ends." in card

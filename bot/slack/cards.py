@@ -28,6 +28,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.core.durations import format_duration
+from bot.core.freezes import held_by_freeze
 from bot.core.machine import Advance, Approve, Event, Notify, Pause, Resume, Rollback, offers
 from bot.core.release import NoticeKind, Phase, Release, desired_traffic
 from bot.core.text import percent
@@ -231,6 +232,8 @@ def _pause_detail(release: Release) -> str:
     why = f"By {_actor(pause.by)}: {pause.reason}." if pause.reason else f"By {_actor(pause.by)}."
     if pause.resume_due_at is not None:
         return f"{why} Resumes by itself {_slack_time(pause.resume_due_at)}."
+    if held_by_freeze(pause.reason, pause.by):
+        return f"{why} It goes on by itself when the freeze ends."
     return f"{why} It stays paused until someone resumes or rolls it back."
 
 
