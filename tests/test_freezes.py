@@ -78,6 +78,15 @@ def test_a_one_off_freeze_that_touches_a_window_extends_it_and_keeps_its_own_rea
     assert ended is None
 
 
+def test_an_interval_counts_from_a_fixed_anchor_so_every_other_week_stays_put() -> None:
+    fortnightly = Window(
+        rrule="FREQ=WEEKLY;INTERVAL=2;BYDAY=FR;BYHOUR=16", duration_s=3600, timezone="UTC"
+    )
+    fridays = [datetime(2026, 12, 25, 16, 30, tzinfo=UTC) + timedelta(weeks=n) for n in range(4)]
+    frozen = [frozen_at(at, windows=[fortnightly], one_offs=[]) is not None for at in fridays]
+    assert frozen in ([True, False, True, False], [False, True, False, True])
+
+
 # ---------------------------------------------------------------- the apps file
 
 FREEZES = """\
@@ -112,9 +121,14 @@ def test_the_loader_reads_freezes_for_all_and_per_app_and_break_glass(tmp_path: 
             "freezes[0].timezone: 'Mars/Olympus' is not a time zone name",
         ),
         ('{rrule: "FREQ=DAILY", duration: 0s}', "freezes[0].duration: must be longer than 0s"),
+        (
+            '{rrule: "FREQ=HOURLY;BYMINUTE=5", duration: 10m}',
+            "freezes[0]: rrule 'FREQ=HOURLY;BYMINUTE=5' is not an iCalendar RRULE (freeze windows"
+            " recur daily at most often",
+        ),
         ('{rrule: "FREQ=DAILY"}', "freezes[0].duration: "),
     ],
-    ids=["rrule", "timezone", "zero duration", "no duration"],
+    ids=["rrule", "timezone", "zero duration", "hourly", "no duration"],
 )
 def test_a_bad_window_is_a_clear_problem(tmp_path: Path, window: str, problem: str) -> None:
     (found,) = problems_in(write_config(tmp_path, f"freezes: [{window}]\n" + VALID_APP))

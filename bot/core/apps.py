@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -328,7 +327,6 @@ def _time_zone(value: str) -> str:
     return value
 
 
-_RULE_CHECK_ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 TimeZoneName = Annotated[str, Strict(), AfterValidator(_time_zone)]
 
 
@@ -338,7 +336,7 @@ class FreezeWindow(FrozenModel):
 
     rrule: Annotated[str, Strict(), Field(min_length=1)]
     """When each window starts: an iCalendar RRULE such as `FREQ=WEEKLY;BYDAY=FR;BYHOUR=16`,
-    read in `timezone` (minutes and seconds left out are 0)."""
+    read in `timezone` (minutes and seconds left out are 0; daily at most often)."""
     duration_s: PositiveDuration = Field(alias="duration")
     """How long each window lasts, e.g. `64h`."""
     timezone: TimeZoneName = "UTC"
@@ -349,7 +347,7 @@ class FreezeWindow(FrozenModel):
     @model_validator(mode="after")
     def _rule_parses(self) -> FreezeWindow:
         try:
-            parse_rule(self.rrule, timezone=self.timezone, anchor=_RULE_CHECK_ANCHOR)
+            parse_rule(self.rrule, timezone=self.timezone)
         except (ValueError, TypeError) as error:
             raise ValueError(
                 f"rrule {self.rrule!r} is not an iCalendar RRULE ({error}); write e.g. "

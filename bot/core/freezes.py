@@ -7,14 +7,17 @@ Decisions:
 - A recurring window is an iCalendar RRULE (dateutil.rrule.rrulestr) read in its own time zone
   (zoneinfo): each occurrence starts at the rule's wall-clock time there and lasts `duration_s`
   real seconds (so a window over a DST change is as long as written). Fields the rule leaves out
-  take the rule's anchor: midnight of 1 January of the year before `now`, so
-  `FREQ=WEEKLY;BYDAY=FR;BYHOUR=16` starts at 16:00:00 sharp.
+  take the rule's fixed anchor, midnight of 1 January 2020 in its time zone (so
+  `FREQ=WEEKLY;BYDAY=FR;BYHOUR=16` starts at 16:00:00 sharp, and an INTERVAL counts from there,
+  the same every year). Rules recur daily at most often (FREQ HOURLY and finer are refused by
+  the loader): walking them from the anchor would be slow, and a freeze is no hourly affair.
 - Windows and one-off freezes that touch or overlap make one freeze: `until` is the end of the
   whole chain, the reason that of the freeze in force at `now`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,10 +68,16 @@ class Frozen:
         return f"frozen until {self.until:%Y-%m-%d %H:%M} UTC, {self.reason}"
 
 
-def parse_rule(text: str, *, timezone: str, anchor: datetime) -> rrule | rruleset:
-    """The rule with its anchor (DTSTART) in `timezone`; ValueError when it does not parse."""
-    tz = ZoneInfo(timezone)
-    start = datetime(anchor.astimezone(tz).year - 1, 1, 1, tzinfo=tz)
+ANCHOR_YEAR = 2020
+_TOO_OFTEN = re.compile(r"(^|[;\s])FREQ=(HOURLY|MINUTELY|SECONDLY)\b", re.IGNORECASE)
+
+
+def parse_rule(text: str, *, timezone: str) -> rrule | rruleset:
+    """The rule with its anchor (DTSTART) in `timezone`; ValueError when it does not parse or
+    recurs more often than daily."""
+    if _TOO_OFTEN.search(text):
+        raise ValueError("freeze windows recur daily at most often (FREQ=DAILY, WEEKLY, ...)")
+    start = datetime(ANCHOR_YEAR, 1, 1, tzinfo=ZoneInfo(timezone))
     return rrulestr(text, dtstart=start, forceset=False, cache=False)
 
 
@@ -78,7 +87,7 @@ def _window_reason(window: Window) -> str:
 
 def _in_force(window: Window, at: datetime) -> Frozen | None:
     """The occurrence of `window` that covers `at`, if one does."""
-    rule = parse_rule(window.rrule, timezone=window.timezone, anchor=at)
+    rule = parse_rule(window.rrule, timezone=window.timezone)
     started = rule.before(at.astimezone(ZoneInfo(window.timezone)), inc=True)
     if started is None:
         return None
