@@ -137,6 +137,7 @@ def _outcome(
                 plan_name=command.plan,
                 user=user,
                 **where,
+                override=command.override,
             )
         case commands.StartBlueGreen():
             return Outcome(
@@ -146,6 +147,16 @@ def _outcome(
             return service.lock(app_name=command.app, user=user, reason=command.reason, **where)
         case commands.Unlock():
             return service.unlock(app_name=command.app, user=user, **where)
+        case commands.Freeze():
+            return service.freeze(
+                scope=command.app,
+                duration_s=command.duration_s,
+                user=user,
+                reason=command.reason,
+                channel=channel,
+            )
+        case commands.Unfreeze():
+            return service.unfreeze(scope=command.app, user=user, channel=channel)
         case (
             commands.Advance()
             | commands.Approve()
@@ -155,7 +166,10 @@ def _outcome(
             | commands.Promote()
         ):
             event = _event(command, user)
-            return service.act(app_name=command.app, event=event, actor=user, **where)
+            override = getattr(command, "override", None)  # approve and promote take one
+            return service.act(
+                app_name=command.app, event=event, actor=user, override=override, **where
+            )
     raise TypeError(f"not a command that changes anything: {command!r}")
 
 
@@ -187,7 +201,9 @@ def _answer_query(service: ReleaseService, command: commands.Command) -> dict[st
                 if lock
                 else ""
             )
-            return {"text": f"{command.app} has no active release.{locked}"}
+            frozen = service.frozen(command.app)
+            freeze = f" It is {frozen.describe()}." if frozen else ""
+            return {"text": f"{command.app} has no active release.{locked}{freeze}"}
         card = release_card(stored.release, now=now)
         return {"text": card.text, "blocks": card.payload()["blocks"]}
     if isinstance(command, commands.History):

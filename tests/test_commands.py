@@ -19,6 +19,7 @@ from bot.core.commands import (
     Advance,
     Approve,
     Command,
+    Freeze,
     Help,
     History,
     ImageVersion,
@@ -31,6 +32,7 @@ from bot.core.commands import (
     StartBlueGreen,
     StartCanary,
     Status,
+    Unfreeze,
     Unlock,
     UsageError,
     parse_command,
@@ -129,6 +131,23 @@ VALID: list[tuple[str, Command]] = [
     # Slack's escapes are undone in one pass: a typed `&lt;` arrives as `&amp;lt;` and stays `&lt;`.
     ("lock shop-api see &amp;lt;wiki&amp;gt;", Lock(app="shop-api", reason="see &lt;wiki&gt;")),
     ("unlock shop-api", Unlock(app="shop-api")),
+    ("freeze all 2h release train", Freeze(app="all", duration_s=7200, reason="release train")),
+    ("freeze shop-api 1d30m", Freeze(app="shop-api", duration_s=88200, reason="")),
+    ("unfreeze all", Unfreeze(app="all")),
+    (
+        'canary shop-api v2.4.1 --override "db is down,  hotfix"',
+        StartCanary(
+            app="shop-api", version=tag("v2.4.1"), plan=None, override="db is down,  hotfix"
+        ),
+    ),
+    (
+        "approve shop-api —override “sev1 fix”",
+        Approve(app="shop-api", override="sev1 fix"),
+    ),
+    (
+        'promote shop-api --override="hot fix" --full',
+        Promote(app="shop-api", full=True, override="hot fix"),
+    ),
 ]
 
 
@@ -228,6 +247,17 @@ MISTAKES: list[tuple[str, str, str | None]] = [
     ("pause shop-api --for", "`--for` needs a value: `--for DURATION`", "pause"),
     ("canary shop-api v1 --plan a --plan b", "`--plan` given twice", "canary"),
     ("promote shop-api --full --full", "`--full` given twice", "promote"),
+    (
+        "freeze shop-api",
+        "`/release freeze shop-api` needs a duration such as `2h`, `30m` or `1d`",
+        "freeze",
+    ),
+    ("freeze all 0s", "`0s`: a freeze must last longer than 0s", "freeze"),
+    (
+        "approve shop-api --override",
+        '`--override` needs a value: `--override "<reason>"`',
+        "approve",
+    ),
     ("promote shop-api --full=yes", "`--full` takes no value, but got `--full=yes`", "promote"),
     ("pause shop-api --for 0s", "`--for 0s`: a timed pause must last longer than 0s", "pause"),
     (

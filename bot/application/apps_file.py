@@ -8,10 +8,14 @@ File layout (see deploy/examples/apps.yaml for every field, commented):
 
     apps:           # required, at least one; key = app name used in `/release canary <app>`
       shop-api: {namespace, workload, container?, router, slack_channel, plan?, metrics?,
-                 alert_mention?, authorization?}
+                 alert_mention?, authorization?, freezes?}
     plans:          # optional; key = plan name, value = list of stages
       fast: [{weight, duration, approval?, header_routed?}, ...]
     default_plan:   # optional; the plan of apps that name none (default: "default")
+    freezes:        # optional; recurring freeze windows of every app:
+      - {rrule: "FREQ=WEEKLY;BYDAY=FR;BYHOUR=16", duration: 64h, timezone: Europe/Berlin,
+         reason: weekend}
+    break_glass:    # optional; Slack user IDs who may `--override` a freeze or a lock
 
 Decisions:
 - The built-in plan `default` (bot.core.plan.DEFAULT_PLAN) always exists and cannot be
@@ -37,6 +41,7 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -67,11 +72,14 @@ from bot.core.apps import (
     BotConfig,
     DnsLabel,
     ErrorRateLimits,
+    FreezeWindow,
+    FreezeWindows,
     FrozenModel,
     GatewayApiRouter,
     IstioRouter,
     LatencyLimits,
     MetricsConfig,
+    Principals,
     QpsLimits,
     ReplicasRouter,
     plan_problem,
@@ -186,6 +194,11 @@ class _FileSpec(FrozenModel):
     default_plan: PlanRef = DEFAULT_PLAN.name
     """The plan of apps that name none (the built-in `default`: 0 % by header for 1h → 5 % for
     2h → 50 % for 4h + approval → 100 %)."""
+    freezes: FreezeWindows = ()
+    """Recurring freeze windows of every app (see `apps.NAME.freezes` for one app's)."""
+    break_glass: Principals = ()
+    """Who may `--override` a freeze or a lock: Slack user IDs (group IDs count only once the
+    bot resolves group members)."""
 
 
 class _PartSpec(_FileSpec):
@@ -206,6 +219,8 @@ _PLAN_ENTRY = TypeAdapter(
     config=_STRICT,
 )
 _PLAN_REF = TypeAdapter(PlanRef, config=_STRICT)
+_FREEZES = TypeAdapter(FreezeWindows, config=_STRICT)
+_PRINCIPALS = TypeAdapter(Principals, config=_STRICT)
 
 _SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     _FileSpec,
@@ -219,6 +234,7 @@ _SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     LatencyLimits,
     QpsLimits,
     AuthorizationConfig,
+    FreezeWindow,
 )
 _FIELD_NAMES = sorted(
     {field.alias or name for model in _SCHEMA_MODELS for name, field in model.model_fields.items()}
@@ -613,7 +629,23 @@ def _merge(parts: Sequence[_Part], plan_names: list[str]) -> tuple[BotConfig, li
             **{field: getattr(app, field) for field in AppSettings.model_fields},
         )
     source = ", ".join(dict.fromkeys(part.source for part in parts))
-    return BotConfig(source=source, apps=apps, plans=plans), problems
+    freezes: list[FreezeWindow] = []
+    break_glass: list[str] = []
+    for part in parts:
+        data = part.data if isinstance(part.data, dict) else {}
+        try:
+            freezes += _FREEZES.validate_python(data.get("freezes", ()))
+            break_glass += _PRINCIPALS.validate_python(data.get("break_glass", ()))
+        except ValidationError:
+            continue  # its problems are among the field problems
+    config = BotConfig(
+        source=source,
+        apps=apps,
+        plans=plans,
+        freezes=tuple(freezes),
+        break_glass=tuple(dict.fromkeys(break_glass)),
+    )
+    return config, problems
 
 
 def load_config(*paths: str | os.PathLike[str]) -> BotConfig:
@@ -658,4 +690,4 @@ def load_config(*paths: str | os.PathLike[str]) -> BotConfig:
         # Stable: in one place, a key written twice explains the problems found in its copy.
         problems.sort(key=lambda problem: problem.order)
         raise ConfigError(source, [problem.text for problem in problems])
-    return BotConfig(source=source, apps=config.apps, plans=config.plans)
+    return dataclasses.replace(config, source=source)

@@ -38,7 +38,7 @@ def _rows(model: type[BaseModel], prefix: str, *, skip: frozenset[str] = frozens
         path = f"{prefix}{field.alias or name}"
         nested = _nested_model(field.annotation)
         if nested is not None:
-            rows.extend(_rows(nested, f"{path}."))
+            rows.extend(_rows(nested, f"{path}[]." if _is_list(field.annotation) else f"{path}."))
             continue
         rows.append(_row(path, name, field))
     return rows
@@ -55,7 +55,15 @@ def _row(path: str, name: str, field: FieldInfo) -> str:
     return f"| `{path}` | {kind} | {default} | {meaning} |"
 
 
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        return _is_list(get_args(annotation)[0])
+    return get_origin(annotation) is tuple
+
+
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if get_origin(annotation) is Annotated:
+        return _nested_model(get_args(annotation)[0])
     for candidate in (annotation, *get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate

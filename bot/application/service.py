@@ -21,21 +21,27 @@ import structlog
 
 from bot.application import telemetry
 from bot.application.checks import CanaryChecks
+from bot.core import freezes
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
 from bot.core.authorization import Allowed, Right, SeenChannel, decide, groups_to_resolve
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
+from bot.core.freezes import ALL_APPS, Frozen, frozen_at
 from bot.core.machine import (
     Accepted,
     Advance,
     Approve,
     CanaryReady,
+    Effect,
     Event,
     Fail,
     Notify,
+    Pause,
     PauseTimerElapsed,
     Promote,
     PromotionDone,
     ReconcileCluster,
+    Refused,
+    Resume,
     RollbackDone,
     StageTimerElapsed,
     start_release,
@@ -51,13 +57,14 @@ from bot.core.ports import (
     HistoryEntry,
     LeasesPort,
     MembershipPort,
+    MembershipUnavailable,
     Observation,
     RevisionConflict,
     SlackRefs,
     StoredRelease,
     StorePort,
 )
-from bot.core.release import NoticeKind, Phase, Release, ReleaseKind
+from bot.core.release import NoticeKind, Override, Phase, Release, ReleaseKind, desired_traffic
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +81,7 @@ class CrashPoint(StrEnum):
 
 
 CANARY_READY_DEADLINE = timedelta(minutes=10)
+BOT_ACTOR = "release-bot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +121,8 @@ class ReleaseService:
         crash_at: CrashPoint | None = None,
     ) -> None:
         """`checks` None: no metrics source, so stages advance on their timers alone;
-        `membership` None: no user group can be resolved, so rules naming one deny."""
+        `membership` None: no user group can be resolved, so rules naming one deny, and a group
+        in `break_glass` lets nobody override (user ids do)."""
         self._config = config
         self._membership = membership
         self._checks = checks
@@ -134,13 +143,24 @@ class ReleaseService:
         user: str,
         channel: str,
         channel_name: str = "",
+        override: str | None = None,
     ) -> Outcome:
         """Start a canary; its card goes to the app's channel when the apps file gives its ID,
         else to `channel`, where the command was typed (`channel_name`: its name, when the
-        request carries one, for rules that name channels by name)."""
+        request carries one, for rules that name channels by name). `override`: a break-glass
+        reason, which lets the start through a freeze and a deploy lock."""
         # the release's id joins once it exists; the strategy is the only one there is yet
         context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
         with structlog.contextvars.bound_contextvars(**context):
+            if override is not None and not self.may_break_glass(user):
+                if app_name not in self._config.apps:
+                    return self._unknown_app(app_name)
+                refused = f"refused: {freezes.override_refused(user)}"
+                self._audit(
+                    app_name, "-", user, "start", refused, channel=channel, override=override
+                )
+                telemetry.count_transition(telemetry.START_EVENT, applied=False)
+                return Outcome(False, freezes.override_refused(user))
             try:
                 outcome = self._start(
                     app_name=app_name,
@@ -149,11 +169,14 @@ class ReleaseService:
                     user=user,
                     channel=channel,
                     channel_name=channel_name,
+                    override=override,
                 )
             except _NOT_TAKEN_UP as refusal:
                 if isinstance(refusal, AppBusy | AppLocked):
                     refused = f"refused: {refusal}"
-                    self._audit(app_name, "-", user, "start", refused, channel=channel)
+                    self._audit(
+                        app_name, "-", user, "start", refused, channel=channel, override=override
+                    )
                     telemetry.count_transition(telemetry.START_EVENT, applied=False)
                 return Outcome(False, str(refusal), not_taken_up=True)
         telemetry.count_transition(telemetry.START_EVENT, applied=outcome.applied)
@@ -168,6 +191,7 @@ class ReleaseService:
         user: str,
         channel: str,
         channel_name: str,
+        override: str | None,
     ) -> Outcome:
         app = self._config.app(app_name)
         seen = SeenChannel(channel, channel_name)
@@ -176,7 +200,12 @@ class ReleaseService:
         plan = self._config.plan(plan_name) if plan_name else app.plan
         if refusal := plan_refusal(app, plan):
             return Outcome(False, refusal)
-        self._refuse_if_taken(app.name)
+        if override is None and (frozen := self.frozen(app.name)) is not None:
+            message = freezes.refused_while_frozen(app.name, frozen, "a new release")
+            self._audit(app.name, "-", user, "start", f"refused: {message}", channel=channel)
+            telemetry.count_transition(telemetry.START_EVENT, applied=False)
+            return Outcome(False, message, not_taken_up=True)
+        self._refuse_if_taken(app.name, through_lock=override is not None)
         previous = self._cluster.stable_version(app)
         if previous == version:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
@@ -202,12 +231,20 @@ class ReleaseService:
             analysis_enabled=self._checks is not None and self._checks.covers(app),
         )
         preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
-        effects = (*started.effects, preflight_notice)
-        release = with_outbox(started.release, effects)
+        effects: tuple[Effect, ...] = (*started.effects, preflight_notice)
+        release = started.release
+        if override is not None:
+            release, effects = _overridden(
+                release, effects, by=user, reason=override, at=now, action="start"
+            )
+            effects = effects[-1:] + effects[:-1]  # the notice first: the start is an override
+        release = with_outbox(release, effects)
         with _working_on(release):
             detail = f"{version} (plan {plan.name})"
-            entry = self._entry(release, user, "start", "applied", detail, channel=channel)
-            stored = self._store.create(release, entry=entry)
+            entry = self._entry(
+                release, user, "start", "applied", detail, channel=channel, override=override
+            )
+            stored = self._store.create(release, entry=entry, through_lock=override is not None)
             _log_applied(entry, app=app.name)
             with self._leases.hold_release(release.id) as leased:  # else another replica's pass
                 if leased is not None:
@@ -225,10 +262,12 @@ class ReleaseService:
         actor: str,
         channel: str | None = None,
         channel_name: str = "",
+        override: str | None = None,
     ) -> Outcome:
         """Apply a person's event to the app's active release; `channel`: the Slack channel the
         request came from (checked against the app's rules, and kept in the audit trail), None
-        for a caller outside Slack."""
+        for a caller outside Slack; `override`: a break-glass reason, which lets a widening step
+        through a freeze."""
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         stored = self._store.active(app_name)
@@ -238,7 +277,7 @@ class ReleaseService:
             return denied
         if stored is None:
             return Outcome(False, f"{app_name} has no active release.")
-        return self._apply(stored, event, actor=actor, channel=channel)
+        return self._apply(stored, event, actor=actor, channel=channel, override=override)
 
     def act_on_release(
         self,
@@ -257,6 +296,57 @@ class ReleaseService:
         if denied := self._denied_event(app, event, actor, channel, channel_name, stored.release):
             return denied
         return self._apply(stored, event, actor=actor, channel=channel)
+
+    def may_break_glass(self, user: str) -> bool:
+        """`user` is in the apps file's break_glass: by user id, or (only with a membership
+        resolver) as a member of a user group listed there."""
+        for principal in self._config.break_glass:
+            if principal == user:
+                return True
+            if principal.startswith("S") and self._membership is not None:
+                try:
+                    if user in self._membership.members(principal):
+                        return True
+                except MembershipUnavailable:
+                    log.warning("break_glass_group_unresolved", group=principal)
+        return False
+
+    def frozen(self, app_name: str) -> Frozen | None:
+        """Whether the app is frozen now: its windows, everyone's, and the one-off freezes."""
+        return frozen_at(
+            self._clock(),
+            windows=self._config.freeze_windows(app_name),
+            one_offs=self._store.freezes_of(app_name),
+        )
+
+    def freeze(
+        self, *, scope: str, duration_s: int, user: str, reason: str, channel: str | None = None
+    ) -> Outcome:
+        """A one-off freeze of one app (or, scope `all`, of every app) for `duration_s`."""
+        if scope != ALL_APPS and scope not in self._config.apps:
+            return self._unknown_app(scope)
+        now = self._clock()
+        until = now + timedelta(seconds=duration_s)
+        self._store.freeze(scope, by=user, reason=reason, at=now, until=until)
+        applied = f"applied until {until.isoformat()}: {reason or 'no reason given'}"
+        self._audit(scope, "-", user, "freeze", applied, channel=channel)
+        which = "every app is" if scope == ALL_APPS else f"{scope} is"
+        return Outcome(
+            True,
+            f"{which} frozen until {until:%Y-%m-%d %H:%M} UTC: new releases and widening steps "
+            "are refused, and running releases hold at their next gate.",
+        )
+
+    def unfreeze(self, *, scope: str, user: str, channel: str | None = None) -> Outcome:
+        if scope != ALL_APPS and scope not in self._config.apps:
+            return self._unknown_app(scope)
+        previous = self._store.unfreeze(scope)
+        if previous is None:
+            return Outcome(False, f"{scope} has no freeze set with `/release freeze`.")
+        self._audit(
+            scope, "-", user, "unfreeze", f"applied (frozen by {previous.by})", channel=channel
+        )
+        return Outcome(True, f"the freeze of {scope} is lifted (recurring windows still apply).")
 
     def lock(
         self,
@@ -364,9 +454,9 @@ class ReleaseService:
     def claim_delivery(self, key: str) -> bool:
         return self._store.claim_delivery(key)
 
-    def _refuse_if_taken(self, app: str) -> None:
+    def _refuse_if_taken(self, app: str, *, through_lock: bool = False) -> None:
         """Answer busy or locked before preflight's slow reads; create() enforces it atomically."""
-        if (lock := self._store.lock_of(app)) is not None:
+        if not through_lock and (lock := self._store.lock_of(app)) is not None:
             raise AppLocked(app, lock)
         if (holder := self._store.active(app)) is not None:
             raise AppBusy(holder)
@@ -424,6 +514,8 @@ class ReleaseService:
                 return StageTimerElapsed()
             case Phase.PAUSED if _resume_due(release, now):
                 return PauseTimerElapsed()
+            case Phase.PAUSED if _held_by_freeze(release) and self.frozen(release.app) is None:
+                return Resume(by=BOT_ACTOR)
             case Phase.PROMOTING if observation.promotion_complete:
                 return PromotionDone()
             case Phase.ROLLING_BACK if observation.rollback_complete:
@@ -431,18 +523,80 @@ class ReleaseService:
         return None
 
     def _apply(
-        self, stored: StoredRelease, event: Event, *, actor: str, channel: str | None = None
+        self,
+        stored: StoredRelease,
+        event: Event,
+        *,
+        actor: str,
+        channel: str | None = None,
+        override: str | None = None,
     ) -> Outcome:
         """`channel` None: an automatic action (the scheduler's), or one from no Slack channel."""
         with _working_on(stored.release):
-            return self._apply_in_context(stored, event, actor=actor, channel=channel)
+            action = type(event).__name__
+            if override is not None and not self.may_break_glass(actor):
+                telemetry.count_transition(action, applied=False)
+                refusal = freezes.override_refused(actor)
+                release = stored.release
+                self._audit(
+                    release.app,
+                    release.id,
+                    actor,
+                    action,
+                    f"refused: {refusal}",
+                    channel=channel,
+                    override=override,
+                )
+                return Outcome(False, refusal, release)
+            return self._apply_in_context(
+                stored, event, actor=actor, channel=channel, override=override
+            )
+
+    def _decide(
+        self, release: Release, event: Event, *, now: datetime, override: str | None, actor: str
+    ) -> tuple[Event, Accepted | Refused]:
+        """The machine's decision, with the freeze's say: a widening step during a freeze is
+        refused (a person's) or becomes a hold at the gate (the stage timer's), unless a
+        break-glass override lets it through; the event actually applied comes back too."""
+        decided = transition(release, event, now=now)
+        if not isinstance(decided, Accepted):
+            return event, decided
+        if override is not None:
+            overridden, effects = _overridden(
+                decided.release,
+                decided.effects,
+                by=actor,
+                reason=override,
+                at=now,
+                action=type(event).__name__,
+            )
+            return event, Accepted(release=overridden, effects=effects)
+        if isinstance(event, CanaryReady) or not _widens(release, decided.release):
+            return event, _freeze_notices(release, event, decided)
+        frozen = self.frozen(release.app)
+        if frozen is None:
+            return event, decided
+        if not isinstance(event, StageTimerElapsed):
+            what = f"{type(event).__name__} (it would widen the canary's traffic)"
+            return event, Refused(reason=freezes.refused_while_frozen(release.app, frozen, what))
+        hold = Pause(by=BOT_ACTOR, reason=frozen.describe())
+        return hold, _held(release, transition(release, hold, now=now), frozen)
 
     def _apply_in_context(
-        self, stored: StoredRelease, event: Event, *, actor: str, channel: str | None
+        self,
+        stored: StoredRelease,
+        event: Event,
+        *,
+        actor: str,
+        channel: str | None,
+        override: str | None,
     ) -> Outcome:
-        action = type(event).__name__
+        asked = event
         for _ in range(SAVE_ATTEMPTS):
-            decided = transition(stored.release, event, now=self._clock())
+            event, decided = self._decide(
+                stored.release, asked, now=self._clock(), override=override, actor=actor
+            )
+            action = type(event).__name__
             if not isinstance(decided, Accepted):
                 telemetry.count_transition(action, applied=False)
                 self._audit(
@@ -452,11 +606,14 @@ class ReleaseService:
                     action,
                     f"refused: {decided.reason}",
                     channel=channel,
+                    override=override,
                 )
                 return Outcome(False, decided.reason, stored.release)
             release = with_outbox(decided.release, decided.effects)
             detail = _event_detail(event)
-            entry = self._entry(release, actor, action, "applied", detail, channel=channel)
+            entry = self._entry(
+                release, actor, action, "applied", detail, channel=channel, override=override
+            )
             try:
                 saved = self._store.save(
                     stored, release, entry=entry, finished=release.phase.is_terminal
@@ -556,6 +713,7 @@ class ReleaseService:
         detail: str = "",
         *,
         channel: str | None,
+        override: str | None = None,
     ) -> HistoryEntry:
         """The audit entry of an applied transition, saved with the release in one write."""
         return HistoryEntry(
@@ -569,6 +727,7 @@ class ReleaseService:
             phase=release.phase.value,
             app=release.app,
             channel=channel,
+            override=override,
         )
 
     def _audit(
@@ -580,8 +739,9 @@ class ReleaseService:
         outcome: str,
         *,
         channel: str | None,
+        override: str | None = None,
     ) -> None:
-        """An audit entry for what changed no release: refusals, locks and unlocks."""
+        """An audit entry for what changed no release: refusals, locks, unlocks and freezes."""
         entry = HistoryEntry(
             at=self._clock().isoformat(),
             release_id=release_id,
@@ -590,6 +750,7 @@ class ReleaseService:
             outcome=outcome,
             app=app,
             channel=channel,
+            override=override,
         )
         self._store.append_history(app, entry)
 
@@ -614,6 +775,71 @@ def _log_applied(entry: HistoryEntry, *, app: str) -> None:
         stage=entry.stage,
         phase=entry.phase,
     )
+
+
+def _widens(before: Release, after: Release) -> bool:
+    """The step gives the canary more public traffic (a higher stage weight, or promotion)."""
+    return desired_traffic(after).canary_weight > desired_traffic(before).canary_weight
+
+
+def _stage_text(release: Release) -> str:
+    stages = len(release.plan.stages)
+    return f"stage {release.stage_index + 1}/{stages} ({release.stage.weight} %)"
+
+
+def _held_by_freeze(release: Release) -> bool:
+    pause = release.pause
+    return pause is not None and freezes.held_by_freeze(pause.reason, pause.by)
+
+
+def _held(release: Release, decided: Accepted | Refused, frozen: Frozen) -> Accepted | Refused:
+    """The machine's pause, made the bot's own (no one paused it) with the freeze's notice."""
+    if not isinstance(decided, Accepted) or decided.release.pause is None:
+        return decided
+    pause = decided.release.pause.model_copy(update={"by": None})
+    text = freezes.held_at_gate(release.app, release.version, _stage_text(release), frozen)
+    return Accepted(
+        release=decided.release.evolve(pause=pause),
+        effects=_with_notice_text(decided.effects, NoticeKind.PAUSED, text),
+    )
+
+
+def _freeze_notices(release: Release, event: Event, decided: Accepted) -> Accepted:
+    """A release resumed at the end of a freeze says so (not that the bot resumed it)."""
+    if not (isinstance(event, Resume) and event.by == BOT_ACTOR and _held_by_freeze(release)):
+        return decided
+    text = freezes.freeze_over(release.app, _stage_text(release))
+    return Accepted(
+        release=decided.release,
+        effects=_with_notice_text(decided.effects, NoticeKind.RESUMED, text),
+    )
+
+
+def _with_notice_text(
+    effects: tuple[Effect, ...], kind: NoticeKind, text: str
+) -> tuple[Effect, ...]:
+    return tuple(
+        Notify(kind=kind, text=text, in_channel=effect.in_channel)
+        if isinstance(effect, Notify) and effect.kind is kind
+        else effect
+        for effect in effects
+    )
+
+
+def _overridden(
+    release: Release,
+    effects: tuple[Effect, ...],
+    *,
+    by: str,
+    reason: str,
+    at: datetime,
+    action: str,
+) -> tuple[Release, tuple[Effect, ...]]:
+    """The release flagged for its life, and an in-channel notice naming who and why."""
+    override = Override(by=by, reason=reason, at=at, action=action)
+    text = freezes.overridden(release.app, release.version, by, action, reason)
+    notice = Notify(kind=NoticeKind.OVERRIDE, text=text, in_channel=True)
+    return release.evolve(overrides=(*release.overrides, override)), (*effects, notice)
 
 
 def _resume_due(release: Release, now: datetime) -> bool:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +27,7 @@ from pydantic import (
 
 from bot.core.durations import PositiveDuration
 from bot.core.errors import ReleaseBotError
+from bot.core.freezes import Window, parse_rule
 from bot.core.plan import Plan
 
 
@@ -316,6 +318,56 @@ class AuthorizationConfig(FrozenModel):
     """The approver must differ from whoever started the release."""
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not a time zone name such as 'Europe/Berlin' or 'UTC'"
+        ) from None
+    return value
+
+
+TimeZoneName = Annotated[str, Strict(), AfterValidator(_time_zone)]
+
+
+class FreezeWindow(FrozenModel):
+    """A recurring change freeze: starts and widening steps are refused while it lasts, and a
+    running release holds at its next gate."""
+
+    rrule: Annotated[str, Strict(), Field(min_length=1)]
+    """When each window starts: an iCalendar RRULE such as `FREQ=WEEKLY;BYDAY=FR;BYHOUR=16`,
+    read in `timezone` (minutes and seconds left out are 0; daily at most often)."""
+    duration_s: PositiveDuration = Field(alias="duration")
+    """How long each window lasts, e.g. `64h`."""
+    timezone: TimeZoneName = "UTC"
+    """The time zone the rule is read in, e.g. `Europe/Berlin`."""
+    reason: str = ""
+    """Shown when a start or a step is refused, e.g. `weekend`."""
+
+    @model_validator(mode="after")
+    def _rule_parses(self) -> FreezeWindow:
+        try:
+            parse_rule(self.rrule, timezone=self.timezone)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"rrule {self.rrule!r} is not an iCalendar RRULE ({error}); write e.g. "
+                "'FREQ=WEEKLY;BYDAY=FR;BYHOUR=16'"
+            ) from None
+        return self
+
+    def window(self) -> Window:
+        return Window(
+            rrule=self.rrule,
+            duration_s=self.duration_s,
+            timezone=self.timezone,
+            reason=self.reason,
+        )
+
+
+FreezeWindows = Annotated[tuple[FreezeWindow, ...], Strict(False)]
+
+
 class AppSettings(FrozenModel):
     """What the apps file says of one app besides its name and plan (the loader's schema adds
     the plan's name; AppConfig adds the resolved plan)."""
@@ -334,6 +386,8 @@ class AppSettings(FrozenModel):
     alert_mention: AlertMention = "<!here>"
     """Prepended to auto-rollback alerts in the channel; '' for none."""
     authorization: AuthorizationConfig = AuthorizationConfig()
+    freezes: FreezeWindows = ()
+    """The app's recurring freeze windows (besides the top-level `freezes`, which apply to all)."""
 
 
 class AppConfig(AppSettings):
@@ -350,6 +404,15 @@ class BotConfig:
     source: str
     apps: Mapping[str, AppConfig]
     plans: Mapping[str, Plan]
+    freezes: tuple[FreezeWindow, ...] = ()
+    """Recurring freeze windows of every app."""
+    break_glass: tuple[str, ...] = field(default_factory=tuple)
+    """Who may `--override` a freeze or a lock: Slack user IDs, and user-group IDs (S...)."""
+
+    def freeze_windows(self, app: str) -> tuple[Window, ...]:
+        """The recurring windows that apply to `app`: everyone's, then its own."""
+        own = self.apps[app].freezes if app in self.apps else ()
+        return tuple(window.window() for window in (*self.freezes, *own))
 
     def app(self, name: str) -> AppConfig:
         try:

@@ -57,6 +57,8 @@ class StartCanary:
     version: ImageVersion
     plan: str | None
     """None: the app's plan from the apps file."""
+    override: str | None = None
+    """`--override "<reason>"`: break glass through a freeze or a lock (the reason)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +92,8 @@ class Advance:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Approve:
     app: str
+    override: str | None = None
+    """`--override "<reason>"`: break glass through a freeze."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +121,8 @@ class Promote:
     app: str
     full: bool
     """Skip the remaining stages and go to 100 % now."""
+    override: str | None = None
+    """`--override "<reason>"`: break glass through a freeze."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +133,20 @@ class Lock:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unlock:
+    app: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Freeze:
+    """A one-off freeze: no starts or widening steps for `duration_s`; app ALL: every app."""
+
+    app: str
+    duration_s: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unfreeze:
     app: str
 
 
@@ -145,6 +165,8 @@ Command = (
     | Promote
     | Lock
     | Unlock
+    | Freeze
+    | Unfreeze
 )
 
 
@@ -218,6 +240,7 @@ class _Arguments:
         self._took_version = False
         self._flags: dict[str, str] = {}
         self.reason = ""
+        self._text = text
         self._sort(text, words)
 
     def fail(self, problem: str) -> UsageError:
@@ -229,7 +252,10 @@ class _Arguments:
             word = words[index]
             if _is_flag(word.text):
                 index = self._take_flag(words, index)
-            elif self._syntax.takes_reason and self._positionals:
+            elif (
+                self._syntax.takes_reason
+                and len(self._positionals) >= self._syntax.words_before_reason
+            ):
                 self.reason = self._read_reason(text[word.start :])
                 return
             else:
@@ -246,7 +272,8 @@ class _Arguments:
         if flag not in self._syntax.flags:
             close = difflib.get_close_matches(flag, self._syntax.flags, n=1, cutoff=0.5)
             hint = f" (did you mean `{close[0]}`?)" if close else ""
-            accepted = ", ".join(f"`{known}`" for known in self._syntax.flags)
+            shown_flags = [known for known in self._syntax.flags if known in self._syntax.arguments]
+            accepted = ", ".join(f"`{known}`" for known in shown_flags or self._syntax.flags)
             raise self.fail(
                 f"unknown flag `{shown(name)}` for {command}{hint}; it accepts {accepted}"
             )
@@ -264,11 +291,28 @@ class _Arguments:
             value, next_index = words[index + 1].text, index + 2
         else:
             value, next_index = "", index + 1
+        if value[:1] in _QUOTE_CLOSERS and next_index < len(words):
+            value, next_index = self._quoted_words(words, index, value, next_index)
         value = _unquote(value)
         if not value:
             raise self.fail(f"`{flag}` needs a value: `{flag} {metavar}`")
         self._flags[flag] = value
         return next_index
+
+    def _quoted_words(
+        self, words: list[_Word], index: int, value: str, next_index: int
+    ) -> tuple[str, int]:
+        """A quoted flag value of several words (`--override "db is down"`): up to the word
+        that closes the quote, with the text's own spacing; unclosed: the first word alone."""
+        closers = _QUOTE_CLOSERS[value[:1]]
+        if len(value) > 1 and value[-1] in closers:
+            return value, next_index
+        opening = words[next_index - 1].start + len(words[next_index - 1].text) - len(value)
+        for last in range(next_index, len(words)):
+            if words[last].text[-1] in closers:
+                end = words[last].start + len(words[last].text)
+                return self._text[opening:end], last + 1
+        return value, next_index
 
     def _read_reason(self, rest: str) -> str:
         for word in rest.split():
@@ -340,6 +384,21 @@ class _Arguments:
             raise self.fail(f"`--for {value}`: a timed pause must last longer than 0s")
         return seconds
 
+    def override(self) -> str | None:
+        return self._flags.get("--override")
+
+    def positive_duration(self) -> int:
+        word = self._next_word()
+        if word is None:
+            raise self.fail(f"`{self._so_far()}` needs a duration such as `2h`, `30m` or `1d`")
+        try:
+            seconds = parse_duration(word)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+        if seconds == 0:
+            raise self.fail(f"`{word}`: a freeze must last longer than 0s")
+        return seconds
+
     def done(self) -> None:
         """Refuse words nobody took."""
         if not self._positionals:
@@ -370,8 +429,11 @@ class _Syntax:
     """Flag -> its value's placeholder; '' for a switch."""
     takes_reason: bool = False
     """Free text after the app, to the end of the line."""
+    words_before_reason: int = 1
+    """How many words (the app, and more) come before the reason."""
 
 
+_OVERRIDE_SUMMARY = '; --override "<reason>": break glass'
 _GRAMMAR = {
     syntax.name: syntax
     for syntax in (
@@ -384,11 +446,11 @@ _GRAMMAR = {
         _Syntax(
             name="canary",
             arguments="<app> <version> [--plan NAME]",
-            summary="start a canary release (plan: the app's, or NAME)",
+            summary=f"start a canary release (plan: the app's, or NAME){_OVERRIDE_SUMMARY}",
             build=lambda args: StartCanary(
-                app=args.app(), version=args.version(), plan=args.plan()
+                app=args.app(), version=args.version(), plan=args.plan(), override=args.override()
             ),
-            flags={"--plan": "NAME"},
+            flags={"--plan": "NAME", "--override": '"<reason>"'},
         ),
         _Syntax(
             name="bluegreen",
@@ -423,8 +485,9 @@ _GRAMMAR = {
         _Syntax(
             name="approve",
             arguments="<app>",
-            summary="approve the stage waiting for approval",
-            build=lambda args: Approve(app=args.app()),
+            summary=f"approve the stage waiting for approval{_OVERRIDE_SUMMARY}",
+            build=lambda args: Approve(app=args.app(), override=args.override()),
+            flags={"--override": '"<reason>"'},
         ),
         _Syntax(
             name="pause",
@@ -452,9 +515,11 @@ _GRAMMAR = {
         _Syntax(
             name="promote",
             arguments="<app> [--full]",
-            summary="next stage; --full: skip remaining stages",
-            build=lambda args: Promote(app=args.app(), full=args.switch("--full")),
-            flags={"--full": ""},
+            summary=f"next stage; --full: skip remaining stages{_OVERRIDE_SUMMARY}",
+            build=lambda args: Promote(
+                app=args.app(), full=args.switch("--full"), override=args.override()
+            ),
+            flags={"--full": "", "--override": '"<reason>"'},
         ),
         _Syntax(
             name="lock",
@@ -469,6 +534,22 @@ _GRAMMAR = {
             summary="allow releases again",
             build=lambda args: Unlock(app=args.app()),
         ),
+        _Syntax(
+            name="freeze",
+            arguments="<app|all> <duration> [reason]",
+            summary="no starts or widening steps for DURATION (2h, 1d)",
+            build=lambda args: Freeze(
+                app=args.app(), duration_s=args.positive_duration(), reason=args.reason
+            ),
+            takes_reason=True,
+            words_before_reason=2,
+        ),
+        _Syntax(
+            name="unfreeze",
+            arguments="<app|all>",
+            summary="end a freeze set with freeze (not a recurring window)",
+            build=lambda args: Unfreeze(app=args.app()),
+        ),
     )
 }
 
@@ -476,7 +557,11 @@ _VERSION_NOTE = (
     f"<version>: an image tag (v2.4.1) or a full image reference ({EXAMPLE_REFERENCE}, "
     "registry.local:5000/shop-api@sha256:<64 hex digits>)."
 )
-_APP_NOTE = "<app>: the app's name in the apps file (lower-case)."
+_APP_NOTE = "<app>: the app's name in the apps file (lower-case); `all`: every app."
+_OVERRIDE_NOTE = (
+    '--override "<reason>" (canary, approve, promote): break glass through a freeze (and a '
+    "lock, for a start); only the apps file's break_glass may, and it is announced in the channel."
+)
 
 
 def _call(syntax: _Syntax) -> str:
@@ -494,6 +579,7 @@ USAGE = "\n".join(
     [
         "Usage:",
         *(_usage_line(syntax) for syntax in _GRAMMAR.values()),
+        _OVERRIDE_NOTE,
         _APP_NOTE,
         _VERSION_NOTE,
     ]
@@ -514,7 +600,7 @@ def usage_for(subcommand: str) -> str:
     """One subcommand's usage line and notes; UsageError for an unknown subcommand."""
     syntax = _known_subcommand(subcommand)
     lines = ["Usage:", _usage_line(syntax)]
-    if "<app>" in syntax.arguments:
+    if "<app" in syntax.arguments:
         lines.append(_APP_NOTE)
     if "<version>" in syntax.arguments:
         lines.append(_VERSION_NOTE)

@@ -16,6 +16,7 @@ from typing import Protocol
 from bot.core.analysis import Reading, Trend
 from bot.core.apps import AppConfig
 from bot.core.errors import ReleaseBotError, TemporaryError
+from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
 from bot.core.release import Release
 
@@ -154,9 +155,15 @@ class HistoryEntry:
     phase: str | None = None
     app: str = ""
     channel: str | None = None
+    override: str | None = None
+    """The reason of a break-glass `--override` used (or refused) in this action."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """`override` only when one was used, so other entries read as before it existed."""
+        fields = asdict(self)
+        if fields["override"] is None:
+            del fields["override"]
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> HistoryEntry:
@@ -169,8 +176,11 @@ class HistoryEntry:
 class StorePort(Protocol):
     """Release state, locks, deliveries and the audit trail (bot.redis.store.ReleaseStore)."""
 
-    def create(self, release: Release, *, entry: HistoryEntry) -> StoredRelease:
-        """Store a new active release; raises AppLocked or AppBusy."""
+    def create(
+        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+    ) -> StoredRelease:
+        """Store a new active release; raises AppLocked (not when `through_lock`, a break-glass
+        override) or AppBusy."""
         ...
 
     def save(
@@ -197,6 +207,19 @@ class StorePort(Protocol):
     def unlock(self, app: str) -> DeployLock | None: ...
 
     def lock_of(self, app: str) -> DeployLock | None: ...
+
+    def freeze(
+        self, scope: str, *, by: str, reason: str, at: datetime, until: datetime
+    ) -> OneOffFreeze:
+        """A one-off freeze of app `scope` (or of all, bot.core.freezes.ALL_APPS) until `until`;
+        it replaces the scope's earlier one."""
+        ...
+
+    def unfreeze(self, scope: str) -> OneOffFreeze | None: ...
+
+    def freezes_of(self, app: str) -> list[OneOffFreeze]:
+        """The one-off freezes set for `app` and for all apps (ended ones too, until expired)."""
+        ...
 
 
 class LeasesPort(Protocol):

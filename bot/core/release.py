@@ -1,6 +1,7 @@
 """The release record: everything the bot knows about one release, stored as JSON in Redis.
 
-Built and changed only by the state machine (bot.core.machine); read by the store, the reconciler
+Built and changed by the state machine (bot.core.machine; the release service adds only the
+break-glass `overrides`); read by the store, the reconciler
 (through `desired_traffic`), the Slack adapter and the scheduler. Pure data, no I/O.
 """
 
@@ -59,6 +60,7 @@ class NoticeKind(StrEnum):
     FAILED = "failed"
     SNAPSHOT = "snapshot"
     CHECK_FAILED = "check_failed"
+    OVERRIDE = "override"
 
 
 class _Record(BaseModel):
@@ -94,6 +96,16 @@ class PauseInfo(_Record):
             allowed = "running or awaiting approval"
             raise ValueError(f"a release can only pause from {allowed}, not {self.paused_from}")
         return self
+
+
+class Override(_Record):
+    """A break-glass member let a start or a widening step through a freeze (or a lock)."""
+
+    by: NonBlank
+    reason: str
+    at: AwareDatetime
+    action: str
+    """What was overridden: `start`, `Approve`, `Promote`."""
 
 
 class OutboxNotice(_Record):
@@ -153,6 +165,9 @@ class Release(_Record):
     """The card shows an older state of the release than this one."""
     notices_decided: int = Field(default=0, ge=0)
     """How many notices this release has ever put in its outbox: the next one's id minus one."""
+    overrides: tuple[Override, ...] = ()
+    """Every `--override` used on this release (set by the release service, not the machine);
+    the card shows them for the release's life."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

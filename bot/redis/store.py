@@ -7,6 +7,9 @@ Keys (prefix `rb:`):
   undelivered     set of release ids with Slack messages (card, thread replies) still to post
   history:{app}   list: the app's append-only audit trail (JSON entries, oldest first)
   lock:{app}      hash: by, reason, at (a deploy lock)
+  freeze:{app}    hash: by, reason, at, until (a one-off freeze of the app; freeze:all of every
+                  app); written in one MULTI with an expiry a day past its length, so an ended
+                  freeze is ignored by the freeze decision and gone a day later
   delivery:{key}  Slack deliveries already taken (trigger ids; expire after a day)
   lease:{id}      which bot replica (and thread) works the release now; expires unless renewed
 
@@ -45,6 +48,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from bot.core.errors import TemporaryError
+from bot.core.freezes import ALL_APPS, OneOffFreeze
 from bot.core.ports import (
     AppBusy,
     AppLocked,
@@ -58,6 +62,7 @@ from bot.core.release import Release
 DELIVERY_TTL_S = 24 * 3600
 AUDIT_RETENTION_DAYS_DEFAULT = 400
 TRIM_BATCH = 1000
+FREEZE_KEPT_AFTER_END_S = 24 * 3600
 
 # Pops the entries of history list `key` dated before `cutoff` (UTC 'YYYY-MM-DDTHH:MM:SS'), oldest
 # first, at most `most`; stops at the first entry it cannot date, so nothing undated is lost.
@@ -74,12 +79,15 @@ local function trim_history(key, cutoff, most)
 end
 """
 
-# ARGV: release id, json, history entry, trim cutoff, trim batch.
+# ARGV: release id, json, history entry, trim cutoff, trim batch, through lock (0/1: a
+# break-glass override lets the start through the app's deploy lock).
 _CREATE = (
     _TRIM
     + """
-local lock = redis.call('HGETALL', KEYS[2])
-if #lock > 0 then return {'locked', cjson.encode(lock)} end
+if ARGV[6] ~= '1' then
+  local lock = redis.call('HGETALL', KEYS[2])
+  if #lock > 0 then return {'locked', cjson.encode(lock)} end
+end
 local holder = redis.call('GET', KEYS[1])
 if holder then return {'busy', holder} end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -251,8 +259,11 @@ class ReleaseStore:
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
-    def create(self, release: Release, *, entry: HistoryEntry) -> StoredRelease:
-        """Store a new active release; refuse if the app is locked or already has one."""
+    def create(
+        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+    ) -> StoredRelease:
+        """Store a new active release; refuse if the app is locked (unless `through_lock`: a
+        break-glass override) or already has one."""
         keys = [
             self._key("active", release.app),
             self._key("lock", release.app),
@@ -263,7 +274,13 @@ class ReleaseStore:
         status, value = self._run(
             self._create,
             keys,
-            [release.id, release.model_dump_json(), entry.to_json(), *self._trim_args(entry)],
+            [
+                release.id,
+                release.model_dump_json(),
+                entry.to_json(),
+                *self._trim_args(entry),
+                "1" if through_lock else "0",
+            ],
         )
         if status == "locked":
             fields = json.loads(value)
@@ -416,6 +433,44 @@ class ReleaseStore:
     def lock_of(self, app: str) -> DeployLock | None:
         fields = self._call(self._redis.hgetall, self._key("lock", app))
         return DeployLock(**fields) if fields else None
+
+    def freeze(
+        self, scope: str, *, by: str, reason: str, at: datetime, until: datetime
+    ) -> OneOffFreeze:
+        freeze = OneOffFreeze(
+            scope=scope, by=by, reason=reason, at=at.isoformat(), until=until.isoformat()
+        )
+        key = self._key("freeze", scope)
+        fields: dict[Any, Any] = {
+            "by": by,
+            "reason": reason,
+            "at": freeze.at,
+            "until": freeze.until,
+        }
+        keep_s = max(int((until - at).total_seconds()), 0) + FREEZE_KEPT_AFTER_END_S
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, keep_s)
+            self._call(pipe.execute)
+        self._replicated()
+        return freeze
+
+    def unfreeze(self, scope: str) -> OneOffFreeze | None:
+        previous = self._freeze_of(scope)
+        if self._call(self._redis.delete, self._key("freeze", scope)):
+            self._replicated()
+        return previous
+
+    def freezes_of(self, app: str) -> list[OneOffFreeze]:
+        """The app's one-off freeze and the one of every app, those that are set."""
+        return [
+            freeze for scope in (app, ALL_APPS) if (freeze := self._freeze_of(scope)) is not None
+        ]
+
+    def _freeze_of(self, scope: str) -> OneOffFreeze | None:
+        fields = self._call(self._redis.hgetall, self._key("freeze", scope))
+        return OneOffFreeze(scope=scope, **fields) if fields else None
 
     def _replicated(self) -> None:
         """After a write: wait until `replicas_to_wait` replicas have it, or raise

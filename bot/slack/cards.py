@@ -28,6 +28,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.core.durations import format_duration
+from bot.core.freezes import held_by_freeze
 from bot.core.machine import Advance, Approve, Event, Notify, Pause, Resume, Rollback, offers
 from bot.core.release import NoticeKind, Phase, Release, desired_traffic
 from bot.core.text import percent
@@ -118,6 +119,8 @@ def release_card(release: Release, *, now: datetime) -> CardMessage:
         _section(_status_text(release), fields=_stage_fields(release, now)),
         _section(f"*Stages:* {_progress_line(release)}"),
     ]
+    if release.overrides:
+        blocks.append(_section(_overrides_text(release)))
     if release.approvals:
         blocks.append(_section(_approvals_text(release)))
     if release.latest_metrics:
@@ -229,6 +232,8 @@ def _pause_detail(release: Release) -> str:
     why = f"By {_actor(pause.by)}: {pause.reason}." if pause.reason else f"By {_actor(pause.by)}."
     if pause.resume_due_at is not None:
         return f"{why} Resumes by itself {_slack_time(pause.resume_due_at)}."
+    if held_by_freeze(pause.reason, pause.by):
+        return f"{why} It goes on by itself when the freeze ends."
     return f"{why} It stays paused until someone resumes or rolls it back."
 
 
@@ -236,6 +241,14 @@ def _needs_approval(release: Release) -> str:
     if release.four_eyes:
         return f"needs approval from someone other than <@{release.requested_by}>"
     return "needs approval"
+
+
+def _overrides_text(release: Release) -> str:
+    used = "; ".join(
+        f"{override.action} by <@{override.by}> {_slack_time(override.at)}: {override.reason}"
+        for override in release.overrides
+    )
+    return f"🔓 *Break-glass override:* {used}"
 
 
 def _actor(user: str | None) -> str:
@@ -431,12 +444,14 @@ _NOTICE_EMOJI = {
     NoticeKind.FAILED: "❌",
     NoticeKind.SNAPSHOT: "📊",
     NoticeKind.CHECK_FAILED: "⚠️",
+    NoticeKind.OVERRIDE: "🔓",
 }
 _NOTICES_ASKING_FOR_ACTION = {NoticeKind.APPROVAL_REQUESTED, NoticeKind.PAUSED}
 _ALERT_TITLES = {
     NoticeKind.AUTO_ROLLBACK: "automatic rollback",
     NoticeKind.PAUSED: "paused itself",
     NoticeKind.FAILED: "release failed",
+    NoticeKind.OVERRIDE: "break-glass override",
 }
 
 
