@@ -181,7 +181,7 @@ def test_notices_land_in_the_thread_in_order(announcer, run, slack_api) -> None:
     ]
     # the other notices stay out of the channel; the approval request goes there too, with
     # no alert mention (alert_mention is for rollbacks), pointing at the thread
-    card, approval_post = slack_api.messages(CHANNEL)
+    _card, approval_post = slack_api.messages(CHANNEL)
     assert "approval needed" in approval_post["text"] or "approval needed" in str(
         approval_post["blocks"]
     )

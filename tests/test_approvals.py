@@ -73,7 +73,10 @@ def test_two_distinct_approvals_move_the_stage_on_and_the_first_is_counted() -> 
     assert run.release.approvers_of(0) == (BOB,)
     notice = first.effects[-1]
     assert isinstance(notice, Notify) and notice.kind is NoticeKind.APPROVED
-    assert notice.text == f"<@{BOB}> approved stage 1/2 (10 %): 1 of 2 approvals: <@{BOB}>; 1 more needed"
+    assert (
+        notice.text
+        == f"<@{BOB}> approved stage 1/2 (10 %): 1 of 2 approvals: <@{BOB}>; 1 more needed"
+    )
     assert offers(run.release, Approve)
 
     run.accept(Approve(by=CAROL, stage_index=0), after=MINUTE)
@@ -172,7 +175,13 @@ def test_the_card_shows_who_approved_and_how_many_are_still_needed() -> None:
     run.accept(Approve(by=BOB), after=MINUTE)
     card = release_card(run.release, now=run.now)
     assert f"1 of 2 approvals: <@{BOB}>; 1 more needed" in str(card.payload()["blocks"])
-    assert "10 % ✋×2" in render_text(card.blocks) or "[10 %]" in render_text(card.blocks)
+    assert "[10 %] ⏸ approval" in render_text(card.blocks)
+    plan = Plan(name="later", stages=(Stage(weight=5, duration_s=60), *TWO_KEYS.stages))
+    earlier = start(plan=plan)
+    earlier.accept(CanaryReady(), after=MINUTE)
+    assert "[5 %] ▶ → 10 % ✋ 2 → 100 %" in render_text(
+        release_card(earlier.release, now=earlier.now).blocks
+    )
     running = two_keys()
     running.accept(Approve(by=BOB), after=MINUTE)
     text = str(release_card(running.release, now=running.now).payload()["blocks"])
@@ -304,7 +313,9 @@ def approve_from_two_replicas(redis_client: redis.Redis, first: str, second: str
     clock, out = Clock(), Recorder()
     cluster = SimulatedCluster(transcript=Transcript())
     main = service(ReleaseStore(redis_client), cluster, clock, out)
-    started = main.start(app_name=DEMO_APP.name, version="v2", plan_name=None, user=ANA, channel="C0")
+    started = main.start(
+        app_name=DEMO_APP.name, version="v2", plan_name=None, user=ANA, channel="C0"
+    )
     assert started.release is not None
     release_id = started.release.id
     store = ReleaseStore(redis_client)

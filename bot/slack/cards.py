@@ -318,7 +318,8 @@ _PROMOTED = {Phase.PROMOTING, Phase.SUCCEEDED}
 
 
 def _progress_line(release: Release) -> str:
-    """E.g. `0 % ✓ → 5 % ✓ → [50 %] ⏸ approval → 100 %`: passed, current (bracketed), to come."""
+    """E.g. `0 % ✓ → 5 % ✓ → [50 %] ⏸ approval → 100 %`: passed, current (bracketed), to come;
+    a stage to come needing 2 approvals reads `50 % ✋ 2`."""
     return " → ".join(_stage_step(release, index) for index in range(len(release.plan.stages)))
 
 
@@ -333,7 +334,7 @@ def _stage_step(release: Release, index: int) -> str:
     if release.phase in _PROMOTED:
         return f"{weight} skipped"
     if stage.approvals_required > 1:
-        return f"{weight} ✋×{stage.approvals_required}"
+        return f"{weight} ✋ {stage.approvals_required}"
     return f"{weight} ✋" if stage.needs_approval else weight
 
 
