@@ -55,7 +55,9 @@ class Run:
         return result.reason
 
 
-def start(*, four_eyes: bool = False, plan: Plan = DEFAULT_PLAN) -> Run:
+def start(
+    *, four_eyes: bool = False, plan: Plan = DEFAULT_PLAN, approvers: tuple[str, ...] = ()
+) -> Run:
     started = start_release(
         release_id="rel-1",
         app="shop-api",
@@ -66,6 +68,7 @@ def start(*, four_eyes: bool = False, plan: Plan = DEFAULT_PLAN) -> Run:
         channel="C0DEPLOYS",
         four_eyes=four_eyes,
         now=T0,
+        approvers=approvers,
     )
     return Run(release=started.release, now=T0)
 

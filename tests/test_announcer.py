@@ -179,7 +179,14 @@ def test_notices_land_in_the_thread_in_order(announcer, run, slack_api) -> None:
         ACTION_PAUSE,
         ACTION_ROLLBACK,
     ]
-    assert len(slack_api.messages(CHANNEL)) == 1  # thread-only notices stay out of the channel
+    # the other notices stay out of the channel; the approval request goes there too, with
+    # no alert mention (alert_mention is for rollbacks), pointing at the thread
+    _card, approval_post = slack_api.messages(CHANNEL)
+    assert "approval needed" in approval_post["text"] or "approval needed" in str(
+        approval_post["blocks"]
+    )
+    assert ONCALL not in approval_post["text"] and ONCALL not in str(approval_post["blocks"])
+    assert "May approve: anyone in the channel" in approval_post["text"]
 
 
 # Channel alerts.

@@ -98,7 +98,7 @@ def test_example_file_loads_into_typed_objects() -> None:
         stages=(
             Stage(weight=0, duration_s=1800, header_routed=True),
             Stage(weight=1, duration_s=3600),
-            Stage(weight=10, duration_s=7200, needs_approval=True),
+            Stage(weight=10, duration_s=7200, needs_approval=True, approvals_needed=2),
             Stage(weight=100, duration_s=900),
         ),
     )

@@ -23,7 +23,7 @@ from bot.kube.routers import TrafficSplit
 from bot.slack.cards import ACTION_APPROVE
 from tests.infra.processes import wait_until
 from tests.infra.redis_server import RedisServer
-from tests.infra.release_world import APP, World
+from tests.infra.release_world import APP, World, is_approval_request, is_card
 from tests.infra.slack_requests import ALICE, BOB, RELEASES
 
 SHORT_LEASE = {"RELEASE_BOT_LEASE_SECONDS": "2"}
@@ -320,7 +320,8 @@ def test_redis_going_down_after_a_transition_is_saved_does_not_tell_the_person_n
     thread = world.thread_texts()
     approvals = [text for text in thread if f"<@{BOB.id}> approved stage 1/3" in text]
     assert approvals, thread
-    assert [card["ts"] for card in world.slack.messages(RELEASES.id)] == [recovered.card_ts]
+    channel = world.slack.messages(RELEASES.id)
+    assert [card["ts"] for card in channel if is_card(card)] == [recovered.card_ts]
     print(
         f"Redis down while Slack was told of a saved approval: the approver read {answer!r}; "
         f"the approval was posted {len(approvals)} time(s) (Slack had it before Redis could "
@@ -369,9 +370,16 @@ def _each_message_once(world: World, release: Release) -> list[str]:
     thread = world.thread_texts()
     assert not {text for text in thread if thread.count(text) > 1}, thread
     assert len(thread) == release.notices_decided, thread
-    cards = world.slack.messages(RELEASES.id)
-    assert [card["ts"] for card in cards] == [release.card_ts]
-    card_posts = [c for c in world.slack.calls("chat.postMessage") if not c.params.get("thread_ts")]
+    channel = world.slack.messages(RELEASES.id)
+    assert [card["ts"] for card in channel if is_card(card)] == [release.card_ts]
+    others = [message for message in channel if not is_card(message)]
+    assert all(map(is_approval_request, others)), others  # each approval request once
+    assert len({message["text"] for message in others}) == len(others)
+    card_posts = [
+        c
+        for c in world.slack.calls("chat.postMessage")
+        if not c.params.get("thread_ts") and is_card(c.params)
+    ]
     assert len(card_posts) == 1
     return thread
 

@@ -13,7 +13,7 @@ import pytest
 from bot.core.release import Phase
 from bot.kube.routers import TrafficSplit
 from bot.slack.cards import ACTION_APPROVE, ACTION_ROLLBACK
-from tests.infra.release_world import APP, STABLE_IMAGE, World
+from tests.infra.release_world import APP, STABLE_IMAGE, World, is_approval_request, is_card
 from tests.infra.slack_requests import ALICE, BOB, RELEASES
 
 HEADER_STAGE = "    - {weight: 0, duration: 1s, header_routed: true, approval: true}\n"
@@ -61,9 +61,17 @@ def test_a_full_canary_from_slack_to_100_percent(world_for: Any, provider: str) 
     ]
 
     world.wait_thread("shop-api v2 is released")  # Slack is told last
-    cards = world.slack.messages(RELEASES.id)
-    assert len(cards) == 1, [c["text"] for c in cards]
-    card_posts = [c for c in world.slack.calls("chat.postMessage") if not c.params.get("thread_ts")]
+    channel = world.slack.messages(RELEASES.id)
+    cards = [message for message in channel if is_card(message)]
+    assert len(cards) == 1, [c["text"] for c in channel]
+    # besides the card, the channel holds one approval request per gate (with no alert mention)
+    others = [message for message in channel if not is_card(message)]
+    assert len(others) == len(done.approvals) and all(map(is_approval_request, others))
+    card_posts = [
+        c
+        for c in world.slack.calls("chat.postMessage")
+        if not c.params.get("thread_ts") and is_card(c.params)
+    ]
     assert len(card_posts) == 1
     updates = world.slack.calls("chat.update")
     assert len(updates) >= 5 and {u.params["ts"] for u in updates} == {cards[0]["ts"]}

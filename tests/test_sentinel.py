@@ -22,8 +22,8 @@ from bot.kube.routers import TrafficSplit
 from bot.redis.store import ReleaseStore, ReplicaUnconfirmed, StoreUnavailable
 from bot.slack.cards import ACTION_APPROVE
 from tests.infra.redis_sentinel import SentinelCluster
-from tests.infra.release_world import APP, World
-from tests.infra.slack_requests import ALICE, BOB
+from tests.infra.release_world import APP, World, is_approval_request
+from tests.infra.slack_requests import ALICE, BOB, RELEASES
 from tests.test_recovery import TIMED_RELEASE, _delivered, _each_message_once, _transitions
 from tests.test_store import NOW, new_release
 
@@ -320,7 +320,8 @@ def test_a_primary_killed_mid_stage_is_replaced_and_the_release_finishes_exactly
     assert history[: len(before)] == before  # nothing the old primary had is lost
     assert _transitions(world) == TIMED_RELEASE  # every transition once, in order
     thread = _each_message_once(world, done)  # every Slack message once, one card
-    assert len(world.slack.calls("chat.postMessage")) == 1 + len(thread)
+    approval_posts = [m for m in world.slack.messages(RELEASES.id) if is_approval_request(m)]
+    assert len(world.slack.calls("chat.postMessage")) == 1 + len(thread) + len(approval_posts)
     assert "shop-api v2 is released" in thread[-1]
     assert world.bot.process.alive()
     print(

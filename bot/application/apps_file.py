@@ -10,7 +10,7 @@ File layout (see deploy/examples/apps.yaml for every field, commented):
       shop-api: {namespace, workload, container?, router, slack_channel, plan?, metrics?,
                  alert_mention?, authorization?, freezes?}
     plans:          # optional; key = plan name, value = list of stages
-      fast: [{weight, duration, approval?, header_routed?}, ...]
+      fast: [{weight, duration, approval?, approvals?, header_routed?}, ...]
     default_plan:   # optional; the plan of apps that name none (default: "default")
     freezes:        # optional; recurring freeze windows of every app:
       - {rrule: "FREQ=WEEKLY;BYDAY=FR;BYHOUR=16", duration: 64h, timezone: Europe/Berlin,
@@ -131,6 +131,10 @@ class _StageSpec(FrozenModel):
     """Percent of public traffic on the canary, 0..100, never decreasing from stage to stage."""
     approval: bool = False
     """A person approves before the release leaves this stage."""
+    approvals: Annotated[int, Field(ge=1, le=10)] | None = None
+    """How many distinct people must approve (implies `approval`; under four-eyes none of them
+    the requester); a promote counts as one approval, so it never passes a stage of 2 or more
+    alone."""
     duration_s: StageDuration = Field(alias="duration")
     """How long the stage runs, checked all along; 0s only for the final 100 % stage or an
     approval stage."""
@@ -140,7 +144,8 @@ class _StageSpec(FrozenModel):
     @field_validator("duration_s")
     @classmethod
     def _some_time_to_check(cls, seconds: int, info: ValidationInfo) -> int:
-        weight, approval = info.data.get("weight"), info.data.get("approval", True)
+        weight = info.data.get("weight")
+        approval = info.data.get("approval", True) or info.data.get("approvals") is not None
         if seconds == 0 and weight is not None and weight < 100 and not approval:
             raise ValueError(
                 f"a {weight} % stage of 0s gives no metric check a chance to run: give it a "
@@ -148,6 +153,19 @@ class _StageSpec(FrozenModel):
                 "held for approval may take 0s)"
             )
         return seconds
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval or self.approvals is not None
+
+    @model_validator(mode="after")
+    def _approvals_agree(self) -> _StageSpec:
+        if self.approvals is not None and not self.approval and "approval" in self.model_fields_set:
+            raise ValueError(
+                f"approval: false contradicts approvals: {self.approvals}; drop 'approval' "
+                "('approvals' alone holds the stage for approval)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _header_routing_only_at_zero(self) -> _StageSpec:
@@ -578,7 +596,8 @@ def _to_plan(name: str, stages: list[_StageSpec]) -> Plan:
         Stage(
             weight=stage.weight,
             duration_s=stage.duration_s,
-            needs_approval=stage.approval,
+            needs_approval=stage.needs_approval,
+            approvals_needed=stage.approvals or 1,
             header_routed=stage.header_routed,
         )
         for stage in stages

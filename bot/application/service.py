@@ -227,6 +227,7 @@ class ReleaseService:
             requested_by=user,
             channel=app.slack_channel.value if app.slack_channel.is_id else channel,
             four_eyes=app.authorization.four_eyes,
+            approvers=app.authorization.approve,
             now=now,
             analysis_enabled=self._checks is not None and self._checks.covers(app),
         )

@@ -165,7 +165,8 @@ class UpdateCard:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Notify:
-    """A message in the release's thread; `in_channel` alerts go to the channel itself as well."""
+    """A message in the release's thread; `in_channel` ones (alerts, approval requests) go to the
+    channel itself as well."""
 
     kind: NoticeKind
     text: str
@@ -220,12 +221,15 @@ def start_release(
     four_eyes: bool,
     now: datetime,
     analysis_enabled: bool = False,
+    approvers: tuple[str, ...] = (),
 ) -> Accepted:
     """A new canary release in STARTING; raises pydantic.ValidationError naming any bad field.
 
     `four_eyes` (from the app's policy) is fixed for the release's life: when set, the person
     who requested it cannot approve its gates, nor promote past them. `analysis_enabled`: metric
-    checks gate its stages (the app has a metrics source).
+    checks gate its stages (the app has a metrics source). `approvers` (the app's
+    authorization.approve, user and group IDs) is copied too, so the approval requests can say
+    who may approve; the machine does not enforce it (the service's authorization does).
     """
     release = Release(
         id=release_id,
@@ -237,6 +241,7 @@ def start_release(
         requested_by=requested_by,
         channel=channel,
         four_eyes=four_eyes,
+        approvers=approvers,
         started_at=now,
         analysis_enabled=analysis_enabled,
     )
@@ -308,15 +313,25 @@ def _advance(release: Release, event: Advance, now: datetime) -> _Change | Refus
 
 
 def _approve(release: Release, event: Approve, now: datetime) -> _Change | Refused:
+    """One person's approval of the current stage; a stage needing N approvals moves on (or is
+    approved ahead of time) with the N-th distinct one. The same person counts once."""
     if refused := _aimed_at_other_stage(release, event.stage_index):
         return refused
     if not release.stage.needs_approval:
         return Refused(reason=wording.needs_no_approval(release))
-    if earlier := release.approval_of(release.stage_index):
+    missing = release.approvals_missing()
+    if missing == 0:
+        earlier = release.approval_of(release.stage_index)
+        assert earlier is not None  # a gate needing approval and missing none has one
         return Refused(reason=wording.already_approved(release, earlier, now))
+    if event.by in release.approvers_of(release.stage_index):
+        return Refused(reason=wording.already_approved_by_you(release, missing))
     if refused := _four_eyes_refusal(release, event.by, release.stage_index):
         return refused
     approved = _with_approvals(release, by=event.by, now=now, stage_indexes=[release.stage_index])
+    if approved.approvals_missing():
+        text = wording.approval_counted(approved, event.by)
+        return _Change(release=approved, notices=(_notice(NoticeKind.APPROVED, text),))
     if release.phase is Phase.RUNNING:
         text = wording.approved_ahead_of_time(release, event.by)
         return _Change(release=approved, notices=(_notice(NoticeKind.APPROVED, text),))
@@ -325,6 +340,8 @@ def _approve(release: Release, event: Approve, now: datetime) -> _Change | Refus
 
 
 def _promote(release: Release, event: Promote, now: datetime) -> _Change | Refused:
+    """Promote past a gate counts as one approval of it by the promoter, never more: a gate
+    needing N approvals is passed only when the promoter's would be the last one missing."""
     if refused := _aimed_at_other_stage(release, event.stage_index):
         return refused
     passed = range(
@@ -334,6 +351,9 @@ def _promote(release: Release, event: Promote, now: datetime) -> _Change | Refus
     for index in gates:
         if refused := _four_eyes_refusal(release, event.by, index):
             return refused
+        counted = 0 if event.by in release.approvers_of(index) else 1
+        if (missing := release.approvals_missing(index) - counted) > 0:
+            return Refused(reason=wording.promote_short_of_approvals(release, index, missing))
     approved = _with_approvals(release, by=event.by, now=now, stage_indexes=gates)
     if event.full:
         return _begin_promotion(approved, by=event.by)
@@ -508,7 +528,10 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], Transition] = {
         _to(Phase.RUNNING),
         offered=lambda release: _gate_is_closed(release),  # noqa: PLW0108 (defined below)
     ),
-    (Phase.AWAITING_APPROVAL, Approve): Transition(_approve, _MOVED_ON),
+    (Phase.AWAITING_APPROVAL, Approve): Transition(
+        _approve,
+        _to(Phase.AWAITING_APPROVAL, *_MOVED_ON),  # waiting on: one of N approvals
+    ),
     (Phase.RUNNING, Promote): Transition(_promote, _MOVED_ON),
     (Phase.AWAITING_APPROVAL, Promote): Transition(_promote, _MOVED_ON),
     (Phase.RUNNING, Pause): Transition(_pause, _to(Phase.PAUSED)),
@@ -578,7 +601,8 @@ def _leave_stage(release: Release, now: datetime, *, by: str | None) -> _Change:
 
 def _await_approval(release: Release) -> _Change:
     waiting = release.evolve(phase=Phase.AWAITING_APPROVAL, stage_due_at=None)
-    notice = _notice(NoticeKind.APPROVAL_REQUESTED, wording.approval_requested(release))
+    text = wording.approval_requested(release)
+    notice = _notice(NoticeKind.APPROVAL_REQUESTED, text, in_channel=True)
     return _Change(release=waiting, notices=(notice,))
 
 
@@ -646,9 +670,8 @@ def _with_approvals(
 
 
 def _gate_is_closed(release: Release, index: int | None = None) -> bool:
-    """True when stage `index` (default: the current one) needs an approval it does not have yet."""
-    index = release.stage_index if index is None else index
-    return release.plan.stages[index].needs_approval and release.approval_of(index) is None
+    """True when stage `index` (default: the current one) still misses some of its approvals."""
+    return release.approvals_missing(index) > 0
 
 
 def _four_eyes_refusal(release: Release, user: str, index: int) -> Refused | None:

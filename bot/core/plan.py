@@ -15,19 +15,29 @@ class Stage:
 
     weight 0 with `header_routed` is the internal-validation stage: no public traffic,
     the canary is reachable by a request header where the router supports it.
-    `needs_approval` means a person must approve before the release leaves this stage.
+    `needs_approval` means people must approve before the release leaves this stage:
+    `approvals_needed` distinct people (1 by default), none of them the requester under four-eyes.
     """
 
     weight: int
     duration_s: int
     needs_approval: bool = False
     header_routed: bool = False
+    approvals_needed: int = 1
+    """How many distinct people must approve, when the stage `needs_approval`."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 100:
             raise ValueError(f"stage weight must be 0..100, got {self.weight}")
         if self.duration_s < 0:
             raise ValueError(f"stage duration must be >= 0 s, got {self.duration_s}")
+        if self.approvals_needed < 1:
+            raise ValueError(f"a stage needs at least 1 approval, got {self.approvals_needed}")
+
+    @property
+    def approvals_required(self) -> int:
+        """Distinct approvals the release needs before it leaves this stage; 0 when ungated."""
+        return self.approvals_needed if self.needs_approval else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,12 @@ class _Record(BaseModel):
 
 
 class Approval(_Record):
-    """A person let the release leave stage `stage_index` (Approve, or Promote past a gate)."""
+    """A person let the release leave stage `stage_index` (Approve, or Promote past a gate).
+
+    An approval holds for the one visit of its stage: the machine never enters a stage twice
+    (stage_index only grows, tests/test_machine.py checks every transition), so once the stage
+    is left its approvals count for nothing any more.
+    """
 
     by: NonBlank
     at: AwareDatetime
@@ -139,6 +144,9 @@ class Release(_Record):
     requested_by: NonBlank
     channel: NonBlank
     four_eyes: bool
+    approvers: tuple[NonBlank, ...] = ()
+    """Who may approve: the Slack user (U...) and user-group (S...) IDs of the app's
+    authorization.approve, copied at start like four_eyes; empty means anyone."""
     started_at: AwareDatetime
     stage_started_at: AwareDatetime | None = None
     stage_due_at: AwareDatetime | None = None
@@ -195,6 +203,16 @@ class Release(_Record):
 
     def approval_of(self, stage_index: int) -> Approval | None:
         return next((a for a in self.approvals if a.stage_index == stage_index), None)
+
+    def approvers_of(self, stage_index: int) -> tuple[str, ...]:
+        """The distinct people who approved stage `stage_index`, first approver first."""
+        return tuple(dict.fromkeys(a.by for a in self.approvals if a.stage_index == stage_index))
+
+    def approvals_missing(self, stage_index: int | None = None) -> int:
+        """How many more distinct approvals stage `stage_index` (default: the current) needs."""
+        index = self.stage_index if stage_index is None else stage_index
+        needed = self.plan.stages[index].approvals_required
+        return max(needed - len(self.approvers_of(index)), 0)
 
     def evolve(self, **changes: object) -> Release:
         """A copy with `changes` applied, validated like a record loaded from Redis."""

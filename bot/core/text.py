@@ -40,6 +40,11 @@ def mention(user: str) -> str:
     return f"<@{user}>"
 
 
+def principal_mention(principal: str) -> str:
+    """A user ID as <@U...>, a user-group ID (S...) as <!subteam^S...>."""
+    return f"<!subteam^{principal}>" if principal.startswith("S") else mention(principal)
+
+
 def count(number_of: int, noun: str) -> str:
     """(1, 'app') -> '1 app'; (3, 'app') -> '3 apps'."""
     return f"{number_of} {noun}" + ("" if number_of == 1 else "s")
@@ -52,7 +57,9 @@ def stage_text(stage: Stage) -> str:
         step += " by header"
     if stage.duration_s:
         step += f" for {format_duration(stage.duration_s)}"
-    if stage.needs_approval:
+    if stage.approvals_required > 1:
+        step += f" + {stage.approvals_required} approvals"
+    elif stage.needs_approval:
         step += " + approval"
     return step
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from bot.core.durations import format_duration
 from bot.core.release import Approval, Phase, Release
-from bot.core.text import amount, mention, percent, plan_text
+from bot.core.text import amount, count, mention, percent, plan_text, principal_mention
 
 # Notices: the thread messages of accepted events.
 
@@ -42,9 +42,45 @@ def ended_early(release: Release, by: str) -> str:
 
 
 def approval_requested(release: Release) -> str:
-    who = f"someone other than {mention(release.requested_by)}" if release.four_eyes else "someone"
+    """Posted in the thread and the channel: what the stage needs, and who may give it."""
+    needed = release.stage.approvals_required
+    other = f" other than {mention(release.requested_by)}" if release.four_eyes else ""
+    if needed == 1:
+        what = f"approval from {'someone' + other if other else 'someone'}"
+    else:
+        what = f"{needed} approvals from different people{other}"
+        if (missing := release.approvals_missing()) < needed:
+            what += f" ({missing} more needed)"
     command = f"/release approve {release.app}"
-    return f"{_stage_label(release)} is done and needs approval from {who}: {command}"
+    return (
+        f"{_stage_label(release)} is done and needs {what}: {command}. "
+        f"May approve: {who_may_approve(release)}"
+    )
+
+
+def who_may_approve(release: Release) -> str:
+    """The app's approvers as mentions, or anyone (but the requester under four-eyes)."""
+    requester = mention(release.requested_by)
+    if not release.approvers:
+        return f"anyone but {requester}" if release.four_eyes else "anyone in the channel"
+    listed = ", ".join(principal_mention(principal) for principal in release.approvers)
+    return f"{listed}, not {requester}" if release.four_eyes else listed
+
+
+def approvals_tally(release: Release) -> str:
+    """E.g. '1 of 2 approvals: <@U1>; 1 more needed' for the current stage."""
+    approvers = release.approvers_of(release.stage_index)
+    needed = release.stage.approvals_required
+    given = ", ".join(mention(user) for user in approvers)
+    tally = f"{len(approvers)} of {count(needed, 'approval')}"
+    tally += f": {given}" if given else ""
+    missing = release.approvals_missing()
+    return f"{tally}; {missing} more needed" if missing else tally
+
+
+def approval_counted(release: Release, by: str) -> str:
+    """`by`'s approval is recorded (`release` holds it) and the stage still needs more."""
+    return f"{mention(by)} approved {_stage_label(release)}: {approvals_tally(release)}"
 
 
 def approved_ahead_of_time(release: Release, by: str) -> str:
@@ -206,6 +242,24 @@ def needs_no_approval(release: Release) -> str:
 def already_approved(release: Release, approval: Approval, now: datetime) -> str:
     approver = f"{mention(approval.by)} at {_clock(approval.at, now)}"
     return f"{_stage_label(release)} of {release.app} is already approved by {approver}"
+
+
+def already_approved_by_you(release: Release, missing: int) -> str:
+    """The same person approving a stage twice: their approval counts once."""
+    return (
+        f"{_stage_label(release)} of {release.app} is already approved by you; "
+        f"{missing} more needed from someone else"
+    )
+
+
+def promote_short_of_approvals(release: Release, index: int, missing: int) -> str:
+    """Promote counts as one approval; stage `index` would still miss `missing` of them."""
+    needed = release.plan.stages[index].approvals_required
+    return (
+        f"{_stage_label(release, index)} of {release.app} needs {needed} approvals from "
+        f"different people; a promote counts as one, so {missing} more needed first: "
+        f"/release approve {release.app}"
+    )
 
 
 def four_eyes_rule(release: Release, user: str, index: int) -> str:

@@ -51,7 +51,14 @@ from bot.core.release import Phase, Release, desired_traffic
 from bot.core.text import percent, plan_text
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
-from bot.slack.cards import CardMessage, release_card, render_text, rollback_alert, thread_notice
+from bot.slack.cards import (
+    CardMessage,
+    is_alarm,
+    release_card,
+    render_text,
+    rollback_alert,
+    thread_notice,
+)
 
 EXIT_OK = 0
 EXIT_DEMO_BROKE = 1
@@ -176,7 +183,8 @@ class TerminalAnnouncer:
         if notice.in_channel:
             mention = self._config.app(release.app).alert_mention or None
             alert = rollback_alert(release, notice, mention=mention)
-            label = f"[channel alert] in {release.channel}, ts {self._next_ts()}"
+            kind = "channel alert" if is_alarm(notice) else "channel post"
+            label = f"[{kind}] in {release.channel}, ts {self._next_ts()}"
             self._transcript.message(label, alert, bar="!")
 
     def _next_ts(self) -> str:

@@ -23,7 +23,7 @@ from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.core.machine import Notify
 from bot.core.ports import SlackRefs
 from bot.core.release import Release
-from bot.slack.cards import CardMessage, release_card, rollback_alert, thread_notice
+from bot.slack.cards import CardMessage, is_alarm, release_card, rollback_alert, thread_notice
 from bot.slack.telemetry import SLACK_CALL_ERRORS, SLACK_CALL_SECONDS
 
 log = structlog.get_logger(__name__)
@@ -68,7 +68,8 @@ class SlackAnnouncer:
         return SlackRefs(card_ts=release.card_ts, thread_ts=release.thread_ts or release.card_ts)
 
     def notify(self, release: Release, notice: Notify) -> None:
-        """A reply in the release's thread; an `in_channel` notice is also alerted in the channel.
+        """A reply in the release's thread; an `in_channel` notice is also posted in the channel:
+        an alarm opened by the app's alert_mention, an approval request without it.
 
         The thread must exist: the service posts the card first. The alert goes out even when
         the thread reply failed, since it is what tells people the release stopped.
@@ -90,7 +91,9 @@ class SlackAnnouncer:
                 self._alert(release, notice, thread_ts=release.thread_ts)
 
     def _alert(self, release: Release, notice: Notify, *, thread_ts: str) -> None:
-        mention = self._config.app(release.app).alert_mention or None
+        mention = (
+            (self._config.app(release.app).alert_mention or None) if is_alarm(notice) else None
+        )
         alert = rollback_alert(release, notice, mention=mention)
         message = _with_pointer(alert, self._thread_pointer(release, thread_ts))
         with _slack_call("chat.postMessage", f"alerting the channel about {_name(release)}"):

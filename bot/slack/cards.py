@@ -193,6 +193,8 @@ def _status_detail(release: Release) -> str:
         case Phase.RUNNING:
             return _running_detail(release)
         case Phase.AWAITING_APPROVAL:
+            if release.stage.approvals_required > 1:
+                return f"Its time is up; {_tally(release)} to move on."
             return f"Its time is up; it {_needs_approval(release)} to move on."
         case Phase.PAUSED:
             return _pause_detail(release)
@@ -219,6 +221,8 @@ def _running_detail(release: Release) -> str:
     upcoming = "promotion" if release.is_last_stage else _stage_name(release, index + 1)
     if not release.stage.needs_approval:
         return f"Moves on to {upcoming} when its time is up."
+    if release.stage.approvals_required > 1:
+        return f"{_tally(release)}; then it moves on to {upcoming} when its time is up."
     approval = release.approval_of(index)
     if approval is None:
         return f"It {_needs_approval(release)} before it moves on to {upcoming}."
@@ -249,6 +253,19 @@ def _overrides_text(release: Release) -> str:
         for override in release.overrides
     )
     return f"🔓 *Break-glass override:* {used}"
+
+
+def _tally(release: Release) -> str:
+    """E.g. '1 of 2 approvals: <@U1>; 1 more needed (not <@U0ANA>)' for the current stage."""
+    approvers = release.approvers_of(release.stage_index)
+    needed = release.stage.approvals_required
+    given = ", ".join(f"<@{user}>" for user in approvers)
+    tally = f"{len(approvers)} of {needed} approvals" + (f": {given}" if given else "")
+    if missing := release.approvals_missing():
+        tally += f"; {missing} more needed"
+        if release.four_eyes:
+            tally += f" (not <@{release.requested_by}>)"
+    return tally
 
 
 def _actor(user: str | None) -> str:
@@ -314,7 +331,8 @@ _PROMOTED = {Phase.PROMOTING, Phase.SUCCEEDED}
 
 
 def _progress_line(release: Release) -> str:
-    """E.g. `0 % ✓ → 5 % ✓ → [50 %] ⏸ approval → 100 %`: passed, current (bracketed), to come."""
+    """E.g. `0 % ✓ → 5 % ✓ → [50 %] ⏸ approval → 100 %`: passed, current (bracketed), to come;
+    a stage to come needing 2 approvals reads `50 % ✋ 2`."""
     return " → ".join(_stage_step(release, index) for index in range(len(release.plan.stages)))
 
 
@@ -328,6 +346,8 @@ def _stage_step(release: Release, index: int) -> str:
         return f"[{weight}] {_CURRENT_STAGE_MARKS[release.phase]}"
     if release.phase in _PROMOTED:
         return f"{weight} skipped"
+    if stage.approvals_required > 1:
+        return f"{weight} ✋ {stage.approvals_required}"
     return f"{weight} ✋" if stage.needs_approval else weight
 
 
@@ -452,7 +472,16 @@ _ALERT_TITLES = {
     NoticeKind.PAUSED: "paused itself",
     NoticeKind.FAILED: "release failed",
     NoticeKind.OVERRIDE: "break-glass override",
+    NoticeKind.APPROVAL_REQUESTED: "approval needed",
 }
+_NOT_ALARMS = {NoticeKind.APPROVAL_REQUESTED}
+"""In-channel notices that ask people for something rather than raise an alarm: no alert
+mention opens them (alert_mention is for rollbacks, failures and self-pauses)."""
+
+
+def is_alarm(notice: Notify) -> bool:
+    """True for an in-channel notice that raises an alarm (the app's alert_mention opens it)."""
+    return notice.in_channel and notice.kind not in _NOT_ALARMS
 
 
 def thread_notice(notice: Notify, release: Release) -> CardMessage:
@@ -467,15 +496,17 @@ def thread_notice(notice: Notify, release: Release) -> CardMessage:
 
 
 def rollback_alert(release: Release, notice: Notify, *, mention: str | None) -> CardMessage:
-    """The loud copy of an `in_channel` notice (auto-rollback, failure, self-pause) for the channel.
+    """The channel copy of an `in_channel` notice: an alarm (auto-rollback, failure, self-pause)
+    or an approval request.
 
-    `mention` (e.g. `<!here>`, `<!subteam^S0123>`) opens the message so the alert notifies
-    people; the announcer adds the pointer to the release's thread.
+    `mention` (e.g. `<!here>`, `<!subteam^S0123>`) opens an alarm so it notifies people; an
+    approval request (not is_alarm) goes without it, its text names who may approve. The
+    announcer adds the pointer to the release's thread.
     """
     if not notice.in_channel:
         raise ValueError(f"a {notice.kind} notice goes to the thread only, not to the channel")
     title = _ALERT_TITLES.get(notice.kind, notice.kind.value.replace("_", " "))
-    opening = f"{mention} " if mention else ""
+    opening = f"{mention} " if mention and is_alarm(notice) else ""
     headline = f"{opening}{_NOTICE_EMOJI[notice.kind]} *{release.app} {release.version}: {title}*"
     blocks = (
         _section(f"{headline}\n{notice.text}"),

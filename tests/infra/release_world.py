@@ -61,6 +61,21 @@ ROUTERS: dict[str, Router] = {
 # ---------------------------------------------------------------- the world of one test
 
 
+def is_card(message: Mapping[str, Any]) -> bool:
+    """A release card (it opens with a header), as opposed to the other channel posts: an
+    approval request or an alert. `message`: a stored message or a chat.postMessage's params."""
+    blocks = message.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    return bool(blocks) and blocks[0].get("type") == "header"
+
+
+def is_approval_request(message: Mapping[str, Any]) -> bool:
+    """A channel post asking for an approval (bot.slack.cards titles it 'approval needed')."""
+    blocks = message.get("blocks") or []
+    return "approval needed" in (blocks if isinstance(blocks, str) else json.dumps(blocks))
+
+
 @dataclass
 class World:
     """One app in its own namespace, the bot serving it, and what a test needs to drive it."""
