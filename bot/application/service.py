@@ -19,7 +19,7 @@ from enum import StrEnum
 
 import structlog
 
-from bot.application import telemetry
+from bot.application import freeze_hold, telemetry
 from bot.application.checks import CanaryChecks
 from bot.core import freezes
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
@@ -64,7 +64,7 @@ from bot.core.ports import (
     StoredRelease,
     StorePort,
 )
-from bot.core.release import NoticeKind, Override, Phase, Release, ReleaseKind, desired_traffic
+from bot.core.release import NoticeKind, Phase, Release, ReleaseKind
 
 log = structlog.get_logger(__name__)
 
@@ -235,7 +235,7 @@ class ReleaseService:
         effects: tuple[Effect, ...] = (*started.effects, preflight_notice)
         release = started.release
         if override is not None:
-            release, effects = _overridden(
+            release, effects = freeze_hold.overridden(
                 release, effects, by=user, reason=override, at=now, action="start"
             )
             effects = effects[-1:] + effects[:-1]  # the notice first: the start is an override
@@ -515,7 +515,9 @@ class ReleaseService:
                 return StageTimerElapsed()
             case Phase.PAUSED if _resume_due(release, now):
                 return PauseTimerElapsed()
-            case Phase.PAUSED if _held_by_freeze(release) and self.frozen(release.app) is None:
+            case Phase.PAUSED if (
+                freeze_hold.held_by_freeze(release) and self.frozen(release.app) is None
+            ):
                 return Resume(by=BOT_ACTOR)
             case Phase.PROMOTING if observation.promotion_complete:
                 return PromotionDone()
@@ -563,7 +565,7 @@ class ReleaseService:
         if not isinstance(decided, Accepted):
             return event, decided
         if override is not None:
-            overridden, effects = _overridden(
+            overridden, effects = freeze_hold.overridden(
                 decided.release,
                 decided.effects,
                 by=actor,
@@ -572,8 +574,10 @@ class ReleaseService:
                 action=type(event).__name__,
             )
             return event, Accepted(release=overridden, effects=effects)
-        if isinstance(event, CanaryReady) or not _widens(release, decided.release):
-            return event, _freeze_notices(release, event, decided)
+        if isinstance(event, CanaryReady) or not freeze_hold.widens(release, decided.release):
+            return event, freeze_hold.resume_notice(
+                release, decided, resumed_by_bot=_resumed_by_bot(event)
+            )
         frozen = self.frozen(release.app)
         if frozen is None:
             return event, decided
@@ -581,7 +585,7 @@ class ReleaseService:
             what = f"{type(event).__name__} (it would widen the canary's traffic)"
             return event, Refused(reason=freezes.refused_while_frozen(release.app, frozen, what))
         hold = Pause(by=BOT_ACTOR, reason=frozen.describe())
-        return hold, _held(release, transition(release, hold, now=now), frozen)
+        return hold, freeze_hold.held(release, transition(release, hold, now=now), frozen)
 
     def _apply_in_context(
         self,
@@ -778,69 +782,8 @@ def _log_applied(entry: HistoryEntry, *, app: str) -> None:
     )
 
 
-def _widens(before: Release, after: Release) -> bool:
-    """The step gives the canary more public traffic (a higher stage weight, or promotion)."""
-    return desired_traffic(after).canary_weight > desired_traffic(before).canary_weight
-
-
-def _stage_text(release: Release) -> str:
-    stages = len(release.plan.stages)
-    return f"stage {release.stage_index + 1}/{stages} ({release.stage.weight} %)"
-
-
-def _held_by_freeze(release: Release) -> bool:
-    pause = release.pause
-    return pause is not None and freezes.held_by_freeze(pause.reason, pause.by)
-
-
-def _held(release: Release, decided: Accepted | Refused, frozen: Frozen) -> Accepted | Refused:
-    """The machine's pause, made the bot's own (no one paused it) with the freeze's notice."""
-    if not isinstance(decided, Accepted) or decided.release.pause is None:
-        return decided
-    pause = decided.release.pause.model_copy(update={"by": None})
-    text = freezes.held_at_gate(release.app, release.version, _stage_text(release), frozen)
-    return Accepted(
-        release=decided.release.evolve(pause=pause),
-        effects=_with_notice_text(decided.effects, NoticeKind.PAUSED, text),
-    )
-
-
-def _freeze_notices(release: Release, event: Event, decided: Accepted) -> Accepted:
-    """A release resumed at the end of a freeze says so (not that the bot resumed it)."""
-    if not (isinstance(event, Resume) and event.by == BOT_ACTOR and _held_by_freeze(release)):
-        return decided
-    text = freezes.freeze_over(release.app, _stage_text(release))
-    return Accepted(
-        release=decided.release,
-        effects=_with_notice_text(decided.effects, NoticeKind.RESUMED, text),
-    )
-
-
-def _with_notice_text(
-    effects: tuple[Effect, ...], kind: NoticeKind, text: str
-) -> tuple[Effect, ...]:
-    return tuple(
-        Notify(kind=kind, text=text, in_channel=effect.in_channel)
-        if isinstance(effect, Notify) and effect.kind is kind
-        else effect
-        for effect in effects
-    )
-
-
-def _overridden(
-    release: Release,
-    effects: tuple[Effect, ...],
-    *,
-    by: str,
-    reason: str,
-    at: datetime,
-    action: str,
-) -> tuple[Release, tuple[Effect, ...]]:
-    """The release flagged for its life, and an in-channel notice naming who and why."""
-    override = Override(by=by, reason=reason, at=at, action=action)
-    text = freezes.overridden(release.app, release.version, by, action, reason)
-    notice = Notify(kind=NoticeKind.OVERRIDE, text=text, in_channel=True)
-    return release.evolve(overrides=(*release.overrides, override)), (*effects, notice)
+def _resumed_by_bot(event: Event) -> bool:
+    return isinstance(event, Resume) and event.by == BOT_ACTOR
 
 
 def _resume_due(release: Release, now: datetime) -> bool:

@@ -34,11 +34,11 @@ def stage_started(release: Release) -> str:
         traffic = f"{percent(stage.weight)} of traffic goes to the canary"
     span = f" for {format_duration(stage.duration_s)}" if stage.duration_s else ""
     gate = ", then it waits for approval" if stage.needs_approval else ""
-    return f"{_stage_label(release)}{span}: {traffic}{gate}"
+    return f"{stage_label(release)}{span}: {traffic}{gate}"
 
 
 def ended_early(release: Release, by: str) -> str:
-    return f"{mention(by)} ended {_stage_label(release)} early"
+    return f"{mention(by)} ended {stage_label(release)} early"
 
 
 def approval_requested(release: Release) -> str:
@@ -53,7 +53,7 @@ def approval_requested(release: Release) -> str:
             what += f" ({missing} more needed)"
     command = f"/release approve {release.app}"
     return (
-        f"{_stage_label(release)} is done and needs {what}: {command}. "
+        f"{stage_label(release)} is done and needs {what}: {command}. "
         f"May approve: {who_may_approve(release)}"
     )
 
@@ -80,20 +80,20 @@ def approvals_tally(release: Release) -> str:
 
 def approval_counted(release: Release, by: str) -> str:
     """`by`'s approval is recorded (`release` holds it) and the stage still needs more."""
-    return f"{mention(by)} approved {_stage_label(release)}: {approvals_tally(release)}"
+    return f"{mention(by)} approved {stage_label(release)}: {approvals_tally(release)}"
 
 
 def approved_ahead_of_time(release: Release, by: str) -> str:
-    stage = _stage_label(release)
+    stage = stage_label(release)
     return f"{mention(by)} approved {stage} ahead of time; it moves on when its timer ends"
 
 
 def approved(release: Release, by: str) -> str:
-    return f"{mention(by)} approved {_stage_label(release)}"
+    return f"{mention(by)} approved {stage_label(release)}"
 
 
 def promoted_past_stage(release: Release, by: str) -> str:
-    return f"{mention(by)} promoted {release.app} past {_stage_label(release)}"
+    return f"{mention(by)} promoted {release.app} past {stage_label(release)}"
 
 
 def promotion_reason(release: Release, by: str | None) -> str:
@@ -118,7 +118,7 @@ def paused_by(
     release: Release, by: str, reason: str, resume_due_at: datetime | None, now: datetime
 ) -> str:
     """`release` as it was before the pause."""
-    text = f"{mention(by)} paused {release.app} at {_stage_label(release)}{_reason_suffix(reason)}"
+    text = f"{mention(by)} paused {release.app} at {stage_label(release)}{_reason_suffix(reason)}"
     if resume_due_at is None:
         return text
     return f"{text}; it resumes by itself at {_clock(resume_due_at, now)}"
@@ -134,7 +134,7 @@ def metrics_pause_reason(reason: str) -> str:
 
 def paused_by_metrics(release: Release, reason: str) -> str:
     return (
-        f"{release.app} {release.version} paused itself at {_stage_label(release)}: "
+        f"{release.app} {release.version} paused itself at {stage_label(release)}: "
         f"metrics are inconclusive ({reason}); it never moves on without a passing check. "
         "It resumes by itself when a check passes again, or resume or roll it back"
     )
@@ -156,11 +156,11 @@ def metrics_conclusive_again(release: Release, summary: str) -> str:
 
 
 def resumed_awaiting_approval(release: Release, opening: str) -> str:
-    return f"{opening}; {_stage_label(release)} still waits for approval"
+    return f"{opening}; {stage_label(release)} still waits for approval"
 
 
 def resumed_with_time_left(release: Release, opening: str, remaining_s: float) -> str:
-    return f"{opening}; {_stage_label(release)} goes on with {format_duration(remaining_s)} left"
+    return f"{opening}; {stage_label(release)} goes on with {format_duration(remaining_s)} left"
 
 
 def rollback_reason(reason: str) -> str:
@@ -186,7 +186,7 @@ def check_reading(metric: str, value: float, threshold: float, unit: str) -> str
 
 def check_failed_tolerated(release: Release, reading: str, failed: int, limit: int) -> str:
     return (
-        f"a metric check of {release.app} {release.version} failed at {_stage_label(release)}:"
+        f"a metric check of {release.app} {release.version} failed at {stage_label(release)}:"
         f" {reading}; {failed} of {limit} failed checks tolerated in this stage,"
         " one more rolls it back"
     )
@@ -230,24 +230,24 @@ def stage_timer_not_due(release: Release, now: datetime) -> str:
 
 def no_passing_check_yet(release: Release) -> str:
     return (
-        f"{_stage_label(release)} of {release.app} has no passing metric check yet; "
+        f"{stage_label(release)} of {release.app} has no passing metric check yet; "
         "it moves on once one passes"
     )
 
 
 def needs_no_approval(release: Release) -> str:
-    return f"{_stage_label(release)} of {release.app} needs no approval"
+    return f"{stage_label(release)} of {release.app} needs no approval"
 
 
 def already_approved(release: Release, approval: Approval, now: datetime) -> str:
     approver = f"{mention(approval.by)} at {_clock(approval.at, now)}"
-    return f"{_stage_label(release)} of {release.app} is already approved by {approver}"
+    return f"{stage_label(release)} of {release.app} is already approved by {approver}"
 
 
 def already_approved_by_you(release: Release, missing: int) -> str:
     """The same person approving a stage twice: their approval counts once."""
     return (
-        f"{_stage_label(release)} of {release.app} is already approved by you; "
+        f"{stage_label(release)} of {release.app} is already approved by you; "
         f"{missing} more needed from someone else"
     )
 
@@ -256,7 +256,7 @@ def promote_short_of_approvals(release: Release, index: int, missing: int) -> st
     """Promote counts as one approval; stage `index` would still miss `missing` of them."""
     needed = release.plan.stages[index].approvals_required
     return (
-        f"{_stage_label(release, index)} of {release.app} needs {needed} approvals from "
+        f"{stage_label(release, index)} of {release.app} needs {needed} approvals from "
         f"different people; a promote counts as one, so {missing} more needed first: "
         f"/release approve {release.app}"
     )
@@ -266,7 +266,7 @@ def four_eyes_rule(release: Release, user: str, index: int) -> str:
     """`user` requested the release, so may not approve stage `index`."""
     return (
         f"four-eyes rule: {mention(user)} requested this release of {release.app}, "
-        f"so someone else must approve {_stage_label(release, index)}"
+        f"so someone else must approve {stage_label(release, index)}"
     )
 
 
@@ -274,7 +274,7 @@ def meant_for_other_stage(release: Release, stage_index: int) -> str:
     total = len(release.plan.stages)
     return (
         f"that was meant for stage {stage_index + 1}/{total}, but {release.app} is now in "
-        f"{_stage_label(release)}; nothing was changed"
+        f"{stage_label(release)}; nothing was changed"
     )
 
 
@@ -320,7 +320,7 @@ def refusal(release: Release, event_name: str, now: datetime) -> str:
         return f"{app} is {_pause_text(release)}; resume it first"
     if release.phase is Phase.AWAITING_APPROVAL and event_name == "Advance":
         return (
-            f"{_stage_label(release)} of {app} waits for approval, "
+            f"{stage_label(release)} of {app} waits for approval, "
             f"and advance never skips an approval gate: /release approve {app}"
         )
     return _generic_refusal(release, event_name)
@@ -345,9 +345,9 @@ _STILL_PHASE_TEXTS = {
 def _phase_text(release: Release) -> str:
     """Where an unfinished release stands, for refusals."""
     if release.phase is Phase.RUNNING:
-        return f"it is in {_stage_label(release)}"
+        return f"it is in {stage_label(release)}"
     if release.phase is Phase.AWAITING_APPROVAL:
-        return f"{_stage_label(release)} waits for approval"
+        return f"{stage_label(release)} waits for approval"
     if release.phase is Phase.PAUSED:
         return f"it is {_pause_text(release)}"
     return _STILL_PHASE_TEXTS[release.phase]
@@ -388,14 +388,14 @@ def _where(release: Release) -> str:
         case Phase.ROLLING_BACK:
             return "while rolling back"
         case _:
-            return f"at {_stage_label(release)}"
+            return f"at {stage_label(release)}"
 
 
 def _reason_suffix(reason: str) -> str:
     return f": {reason}" if reason else ""
 
 
-def _stage_label(release: Release, index: int | None = None) -> str:
+def stage_label(release: Release, index: int | None = None) -> str:
     index = release.stage_index if index is None else index
     stage = release.plan.stages[index]
     return f"stage {index + 1}/{len(release.plan.stages)} ({percent(stage.weight)})"
