@@ -19,6 +19,7 @@ from bot.core.apps import AppConfig, BotConfig, ChannelRef, FreezeWindow
 from bot.core.commands import parse_command
 from bot.core.freezes import OneOffFreeze, Window, frozen_at
 from bot.core.machine import Advance, Notify, Pause, Promote, Rollback
+from bot.core.plan import Plan, Stage
 from bot.core.ports import SlackRefs
 from bot.core.release import NoticeKind, Phase, Release, desired_traffic
 from bot.entrypoints.demo import DEMO_APP, DEMO_PLAN, SimulatedCluster, Transcript
@@ -188,13 +189,14 @@ class World:
         *,
         windows: tuple[FreezeWindow, ...] = (),
         membership: dict[str, set[str]] | None = None,
+        plan: Plan = DEMO_PLAN,
     ) -> None:
         self.clock = Clock()
         self.store = ReleaseStore(client)
         self.announcer = RecordingAnnouncer()
         config = BotConfig(
             source="tests",
-            apps={APP: app_typed_in(COMMANDS)},
+            apps={APP: app_typed_in(COMMANDS).model_copy(update={"plan": plan})},
             plans={DEMO_PLAN.name: DEMO_PLAN},
             freezes=windows,
             break_glass=(CAROL, GLASS_GROUP),
@@ -277,6 +279,27 @@ def test_a_running_release_holds_at_its_gate_during_a_window_and_goes_on_after(
     widened = world.tick(0.1)
     assert (widened.phase, widened.stage_index) == (Phase.RUNNING, 1)
     assert desired_traffic(widened).canary_weight == 5
+
+
+def test_a_canary_ready_during_a_freeze_waits_out_of_a_first_stage_with_public_traffic(
+    redis_client: redis.Redis,
+) -> None:
+    straight_to_ten = Plan(
+        name="ten", stages=(Stage(weight=10, duration_s=2), Stage(weight=100, duration_s=0))
+    )
+    world = World(redis_client, plan=straight_to_ten)
+    assert world.start() is not None
+    assert world.service.freeze(scope=APP, duration_s=900, user=BOB, reason="incident").applied
+
+    waiting = world.tick(30)  # the canary is long ready, but stage 1 would give it 10 %
+    assert waiting.phase is Phase.STARTING
+    assert desired_traffic(waiting).canary_weight == 0
+    # past the 10 min canary-ready deadline: a canary that is ready never fails it
+    assert world.tick(660).phase is Phase.STARTING
+
+    entered = world.tick(300)  # the freeze is over
+    assert (entered.phase, entered.stage_index) == (Phase.RUNNING, 0)
+    assert desired_traffic(entered).canary_weight == 10
 
 
 def test_a_lock_refuses_new_starts_only_a_running_release_still_widens(

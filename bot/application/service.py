@@ -506,6 +506,8 @@ class ReleaseService:
         self, release: Release, observation: Observation, *, now: datetime
     ) -> Event | None:
         match release.phase:
+            case Phase.STARTING if observation.canary_ready and self._held_before_traffic(release):
+                return None  # ready and taking no traffic, the canary waits out the freeze
             case Phase.STARTING if observation.canary_ready:
                 return CanaryReady()
             case Phase.STARTING if now - release.started_at > self._canary_ready_deadline:
@@ -524,6 +526,11 @@ class ReleaseService:
             case Phase.ROLLING_BACK if observation.rollback_complete:
                 return RollbackDone()
         return None
+
+    def _held_before_traffic(self, release: Release) -> bool:
+        """A freeze keeps a ready canary out of a first stage that gives it public traffic."""
+        first_stage = release.plan.stages[0]
+        return first_stage.weight > 0 and self.frozen(release.app) is not None
 
     def _apply(
         self,
