@@ -463,9 +463,17 @@ class ReleaseStore:
         return previous
 
     def freezes_of(self, app: str) -> list[OneOffFreeze]:
-        """The app's one-off freeze and the one of every app, those that are set."""
+        """The app's one-off freeze and the one of every app, those that are set (one round
+        trip for both)."""
+        scopes = (app, ALL_APPS)
+        pipeline = self._redis.pipeline(transaction=False)
+        for scope in scopes:
+            pipeline.hgetall(self._key("freeze", scope))
+        answers = self._call(pipeline.execute)
         return [
-            freeze for scope in (app, ALL_APPS) if (freeze := self._freeze_of(scope)) is not None
+            OneOffFreeze(scope=scope, **fields)
+            for scope, fields in zip(scopes, answers, strict=True)
+            if fields
         ]
 
     def _freeze_of(self, scope: str) -> OneOffFreeze | None:
