@@ -56,10 +56,11 @@ class Rejected(Exception):
 
 
 def guard_slack_events(
-    handler: SlackRequestHandler, *, clock: Callable[[], float] = time.time
+    handler: SlackRequestHandler, *, signing_secret: str, clock: Callable[[], float] = time.time
 ) -> WSGIApplication:
-    """`handler` behind the checks above, with the signing secret its Bolt app verifies with."""
-    return SlackEventsGuard(handler, signing_secret=handler.app._signing_secret, clock=clock)
+    """`handler` behind the checks above; `signing_secret` is the one its Bolt app verifies
+    with (SLACK_SIGNING_SECRET)."""
+    return SlackEventsGuard(handler, signing_secret=signing_secret, clock=clock)
 
 
 class SlackEventsGuard:

@@ -108,9 +108,7 @@ def serve() -> int:
         service = build_service(settings=settings, client=client, readiness=readiness)
     except (ConfigError, ReleaseBotError) as error:
         return fatal(str(error), EXIT_BAD_CONFIG)
-    secret = settings.slack_signing_secret
-    signing_secret = secret.get_secret_value() if secret else ""
-    app = build_app(signing_secret=signing_secret, client=client, service=service)
+    app = build_app(signing_secret=settings.signing_secret, client=client, service=service)
     scheduler = (
         Scheduler(tick=service.tick, interval_s=settings.release_bot_tick_seconds)
         if service
@@ -193,7 +191,9 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
     mode = "socket" if socket_mode else "http"
     log.info("starting", mode=mode, port=settings.port, slack_api_url=settings.slack_api_url)
     wsgi_app = build_wsgi_app(
-        slack_events=None if socket_mode else SlackRequestHandler(app), readiness=readiness
+        slack_events=None if socket_mode else SlackRequestHandler(app),
+        signing_secret=settings.signing_secret,
+        readiness=readiness,
     )
     try:  # bind first: a taken port fails at once, before anything talks to Slack
         server = create_server(wsgi_app, host="0.0.0.0", port=settings.port, ident="release-bot")
@@ -427,12 +427,14 @@ def _log_auth_test_retry(state: RetryCallState) -> None:
 
 
 def build_wsgi_app(
-    *, slack_events: SlackRequestHandler | None, readiness: Readiness
+    *, slack_events: SlackRequestHandler | None, signing_secret: str, readiness: Readiness
 ) -> WSGIApplication:
     """Route /healthz, /readyz, /metrics and (when given) /slack/events; 404 for anything else.
     /slack/events goes through request_guard first (signature, size and body checks)."""
     metrics = make_wsgi_app()
-    events = _timed(guard_slack_events(slack_events)) if slack_events is not None else None
+    events = None
+    if slack_events is not None:
+        events = _timed(guard_slack_events(slack_events, signing_secret=signing_secret))
 
     def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

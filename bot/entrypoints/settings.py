@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         return self.slack_app_token is not None
 
     @property
+    def signing_secret(self) -> str:
+        """SLACK_SIGNING_SECRET's value; '' in Socket Mode, where none is needed."""
+        secret = self.slack_signing_secret
+        return secret.get_secret_value() if secret else ""
+
+    @property
     def redis_configured(self) -> bool:
         return self.redis_url is not None or self.redis_sentinels is not None
 
