@@ -7,7 +7,7 @@ in channel C0DEPLOYS, started at T0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from bot.core.machine import (
@@ -27,6 +27,7 @@ from bot.core.machine import (
 )
 from bot.core.plan import DEFAULT_PLAN, Plan
 from bot.core.release import Phase, Release
+from bot.core.verification import Verification
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -73,6 +74,17 @@ def start(
     return Run(release=started.release, now=T0)
 
 
+SMOKE = Verification(job="smoke", timeout_s=300, log_lines=5)
+VERIFIED_PLAN = Plan(
+    name="verified",
+    stages=tuple(
+        replace(stage, verification=SMOKE) if index == 2 else stage
+        for index, stage in enumerate(DEFAULT_PLAN.stages)
+    ),
+)
+"""The default plan whose 50 % stage (index 2) runs the Job template `smoke` first."""
+VERIFIED_JOB = "shop-api-verify-rel-1-2"
+
 TO_STAGE_3: list[tuple[Event, timedelta]] = [
     (CanaryReady(), MINUTE),
     (StageTimerElapsed(), timedelta(hours=1)),
@@ -80,6 +92,7 @@ TO_STAGE_3: list[tuple[Event, timedelta]] = [
 ]  # stage index 2: 50 %, needs approval, 4 h
 PATHS: dict[Phase, list[tuple[Event, timedelta]]] = {
     Phase.STARTING: [],
+    Phase.VERIFYING: TO_STAGE_3,  # on VERIFIED_PLAN: at the gate of stage 3
     Phase.RUNNING: TO_STAGE_3,
     Phase.AWAITING_APPROVAL: [*TO_STAGE_3, (StageTimerElapsed(), timedelta(hours=4))],
     Phase.PAUSED: [
@@ -99,7 +112,8 @@ PATHS: dict[Phase, list[tuple[Event, timedelta]]] = {
 
 
 def run_in(phase: Phase, *, four_eyes: bool = False) -> Run:
-    run = start(four_eyes=four_eyes)
+    plan = VERIFIED_PLAN if phase is Phase.VERIFYING else DEFAULT_PLAN
+    run = start(four_eyes=four_eyes, plan=plan)
     for event, after in PATHS[phase]:
         run.accept(event, after=after)
     assert run.release.phase is phase

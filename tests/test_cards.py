@@ -106,6 +106,14 @@ def walk_to_success() -> Run:
 EXPECTED_CARDS: dict[Phase, tuple[list[str], list[str]]] = {
     # phase: (the buttons, what the status says: its first line, then details)
     Phase.STARTING: ([ACTION_ROLLBACK], ["⏳ *Starting*", "no traffic yet"]),
+    Phase.VERIFYING: (
+        [ACTION_ROLLBACK],
+        [
+            "🧪 *Verifying before stage 3/4 (50 %)*",
+            "Verification Job `shop-api-verify-rel-1-2` runs",
+            "traffic stays as it was",
+        ],
+    ),
     Phase.RUNNING: (
         [ACTION_APPROVE, ACTION_ADVANCE, ACTION_PAUSE, ACTION_ROLLBACK],
         ["▶️ *Running stage 3/4 (50 %)*", "It needs approval before it moves on to stage 4/4"],

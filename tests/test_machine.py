@@ -36,12 +36,14 @@ from bot.core.machine import (
     RollbackDone,
     StageTimerElapsed,
     UpdateCard,
+    VerificationFailed,
+    VerificationPassed,
     start_release,
     transition,
 )
 from bot.core.plan import DEFAULT_PLAN, HOUR, Plan, Stage
 from bot.core.release import Approval, DesiredTraffic, Phase, Release, desired_traffic
-from tests.releases import ANA, BOB, MINUTE, T0, run_in, start
+from tests.releases import ANA, BOB, MINUTE, T0, VERIFIED_JOB, run_in, start
 
 ONE_OF_EACH: list[Event] = [
     CanaryReady(),
@@ -58,6 +60,8 @@ ONE_OF_EACH: list[Event] = [
     ChecksPassed(summary="error rate 0.2 % (stable 0.1 %)"),
     ChecksFailed(metric="error_rate", value=7.2, threshold=5, unit="%"),
     ChecksInconclusive(reason="no samples"),
+    VerificationPassed(job_name=VERIFIED_JOB),
+    VerificationFailed(job_name=VERIFIED_JOB, reason="BackoffLimitExceeded", log_tail=("FAIL",)),
     Fail(reason="deployment deleted"),
 ]
 
@@ -69,6 +73,11 @@ EXPECTED_NEXT: dict[tuple[Phase, type[Event]], Phase] = {
     (Phase.STARTING, Rollback): Phase.ROLLING_BACK,
     (Phase.STARTING, ChecksFailed): Phase.ROLLING_BACK,
     (Phase.STARTING, Fail): Phase.FAILED,
+    (Phase.VERIFYING, VerificationPassed): Phase.RUNNING,
+    (Phase.VERIFYING, VerificationFailed): Phase.ROLLING_BACK,
+    (Phase.VERIFYING, Rollback): Phase.ROLLING_BACK,
+    (Phase.VERIFYING, ChecksFailed): Phase.ROLLING_BACK,
+    (Phase.VERIFYING, Fail): Phase.FAILED,
     (Phase.RUNNING, StageTimerElapsed): Phase.AWAITING_APPROVAL,
     (Phase.RUNNING, Advance): Phase.AWAITING_APPROVAL,
     (Phase.RUNNING, Approve): Phase.RUNNING,

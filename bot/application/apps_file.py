@@ -8,9 +8,9 @@ File layout (see deploy/examples/apps.yaml for every field, commented):
 
     apps:           # required, at least one; key = app name used in `/release canary <app>`
       shop-api: {namespace, workload, container?, router, slack_channel, plan?, metrics?,
-                 alert_mention?, authorization?, freezes?}
+                 alert_mention?, authorization?, freezes?, verification?}
     plans:          # optional; key = plan name, value = list of stages
-      fast: [{weight, duration, approval?, approvals?, header_routed?}, ...]
+      fast: [{weight, duration, approval?, approvals?, header_routed?, verification?}, ...]
     default_plan:   # optional; the plan of apps that name none (default: "default")
     freezes:        # optional; recurring freeze windows of every app:
       - {rrule: "FREQ=WEEKLY;BYDAY=FR;BYHOUR=16", duration: 64h, timezone: Europe/Berlin,
@@ -77,16 +77,20 @@ from bot.core.apps import (
     FrozenModel,
     GatewayApiRouter,
     IstioRouter,
+    JobTemplate,
     LatencyLimits,
     MetricsConfig,
     Principals,
     QpsLimits,
     ReplicasRouter,
+    VerificationSettings,
     plan_problem,
+    verification_problem,
 )
-from bot.core.durations import StageDuration
+from bot.core.durations import PositiveDuration, StageDuration
 from bot.core.plan import DEFAULT_PLAN, Plan, Stage
 from bot.core.text import count
+from bot.core.verification import DEFAULT_LOG_LINES, DEFAULT_TIMEOUT_S, MAX_LOG_LINES, Verification
 
 Loc = tuple[str | int, ...]
 _Value = TypeVar("_Value")
@@ -126,6 +130,35 @@ def _not_builtin_plan(name: str) -> str:
 PlanRef = Annotated[DnsLabel, AfterValidator(_known_plan)]
 
 
+class _VerificationSpec(FrozenModel):
+    job: DnsLabel | None = None
+    """Run the app's Job template of this name (`apps.NAME.verification.jobs`) before the stage
+    starts; traffic stays as it was until the Job succeeds, and its failure rolls back."""
+    template: JobTemplate | None = None
+    """Instead of `job`: an inline Job spec, the same for every app of the plan."""
+    timeout_s: PositiveDuration = Field(default=DEFAULT_TIMEOUT_S, alias="timeout")
+    """Longest the Job may run; past it the Job counts as failed (and is stopped)."""
+    log_lines: Annotated[int, Field(ge=1, le=MAX_LOG_LINES)] = DEFAULT_LOG_LINES
+    """How many of the Job's last log lines the thread shows when it fails."""
+
+    @model_validator(mode="after")
+    def _one_job(self) -> _VerificationSpec:
+        if (self.job is None) == (self.template is None):
+            raise ValueError(
+                "name the Job with 'job: <template name>' (one of the app's verification.jobs) "
+                "or give it inline with 'template:', not both or neither"
+            )
+        return self
+
+    def verification(self) -> Verification:
+        return Verification(
+            job=self.job,
+            template=self.template,
+            timeout_s=self.timeout_s,
+            log_lines=self.log_lines,
+        )
+
+
 class _StageSpec(FrozenModel):
     weight: Annotated[int, Field(ge=0, le=100)]
     """Percent of public traffic on the canary, 0..100, never decreasing from stage to stage."""
@@ -140,6 +173,7 @@ class _StageSpec(FrozenModel):
     approval stage."""
     header_routed: bool = False
     """Internal validation (weight 0 only): no public traffic, the canary reachable by header."""
+    verification: _VerificationSpec | None = None
 
     @field_validator("duration_s")
     @classmethod
@@ -244,6 +278,8 @@ _SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     _FileSpec,
     _AppSpec,
     _StageSpec,
+    _VerificationSpec,
+    VerificationSettings,
     ReplicasRouter,
     IstioRouter,
     GatewayApiRouter,
@@ -599,6 +635,7 @@ def _to_plan(name: str, stages: list[_StageSpec]) -> Plan:
             needs_approval=stage.needs_approval,
             approvals_needed=stage.approvals or 1,
             header_routed=stage.header_routed,
+            verification=stage.verification.verification() if stage.verification else None,
         )
         for stage in stages
     ]
@@ -640,8 +677,9 @@ def _merge(parts: Sequence[_Part], plan_names: list[str]) -> tuple[BotConfig, li
         plan = plans.get(app.plan or default_plan)
         if plan is None:
             continue  # the plan has mistakes of its own
-        if problem := plan_problem(app.router, plan):
-            problems.append(entry.part.locate(("apps", entry.name, "plan"), problem))
+        for problem in (plan_problem(app.router, plan), verification_problem(app, plan)):
+            if problem:
+                problems.append(entry.part.locate(("apps", entry.name, "plan"), problem))
         apps[entry.name] = AppConfig(
             name=entry.name,
             plan=plan,

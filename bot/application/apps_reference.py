@@ -10,11 +10,11 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from bot.application.apps_file import _AppSpec, _FileSpec, _StageSpec
-from bot.core.apps import ChannelRef, GatewayApiRouter, IstioRouter, ReplicasRouter
+from bot.core.apps import ChannelRef, GatewayApiRouter, IstioRouter, JobTemplate, ReplicasRouter
 from bot.core.durations import format_duration
 
 _ROUTERS = (ReplicasRouter, IstioRouter, GatewayApiRouter)
-_DURATION_FIELDS = {"duration_s", "interval_s", "window_s", "snapshot_interval_s"}
+_DURATION_FIELDS = {"duration_s", "interval_s", "window_s", "snapshot_interval_s", "timeout_s"}
 HEADER = "| field | type | default | meaning |\n| --- | --- | --- | --- |"
 
 
@@ -71,6 +71,8 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _type_text(annotation: Any) -> str:
+    if annotation == JobTemplate:
+        return "Job spec"
     origin = get_origin(annotation)
     if origin is Annotated:
         return _type_text(get_args(annotation)[0])
@@ -81,6 +83,8 @@ def _type_text(annotation: Any) -> str:
         return " or ".join(shown)
     if origin is tuple:
         return f"list of {_type_text(get_args(annotation)[0])}"
+    if origin is dict:
+        return f"mapping of name to {_type_text(get_args(annotation)[1])}"
     if annotation is ChannelRef:
         return "Slack channel"
     return {str: "text", int: "integer", float: "number", bool: "true/false"}.get(

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 import structlog
 
-from bot.application import freeze_hold, telemetry
+from bot.application import freeze_hold, telemetry, verification_gate
 from bot.application.checks import CanaryChecks
 from bot.core import freezes
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
@@ -44,6 +44,7 @@ from bot.core.machine import (
     Resume,
     RollbackDone,
     StageTimerElapsed,
+    VerificationPassed,
     start_release,
     transition,
     with_outbox,
@@ -513,6 +514,8 @@ class ReleaseService:
             case Phase.STARTING if now - release.started_at > self._canary_ready_deadline:
                 limit = int(self._canary_ready_deadline.total_seconds())
                 return Fail(reason=f"the canary was not ready within {limit} s")
+            case Phase.VERIFYING:
+                return self._verification_event(release, observation, now=now)
             case Phase.RUNNING if release.stage_due_at is not None and now >= release.stage_due_at:
                 return StageTimerElapsed()
             case Phase.PAUSED if _resume_due(release, now):
@@ -526,6 +529,15 @@ class ReleaseService:
             case Phase.ROLLING_BACK if observation.rollback_complete:
                 return RollbackDone()
         return None
+
+    def _verification_event(
+        self, release: Release, observation: Observation, *, now: datetime
+    ) -> Event | None:
+        """The gate's verdict; a passed Job waits out a freeze before its stage widens traffic."""
+        event = verification_gate.due_event(release, observation.verification, now=now)
+        if isinstance(event, VerificationPassed) and self.frozen(release.app) is not None:
+            return None
+        return event
 
     def _held_before_traffic(self, release: Release) -> bool:
         """A freeze keeps a ready canary out of a first stage that gives it public traffic."""

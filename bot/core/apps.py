@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,6 +29,7 @@ from bot.core.durations import PositiveDuration
 from bot.core.errors import ReleaseBotError
 from bot.core.freezes import Window, parse_rule
 from bot.core.plan import Plan
+from bot.core.verification import template_problems
 
 
 class UnknownApp(ReleaseBotError):
@@ -368,6 +369,28 @@ class FreezeWindow(FrozenModel):
 FreezeWindows = Annotated[tuple[FreezeWindow, ...], Strict(False)]
 
 
+def _job_template(value: object) -> dict[str, Any]:
+    if problems := template_problems(value):
+        raise ValueError("; ".join(problems))
+    assert isinstance(value, Mapping)  # template_problems refuses anything else
+    return dict(value)
+
+
+JobTemplate = Annotated[dict[str, Any], PlainValidator(_job_template)]
+"""A Job's spec as a Job manifest writes it (`template.spec.containers`, `backoffLimit`...)."""
+
+
+class VerificationSettings(FrozenModel):
+    """The app's verification Jobs: the templates its plans' stages name, and who they run as."""
+
+    service_account: ResourceName | None = None
+    """The ServiceAccount verification Jobs run with; default: the stable Deployment's
+    (its serviceAccountName, else `default`). Never the bot's own."""
+    jobs: dict[DnsLabel, JobTemplate] = Field(default_factory=dict)
+    """Job templates by name, for a stage's `verification.job`: each a Job's spec
+    (`template.spec.containers`, `backoffLimit`...), run in the app's namespace."""
+
+
 class AppSettings(FrozenModel):
     """What the apps file says of one app besides its name and plan (the loader's schema adds
     the plan's name; AppConfig adds the resolved plan)."""
@@ -388,6 +411,7 @@ class AppSettings(FrozenModel):
     authorization: AuthorizationConfig = AuthorizationConfig()
     freezes: FreezeWindows = ()
     """The app's recurring freeze windows (besides the top-level `freezes`, which apply to all)."""
+    verification: VerificationSettings = VerificationSettings()
 
 
 class AppConfig(AppSettings):
@@ -444,7 +468,27 @@ def plan_problem(router: Router, plan: Plan) -> str | None:
     return None
 
 
+def verification_problem(app: AppSettings, plan: Plan) -> str | None:
+    """Which Job templates `plan`'s stages name that `app` does not define, or None."""
+    missing = sorted(
+        {
+            stage.verification.job
+            for stage in plan.stages
+            if stage.verification is not None
+            and stage.verification.job is not None
+            and stage.verification.job not in app.verification.jobs
+        }
+    )
+    if not missing:
+        return None
+    defined = ", ".join(sorted(app.verification.jobs)) or "none"
+    return (
+        f"plan {plan.name!r} runs verification Job template(s) {', '.join(missing)}, which the "
+        f"app does not define under verification.jobs (it defines: {defined})"
+    )
+
+
 def plan_refusal(app: AppConfig, plan: Plan) -> str | None:
     """Why `app` cannot run `plan` (a `--plan` given at start), or None when it can."""
-    problem = plan_problem(app.router, plan)
+    problem = plan_problem(app.router, plan) or verification_problem(app, plan)
     return None if problem is None else f"{app.name}: {problem}"

@@ -16,7 +16,17 @@ from typing import Any
 
 from bot.core import thread_wording as wording
 from bot.core.plan import Plan
-from bot.core.release import Approval, NoticeKind, OutboxNotice, PauseInfo, Phase, Release
+from bot.core.release import (
+    Approval,
+    NoticeKind,
+    OutboxNotice,
+    PauseInfo,
+    Phase,
+    Release,
+    VerificationRun,
+    desired_traffic,
+)
+from bot.core.verification import job_name
 
 # Events. `by` is the Slack user id of the person acting. `stage_index` on a person's event is the
 # stage they were looking at (a button carries it; a slash command leaves it None): if the release
@@ -124,6 +134,23 @@ class ChecksInconclusive:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationPassed:
+    """The verification Job `job_name` at the current stage's gate succeeded (from the gate)."""
+
+    job_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationFailed:
+    """The verification Job `job_name` failed or ran out of time (from the gate); `log_tail`:
+    the last lines of its pod's log, for the thread."""
+
+    job_name: str
+    reason: str
+    log_tail: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fail:
     """The bot cannot carry the release on (e.g. a permanent cluster error); a person must look."""
 
@@ -145,6 +172,8 @@ Event = (
     | ChecksPassed
     | ChecksFailed
     | ChecksInconclusive
+    | VerificationPassed
+    | VerificationFailed
     | Fail
 )
 
@@ -287,7 +316,7 @@ def transition(release: Release, event: Event, *, now: datetime) -> Accepted | R
 
 
 def _canary_ready(release: Release, event: CanaryReady, now: datetime) -> _Change:
-    return _enter_stage(release, 0, now)
+    return _move_to_stage(release, 0, now)
 
 
 def _stage_timer_elapsed(
@@ -468,12 +497,37 @@ def _rollback_done(release: Release, event: RollbackDone, now: datetime) -> _Cha
     return _Change(release=done, notices=(notice,))
 
 
+def _verification_passed(
+    release: Release, event: VerificationPassed, now: datetime
+) -> _Change | Refused:
+    if refused := _other_verification(release, event.job_name):
+        return refused
+    notice = _notice(NoticeKind.VERIFICATION, wording.verification_passed(release, event.job_name))
+    return _enter_stage(release, release.stage_index, now).preceded_by(notice)
+
+
+def _verification_failed(
+    release: Release, event: VerificationFailed, now: datetime
+) -> _Change | Refused:
+    """An automatic rollback: the alert (channel and thread) names the Job and why; its log
+    lines follow in the thread only."""
+    if refused := _other_verification(release, event.job_name):
+        return refused
+    text = wording.rolling_back_after_verification(release, event.job_name, event.reason)
+    alert = _notice(NoticeKind.AUTO_ROLLBACK, text, in_channel=True)
+    reason = wording.verification_failed_reason(event.job_name, event.reason)
+    change = _begin_rollback(release, by=None, reason=reason, notice=alert)
+    log_text = wording.verification_log(event.job_name, event.log_tail)
+    return change.followed_by(_notice(NoticeKind.VERIFICATION_LOG, log_text))
+
+
 def _fail(release: Release, event: Fail, now: datetime) -> _Change:
     failed = release.evolve(
         phase=Phase.FAILED,
         finished_at=now,
         stage_due_at=None,
         pause=None,
+        verification=None,
         outcome_by=None,
         outcome_reason=event.reason,
     )
@@ -500,6 +554,7 @@ def _to(*phases: Phase) -> frozenset[Phase]:
 
 _UNFINISHED = (
     Phase.STARTING,
+    Phase.VERIFYING,
     Phase.RUNNING,
     Phase.AWAITING_APPROVAL,
     Phase.PAUSED,
@@ -507,9 +562,10 @@ _UNFINISHED = (
     Phase.ROLLING_BACK,
 )
 _NOT_YET_ROLLING_BACK = tuple(phase for phase in _UNFINISHED if phase is not Phase.ROLLING_BACK)
-_LEAVING_A_STAGE = _to(Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PROMOTING)
+_ENTERING_A_STAGE = _to(Phase.RUNNING, Phase.VERIFYING)  # a stage with a Job is verified first
+_LEAVING_A_STAGE = _ENTERING_A_STAGE | _to(Phase.AWAITING_APPROVAL, Phase.PROMOTING)
 _BACK_FROM_A_PAUSE = _to(Phase.RUNNING, Phase.AWAITING_APPROVAL)
-_MOVED_ON = _to(Phase.RUNNING, Phase.PROMOTING)
+_MOVED_ON = _ENTERING_A_STAGE | _to(Phase.PROMOTING)
 
 
 def _tolerated_or_rolled_back(phase: Phase) -> frozenset[Phase]:
@@ -520,7 +576,11 @@ def _tolerated_or_rolled_back(phase: Phase) -> frozenset[Phase]:
 
 
 TRANSITIONS: dict[tuple[Phase, type[Event]], Transition] = {
-    (Phase.STARTING, CanaryReady): Transition(_canary_ready, _to(Phase.RUNNING)),
+    (Phase.STARTING, CanaryReady): Transition(_canary_ready, _ENTERING_A_STAGE),
+    (Phase.VERIFYING, VerificationPassed): Transition(_verification_passed, _to(Phase.RUNNING)),
+    (Phase.VERIFYING, VerificationFailed): Transition(
+        _verification_failed, _to(Phase.ROLLING_BACK)
+    ),
     (Phase.RUNNING, StageTimerElapsed): Transition(_stage_timer_elapsed, _LEAVING_A_STAGE),
     (Phase.RUNNING, Advance): Transition(_advance, _LEAVING_A_STAGE),
     (Phase.RUNNING, Approve): Transition(
@@ -575,6 +635,32 @@ def offers(release: Release, action: type[Event]) -> bool:
 # Moves shared by the steps.
 
 
+def _move_to_stage(release: Release, index: int, now: datetime) -> _Change:
+    """Into stage `index`, or first to its gate when the stage names a verification Job."""
+    verification = release.plan.stages[index].verification
+    if verification is None:
+        return _enter_stage(release, index, now)
+    run = VerificationRun(
+        job_name=job_name(release.app, release.id, index),
+        started_at=now,
+        held=desired_traffic(release),
+    )
+    verifying = release.evolve(
+        phase=Phase.VERIFYING,
+        stage_index=index,
+        stage_due_at=None,
+        checks_passed=0,
+        checks_failed=0,
+        verification=run,
+    )
+    text = wording.verification_started(verifying, verification, run)
+    return _Change(
+        release=verifying,
+        reconcile=True,  # the Job is created with the rest of the cluster's desired state
+        notices=(_notice(NoticeKind.VERIFICATION, text),),
+    )
+
+
 def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
     stage = release.plan.stages[index]
     due = now + timedelta(seconds=stage.duration_s)
@@ -585,6 +671,7 @@ def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
         stage_due_at=due,
         checks_passed=0,
         checks_failed=0,
+        verification=None,
     )
     return _Change(
         release=entered,
@@ -596,7 +683,7 @@ def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
 def _leave_stage(release: Release, now: datetime, *, by: str | None) -> _Change:
     if release.is_last_stage:
         return _begin_promotion(release, by=by)
-    return _enter_stage(release, release.stage_index + 1, now)
+    return _move_to_stage(release, release.stage_index + 1, now)
 
 
 def _await_approval(release: Release) -> _Change:
@@ -620,6 +707,7 @@ def _begin_rollback(release: Release, *, by: str | None, reason: str, notice: No
         phase=Phase.ROLLING_BACK,
         stage_due_at=None,
         pause=None,
+        verification=None,
         outcome_by=by,
         outcome_reason=reason,
     )
@@ -678,6 +766,14 @@ def _four_eyes_refusal(release: Release, user: str, index: int) -> Refused | Non
     if release.four_eyes and user == release.requested_by:
         return Refused(reason=wording.four_eyes_rule(release, user, index))
     return None
+
+
+def _other_verification(release: Release, name: str) -> Refused | None:
+    """An outcome of another Job (an earlier gate's, read late) decides nothing here."""
+    run = release.verification
+    if run is not None and run.job_name == name:
+        return None
+    return Refused(reason=wording.not_this_verification(release, name))
 
 
 def _aimed_at_other_stage(release: Release, stage_index: int | None) -> Refused | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.core.verification import Verification
+
 
 @dataclass(frozen=True, slots=True)
 class Stage:
@@ -25,6 +27,9 @@ class Stage:
     header_routed: bool = False
     approvals_needed: int = 1
     """How many distinct people must approve, when the stage `needs_approval`."""
+    verification: Verification | None = None
+    """A Job that must pass before the release enters this stage; traffic stays as it was
+    until then, and its failure rolls the release back."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 100:

@@ -19,6 +19,7 @@ from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
 from bot.core.release import Release
+from bot.core.verification import VerificationStatus
 
 # ---------------------------------------------------------------- the cluster
 
@@ -30,6 +31,8 @@ class Observation:
     canary_ready: bool = False
     promotion_complete: bool = False
     rollback_complete: bool = False
+    verification: VerificationStatus | None = None
+    """The verification Job at the release's gate, while it is VERIFYING."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ class Phase(StrEnum):
     """Where a release is in its life; bot.core.machine defines which events move it on."""
 
     STARTING = "starting"  # canary being created, 0 % traffic
+    VERIFYING = "verifying"  # a verification Job runs at the stage's gate, traffic held
     RUNNING = "running"  # in a stage, stage timer counting
     AWAITING_APPROVAL = "awaiting_approval"  # stage time is up and the stage needs approval
     PAUSED = "paused"  # held by a person or by inconclusive checks, timer stopped
@@ -60,6 +61,8 @@ class NoticeKind(StrEnum):
     FAILED = "failed"
     SNAPSHOT = "snapshot"
     CHECK_FAILED = "check_failed"
+    VERIFICATION = "verification"
+    VERIFICATION_LOG = "verification_log"
     OVERRIDE = "override"
 
 
@@ -122,6 +125,22 @@ class OutboxNotice(_Record):
     in_channel: bool = False
 
 
+class DesiredTraffic(_Record):
+    """What the router must apply: the canary's share of public traffic, header routing on/off."""
+
+    canary_weight: int = Field(ge=0, le=100)
+    header_routing: bool
+
+
+class VerificationRun(_Record):
+    """A verification Job (bot.core.verification) running at the gate of the current stage: its
+    name (one per release and stage), when the gate opened, and the traffic held meanwhile."""
+
+    job_name: NonBlank
+    started_at: AwareDatetime
+    held: DesiredTraffic
+
+
 class Release(_Record):
     """One release of one app; its plan is a copy, so a config change never alters it midway.
 
@@ -173,6 +192,8 @@ class Release(_Record):
     """The card shows an older state of the release than this one."""
     notices_decided: int = Field(default=0, ge=0)
     """How many notices this release has ever put in its outbox: the next one's id minus one."""
+    verification: VerificationRun | None = None
+    """Set exactly while VERIFYING: the Job that must pass before the current stage starts."""
     overrides: tuple[Override, ...] = ()
     """Every `--override` used on this release (set by the release service, not the machine);
     the card shows them for the release's life."""
@@ -189,6 +210,8 @@ class Release(_Record):
             raise ValueError(f"pause info must be present exactly when paused (phase {self.phase})")
         if (self.stage_due_at is not None) != (self.phase is Phase.RUNNING):
             raise ValueError(f"stage_due_at must be set exactly when running (phase {self.phase})")
+        if (self.verification is not None) != (self.phase is Phase.VERIFYING):
+            raise ValueError(f"verification must be set exactly when verifying ({self.phase})")
         if (self.finished_at is not None) != self.phase.is_terminal:
             raise ValueError(f"finished_at must be set exactly when finished (phase {self.phase})")
         return self
@@ -219,27 +242,23 @@ class Release(_Record):
         return Release.model_validate(self.model_dump() | changes)
 
 
-class DesiredTraffic(_Record):
-    """What the router must apply: the canary's share of public traffic, header routing on/off."""
-
-    canary_weight: int = Field(ge=0, le=100)
-    header_routing: bool
-
-
 _STAGE_PHASES = {Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED}
 
 
 def desired_traffic(release: Release) -> DesiredTraffic:
     """The traffic split the reconciler must bring the router to for this release's phase.
 
-    Outside the stages the canary takes everything while stable is rolled (PROMOTING) and
-    nothing otherwise: before it is ready, while rolling back, and once finished (after a
-    success the stable Deployment runs the new version).
+    While a verification Job runs at a stage's gate, the traffic it held. Outside the stages the
+    canary takes everything while stable is rolled (PROMOTING) and nothing otherwise: before it
+    is ready, while rolling back, and once finished (after a success the stable Deployment runs
+    the new version).
     """
     if release.phase in _STAGE_PHASES:
         return DesiredTraffic(
             canary_weight=release.stage.weight, header_routing=release.stage.header_routed
         )
+    if release.verification is not None:
+        return release.verification.held
     if release.phase is Phase.PROMOTING:
         return DesiredTraffic(canary_weight=100, header_routing=False)
     return DesiredTraffic(canary_weight=0, header_routing=False)

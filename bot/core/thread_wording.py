@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bot.core.durations import format_duration
-from bot.core.release import Approval, Phase, Release
+from bot.core.release import Approval, DesiredTraffic, Phase, Release, VerificationRun
 from bot.core.text import amount, count, mention, percent, plan_text, principal_mention
+from bot.core.verification import Verification
 
 # Notices: the thread messages of accepted events.
 
@@ -203,6 +204,46 @@ def rolling_back_automatically(release: Release, reading: str) -> str:
     return f"{what} is rolling back automatically {_where(release)}: {reading}"
 
 
+def verification_started(release: Release, verification: Verification, run: VerificationRun) -> str:
+    """`release` at the gate it has just reached."""
+    return (
+        f"{stage_label(release)} waits for verification Job `{run.job_name}` "
+        f"({verification.label}, up to {format_duration(verification.timeout_s)}): "
+        f"{_held_text(run.held)} until it passes"
+    )
+
+
+def verification_passed(release: Release, job: str) -> str:
+    return f"verification Job `{job}` passed; {stage_label(release)} starts"
+
+
+def verification_failed_reason(job: str, reason: str) -> str:
+    """The outcome reason of a rollback after a failed verification Job."""
+    return f"verification Job {job} failed: {reason}"
+
+
+def verification_timed_out(timeout_s: int) -> str:
+    return f"it did not finish within its timeout of {format_duration(timeout_s)}"
+
+
+def rolling_back_after_verification(release: Release, job: str, reason: str) -> str:
+    """`release` as it was before the rollback: the alert, naming the Job and why."""
+    what = f"{release.app} {release.version}"
+    return (
+        f"{what} is rolling back automatically {_where(release)}: verification Job `{job}` "
+        f"failed: {reason}"
+    )
+
+
+def verification_log(job: str, log_tail: tuple[str, ...]) -> str:
+    """The last lines of a failed verification Job's log, for the thread (a code block)."""
+    if not log_tail:
+        return f"verification Job `{job}` left no log lines to show"
+    lines = "\n".join(line.replace("`", "'") for line in log_tail)
+    heading = f"last {count(len(log_tail), 'log line')} of verification Job `{job}`"
+    return f"{heading}:\n```\n{lines}\n```"
+
+
 def released(release: Release) -> str:
     return f"{release.app} {release.version} is released: stable runs it and the canary is removed"
 
@@ -221,6 +262,11 @@ def failed(release: Release, reason: str) -> str:
 
 
 # Refusals a step gives when one of its guards fails.
+
+
+def not_this_verification(release: Release, job: str) -> str:
+    running = release.verification.job_name if release.verification else "none"
+    return f"{release.app}: Job {job} is not the verification running now ({running})"
 
 
 def stage_timer_not_due(release: Release, now: datetime) -> str:
@@ -337,6 +383,7 @@ def _generic_refusal(release: Release, event_name: str) -> str:
 
 _STILL_PHASE_TEXTS = {
     Phase.STARTING: "its canary is still starting",
+    Phase.VERIFYING: "its verification Job is running",
     Phase.PROMOTING: "it is being promoted",
     Phase.ROLLING_BACK: "it is rolling back",
 }
@@ -383,12 +430,22 @@ def _where(release: Release) -> str:
     match release.phase:
         case Phase.STARTING:
             return "before the canary took any traffic"
+        case Phase.VERIFYING:
+            return f"at the gate of {stage_label(release)}"
         case Phase.PROMOTING:
             return "during promotion"
         case Phase.ROLLING_BACK:
             return "while rolling back"
         case _:
             return f"at {stage_label(release)}"
+
+
+def _held_text(held: DesiredTraffic) -> str:
+    if held.canary_weight == 0:
+        return "the canary takes no public traffic" + (
+            " (it stays reachable by header)" if held.header_routing else ""
+        )
+    return f"the canary keeps {percent(held.canary_weight)} of traffic"
 
 
 def _reason_suffix(reason: str) -> str:

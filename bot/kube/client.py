@@ -119,6 +119,7 @@ class ResourceType:
 DEPLOYMENTS = ResourceType("apps", "v1", "deployments")
 SERVICES = ResourceType("", "v1", "services")
 PODS = ResourceType("", "v1", "pods")
+JOBS = ResourceType("batch", "v1", "jobs")
 VIRTUAL_SERVICES = ResourceType("networking.istio.io", "v1", "virtualservices")
 DESTINATION_RULES = ResourceType("networking.istio.io", "v1", "destinationrules")
 HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes")
@@ -197,6 +198,13 @@ class NamespacedResources:
             return False
         return True
 
+    @_retry_temporary
+    def log_tail(self, name: str, *, container: str, lines: int) -> list[str]:
+        """The last `lines` lines of a container's log: the `log` subresource of a pod."""
+        query = [("container", container), ("tailLines", str(lines))]
+        text = self._send_text("GET", "get", name, subresource="log", query=query)
+        return text.splitlines()[-lines:]
+
     def _list_once(self, query: list[tuple[str, str]]) -> list[Object]:
         listing = self._send("GET", "list", None, query=query)
         items: list[Object] = listing.get("items") or []
@@ -218,39 +226,61 @@ class NamespacedResources:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Object:
+        text = self._send_text(
+            method, verb, name, body=body, query=query, content_type=content_type
+        )
+        result: Object = json.loads(text) if text else {}
+        return result
+
+    def _send_text(
+        self,
+        method: str,
+        verb: str,
+        name: str | None,
+        *,
+        subresource: str = "",
+        body: Object | None = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> str:
+        path = self.kind.path(self.namespace, name)
         request = self._api.param_serialize(
             method,
-            self.kind.path(self.namespace, name),
+            f"{path}/{subresource}" if subresource else path,
             query_params=query,
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            header_params={"Accept": "application/json, */*", "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
         )
+        resource = self.kind.qualified_name + (f"/{subresource}" if subresource else "")
         target = self.describe(name) if name else f"{self.kind.qualified_name} in {self.namespace}"
         started = time.perf_counter()
         try:
-            return self._answer(verb, target, request)
+            return self._answer(verb, target, request, subresource=subresource)
         except ReleaseBotError as error:
             if not (isinstance(error, _NotFoundError) and verb in _ABSENCE_IS_AN_ANSWER):
                 error_class = "permanent" if isinstance(error, PermanentError) else "temporary"
-                KUBE_CALL_ERRORS.labels(
-                    verb=verb, resource=self.kind.qualified_name, error_class=error_class
-                ).inc()
+                KUBE_CALL_ERRORS.labels(verb=verb, resource=resource, error_class=error_class).inc()
             raise
         finally:
-            KUBE_CALL_SECONDS.labels(verb=verb, resource=self.kind.qualified_name).observe(
+            KUBE_CALL_SECONDS.labels(verb=verb, resource=resource).observe(
                 time.perf_counter() - started
             )
 
     def _answer(
-        self, verb: str, target: str, request: tuple[str, str, dict[str, str], Any, list[str]]
-    ) -> Object:
+        self,
+        verb: str,
+        target: str,
+        request: tuple[str, str, dict[str, str], Any, list[str]],
+        *,
+        subresource: str,
+    ) -> str:
         try:
             response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
             payload: bytes = response.response.data
         except ApiException as error:
             raise self._failure(
-                verb, target, error.status, error.body or error.reason, error.headers
+                verb, target, error.status, error.body or error.reason, error.headers, subresource
             ) from error
         except urllib3.exceptions.HTTPError as error:
             raise TemporaryError(
@@ -258,28 +288,29 @@ class NamespacedResources:
             ) from error
         text = payload.decode("utf-8", errors="replace") if payload else ""
         if not 200 <= response.status <= 299:
-            raise self._failure(verb, target, response.status, text, response.headers)
-        result: Object = json.loads(text) if text else {}
-        return result
+            raise self._failure(verb, target, response.status, text, response.headers, subresource)
+        return text
 
-    def _failure(
+    def _failure(  # noqa: PLR0917 (private; every part of the answer)
         self,
         verb: str,
         target: str,
         status: int,
         body: str | None,
         headers: Mapping[str, str] | None,
+        subresource: str = "",
     ) -> ReleaseBotError:
         """The one translation of an apiserver's error answer into the bot's taxonomy."""
         detail = _apiserver_message(body)
         if status == 403:
             group = self.kind.group or 'the core API group ""'
+            below = f"/{subresource}" if subresource else ""
             return ForbiddenError(
-                f"forbidden: release-bot may not {verb} {self.kind.qualified_name} in namespace "
-                f"{self.namespace} (grant verb {verb!r} on resource {self.kind.plural!r} in "
-                f"API group {group}); apiserver: {detail}",
+                f"forbidden: release-bot may not {verb} {self.kind.qualified_name}{below} in "
+                f"namespace {self.namespace} (grant verb {verb!r} on resource "
+                f"{self.kind.plural + below!r} in API group {group}); apiserver: {detail}",
                 verb=verb,
-                resource=self.kind.qualified_name,
+                resource=self.kind.qualified_name + below,
                 namespace=self.namespace,
             )
         if status == 404:

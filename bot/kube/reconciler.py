@@ -11,9 +11,12 @@ idempotent call of bot.kube.workloads or bot.kube.routers, so a second call in a
 nothing, and a crash between two steps is repaired by the next call, which redoes the steps
 still needed. By phase:
 - STARTING, RUNNING, AWAITING_APPROVAL, PAUSED: canary, routes, the stage's weight;
+- VERIFYING: the same at the traffic held, and the gate's verification Job (bot.kube.verification),
+  whose status the observation carries;
 - PROMOTING: canary takes 100 %, stable is rolled to the new version, traffic goes back to
   stable and the canary is removed (skipped once stable runs the version without a canary);
 - ROLLING_BACK, FAILED, SUCCEEDED: traffic back to stable first, then the canary is removed;
+  the release's verification Jobs are deleted with it (PROMOTING too, once stable has rolled);
 - ROLLED_BACK: nothing.
 TemporaryError and PermanentError from the kube layer propagate: the service retries the first
 on the next tick and fails the release on the second.
@@ -34,6 +37,7 @@ from bot.core.release import Phase, Release, desired_traffic
 from bot.kube.client import DEPLOYMENTS, NamespacedResources, Object
 from bot.kube.preflight import Finding, Severity, run_preflight
 from bot.kube.routers import RouterOptions, TrafficRouter, build_router
+from bot.kube.verification import VerificationJobs
 from bot.kube.workloads import (
     STABLE_TRACK,
     AppWorkload,
@@ -41,7 +45,9 @@ from bot.kube.workloads import (
     resolve_version,
 )
 
-_CANARY_PHASES = frozenset({Phase.STARTING, Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED})
+_CANARY_PHASES = frozenset(
+    {Phase.STARTING, Phase.VERIFYING, Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED}
+)
 _SEVERITY_MARKS = {Severity.BLOCK: "⛔", Severity.WARN: "⚠️", Severity.PASS: "✅"}
 _SEVERITY_ORDER = (Severity.BLOCK, Severity.WARN, Severity.PASS)
 # The replicas router does not wait for a side it grew: until it is ready, set_weight raises
@@ -90,9 +96,9 @@ class KubernetesCluster:
         if release.phase is Phase.PROMOTING:
             return cluster.promote(release)
         if release.phase in (Phase.ROLLING_BACK, Phase.FAILED):
-            return cluster.roll_back()
+            return cluster.roll_back(release)
         if release.phase is Phase.SUCCEEDED:
-            cluster.retreat()
+            cluster.retreat(release)
             return Observation(promotion_complete=cluster.promotion_complete(release.version))
         return Observation()  # ROLLED_BACK: the rollback left nothing to do
 
@@ -126,6 +132,7 @@ class KubernetesCluster:
             deployments=deployments,
             workloads=workloads,
             router=router,
+            verifications=VerificationJobs(self._api, app),
         )
 
 
@@ -137,12 +144,15 @@ class _AppCluster:
     deployments: NamespacedResources
     workloads: CanaryWorkloads
     router: TrafficRouter
+    verifications: VerificationJobs
 
     def run_canary(self, release: Release) -> Observation:
-        """Canary running, routes in place, the phase's weight; never waits for the canary."""
+        """Canary running, routes in place, the phase's weight (the held one while a verification
+        Job runs, which it starts or reads); never waits for the canary nor for the Job."""
         self._ensure_canary(release.version)
         self._route(release)
-        return Observation(canary_ready=self.workloads.canary_ready())
+        verification = self.verifications.run(release) if release.verification else None
+        return Observation(canary_ready=self.workloads.canary_ready(), verification=verification)
 
     def promote(self, release: Release) -> Observation:
         """Canary takes all traffic while stable rolls to the version, then stable takes it back.
@@ -160,19 +170,21 @@ class _AppCluster:
                 self.workloads.roll_stable(version)
             if not self.workloads.rolled_out(STABLE_TRACK):
                 return Observation()
-            self.retreat()
+            self.retreat(release)
         return Observation(promotion_complete=self.promotion_complete(version))
 
-    def roll_back(self) -> Observation:
-        self.retreat()
+    def roll_back(self, release: Release) -> Observation:
+        self.retreat(release)
         split = self.router.current_split()
         stable_only = split.stable_percent == 100 and not split.header_routed
         return Observation(rollback_complete=stable_only and self._canary_gone())
 
-    def retreat(self) -> None:
-        """Traffic back to stable first, then the canary removed; nothing else in between."""
+    def retreat(self, release: Release) -> None:
+        """Traffic back to stable first, then the canary removed; nothing else in between.
+        The release's verification Jobs go last: they serve no traffic."""
         self.router.finalize()
         self.workloads.remove_canary()
+        self.verifications.remove(release.id)
 
     def promotion_complete(self, version: str) -> bool:
         return self._runs_without_canary(version) and self.workloads.rolled_out(STABLE_TRACK)

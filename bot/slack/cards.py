@@ -134,6 +134,7 @@ def release_card(release: Release, *, now: datetime) -> CardMessage:
 
 _PHASE_EMOJI = {
     Phase.STARTING: "⏳",
+    Phase.VERIFYING: "🧪",
     Phase.RUNNING: "▶️",
     Phase.AWAITING_APPROVAL: "✋",
     Phase.PAUSED: "⏸️",
@@ -168,6 +169,8 @@ def _headline(release: Release) -> str:
             return f"Paused at {stage}"
         case Phase.STARTING:
             return "Starting"
+        case Phase.VERIFYING:
+            return f"Verifying before {stage}"
         case Phase.PROMOTING:
             return "Promoting"
         case Phase.ROLLING_BACK:
@@ -190,6 +193,10 @@ def _status_detail(release: Release) -> str:
     match release.phase:
         case Phase.STARTING:
             return "The canary's pods are coming up; it takes no traffic yet."
+        case Phase.VERIFYING:
+            assert release.verification is not None  # Release guarantees it while VERIFYING
+            job = release.verification.job_name
+            return f"Verification Job `{job}` runs; traffic stays as it was until it passes."
         case Phase.RUNNING:
             return _running_detail(release)
         case Phase.AWAITING_APPROVAL:
@@ -320,6 +327,7 @@ def _stage_time_text(release: Release, now: datetime) -> str | None:
 
 
 _CURRENT_STAGE_MARKS = {
+    Phase.VERIFYING: "🧪 verifying",
     Phase.RUNNING: "▶",
     Phase.AWAITING_APPROVAL: "⏸ approval",
     Phase.PAUSED: "⏸ paused",
@@ -464,6 +472,8 @@ _NOTICE_EMOJI = {
     NoticeKind.FAILED: "❌",
     NoticeKind.SNAPSHOT: "📊",
     NoticeKind.CHECK_FAILED: "⚠️",
+    NoticeKind.VERIFICATION: "🧪",
+    NoticeKind.VERIFICATION_LOG: "📜",
     NoticeKind.OVERRIDE: "🔓",
 }
 _NOTICES_ASKING_FOR_ACTION = {NoticeKind.APPROVAL_REQUESTED, NoticeKind.PAUSED}
