@@ -1,5 +1,6 @@
 """A real Kubernetes control plane for the tests: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok (fake nodes whose pods turn Running and Ready), built by
+kube-scheduler and kwok (fake nodes whose pods turn Running and Ready, whose Jobs' pods complete
+or fail, and whose kubelet API serves logs: tests/infra/kwok_config.py), built by
 scripts/build-control-plane.sh.
 
 A pytest plugin (listed in tests/conftest.py): fixtures `kube_cluster`, `kube_admin`,
@@ -25,6 +26,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from tests.infra.crds import all_crds
+from tests.infra.kwok_config import write_kwok_config
 from tests.infra.processes import ManagedProcess, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -175,6 +177,8 @@ class KubeCluster:
             "--service-cluster-ip-range=10.96.0.0/16",
             "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
             "--enable-priority-and-fairness=false",
+            # pods/log reaches kwok's kubelet API on the fake node's loopback address
+            "--kubelet-preferred-address-types=InternalIP",
             "--v=0",
         )
         context = ssl.create_default_context(cafile=None)
@@ -197,7 +201,8 @@ class KubeCluster:
             f"--kubeconfig={kubeconfig}",
             "--leader-elect=false",
             "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,"
-            "namespace-controller,serviceaccount-controller,resourcequota-controller,endpointslice-controller",
+            "namespace-controller,serviceaccount-controller,resourcequota-controller,endpointslice-controller,"
+            "job-controller,ttl-after-finished-controller",
             f"--service-account-private-key-file={self.work_dir / 'sa.key'}",
             f"--root-ca-file={self.ca_file}",
             "--secure-port=0",
@@ -210,11 +215,16 @@ class KubeCluster:
             "--leader-elect=false",
             "--secure-port=0",
         )
+        kubelet_port = free_port()
+        kwok_version = self.bin_dir.name.rsplit("-kwok-", 1)[1]
         self._spawn(
             "kwok",
             f"--kubeconfig={kubeconfig}",
+            f"--config={write_kwok_config(self.work_dir, kwok_version)}",
             "--manage-all-nodes=true",
-            "--server-address=",
+            f"--server-address=127.0.0.1:{kubelet_port}",
+            "--node-ip=127.0.0.1",
+            f"--node-port={kubelet_port}",
         )
 
     def _register_fake_node(self) -> None:
