@@ -4,8 +4,11 @@ namespace an app names), runs whole canary releases with a TokenRequest token of
 do nothing the releases do not need (read Secrets, delete Namespaces, exec into pods, touch
 Deployments where no app lives). tests/test_install.py keeps the four copies of the rules equal.
 
-Only the canary exists so far: blue-green, Jobs and Argo Rollouts will need their own rules and
-their own releases here.
+The canary and its verification Jobs so far: blue-green and Argo Rollouts will need their own
+rules and their own releases here. A verification Job runs with the app's ServiceAccount: the
+bot names it in the Job's pod template, which the apiserver allows to whoever may create Jobs
+(no `use` or `impersonate` right exists or is needed), and the account has no right on
+ServiceAccounts at all.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import yaml
 from kubernetes import client as k8s
 
 from bot.core.release import Phase
-from bot.kube.client import SERVICES
+from bot.kube.client import JOBS, SERVICES
 from bot.kube.routers import TrafficSplit
 from bot.kube.workloads import MANAGED_BY, MANAGED_BY_LABEL
 from bot.slack.cards import ACTION_APPROVE
 from tests.infra.kube import KubeCluster, create_namespace
+from tests.infra.kwok_config import LOG_LINES, smoke_job
 from tests.infra.release_world import APP, STABLE_IMAGE, World
 from tests.infra.slack_requests import ALICE
 from tests.kube_objects import stable_deployment
@@ -219,6 +223,36 @@ def test_a_canary_runs_with_the_namespace_scoped_rules(
     run_canary(world)
 
 
+VERIFIED_PLAN = (
+    "    - {weight: 25, duration: 1s}\n"
+    "    - {weight: 50, duration: 1s, verification: {job: smoke, timeout: 1m, log_lines: 2}}\n"
+)
+
+
+def test_a_failing_verification_job_rolls_back_with_the_cluster_wide_rules(
+    world_for: Any, bot_account: BotAccount, bind_cluster_wide: Callable[[], None]
+) -> None:
+    """The account creates the Job, reads how it ended and its pod's log, deletes it: every
+    verb of the verification rules, and nothing on ServiceAccounts."""
+    bind_cluster_wide()
+    world: World = world_for(
+        "gateway-api",
+        VERIFIED_PLAN,
+        verification=smoke_job(fails=True, runs_for="500ms"),
+        kubeconfig=bot_account.kubeconfig,
+    )
+    assert world.command(f"canary {APP} v2", user=ALICE).startswith(":white_check_mark:")
+    verifying = world.wait_for(Phase.VERIFYING, 1)
+    assert verifying.verification is not None
+    done = world.wait_for(Phase.ROLLED_BACK)
+    assert (
+        done.outcome_reason is not None and verifying.verification.job_name in done.outcome_reason
+    )
+    world.wait_thread(LOG_LINES[-1])  # read through pods/log with the account's token
+    assert world.cluster.of(JOBS).list_matching(label_selector="") == []  # deleted by it
+    assert not can(bot_account.api, "get", "serviceaccounts", world.cluster.namespace)
+
+
 def test_without_the_rules_the_account_cannot_start_a_canary(
     world_for: Any, bot_account: BotAccount
 ) -> None:
@@ -259,6 +293,10 @@ def _denied_everywhere(api: k8s.ApiClient, namespace: str) -> list[tuple[str, ..
         {"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "rolebindings"},
         {"verb": "escalate", "group": "rbac.authorization.k8s.io", "resource": "clusterroles"},
         {"verb": "impersonate", "resource": "serviceaccounts"},
+        {"verb": "get", "resource": "serviceaccounts", "namespace": namespace},
+        {"verb": "create", "resource": "serviceaccounts", "subresource": "token"},
+        {"verb": "update", "group": "batch", "resource": "jobs", "namespace": namespace},
+        {"verb": "create", "group": "batch", "resource": "cronjobs", "namespace": namespace},
     ]
     allowed = []
     for attempt in attempts:

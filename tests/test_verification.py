@@ -10,7 +10,6 @@ Run by pytest; the failing case prints the time from the Job's failure to 100 % 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -18,46 +17,16 @@ from bot.core.release import Phase
 from bot.kube.client import DEPLOYMENTS, HTTP_ROUTES, JOBS, PODS
 from bot.kube.routers import HEADER_ENTRY_NAME
 from bot.slack.cards import ACTION_ROLLBACK
-from tests.infra.kwok_config import (
-    FAIL_EXIT_CODE,
-    FAIL_LABEL,
-    FAIL_MESSAGE,
-    LOG_LINES,
-    LOGGED_CONTAINER,
-    POD_COMPLETE_DELAY,
-)
+from tests.infra.kwok_config import LOG_LINES, smoke_job
 from tests.infra.processes import wait_until
 from tests.infra.release_world import APP, World, is_card
 from tests.infra.slack_requests import ALICE, RELEASES
 
 APP_ACCOUNT = "shop-api-runner"
-SMOKE_IMAGE = "registry.example/shop/smoke:v1"
 GATED_PLAN = (
     "    - {weight: 25, duration: 2s}\n"
     "    - {weight: 50, duration: 1m, verification: {job: smoke, timeout: 1m, log_lines: 3}}\n"
 )
-
-
-def smoke_job(*, fails: bool, runs_for: str) -> str:
-    """The app's verification block (YAML flow, as JSON): a Job template `smoke` whose pod
-    kwok ends after `runs_for`, failed with exit code 1 when `fails`."""
-    if fails:
-        labels = {FAIL_LABEL: "true"}
-        annotations = {
-            f"{FAIL_LABEL}/delay": runs_for,
-            FAIL_MESSAGE: "smoke checks failed",
-            FAIL_EXIT_CODE: "1",
-        }
-    else:
-        labels, annotations = {}, {POD_COMPLETE_DELAY: runs_for}
-    container = {"name": LOGGED_CONTAINER, "image": SMOKE_IMAGE}
-    template = {
-        "template": {
-            "metadata": {"labels": labels, "annotations": annotations},
-            "spec": {"containers": [container]},
-        }
-    }
-    return json.dumps({"jobs": {"smoke": template}})
 
 
 def with_app_account(world: World) -> None:

@@ -7,12 +7,15 @@ after the annotation POD_COMPLETE_DELAY says), while one labelled FAIL_LABEL: "t
 a second (exit code and message from kwok's annotations). pod-complete is narrowed to pods
 without that label, so which way a pod ends is never left to kwok's weighted draw.
 
+`smoke_job` is an app's verification block whose Job template `smoke` ends either way.
+
 A ClusterLogs serves LOG_LINES as the log of every container named LOGGED_CONTAINER, through
 kwok's kubelet API (the apiserver's `pods/log`).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ FAIL_MESSAGE = "pod-container-running-failed.stage.kwok.x-k8s.io/message"
 FAIL_EXIT_CODE = "pod-container-running-failed.stage.kwok.x-k8s.io/exit-code"
 POD_COMPLETE_DELAY = "pod-complete.stage.kwok.x-k8s.io/delay"
 LOGGED_CONTAINER = "smoke"
+SMOKE_IMAGE = "registry.example/shop/smoke:v1"
 LOG_LINES = (
     "GET /healthz 200 3ms",
     "GET /api/cart 200 12ms",
@@ -77,3 +81,25 @@ def _cri_log(lines: tuple[str, ...]) -> str:
     """The kubelet's (CRI) log file format, which kwok reads: time, stream, tag, text."""
     stamp = datetime(2026, 1, 1, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
     return "".join(f"{stamp} stdout F {line}\n" for line in lines)
+
+
+def smoke_job(*, fails: bool, runs_for: str) -> str:
+    """The app's verification block (YAML flow, as JSON): a Job template `smoke` whose pod
+    kwok ends after `runs_for`, failed with exit code 1 when `fails`."""
+    if fails:
+        labels = {FAIL_LABEL: "true"}
+        annotations = {
+            f"{FAIL_LABEL}/delay": runs_for,
+            FAIL_MESSAGE: "smoke checks failed",
+            FAIL_EXIT_CODE: "1",
+        }
+    else:
+        labels, annotations = {}, {POD_COMPLETE_DELAY: runs_for}
+    container = {"name": LOGGED_CONTAINER, "image": SMOKE_IMAGE}
+    template = {
+        "template": {
+            "metadata": {"labels": labels, "annotations": annotations},
+            "spec": {"containers": [container]},
+        }
+    }
+    return json.dumps({"jobs": {"smoke": template}})
