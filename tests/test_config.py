@@ -28,6 +28,7 @@ from bot.core.apps import (
 )
 from bot.core.durations import format_duration, parse_duration
 from bot.core.plan import DEFAULT_PLAN, Plan, Stage
+from bot.core.verification import Verification
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "examples" / "apps.yaml"
@@ -79,7 +80,7 @@ def test_example_file_loads_into_typed_objects() -> None:
     config = load_config(EXAMPLE)
 
     assert list(config.apps) == ["shop-api", "checkout", "image-resizer"]
-    assert list(config.plans) == ["default", "fast", "careful"]
+    assert list(config.plans) == ["default", "fast", "careful", "verified"]
     shop, checkout, resizer = (config.app(name) for name in config.apps)
 
     assert shop.namespace == "shop"
@@ -124,7 +125,15 @@ def test_example_file_loads_into_typed_objects() -> None:
         canary_service="checkout-canary",
         rule_index=0,
     )
-    assert checkout.plan is DEFAULT_PLAN
+    assert [stage.verification for stage in checkout.plan.stages] == [
+        Verification(job="smoke", timeout_s=300, log_lines=20),
+        Verification(job="load", timeout_s=900),
+        None,
+    ]
+    assert checkout.verification.service_account == "checkout-tests"
+    assert sorted(checkout.verification.jobs) == ["load", "smoke"]
+    smoke = checkout.verification.jobs["smoke"]["template"]["spec"]["containers"][0]
+    assert smoke["args"] == ["--target", "$(RELEASE_TARGET_URL)"]
     assert checkout.container is None
     assert checkout.metrics.error_rate.max == 0.01
     assert checkout.slack_channel.is_id
@@ -147,10 +156,14 @@ def test_check_config_cli_on_the_example_exits_zero_with_a_summary() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines[0] == "OK: 3 apps, 3 plans"
+    assert lines[0] == "OK: 3 apps, 4 plans"
     assert "  shop-api: shop/shop-api via istio, plan careful, channel #shop-releases" in lines
     assert (
-        "  checkout: payments/checkout via gateway-api, plan default, channel C0PAYMENTS" in lines
+        "  checkout: payments/checkout via gateway-api, plan verified, channel C0PAYMENTS" in lines
+    )
+    assert (
+        "  verified: 5 % after Job template smoke for 30m → 50 % after Job template load for 2h"
+        " → 100 %" in lines
     )
     assert (
         "  default (built in): 0 % by header for 1h → 5 % for 2h → 50 % for 4h + approval → 100 %"
@@ -663,3 +676,100 @@ def test_a_channel_matches_a_slack_payload_by_id_or_by_name() -> None:
     assert by_name.matches(channel_id="C0999", channel_name="releases")
     assert not by_name.matches(channel_id="releases", channel_name="ops")
     assert (str(by_id), str(by_name)) == ("C0123ABCD", "#releases")
+
+
+VERIFIED_APP = """apps:
+  cart:
+    namespace: shop
+    workload: cart
+    slack_channel: C0123ABCD
+    router: {provider: gateway-api, http_route: cart, stable_service: cart, canary_service: cc}
+    plan: checked
+"""
+SMOKE_TEMPLATE = "{template: {spec: {containers: [{name: smoke, image: curl}]}}}"
+
+
+def test_a_stage_names_an_apps_job_template_or_an_inline_one(tmp_path: Path) -> None:
+    text = (
+        VERIFIED_APP
+        + f"""    verification: {{service_account: cart-tests, jobs: {{smoke: {SMOKE_TEMPLATE}}}}}
+plans:
+  checked:
+    - {{weight: 10, duration: 1m, verification: {{job: smoke, timeout: 2m, log_lines: 5}}}}
+    - {{weight: 50, duration: 1m, verification: {{template: {SMOKE_TEMPLATE}}}}}
+"""
+    )
+    app = load_config(write_config(tmp_path, text)).app("cart")
+
+    template = {"template": {"spec": {"containers": [{"name": "smoke", "image": "curl"}]}}}
+    assert [stage.verification for stage in app.plan.stages] == [
+        Verification(job="smoke", timeout_s=120, log_lines=5),
+        Verification(template=template, timeout_s=600, log_lines=20),
+        None,
+    ]
+    assert app.verification.service_account == "cart-tests"
+    assert app.verification.jobs == {"smoke": template}
+
+
+def test_verification_mistakes_are_each_named_where_they_are(tmp_path: Path) -> None:
+    text = (
+        VERIFIED_APP
+        + """    verification:
+      jobs:
+        smoke: {template: {spec: {serviceAccountName: root, containers: [{name: smoke}]}}}
+        load: {activeDeadlineSeconds: 5, template: {spec: {containers: []}}}
+plans:
+  checked:
+    - {weight: 10, duration: 1m, verification: {job: missing}}
+    - {weight: 20, duration: 1m, verification: {}}
+    - {weight: 30, duration: 1m, verification: {job: smoke, log_lines: 500, timeout: 0s}}
+"""
+    )
+    problems = problems_in(write_config(tmp_path, text))
+
+    assert any(
+        ":10:9: apps.cart.verification.jobs.smoke: template.spec.containers[0] needs a 'name' "
+        "and an 'image'; template.spec.serviceAccountName is set by the bot: the Job runs with "
+        "the app's ServiceAccount" in problem
+        for problem in problems
+    ), problems
+    assert any(
+        "apps.cart.verification.jobs.load: needs 'template.spec.containers'" in p for p in problems
+    ), problems
+    assert any(
+        "plans.checked[1].verification: name the Job with 'job: <template name>'" in p
+        for p in problems
+    ), problems
+    assert any("plans.checked[2].verification.log_lines: must be less than" in p for p in problems)
+    assert any("plans.checked[2].verification.timeout:" in p for p in problems), problems
+    assert len(problems) == 5, problems  # the app's plan has mistakes: its Job names wait
+
+
+def test_an_app_must_define_the_job_templates_its_plan_names(tmp_path: Path) -> None:
+    text = (
+        VERIFIED_APP
+        + f"""    verification: {{jobs: {{smoke: {SMOKE_TEMPLATE}}}}}
+plans:
+  checked:
+    - {{weight: 10, duration: 1m, verification: {{job: load}}}}
+  other:
+    - {{weight: 10, duration: 1m, verification: {{job: smoke}}}}
+"""
+    )
+    problems = problems_in(write_config(tmp_path, text))
+
+    assert problems == [
+        f"{tmp_path / 'apps.yaml'}:7:5: apps.cart.plan: plan 'checked' runs verification Job "
+        "template(s) load, which the app does not define under verification.jobs (it defines: "
+        "smoke)"
+    ]
+    fixed = load_config(write_config(tmp_path, text.replace("job: load", "job: smoke")))
+    app = fixed.app("cart")
+    assert plan_refusal(app, fixed.plan("other")) is None
+    loaded = Plan(
+        "loaded", (Stage(weight=10, duration_s=60, verification=Verification(job="load")),)
+    )
+    assert plan_refusal(app, loaded) == (  # `--plan loaded` at start
+        "cart: plan 'loaded' runs verification Job template(s) load, which the app does not "
+        "define under verification.jobs (it defines: smoke)"
+    )

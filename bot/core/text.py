@@ -51,8 +51,11 @@ def count(number_of: int, noun: str) -> str:
 
 
 def stage_text(stage: Stage) -> str:
-    """One stage as a step of a plan: '0 % by header for 1h', '50 % for 4h + approval'."""
+    """One stage as a step of a plan: '0 % by header for 1h', '50 % for 4h + approval',
+    '5 % after Job template smoke for 30m' (the Job passes before the stage starts)."""
     step = percent(stage.weight)
+    if stage.verification is not None:
+        step += f" after {stage.verification.label}"
     if stage.header_routed:
         step += " by header"
     if stage.duration_s:
