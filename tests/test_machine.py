@@ -43,7 +43,17 @@ from bot.core.machine import (
 )
 from bot.core.plan import DEFAULT_PLAN, HOUR, Plan, Stage
 from bot.core.release import Approval, DesiredTraffic, Phase, Release, desired_traffic
-from tests.releases import ANA, BOB, MINUTE, T0, VERIFIED_JOB, run_in, start
+from tests.releases import (
+    ANA,
+    BOB,
+    MINUTE,
+    SMOKE,
+    T0,
+    VERIFIED_JOB,
+    VERIFIED_PLAN,
+    run_in,
+    start,
+)
 
 ONE_OF_EACH: list[Event] = [
     CanaryReady(),
@@ -642,3 +652,98 @@ def test_start_release_refuses_blank_names() -> None:
             four_eyes=False,
             now=T0,
         )
+
+
+# ---------------------------------------------------------------- verification Jobs at a gate
+
+
+def test_a_stage_with_a_verification_job_holds_the_traffic_at_its_gate() -> None:
+    run = run_in(Phase.VERIFYING)  # VERIFIED_PLAN: the Job gates stage 3 (50 %), from 5 %
+    release = run.release
+
+    assert (release.stage_index, release.stage_due_at) == (2, None)
+    assert release.verification is not None
+    assert release.verification.job_name == VERIFIED_JOB
+    assert release.verification.started_at == run.now
+    assert desired_traffic(release) == traffic(5)  # not the 50 % of the stage it gates
+
+
+def test_entering_a_verified_stage_starts_its_job_first_and_says_so() -> None:
+    run = start(plan=VERIFIED_PLAN)
+    run.accept(CanaryReady(), after=MINUTE)
+    run.accept(StageTimerElapsed(), after=timedelta(hours=1))
+    entered = run.accept(StageTimerElapsed(), after=timedelta(hours=2))
+
+    assert entered.effects[0] == ReconcileCluster()  # the Job is part of the desired state
+    (notice,) = [e for e in entered.effects if isinstance(e, Notify)]
+    assert notice.kind is NoticeKind.VERIFICATION
+    assert notice.text == (
+        f"stage 3/4 (50 %) waits for verification Job `{VERIFIED_JOB}` (Job template smoke, up "
+        "to 5m): the canary keeps 5 % of traffic until it passes"
+    )
+
+
+def test_a_passed_job_starts_its_stage_with_its_full_time() -> None:
+    run = run_in(Phase.VERIFYING)
+    passed = run.accept(VerificationPassed(job_name=VERIFIED_JOB), after=MINUTE)
+
+    release = passed.release
+    assert (release.phase, release.stage_index, release.verification) == (Phase.RUNNING, 2, None)
+    assert release.stage_due_at == run.now + timedelta(hours=4)
+    assert desired_traffic(release) == traffic(50)
+    texts = [e.text for e in passed.effects if isinstance(e, Notify)]
+    assert texts[0] == f"verification Job `{VERIFIED_JOB}` passed; stage 3/4 (50 %) starts"
+
+
+def test_a_failed_job_rolls_back_with_an_alert_naming_it_and_its_log_in_the_thread() -> None:
+    run = run_in(Phase.VERIFYING)
+    failed = run.accept(
+        VerificationFailed(
+            job_name=VERIFIED_JOB, reason="BackoffLimitExceeded", log_tail=("a", "b")
+        )
+    )
+
+    assert failed.release.phase is Phase.ROLLING_BACK
+    assert desired_traffic(failed.release) == traffic(0)
+    assert failed.release.outcome_by is None
+    assert (
+        failed.release.outcome_reason
+        == f"verification Job {VERIFIED_JOB} failed: BackoffLimitExceeded"
+    )
+    alert, log = [e for e in failed.effects if isinstance(e, Notify)]
+    assert (alert.kind, alert.in_channel) == (NoticeKind.AUTO_ROLLBACK, True)
+    assert alert.text == (
+        f"shop-api v2.4.1 is rolling back automatically at the gate of stage 3/4 (50 %): "
+        f"verification Job `{VERIFIED_JOB}` failed: BackoffLimitExceeded"
+    )
+    assert (log.kind, log.in_channel) == (NoticeKind.VERIFICATION_LOG, False)
+    assert log.text == f"last 2 log lines of verification Job `{VERIFIED_JOB}`:\n```\na\nb\n```"
+
+
+def test_another_jobs_outcome_decides_nothing_at_the_gate() -> None:
+    run = run_in(Phase.VERIFYING)
+    other = f"{VERIFIED_JOB[:-1]}1"
+
+    assert "is not the verification running now" in run.refuse(VerificationPassed(job_name=other))
+    assert "is not the verification running now" in run.refuse(
+        VerificationFailed(job_name=other, reason="late")
+    )
+
+
+def test_people_cannot_skip_a_running_verification_but_may_roll_back() -> None:
+    run = run_in(Phase.VERIFYING)
+    for event in (Advance(by=BOB), Approve(by=BOB), Promote(by=BOB), Pause(by=BOB)):
+        assert "its verification Job is running" in run.refuse(event)
+    assert run.accept(Rollback(by=BOB)).release.phase is Phase.ROLLING_BACK
+
+
+def test_a_first_stage_with_a_job_is_verified_before_the_canary_takes_traffic() -> None:
+    gated = Stage(weight=10, duration_s=600, verification=SMOKE)
+    run = start(plan=Plan(name="gated", stages=(gated, Stage(weight=100, duration_s=0))))
+    ready = run.accept(CanaryReady(), after=MINUTE)
+
+    assert (ready.release.phase, ready.release.stage_index) == (Phase.VERIFYING, 0)
+    assert desired_traffic(ready.release) == traffic(0)
+    assert run.accept(VerificationPassed(job_name="shop-api-verify-rel-1-0")).release.phase is (
+        Phase.RUNNING
+    )
