@@ -23,6 +23,7 @@ from tests.infra.release_world import APP, World, is_card
 from tests.infra.slack_requests import ALICE, RELEASES
 
 APP_ACCOUNT = "shop-api-runner"
+SHORT_LEASE = {"RELEASE_BOT_LEASE_SECONDS": "2"}  # a killed bot's claim lapses at once
 GATED_PLAN = (
     "    - {weight: 25, duration: 2s}\n"
     "    - {weight: 50, duration: 1m, verification: {job: smoke, timeout: 1m, log_lines: 3}}\n"
@@ -163,3 +164,33 @@ def test_a_failing_verification_job_rolls_the_canary_back_with_its_log_lines(
     assert LOG_LINES[0] not in thread
     alerts = [m for m in world.slack.messages(RELEASES.id) if not is_card(m)]
     assert any(name in alert["text"] and "rolling back" in alert["text"] for alert in alerts)
+
+
+def test_a_restarted_bot_takes_up_the_running_job_instead_of_starting_another(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "gateway-api",
+        GATED_PLAN,
+        verification=smoke_job(fails=False, runs_for="4s"),
+        bot_env=SHORT_LEASE,
+    )
+    assert world.command(f"canary {APP} v2", user=ALICE).startswith(":white_check_mark:")
+    verifying = world.wait_for(Phase.VERIFYING, 1)
+    assert verifying.verification is not None
+    name = verifying.verification.job_name
+    wait_until(lambda: world.cluster.of(JOBS).get(name) is not None, timeout_s=10, what="the Job")
+    uid = the_job(world)["metadata"]["uid"]
+
+    world.kill_bot()  # mid-verification: the record in Redis says which Job and since when
+    world.relaunch(extra_env=SHORT_LEASE)
+
+    running = world.wait_for(Phase.RUNNING, 1)
+    assert the_job(world)["metadata"]["uid"] == uid  # the same Job, taken up, not a second one
+    assert running.stage_started_at is not None
+    assert running.stage_started_at > verifying.verification.started_at
+    wait_until(
+        lambda: route_weights(world) == {"shop-api-stable": 50, "shop-api-canary": 50},
+        timeout_s=10,
+        what="50/50 after the Job passed",
+    )
