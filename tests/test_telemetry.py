@@ -23,9 +23,10 @@ from structlog.testing import LogCapture
 
 from bot.application.scheduler import Scheduler
 from bot.application.service import ReleaseService
+from bot.application.telemetry import RollbackReason, rollback_reason
 from bot.core.apps import BotConfig
 from bot.core.errors import TemporaryError
-from bot.core.machine import Approve, ChecksFailed, Fail, Notify, Rollback
+from bot.core.machine import Approve, ChecksFailed, Fail, Notify, Rollback, VerificationFailed
 from bot.core.ports import Observation, SlackRefs
 from bot.core.release import Phase, Release
 from bot.entrypoints.demo import DEMO_APP, DEMO_PLAN, SimulatedCluster, Transcript
@@ -34,6 +35,7 @@ from bot.redis.store import ReleaseStore
 from tests.infra.processes import wait_until
 from tests.infra.release_world import APP, World
 from tests.infra.slack_requests import ALICE
+from tests.releases import VERIFIED_JOB, run_in
 
 ANA, BOB = "U0ANA", "U0BOB"
 adapter_log = structlog.get_logger("tests.adapter_standin")
@@ -196,6 +198,15 @@ def test_failed_checks_past_the_limit_roll_back_on_metrics_and_fail_is_a_failure
         assert REGISTRY.get_sample_value(
             "release_bot_rollbacks_total", {"reason": later_strategy_reason}
         ) == pytest.approx(0.0)
+
+
+def test_a_failed_verification_job_counts_as_a_verification_rollback() -> None:
+    gate = run_in(Phase.VERIFYING)
+    before = gate.release
+    failed = VerificationFailed(job_name=VERIFIED_JOB, reason="BackoffLimitExceeded")
+    after = gate.accept(failed).release
+
+    assert rollback_reason(before, after, failed) is RollbackReason.VERIFICATION
 
 
 # ---------------------------------------------------------------- what a pass reads

@@ -31,14 +31,14 @@ from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from bot.core.machine import ChecksFailed, Event, Fail, Rollback
+from bot.core.machine import ChecksFailed, Event, Fail, Rollback, VerificationFailed
 from bot.core.release import Phase, Release, ReleaseKind
 
 
 class RollbackReason(StrEnum):
     MANUAL = "manual"
     METRIC = "metric"
-    VERIFICATION = "verification"  # blue-green: green failed verification before the switch
+    VERIFICATION = "verification"  # a verification Job failed at a gate (canary or blue-green)
     SWITCH_BACK = "switch_back"  # blue-green: traffic switched back after the switch
     FAILURE = "failure"
 
@@ -99,6 +99,8 @@ def rollback_reason(before: Release, after: Release, event: Event) -> RollbackRe
         return RollbackReason.MANUAL
     if isinstance(event, ChecksFailed):
         return RollbackReason.METRIC
+    if isinstance(event, VerificationFailed):
+        return RollbackReason.VERIFICATION
     return None
 
 
