@@ -87,6 +87,8 @@ EXPECTED_NEXT: dict[tuple[Phase, type[Event]], Phase] = {
     (Phase.VERIFYING, VerificationFailed): Phase.ROLLING_BACK,
     (Phase.VERIFYING, Rollback): Phase.ROLLING_BACK,
     (Phase.VERIFYING, ChecksFailed): Phase.ROLLING_BACK,
+    (Phase.VERIFYING, ChecksPassed): Phase.VERIFYING,
+    (Phase.VERIFYING, ChecksInconclusive): Phase.VERIFYING,
     (Phase.VERIFYING, Fail): Phase.FAILED,
     (Phase.RUNNING, StageTimerElapsed): Phase.AWAITING_APPROVAL,
     (Phase.RUNNING, Advance): Phase.AWAITING_APPROVAL,
@@ -747,3 +749,21 @@ def test_a_first_stage_with_a_job_is_verified_before_the_canary_takes_traffic() 
     assert run.accept(VerificationPassed(job_name="shop-api-verify-rel-1-0")).release.phase is (
         Phase.RUNNING
     )
+
+
+def test_metric_checks_go_on_while_a_job_holds_the_gate() -> None:
+    run = run_in(Phase.VERIFYING)
+    checked = run.accept(ChecksPassed(summary="error rate 0.1 %"), after=MINUTE).release
+    assert (checked.phase, checked.checks_passed, checked.latest_metrics) == (
+        Phase.VERIFYING,
+        1,
+        "error rate 0.1 %",
+    )
+    unsure = run.accept(ChecksInconclusive(reason="no samples"), after=MINUTE)
+    assert unsure.release.phase is Phase.VERIFYING  # no pause: the Job holds the gate
+    assert not [e for e in unsure.effects if isinstance(e, Notify)]
+    failed = run.accept(ChecksFailed(metric="error rate", value=9, threshold=5, unit="%"))
+    assert failed.release.phase is Phase.ROLLING_BACK
+    assert failed.release.verification is None
+    entered = run_in(Phase.VERIFYING).accept(VerificationPassed(job_name=VERIFIED_JOB)).release
+    assert entered.checks_passed == 0  # the stage's own checks judge it

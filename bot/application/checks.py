@@ -16,12 +16,12 @@ from bot.core.analysis import MetricsUnavailable, Trend, Verdict, judge, snapsho
 from bot.core.apps import AppConfig, MetricsConfig
 from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event
 from bot.core.ports import MetricsPort
-from bot.core.release import Phase, Release
+from bot.core.release import Phase, Release, desired_traffic
 
 log = structlog.get_logger(__name__)
 
 TREND_POINTS = 12
-_CHECKED_PHASES = (Phase.RUNNING, Phase.AWAITING_APPROVAL)
+_CHECKED_PHASES = (Phase.VERIFYING, Phase.RUNNING, Phase.AWAITING_APPROVAL)
 
 
 class CanaryChecks:
@@ -32,8 +32,9 @@ class CanaryChecks:
         return self._metrics.covers(app)
 
     def due(self, release: Release, app: AppConfig, *, now: datetime) -> bool:
-        """Every `interval` while a stage runs or waits (and while paused by missing metrics,
-        to notice they are back); at once when the stage timer is up without a passing check."""
+        """Every `interval` while a stage runs or waits, and while a verification Job holds its
+        gate (and while paused by missing metrics, to notice they are back); at once when the
+        stage timer is up without a passing check."""
         if not release.analysis_enabled or not _checked(release):
             return False
         last = release.last_check_at
@@ -49,7 +50,8 @@ class CanaryChecks:
             reading = self._metrics.read(app, at=now)
         except MetricsUnavailable as error:
             return ChecksInconclusive(reason=str(error))
-        judgement = judge(reading, _limits(release, app), public_traffic=release.stage.weight > 0)
+        public_traffic = desired_traffic(release).canary_weight > 0  # held, at a gate
+        judgement = judge(reading, _limits(release, app), public_traffic=public_traffic)
         summary = summary_line(judgement, reading)
         if judgement.verdict is Verdict.FAILED:
             failed = judgement.failed[0]
@@ -86,7 +88,7 @@ class CanaryChecks:
 def _limits(release: Release, app: AppConfig) -> MetricsConfig:
     """At 100 % stable serves nobody, so limits relative to stable have nothing to compare."""
     limits = app.metrics
-    if release.stage.weight < 100:
+    if desired_traffic(release).canary_weight < 100:
         return limits
     error_rate = limits.error_rate.model_copy(update={"max_above_stable": None})
     latency = limits.p99_latency_ms

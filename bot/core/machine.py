@@ -421,6 +421,12 @@ def _recheck_while_paused(
     return _Change(release=release.evolve(last_check_at=now))
 
 
+def _inconclusive_at_gate(release: Release, event: ChecksInconclusive, now: datetime) -> _Change:
+    """While a verification Job holds the gate the release cannot pause: the check is recorded,
+    and the stage that follows still needs a passing check of its own before its timer ends it."""
+    return _Change(release=release.evolve(last_check_at=now))
+
+
 def _paused_by_metrics(release: Release) -> bool:
     pause = release.pause
     return pause is not None and pause.reason.startswith(wording.METRICS_PAUSE_PREFIX)
@@ -581,6 +587,10 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], Transition] = {
     (Phase.VERIFYING, VerificationFailed): Transition(
         _verification_failed, _to(Phase.ROLLING_BACK)
     ),
+    # The canary keeps the traffic it held, so it is checked meanwhile: a failing check rolls
+    # back (below, as in every unfinished phase), a passing one is recorded.
+    (Phase.VERIFYING, ChecksPassed): Transition(_checks_passed, _to(Phase.VERIFYING)),
+    (Phase.VERIFYING, ChecksInconclusive): Transition(_inconclusive_at_gate, _to(Phase.VERIFYING)),
     (Phase.RUNNING, StageTimerElapsed): Transition(_stage_timer_elapsed, _LEAVING_A_STAGE),
     (Phase.RUNNING, Advance): Transition(_advance, _LEAVING_A_STAGE),
     (Phase.RUNNING, Approve): Transition(
