@@ -658,6 +658,7 @@ def _move_to_stage(release: Release, index: int, now: datetime) -> _Change:
     verifying = release.evolve(
         phase=Phase.VERIFYING,
         stage_index=index,
+        stage_started_at=None,  # the stage starts when its Job has passed
         stage_due_at=None,
         checks_passed=0,
         checks_failed=0,

@@ -347,7 +347,8 @@ def _progress_line(release: Release) -> str:
 def _stage_step(release: Release, index: int) -> str:
     stage = release.plan.stages[index]
     weight = percent(stage.weight)
-    entered = release.stage_started_at is not None  # False while the canary is still starting
+    # False while the canary is still starting; a stage verified at its gate is current already
+    entered = release.stage_started_at is not None or release.verification is not None
     if index < release.stage_index or (index == release.stage_index and release.phase in _PROMOTED):
         return f"{weight} ✓"
     if index == release.stage_index and entered:
