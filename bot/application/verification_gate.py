@@ -20,9 +20,10 @@ def due_event(
     release: Release, status: VerificationStatus | None, *, now: datetime
 ) -> Event | None:
     """Passed or failed once the Job says so, failed when it outlives its timeout; else None."""
-    run, verification = release.verification, release.stage.verification
-    if run is None or verification is None:
+    run = release.verification
+    if run is None:
         return None
+    verification = run.verification
     if status is not None and status.job_name == run.job_name:
         if status.state is VerificationState.SUCCEEDED:
             return VerificationPassed(job_name=run.job_name)

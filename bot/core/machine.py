@@ -651,6 +651,7 @@ def _move_to_stage(release: Release, index: int, now: datetime) -> _Change:
     if verification is None:
         return _enter_stage(release, index, now)
     run = VerificationRun(
+        verification=verification,
         job_name=job_name(release.app, release.id, index),
         started_at=now,
         held=desired_traffic(release),
@@ -664,7 +665,7 @@ def _move_to_stage(release: Release, index: int, now: datetime) -> _Change:
         checks_failed=0,
         verification=run,
     )
-    text = wording.verification_started(verifying, verification, run)
+    text = wording.verification_started(verifying, run)
     return _Change(
         release=verifying,
         reconcile=True,  # the Job is created with the rest of the cluster's desired state

@@ -13,6 +13,7 @@ from typing import Annotated, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
 
 from bot.core.plan import Plan, Stage
+from bot.core.verification import Verification
 
 NonBlank = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
 
@@ -133,9 +134,11 @@ class DesiredTraffic(_Record):
 
 
 class VerificationRun(_Record):
-    """A verification Job (bot.core.verification) running at the gate of the current stage: its
-    name (one per release and stage), when the gate opened, and the traffic held meanwhile."""
+    """A verification Job (bot.core.verification) running at a gate: what it runs, its name (one
+    per release and gate), when the gate opened, and the traffic held meanwhile. Self-contained,
+    so the gate's judge and the cluster's runner need nothing else of the release's strategy."""
 
+    verification: Verification
     job_name: NonBlank
     started_at: AwareDatetime
     held: DesiredTraffic

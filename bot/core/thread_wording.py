@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from bot.core.durations import format_duration
 from bot.core.release import Approval, DesiredTraffic, Phase, Release, VerificationRun
 from bot.core.text import amount, count, mention, percent, plan_text, principal_mention
-from bot.core.verification import Verification
 
 # Notices: the thread messages of accepted events.
 
@@ -204,8 +203,9 @@ def rolling_back_automatically(release: Release, reading: str) -> str:
     return f"{what} is rolling back automatically {_where(release)}: {reading}"
 
 
-def verification_started(release: Release, verification: Verification, run: VerificationRun) -> str:
+def verification_started(release: Release, run: VerificationRun) -> str:
     """`release` at the gate it has just reached."""
+    verification = run.verification
     return (
         f"{stage_label(release)} waits for verification Job `{run.job_name}` "
         f"({verification.label}, up to {format_duration(verification.timeout_s)}): "

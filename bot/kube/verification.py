@@ -65,8 +65,8 @@ class VerificationJobs:
     def run(self, release: Release) -> VerificationStatus:
         """Create the Job of the release's gate unless it exists, and say how it stands."""
         run = release.verification
-        verification = release.stage.verification
-        assert run is not None and verification is not None  # only called while VERIFYING
+        assert run is not None  # only called while a gate runs its Job
+        verification = run.verification
         job = self._jobs.reconcile(
             run.job_name,
             lambda current: current or self._job(release, run.job_name, verification),
