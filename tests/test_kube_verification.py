@@ -12,14 +12,16 @@ import pytest
 from kubernetes import client as k8s
 
 from bot.core.apps import AppConfig, ChannelRef, ReplicasRouter
+from bot.core.machine import CanaryReady
+from bot.core.plan import Plan, Stage
 from bot.core.release import Phase
-from bot.core.verification import VerificationState, VerificationStatus
+from bot.core.verification import Verification, VerificationState, VerificationStatus
 from bot.kube.client import DEPLOYMENTS, JOBS
 from bot.kube.verification import RELEASE_LABEL, VerificationJobs
 from tests.infra.kwok_config import LOG_LINES, smoke_job
 from tests.infra.processes import wait_until
 from tests.kube_objects import Cluster, stable_deployment
-from tests.releases import VERIFIED_JOB, VERIFIED_PLAN, run_in
+from tests.releases import VERIFIED_JOB, VERIFIED_PLAN, run_in, start
 
 APP_ACCOUNT = "shop-api-runner"
 
@@ -121,3 +123,27 @@ def test_remove_deletes_the_releases_jobs(kube_admin: k8s.ApiClient, cluster: Cl
     jobs.remove("rel-1")  # again: nothing left, nothing fails
 
     assert cluster.of(JOBS).get(VERIFIED_JOB) is None
+
+
+def test_a_job_past_its_timeout_is_stopped_by_the_job_controller(
+    kube_admin: k8s.ApiClient, cluster: Cluster
+) -> None:
+    """The stage's timeout is the Job's activeDeadlineSeconds: its own controller ends it, and
+    deletes its running pod with it, so there is no log left to read."""
+    quick = Verification(job="smoke", timeout_s=2, log_lines=2)
+    plan = Plan(name="quick", stages=(Stage(weight=10, duration_s=60, verification=quick),))
+    run = start(plan=plan)
+    run.accept(CanaryReady())
+    app = app_config(cluster.namespace, smoke_job(fails=False, runs_for="5m"))
+    jobs = VerificationJobs(kube_admin, app)
+    seen: list[VerificationStatus] = []
+
+    def ended() -> bool:
+        seen[:] = [jobs.run(run.release)]
+        return seen[0].state is not VerificationState.RUNNING
+
+    wait_until(ended, timeout_s=30, what="the Job stopped at its deadline", interval_s=0.2)
+
+    assert seen[0].state is VerificationState.FAILED
+    assert seen[0].reason == "Job was active longer than specified deadline"
+    assert seen[0].log_tail == ()
