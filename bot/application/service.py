@@ -23,7 +23,18 @@ from bot.application import freeze_hold, telemetry
 from bot.application.checks import CanaryChecks
 from bot.core import freezes
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
-from bot.core.authorization import Allowed, Right, SeenChannel, decide, groups_to_resolve
+from bot.core.authorization import (
+    APP_HOME,
+    Allowed,
+    Decision,
+    FromAppHome,
+    Place,
+    Right,
+    SeenChannel,
+    decide,
+    groups_to_resolve,
+    home_channel_ids,
+)
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.core.freezes import ALL_APPS, Frozen, frozen_at
 from bot.core.machine import (
@@ -44,6 +55,7 @@ from bot.core.machine import (
     Resume,
     RollbackDone,
     StageTimerElapsed,
+    offers,
     start_release,
     transition,
     with_outbox,
@@ -55,6 +67,8 @@ from bot.core.ports import (
     ClusterPort,
     DeployLock,
     HistoryEntry,
+    HomeBoard,
+    HomeViewersPort,
     LeasesPort,
     MembershipPort,
     MembershipUnavailable,
@@ -96,6 +110,27 @@ class Outcome:
     is locked or held by another release), as opposed to an action the release refused."""
 
 
+FINISHED_ON_HOME = 10
+"""How many finished releases App Home lists."""
+
+
+class StartField(StrEnum):
+    """The start form's field a refused start is about."""
+
+    APP = "app"
+    PLAN = "plan"
+    VERSION = "version"
+
+
+@dataclass(frozen=True, slots=True)
+class StartProblem:
+    """Why a start would be refused before anything is created, and which field it is about."""
+
+    field: StartField
+    message: str
+    not_taken_up: bool = False
+
+
 _NOT_TAKEN_UP = (UnknownApp, UnknownPlan, AppBusy, AppLocked)
 _EVENT_RIGHTS: dict[type[Event], Right] = {
     Approve: Right.APPROVE,
@@ -116,14 +151,17 @@ class ReleaseService:
         announcer: AnnouncerPort,
         membership: MembershipPort | None = None,
         checks: CanaryChecks | None = None,
+        home_viewers: HomeViewersPort | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
         crash_at: CrashPoint | None = None,
     ) -> None:
         """`checks` None: no metrics source, so stages advance on their timers alone;
         `membership` None: no user group can be resolved, so rules naming one deny, and a group
-        in `break_glass` lets nobody override (user ids do)."""
+        in `break_glass` lets nobody override (user ids do); `home_viewers` None: no App Home to
+        refresh after a transition."""
         self._config = config
+        self._home_viewers = home_viewers
         self._membership = membership
         self._checks = checks
         self._leases = leases
@@ -172,15 +210,74 @@ class ReleaseService:
                     override=override,
                 )
             except _NOT_TAKEN_UP as refusal:
-                if isinstance(refusal, AppBusy | AppLocked):
-                    refused = f"refused: {refusal}"
-                    self._audit(
-                        app_name, "-", user, "start", refused, channel=channel, override=override
-                    )
-                    telemetry.count_transition(telemetry.START_EVENT, applied=False)
+                self._refused_start(refusal, app_name, user, channel=channel, override=override)
                 return Outcome(False, str(refusal), not_taken_up=True)
         telemetry.count_transition(telemetry.START_EVENT, applied=outcome.applied)
         return outcome
+
+    def check_start(
+        self,
+        *,
+        app_name: str,
+        plan_name: str | None,
+        user: str,
+        channel: str,
+        channel_name: str = "",
+    ) -> StartProblem | None:
+        """What `start` would refuse at once (authorization, plan, freeze, lock, busy), with the
+        field it is about; audited as `start` audits it. None: `start` may go ahead (it checks
+        all of this again, then the cluster)."""
+        try:
+            app = self._config.app(app_name)
+            return self._start_problem(
+                app, plan_name, user=user, channel=channel, channel_name=channel_name, override=None
+            )
+        except UnknownPlan as refusal:
+            return StartProblem(StartField.PLAN, str(refusal), not_taken_up=True)
+        except _NOT_TAKEN_UP as refusal:
+            self._refused_start(refusal, app_name, user, channel=channel, override=None)
+            return StartProblem(StartField.APP, str(refusal), not_taken_up=True)
+
+    def _refused_start(
+        self,
+        refusal: ReleaseBotError,
+        app_name: str,
+        user: str,
+        *,
+        channel: str,
+        override: str | None,
+    ) -> None:
+        """Busy and locked apps are refusals of the start, audited; unknown names are not."""
+        if isinstance(refusal, AppBusy | AppLocked):
+            refused = f"refused: {refusal}"
+            self._audit(app_name, "-", user, "start", refused, channel=channel, override=override)
+            telemetry.count_transition(telemetry.START_EVENT, applied=False)
+
+    def _start_problem(
+        self,
+        app: AppConfig,
+        plan_name: str | None,
+        *,
+        user: str,
+        channel: str,
+        channel_name: str,
+        override: str | None,
+    ) -> StartProblem | None:
+        """The refusals decided before the cluster is asked; raises AppBusy, AppLocked,
+        UnknownPlan."""
+        seen = self._place(app, user, channel, channel_name)
+        if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
+            return StartProblem(StartField.APP, denied.message)
+        plan = self._config.plan(plan_name) if plan_name else app.plan
+        if refusal := plan_refusal(app, plan):
+            return StartProblem(StartField.PLAN, refusal)
+        if override is None and (frozen := self.frozen(app.name)) is not None:
+            message = freezes.refused_while_frozen(app.name, frozen, "a new release")
+            self._audit(app.name, "-", user, "start", f"refused: {message}", channel=channel)
+            telemetry.count_transition(telemetry.START_EVENT, applied=False)
+            return StartProblem(StartField.APP, message, not_taken_up=True)
+        self._refuse_if_taken(app.name, through_lock=override is not None)
+        return None
 
     def _start(
         self,
@@ -194,18 +291,17 @@ class ReleaseService:
         override: str | None,
     ) -> Outcome:
         app = self._config.app(app_name)
-        seen = SeenChannel(channel, channel_name)
-        if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
-            return denied
+        problem = self._start_problem(
+            app,
+            plan_name,
+            user=user,
+            channel=channel,
+            channel_name=channel_name,
+            override=override,
+        )
+        if problem is not None:
+            return Outcome(False, problem.message, not_taken_up=problem.not_taken_up)
         plan = self._config.plan(plan_name) if plan_name else app.plan
-        if refusal := plan_refusal(app, plan):
-            return Outcome(False, refusal)
-        if override is None and (frozen := self.frozen(app.name)) is not None:
-            message = freezes.refused_while_frozen(app.name, frozen, "a new release")
-            self._audit(app.name, "-", user, "start", f"refused: {message}", channel=channel)
-            telemetry.count_transition(telemetry.START_EVENT, applied=False)
-            return Outcome(False, message, not_taken_up=True)
-        self._refuse_if_taken(app.name, through_lock=override is not None)
         previous = self._cluster.stable_version(app)
         if previous == version:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
@@ -247,6 +343,7 @@ class ReleaseService:
             )
             stored = self._store.create(release, entry=entry, through_lock=override is not None)
             _log_applied(entry, app=app.name)
+            self._refresh_home()
             with self._leases.hold_release(release.id) as leased:  # else another replica's pass
                 if leased is not None:
                     self._reached(CrashPoint.SAVED)
@@ -362,7 +459,7 @@ class ReleaseService:
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
-        seen = None if channel is None else SeenChannel(channel, channel_name)
+        seen = self._place(app, user, channel, channel_name)
         if denied := self._denied(app, Right.CHANNEL, "lock", user=user, channel=seen):
             return denied
         self._store.lock(app.name, by=user, reason=reason, at=self._clock())
@@ -376,7 +473,7 @@ class ReleaseService:
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
-        seen = None if channel is None else SeenChannel(channel, channel_name)
+        seen = self._place(app, user, channel, channel_name)
         if denied := self._denied(app, Right.CHANNEL, "unlock", user=user, channel=seen):
             return denied
         previous = self._store.unlock(app.name)
@@ -396,7 +493,7 @@ class ReleaseService:
         release: Release | None,
     ) -> Outcome | None:
         right = _EVENT_RIGHTS.get(type(event), Right.CHANNEL)
-        seen = None if channel is None else SeenChannel(channel, channel_name)
+        seen = self._place(app, actor, channel, channel_name)
         action = type(event).__name__
         return self._denied(app, right, action, user=actor, channel=seen, release=release)
 
@@ -407,19 +504,117 @@ class ReleaseService:
         action: str,
         *,
         user: str,
-        channel: SeenChannel | None,
+        channel: Place | None,
         release: Release | None = None,
     ) -> Outcome | None:
         """None when `user` may; else the denial, audited, with nothing else changed."""
-        memberships = {group: self._members(group) for group in groups_to_resolve(app, right, user)}
-        decision = decide(app, right, user=user, channel=channel, memberships=memberships)
+        decision = self._decision(app, right, user=user, channel=channel)
         if isinstance(decision, Allowed):
             return None
         release_id = release.id if release else "-"
-        where = channel.id if channel else None
+        where = channel.id if isinstance(channel, SeenChannel) else APP_HOME if channel else None
         self._audit(app.name, release_id, user, action, f"denied: {decision.reason}", channel=where)
         log.info("action_denied", app=app.name, action=action, actor=user, reason=decision.reason)
         return Outcome(False, decision.reason, release)
+
+    def _decision(
+        self, app: AppConfig, right: Right, *, user: str, channel: Place | None
+    ) -> Decision:
+        memberships = {group: self._members(group) for group in groups_to_resolve(app, right, user)}
+        return decide(app, right, user=user, channel=channel, memberships=memberships)
+
+    def _place(
+        self, app: AppConfig, user: str, channel: str | None, channel_name: str
+    ) -> Place | None:
+        """Where a request came from: None outside Slack, the App Home (APP_HOME: it counts for
+        members of the app's allowed channels), or a channel."""
+        if channel is None:
+            return None
+        if channel == APP_HOME:
+            return FromAppHome(member_of=self._channels_with(app, user))
+        return SeenChannel(channel, channel_name)
+
+    def _channels_with(self, app: AppConfig, user: str) -> frozenset[str]:
+        """The app's allowed channels `user` is a member of; one Slack cannot answer for counts
+        as not (fail closed)."""
+        member_of = set()
+        for channel_id in home_channel_ids(app):
+            if self._membership is None:
+                break
+            try:
+                if user in self._membership.channel_members(channel_id):
+                    member_of.add(channel_id)
+            except MembershipUnavailable as error:
+                log.warning("channel_members_unavailable", channel=channel_id, error=str(error))
+        return frozenset(member_of)
+
+    def startable_apps(self, *, user: str, channel: str, channel_name: str = "") -> list[str]:
+        """The apps `user` may start from `channel` (APP_HOME: the App Home), by their rules;
+        asking is not audited, as nothing is attempted."""
+        return [
+            name
+            for name, app in sorted(self._config.apps.items())
+            if isinstance(
+                self._decision(
+                    app,
+                    Right.START,
+                    user=user,
+                    channel=self._place(app, user, channel, channel_name),
+                ),
+                Allowed,
+            )
+        ]
+
+    def home_board(self, viewer: str) -> HomeBoard:
+        """What `viewer`'s App Home shows now."""
+        active = tuple(stored.release for stored in self._store.active_releases())
+        finished = self._store.finished_releases(limit=FINISHED_ON_HOME)
+        return HomeBoard(
+            viewer=viewer,
+            active=active,
+            waiting_for_viewer=frozenset(
+                release.id for release in active if self._waits_for(release, viewer)
+            ),
+            finished=tuple(stored.release for stored in finished),
+            may_start=bool(self.startable_apps(user=viewer, channel=APP_HOME)),
+        )
+
+    def _waits_for(self, release: Release, user: str) -> bool:
+        """The release asks for an approval `user` may give: from App Home, by the app's rules,
+        not the requester under four-eyes, not one who approved this stage already."""
+        if not (offers(release, Approve) and release.approvals_missing() > 0):
+            return False
+        if user in release.approvers_of(release.stage_index):
+            return False
+        if release.four_eyes and user == release.requested_by:
+            return False
+        app = self._config.app(release.app)
+        place = self._place(app, user, APP_HOME, "")
+        return isinstance(self._decision(app, Right.APPROVE, user=user, channel=place), Allowed)
+
+    def recent_versions(self, app_name: str, *, limit: int = 5) -> list[str]:
+        """The versions the app's last releases started with, newest first, each once."""
+        entries = self._store.history(self._config.app(app_name).name, limit=200)
+        versions: list[str] = []
+        for entry in reversed(entries):
+            if entry.action != "start" or entry.outcome != "applied":
+                continue
+            stored = self._store.get(entry.release_id)
+            if stored is not None and stored.release.version not in versions:
+                versions.append(stored.release.version)
+            if len(versions) == limit:
+                break
+        return versions
+
+    def _refresh_home(self) -> None:
+        """A release changed: everyone who looked at App Home lately gets a refresh scheduled;
+        a failure costs the refresh only, never the transition."""
+        if self._home_viewers is None:
+            return
+        try:
+            self._home_viewers.schedule_refresh(at=self._clock())
+        except ReleaseBotError as error:
+            log.warning("home_refresh_not_scheduled", error=str(error))
 
     def _members(self, group: str) -> frozenset[str] | None:
         """The group's members; None when they cannot be known (the decision then fails closed)."""
@@ -637,6 +832,7 @@ class ReleaseService:
                 stored = reread
                 continue
             _log_applied(entry, app=release.app)
+            self._refresh_home()
             telemetry.count_transition(action, applied=True)
             telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)

@@ -78,6 +78,49 @@ class MembershipPort(Protocol):
         """The group's members changed (Slack said so): ask again next time."""
         ...
 
+    def channel_members(self, channel_id: str) -> frozenset[str]:
+        """The user ids in the channel `channel_id` (C.../G...); raises MembershipUnavailable."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HomeBoard:
+    """What one person's App Home shows: every active release (`waiting_for_viewer`: the ids of
+    those waiting for an approval the viewer may give), the last finished ones, newest first, and
+    whether the viewer may start a release of some app (the start button)."""
+
+    viewer: str
+    active: tuple[Release, ...]
+    waiting_for_viewer: frozenset[str]
+    finished: tuple[Release, ...]
+    may_start: bool
+
+
+class HomePublisherPort(Protocol):
+    """Shows a person their App Home (bot.slack.home.SlackHome, through views.publish)."""
+
+    def publish(self, board: HomeBoard) -> None: ...
+
+
+class HomeViewersPort(Protocol):
+    """Who looked at App Home lately and when each is due a refresh (bot.redis.home.HomeViewers).
+
+    Refreshes are coalesced per person: one every `min_gap_s` at most, trailing edge (the last
+    change of a burst is shown), and at most `budget_per_minute` in all, across replicas."""
+
+    def opened(self, user: str, *, at: datetime) -> None:
+        """`user` opened App Home at `at` and is shown it now: remembered for a while, and
+        counted as a refresh."""
+        ...
+
+    def schedule_refresh(self, *, at: datetime) -> int:
+        """A release changed at `at`: every recent viewer gets a refresh due; how many viewers."""
+        ...
+
+    def take_due(self, *, at: datetime) -> list[str]:
+        """The viewers whose refresh is due at `at`, each taken by one caller only."""
+        ...
+
 
 # ---------------------------------------------------------------- metrics
 
@@ -202,6 +245,11 @@ class StorePort(Protocol):
     def append_history(self, app: str, entry: HistoryEntry) -> None: ...
 
     def history(self, app: str, *, limit: int = 50) -> list[HistoryEntry]: ...
+
+    def finished_releases(self, *, limit: int) -> list[StoredRelease]:
+        """The releases that finished last, newest first."""
+        ...
+
     def lock(self, app: str, *, by: str, reason: str, at: datetime) -> DeployLock: ...
 
     def unlock(self, app: str) -> DeployLock | None: ...
