@@ -60,6 +60,7 @@ from bot.core.machine import (
     transition,
     with_outbox,
 )
+from bot.core.plan import Plan
 from bot.core.ports import (
     AnnouncerPort,
     AppBusy,
@@ -182,11 +183,13 @@ class ReleaseService:
         channel: str,
         channel_name: str = "",
         override: str | None = None,
+        reason: str = "",
     ) -> Outcome:
         """Start a canary; its card goes to the app's channel when the apps file gives its ID,
         else to `channel`, where the command was typed (`channel_name`: its name, when the
         request carries one, for rules that name channels by name). `override`: a break-glass
-        reason, which lets the start through a freeze and a deploy lock."""
+        reason, which lets the start through a freeze and a deploy lock; `reason`: why (the
+        start form asks), kept in the audit trail."""
         # the release's id joins once it exists; the strategy is the only one there is yet
         context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
         with structlog.contextvars.bound_contextvars(**context):
@@ -208,6 +211,7 @@ class ReleaseService:
                     channel=channel,
                     channel_name=channel_name,
                     override=override,
+                    reason=reason,
                 )
             except _NOT_TAKEN_UP as refusal:
                 self._refused_start(refusal, app_name, user, channel=channel, override=override)
@@ -289,6 +293,7 @@ class ReleaseService:
         channel: str,
         channel_name: str,
         override: str | None,
+        reason: str,
     ) -> Outcome:
         app = self._config.app(app_name)
         problem = self._start_problem(
@@ -337,7 +342,7 @@ class ReleaseService:
             effects = effects[-1:] + effects[:-1]  # the notice first: the start is an override
         release = with_outbox(release, effects)
         with _working_on(release):
-            detail = f"{version} (plan {plan.name})"
+            detail = f"{version} (plan {plan.name})" + (f": {reason}" if reason else "")
             entry = self._entry(
                 release, user, "start", "applied", detail, channel=channel, override=override
             )
@@ -591,6 +596,15 @@ class ReleaseService:
         app = self._config.app(release.app)
         place = self._place(app, user, APP_HOME, "")
         return isinstance(self._decision(app, Right.APPROVE, user=user, channel=place), Allowed)
+
+    def plans_for(self, app_name: str) -> list[Plan]:
+        """The plans the app may be released with: its own first, then the others that fit its
+        router."""
+        app = self._config.app(app_name)
+        others = [
+            plan for name, plan in sorted(self._config.plans.items()) if name != app.plan.name
+        ]
+        return [app.plan, *(plan for plan in others if plan_refusal(app, plan) is None)]
 
     def recent_versions(self, app_name: str, *, limit: int = 5) -> list[str]:
         """The versions the app's last releases started with, newest first, each once."""

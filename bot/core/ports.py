@@ -87,13 +87,15 @@ class MembershipPort(Protocol):
 class HomeBoard:
     """What one person's App Home shows: every active release (`waiting_for_viewer`: the ids of
     those waiting for an approval the viewer may give), the last finished ones, newest first, and
-    whether the viewer may start a release of some app (the start button)."""
+    whether the viewer may start a release of some app (the start button); `notice`: what to
+    tell the viewer on top (why their click on it was refused)."""
 
     viewer: str
     active: tuple[Release, ...]
     waiting_for_viewer: frozenset[str]
     finished: tuple[Release, ...]
     may_start: bool
+    notice: str = ""
 
 
 class HomePublisherPort(Protocol):
