@@ -28,7 +28,7 @@ from bot.entrypoints.server import REDACTED, SecretRedactor, SlackTokenVerifier
 from bot.entrypoints.settings import Settings
 from bot.slack.client import build_web_client
 from tests.infra.slack import REPO_ROOT, SIGNING_SECRET
-from tests.infra.slack_requests import BOB, RELEASES, SlackRequests
+from tests.infra.slack_requests import ALICE, BOB, RELEASES, SlackRequests
 from tests.infra.slack_standin import BOT_USER_ID, WORKSPACE_URL, SlackStandIn
 
 SLASH_COMMAND_STALE_S = 5 * 60
@@ -527,3 +527,57 @@ def web_client_for(slack_api: SlackStandIn) -> WebClient:
     return build_web_client(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
+
+
+def test_views_update_and_publish_keep_slacks_ids_hashes_and_errors(slack_api) -> None:
+    client = web_client_for(slack_api)
+    modal = {"type": "modal", "title": {"type": "plain_text", "text": "Start"}, "blocks": []}
+    home = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "a"}}]}
+    opened = client.views_open(trigger_id="1.2.abc", view=modal)["view"]
+
+    changed = {**modal, "title": {"type": "plain_text", "text": "Started"}}
+    updated = client.views_update(view_id=opened["id"], hash=opened["hash"], view=changed)["view"]
+    assert (updated["id"], updated["title"]["text"]) == (opened["id"], "Started")
+    assert updated["hash"] != opened["hash"]
+    assert slack_api.opened_views()[0]["title"]["text"] == "Started"
+    for call, error in (
+        (lambda: client.views_update(view_id=opened["id"], hash=opened["hash"], view=modal), "hash_conflict"),
+        (lambda: client.views_update(view_id="V000000999", view=modal), "not_found"),
+        (lambda: client.views_update(view_id=opened["id"], view={"type": "home"}), "invalid_arguments"),
+        (lambda: client.views_publish(user_id=BOB.id, view=modal), "invalid_arguments"),
+        (lambda: client.views_publish(user_id="nobody", view=home), "not_found"),
+    ):  # fmt: skip
+        with pytest.raises(SlackApiError) as refused:
+            call()
+        assert refused.value.response["error"] == error
+
+    first = client.views_publish(user_id=BOB.id, view=home)["view"]
+    second = client.views_publish(user_id=BOB.id, view=home, hash=first["hash"])["view"]
+    with pytest.raises(SlackApiError) as stale:
+        client.views_publish(user_id=BOB.id, view=home, hash=first["hash"])
+    assert stale.value.response["error"] == "hash_conflict"
+    assert (first["type"], second["id"]) == ("home", first["id"])
+    assert [v["hash"] for v in slack_api.published_home_views(BOB.id)] == [
+        first["hash"],
+        second["hash"],
+    ]
+    assert slack_api.published_home_views(ALICE.id) == []
+
+
+def test_conversations_members_pages_through_a_channel(slack_api) -> None:
+    client = web_client_for(slack_api)
+    members = [f"U0MEMBER{n:02d}" for n in range(5)]
+    slack_api.add_channel(RELEASES.id, name=RELEASES.name, members=members)
+
+    pages, cursor = [], None
+    while True:
+        answer = client.conversations_members(channel=RELEASES.id, limit=2, cursor=cursor)
+        pages.append(answer["members"])
+        cursor = answer["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+
+    assert pages == [members[:2], members[2:4], members[4:]]
+    with pytest.raises(SlackApiError) as unknown:
+        client.conversations_members(channel="C0UNKNOWN1")
+    assert unknown.value.response["error"] == "channel_not_found"

@@ -9,6 +9,10 @@ sent, per channel and thread, for tests to assert on. Deliberately stricter than
 place: a reply to a `thread_ts` that names no message answers `thread_not_found`. It has no
 Socket Mode (WebSocket) server: apps.connections.open refuses every token.
 
+Views: views.open and views.update keep each modal by its id, views.publish each person's App
+Home; every view carries a `hash` that changes with each update, and an update or publish
+naming an older one answers `hash_conflict`, as Slack does.
+
 Also served: upload URLs of files.getUploadURLExternal (`/upload/v1/<file_id>`), and
 `response_url`s (`/commands/<id>`) that slash-command and button requests built by
 tests/infra/slack_requests.py point at, so a bot's `respond()` lands here too.
@@ -16,6 +20,7 @@ tests/infra/slack_requests.py point at, so a bot's `respond()` lands here too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -86,6 +91,10 @@ class _State:
         default_factory=lambda: defaultdict(list)
     )
     views: list[dict[str, Any]] = field(default_factory=list)
+    home_views: defaultdict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    channel_members: dict[str, list[str]] = field(default_factory=dict)
     responses: list[dict[str, Any]] = field(default_factory=list)
     uploads: dict[str, bytes | None] = field(default_factory=dict)
     shared_files: list[dict[str, Any]] = field(default_factory=list)
@@ -110,6 +119,9 @@ class SlackStandIn:
             "chat.getPermalink": self._chat_get_permalink,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "views.open": self._views_open,
+            "views.update": self._views_update,
+            "views.publish": self._views_publish,
+            "conversations.members": self._conversations_members,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroups_users_list,
             "conversations.info": self._conversations_info,
@@ -177,9 +189,19 @@ class SlackStandIn:
         with self._lock:
             self._state.usergroups[usergroup_id] = list(user_ids)
 
-    def add_channel(self, channel_id: str, *, name: str, is_private: bool = False) -> None:
+    def add_channel(
+        self,
+        channel_id: str,
+        *,
+        name: str,
+        is_private: bool = False,
+        members: list[str] | None = None,
+    ) -> None:
+        """A channel conversations.info describes and, with `members`, conversations.members
+        lists (a channel never added is unknown to conversations.members: channel_not_found)."""
         with self._lock:
             self._state.channels[channel_id] = _channel(channel_id, name, is_private)
+            self._state.channel_members[channel_id] = list(members or [])
 
     # ---- what happened ---------------------------------------------------------------------
 
@@ -204,8 +226,14 @@ class SlackStandIn:
             return [dict(m) for m in self._state.ephemerals[channel]]
 
     def opened_views(self) -> list[dict[str, Any]]:
+        """Modals opened with views.open, as they are now (after views.update)."""
         with self._lock:
-            return list(self._state.views)
+            return [dict(view) for view in self._state.views]
+
+    def published_home_views(self, user: str) -> list[dict[str, Any]]:
+        """Every App Home view published for `user`, oldest first."""
+        with self._lock:
+            return [dict(view) for view in self._state.home_views[user]]
 
     def responses(self) -> list[dict[str, Any]]:
         """Bodies POSTed to response_urls, oldest first, each with its `response_url_id`."""
@@ -331,15 +359,44 @@ class SlackStandIn:
     def _views_open(self, params: Params) -> Answer:
         if not params.get("trigger_id"):
             raise SlackError("invalid_arguments")
-        view = params.get("view")
-        if not isinstance(view, dict) or view.get("type") not in {"modal", "home"}:
-            raise SlackError("invalid_arguments")
+        view = _view_param(params, {"modal"})
         with self._lock:
-            opened = {**view, "id": f"V{len(self._state.views) + 1:09d}", "team_id": TEAM_ID}
-            opened["app_id"] = APP_ID
-            opened["bot_id"] = BOT_ID
+            opened = self._stored_view(view, view_id=f"V{len(self._state.views) + 1:09d}")
             self._state.views.append(opened)
-        return {"ok": True, "view": opened}
+        return {"ok": True, "view": dict(opened)}
+
+    def _views_update(self, params: Params) -> Answer:
+        """Slack's views.update: `view_id` (or `external_id`), the new `view`, and an optional
+        `hash` that must be the view's current one."""
+        view = _view_param(params, {"modal"})
+        with self._lock:
+            index = self._view_index(params)
+            current = self._state.views[index]
+            if params.get("hash") and params["hash"] != current["hash"]:
+                raise SlackError("hash_conflict")
+            updated = self._stored_view(view, view_id=current["id"], previous=current)
+            self._state.views[index] = updated
+        return {"ok": True, "view": dict(updated)}
+
+    def _views_publish(self, params: Params) -> Answer:
+        """Slack's views.publish: `user_id`, a `home` view, an optional `hash` of the view it
+        replaces; an unknown user answers not_found."""
+        user = str(params.get("user_id") or "")
+        if not user:
+            raise SlackError("invalid_arguments")
+        view = _view_param(params, {"home"})
+        with self._lock:
+            known = self._state.users.get(user)
+            if not USER_ID.match(user) or (known is not None and known["deleted"]):
+                raise SlackError("not_found")
+            history = self._state.home_views[user]
+            current = history[-1] if history else None
+            if params.get("hash") and (current is None or params["hash"] != current["hash"]):
+                raise SlackError("hash_conflict")
+            view_id = current["id"] if current else f"VH{len(self._state.home_views):08d}"
+            published = self._stored_view(view, view_id=view_id, previous=current)
+            history.append(published)
+        return {"ok": True, "view": dict(published)}
 
     def _users_info(self, params: Params) -> Answer:
         user_id = str(params.get("user") or "")
@@ -361,6 +418,20 @@ class SlackStandIn:
         with self._lock:
             known = self._state.channels.get(channel)
         return {"ok": True, "channel": known or _channel(channel, channel.lower(), False)}
+
+    def _conversations_members(self, params: Params) -> Answer:
+        """A page of a channel's member ids; `cursor` is where the last page ended."""
+        channel = _conversation(params)
+        limit = int(params.get("limit") or 100)
+        cursor = str(params.get("cursor") or "")
+        with self._lock:
+            members = self._state.channel_members.get(channel)
+        if members is None:
+            raise SlackError("channel_not_found")
+        start = int(cursor.removeprefix("next:")) if cursor.startswith("next:") else 0
+        page = members[start : start + limit]
+        following = f"next:{start + limit}" if start + limit < len(members) else ""
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": following}}
 
     def _files_get_upload_url(self, params: Params) -> Answer:
         if not params.get("filename") or not str(params.get("length", "")).isdigit():
@@ -404,6 +475,34 @@ class SlackStandIn:
         }
         self._state.shared_files.append(shared)
         return {key: value for key, value in shared.items() if key != "content"}
+
+    def _view_index(self, params: Params) -> int:
+        """Where the modal `view_id` (or `external_id`) names is kept; not_found if nowhere."""
+        for index, view in enumerate(self._state.views):
+            if view["id"] == params.get("view_id"):
+                return index
+            if params.get("external_id") and view.get("external_id") == params["external_id"]:
+                return index
+        raise SlackError("not_found")
+
+    def _stored_view(
+        self, view: dict[str, Any], *, view_id: str, previous: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A view as Slack keeps and answers it: its id, a new hash, an empty state."""
+        stored = {
+            **view,
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+            "state": {"values": {}},
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "root_view_id": (previous or {}).get("root_view_id", view_id),
+        }
+        revision = f"{time.time_ns()}.{json.dumps(view, sort_keys=True)}"
+        stored["hash"] = f"{int(time.time())}.{hashlib.sha1(revision.encode()).hexdigest()[:8]}"
+        return stored
 
     def _find_message(self, channel: str, ts: str) -> dict[str, Any]:
         for message in self._state.messages[channel]:
@@ -449,6 +548,19 @@ def _conversation(params: Params) -> str:
     if not CONVERSATION_ID.match(channel):
         raise SlackError("channel_not_found")
     return channel
+
+
+VIEW_BLOCKS_MAX = 100
+
+
+def _view_param(params: Params, types: set[str]) -> dict[str, Any]:
+    """The `view` argument, a JSON object of one of `types` with at most 100 blocks."""
+    view = params.get("view")
+    if not isinstance(view, dict) or view.get("type") not in types:
+        raise SlackError("invalid_arguments")
+    if len(view.get("blocks") or []) > VIEW_BLOCKS_MAX:
+        raise SlackError("invalid_arguments")
+    return view
 
 
 def _require_content(params: Params) -> None:
