@@ -532,7 +532,10 @@ def web_client_for(slack_api: SlackStandIn) -> WebClient:
 def test_views_update_and_publish_keep_slacks_ids_hashes_and_errors(slack_api) -> None:
     client = web_client_for(slack_api)
     modal = {"type": "modal", "title": {"type": "plain_text", "text": "Start"}, "blocks": []}
-    home = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "a"}}]}
+    home = {
+        "type": "home",
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "a"}}],
+    }
     opened = client.views_open(trigger_id="1.2.abc", view=modal)["view"]
 
     changed = {**modal, "title": {"type": "plain_text", "text": "Started"}}

@@ -246,13 +246,16 @@ def _button_value(message: dict[str, Any], action_id: str) -> str:
     raise AssertionError(f"no {action_id} button on the card: {message.get('text')}")
 
 
-def _config(namespace: str, provider: str, stages: str, metrics: str, authorization: str) -> str:
+def _config(  # noqa: PLR0917 (private; the fixture passes each part)
+    namespace: str, provider: str, stages: str, metrics: str, authorization: str, more: str
+) -> str:
     return (
         f"plans:\n  e2e:\n{stages}"
         f"apps:\n  {APP}:\n    namespace: {namespace}\n    workload: {APP}\n"
         f"    slack_channel: {RELEASES.id}\n    plan: e2e\n    router: {ROUTER_YAML[provider]}\n"
         + (f"    metrics: {metrics}\n" if metrics else "")
         + (f"    authorization: {authorization}\n" if authorization else "")
+        + more
     )
 
 
@@ -312,17 +315,19 @@ def world_for(
         prometheus_url: str | None = None,
         bot_env: Mapping[str, str] | None = None,
         kubeconfig: Path | None = None,
+        more_apps: str = "",
     ) -> World:
         """`metrics`, `authorization`: the app's blocks as YAML flow text (none: the defaults,
         anyone in the app's channel may do anything); `prometheus_url`: the bot's
         PROMETHEUS_URL (None: no metrics source, stages advance on their timers alone);
         `bot_env`: more variables for the first bot only (World.relaunch starts without them);
         `kubeconfig`: the bots' KUBECONFIG (None: the admin's; the world itself reads and
-        prepares the cluster as the admin either way)."""
+        prepares the cluster as the admin either way); `more_apps`: more entries of the apps
+        file's `apps` (YAML, indented as under `apps:`), which the world does not install."""
         cluster = Cluster(kube_admin, namespace)
         _install_app(cluster, provider)
         config = tmp_path / "apps.yaml"
-        config.write_text(_config(namespace, provider, stages, metrics, authorization))
+        config.write_text(_config(namespace, provider, stages, metrics, authorization, more_apps))
         environment = {
             "REDIS_URL": redis_server.url,
             "RELEASE_BOT_CONFIG": str(config),

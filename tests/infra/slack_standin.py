@@ -488,9 +488,15 @@ class SlackStandIn:
     def _stored_view(
         self, view: dict[str, Any], *, view_id: str, previous: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """A view as Slack keeps and answers it: its id, a new hash, an empty state."""
+        """A view as Slack keeps and answers it: its id, a new hash, an empty state, and a
+        block_id on every block (Slack makes one up for a block that has none)."""
+        blocks = [
+            {"block_id": f"b{index}", **block}
+            for index, block in enumerate(view.get("blocks") or [])
+        ]
         stored = {
             **view,
+            "blocks": blocks,
             "id": view_id,
             "team_id": TEAM_ID,
             "app_id": APP_ID,
