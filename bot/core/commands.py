@@ -589,7 +589,7 @@ _VERSION_NOTE = (
 )
 _APP_NOTE = "<app>: the app's name in the apps file (lower-case); `all`: every app."
 _FORM_NOTE = (
-    f"{' or '.join(f'{COMMAND} {name}' for name in STRATEGIES)} with nothing after it: "
+    f"With nothing after it, {' or '.join(f'{COMMAND} {name}' for name in STRATEGIES)} opens "
     "a form to start a release, listing the apps you may start."
 )
 _OVERRIDE_NOTE = (
