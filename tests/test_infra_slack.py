@@ -543,10 +543,11 @@ def test_views_update_and_publish_keep_slacks_ids_hashes_and_errors(slack_api) -
     assert (updated["id"], updated["title"]["text"]) == (opened["id"], "Started")
     assert updated["hash"] != opened["hash"]
     assert slack_api.opened_views()[0]["title"]["text"] == "Started"
+    old, view_id = opened["hash"], opened["id"]
     for call, error in (
-        (lambda: client.views_update(view_id=opened["id"], hash=opened["hash"], view=modal), "hash_conflict"),
+        (lambda: client.views_update(view_id=view_id, hash=old, view=modal), "hash_conflict"),
         (lambda: client.views_update(view_id="V000000999", view=modal), "not_found"),
-        (lambda: client.views_update(view_id=opened["id"], view={"type": "home"}), "invalid_arguments"),
+        (lambda: client.views_update(view_id=opened["id"], view=home), "invalid_arguments"),
         (lambda: client.views_publish(user_id=BOB.id, view=modal), "invalid_arguments"),
         (lambda: client.views_publish(user_id="nobody", view=home), "not_found"),
     ):  # fmt: skip
@@ -556,9 +557,9 @@ def test_views_update_and_publish_keep_slacks_ids_hashes_and_errors(slack_api) -
 
     first = client.views_publish(user_id=BOB.id, view=home)["view"]
     second = client.views_publish(user_id=BOB.id, view=home, hash=first["hash"])["view"]
-    with pytest.raises(SlackApiError) as stale:
+    with pytest.raises(SlackApiError) as conflict:
         client.views_publish(user_id=BOB.id, view=home, hash=first["hash"])
-    assert stale.value.response["error"] == "hash_conflict"
+    assert conflict.value.response["error"] == "hash_conflict"
     assert (first["type"], second["id"]) == ("home", first["id"])
     assert [v["hash"] for v in slack_api.published_home_views(BOB.id)] == [
         first["hash"],

@@ -272,6 +272,12 @@ class ReleaseService:
         seen = self._place(app, user, channel, channel_name)
         if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
             return StartProblem(StartField.APP, denied.message)
+        if isinstance(seen, FromAppHome) and not app.slack_channel.is_id:
+            return StartProblem(
+                StartField.APP,
+                f"{app.name}'s slack_channel is given by name ({app.slack_channel}), so its card "
+                "has no channel to go to from App Home; start it from that channel",
+            )
         plan = self._config.plan(plan_name) if plan_name else app.plan
         if refusal := plan_refusal(app, plan):
             return StartProblem(StartField.PLAN, refusal)
