@@ -164,3 +164,28 @@ def test_a_bad_submission_gets_field_errors_and_creates_nothing(world_for: Any) 
         "app": f"{APP} already has an active release: v2 started by @{BOB.id}"
     }
     assert world.release().version == "v2"
+    assert world.command("freeze billing 1h db migration", user=BOB).startswith(
+        ":white_check_mark:"
+    )
+    frozen = submit(world, form, filled("billing", "v3"), ALICE)
+    assert frozen["errors"]["app"].startswith("billing is frozen until "), frozen
+    assert world.store.active("billing") is None
+
+
+def test_a_refusal_after_the_form_closed_shows_the_form_again_as_it_was(world_for: Any) -> None:
+    world = form_world(world_for)
+    form = open_form(world, ALICE)
+
+    answer = submit(world, form, filled(APP, "v1", reason="same again"), ALICE)  # stable runs v1
+
+    assert answer["response_action"] == "update"
+
+    def shown_again() -> bool:
+        return "already runs v1" in json.dumps(world.slack.opened_views()[0])
+
+    wait_until(shown_again, timeout_s=20, what="the refusal in the form")
+    again = world.slack.opened_views()[0]
+    assert element(again, "version")["initial_value"] == "v1"
+    assert element(again, "reason")["initial_value"] == "same again"
+    assert element(again, "app")["initial_option"]["value"] == APP
+    assert world.store.active(APP) is None
