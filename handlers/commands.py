@@ -5,8 +5,9 @@ Registered on the Bolt app by handlers.app.build_app through
 Slack's 3 s: usage errors and the read-only commands (help, status, list, history) are answered
 in the acknowledgement itself; commands that change something are acknowledged first and carried
 out after, on the `after_ack` pool (see `answer_after_ack`), their outcome sent back through
-`respond` (ephemeral, seen only by the person who typed it). The release's card and thread show
-everyone else what happened.
+`respond` (ephemeral, seen only by the person who typed it, except a lock or a freeze and their
+lifting, which the whole channel sees). The release's card and thread show everyone else what
+happened.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def answer_after_ack(
         try:
             reply = answer()
             if reply.get("text"):
-                respond(**reply, response_type="ephemeral", replace_original=False)
+                respond(**{"response_type": "ephemeral", **reply}, replace_original=False)
         except Exception:
             log.exception("answer_after_ack_failed")
 
@@ -163,7 +164,8 @@ def _carry_out(
     outcome = outcome_of(
         service, command, user=user, channel=channel, channel_name=request.get("channel_name", "")
     )
-    return {"text": f"{mark(outcome)} {outcome.message}"}
+    seen_by = "in_channel" if outcome.for_everyone else "ephemeral"
+    return {"text": f"{mark(outcome)} {outcome.message}", "response_type": seen_by}
 
 
 def mark(outcome: Outcome) -> str:

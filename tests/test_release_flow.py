@@ -138,9 +138,14 @@ def test_a_busy_app_names_the_holder_and_a_locked_app_names_who_and_why(world_fo
 
     world.command(f"rollback {APP}")
     world.wait_for(Phase.ROLLED_BACK)
-    assert world.command(f"lock {APP} payment freeze until Monday", user=BOB).startswith(
-        ":white_check_mark: shop-api is locked"
+    lock = world.requests.slash_command(f"lock {APP} payment freeze until Monday", user=BOB)
+    said = world.send(lock)
+    assert said == (
+        f":white_check_mark: <@{BOB.id}> locked shop-api (payment freeze until Monday): new "
+        "releases are refused until unlocked."
     )
+    (answer_to_lock,) = [r for r in world.slack.responses() if r["text"] == said]
+    assert answer_to_lock["response_type"] == "in_channel"  # the channel sees who locked it
     answer = world.command(f"canary {APP} v3", user=ALICE)
     assert answer == f":warning: shop-api is locked by <@{BOB.id}>: payment freeze until Monday"
     assert world.store.active(APP) is None

@@ -109,6 +109,9 @@ class Outcome:
     not_taken_up: bool = False
     """The request names nothing that can be acted on now (an unknown app or plan, an app that
     is locked or held by another release), as opposed to an action the release refused."""
+    for_everyone: bool = False
+    """The channel sees the answer, not only the person: a lock or a freeze changes what
+    everyone there may do, so it is said where they read it."""
 
 
 FINISHED_ON_HOME = 10
@@ -439,11 +442,13 @@ class ReleaseService:
         self._store.freeze(scope, by=user, reason=reason, at=now, until=until)
         applied = f"applied until {until.isoformat()}: {reason or 'no reason given'}"
         self._audit(scope, "-", user, "freeze", applied, channel=channel)
-        which = "every app is" if scope == ALL_APPS else f"{scope} is"
+        which = "every app" if scope == ALL_APPS else scope
         return Outcome(
             True,
-            f"{which} frozen until {until:%Y-%m-%d %H:%M} UTC: new releases and widening steps "
-            "are refused, and running releases hold at their next gate.",
+            f"<@{user}> froze {which} until {until:%Y-%m-%d %H:%M} UTC"
+            f" ({reason or 'no reason given'}): new releases and widening steps are refused, and "
+            "running releases hold at their next gate.",
+            for_everyone=True,
         )
 
     def unfreeze(self, *, scope: str, user: str, channel: str | None = None) -> Outcome:
@@ -455,7 +460,12 @@ class ReleaseService:
         self._audit(
             scope, "-", user, "unfreeze", f"applied (frozen by {previous.by})", channel=channel
         )
-        return Outcome(True, f"the freeze of {scope} is lifted (recurring windows still apply).")
+        return Outcome(
+            True,
+            f"<@{user}> lifted the freeze of {scope} set by <@{previous.by}> "
+            "(recurring windows still apply).",
+            for_everyone=True,
+        )
 
     def lock(
         self,
@@ -476,7 +486,12 @@ class ReleaseService:
         self._store.lock(app.name, by=user, reason=reason, at=self._clock())
         applied = f"applied: {reason or 'no reason given'}"
         self._audit(app.name, "-", user, "lock", applied, channel=channel)
-        return Outcome(True, f"{app.name} is locked: new releases are refused until unlocked.")
+        return Outcome(
+            True,
+            f"<@{user}> locked {app.name} ({reason or 'no reason given'}): new releases are "
+            "refused until unlocked.",
+            for_everyone=True,
+        )
 
     def unlock(
         self, *, app_name: str, user: str, channel: str | None = None, channel_name: str = ""
@@ -492,7 +507,11 @@ class ReleaseService:
             return Outcome(False, f"{app.name} was not locked.")
         applied = f"applied (locked by {previous.by})"
         self._audit(app.name, "-", user, "unlock", applied, channel=channel)
-        return Outcome(True, f"{app.name} is unlocked (it was locked by <@{previous.by}>).")
+        return Outcome(
+            True,
+            f"<@{user}> unlocked {app.name} (it was locked by <@{previous.by}>).",
+            for_everyone=True,
+        )
 
     def _denied_event(  # noqa: PLR0917 (private; every caller passes all six)
         self,
