@@ -99,15 +99,12 @@ def answer_after_ack(
     left in a listener holds up the acknowledgement of the requests queued behind it past
     Slack's 3 s, and Slack then shows the person an error for a command that still runs."""
 
-    def run() -> None:
-        try:
-            reply = answer()
-            if reply.get("text"):
-                respond(**{"response_type": "ephemeral", **reply}, replace_original=False)
-        except Exception:
-            log.exception("answer_after_ack_failed")
+    def answer_and_send() -> None:
+        reply = answer()
+        if reply.get("text"):
+            respond(**{"response_type": "ephemeral", **reply}, replace_original=False)
 
-    after_ack.submit(run)
+    run_after_ack(after_ack, answer_and_send, what="answer_after_ack_failed")
 
 
 def run_after_ack(after_ack: Executor, work: Callable[[], object], *, what: str) -> None:

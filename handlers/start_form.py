@@ -30,6 +30,8 @@ from bot.slack.start_form import (
     ACTION_OPEN_START_FORM,
     ACTION_PREFIX,
     FIELD_APP,
+    FIELD_PLAN,
+    FIELD_STRATEGY,
     FIELD_VERSION,
     START_FORM_CALLBACK,
     FormChoices,
@@ -57,11 +59,15 @@ def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -
         run_after_ack(
             after_ack,
             lambda: open_form(
-                client, service, trigger_id=trigger_id, user=user, origin=origin,
+                client,
+                service,
+                trigger_id=trigger_id,
+                user=user,
+                origin=origin,
                 strategy=STRATEGIES[0],
             ),
             what="start_form_failed",
-        )  # fmt: skip
+        )
 
     def handle_form_changed(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
@@ -72,6 +78,7 @@ def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -
     def handle_form_submitted(
         ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
+        # Field errors can only come in the acknowledgement: the quick checks run before it.
         values, user = read_form(view), body["user"]["id"]
         if service is None:
             ack(**field_errors(FIELD_APP, NOT_SET_UP))
@@ -88,7 +95,7 @@ def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -
         )
 
     app.action(ACTION_OPEN_START_FORM)(handle_open_start_form)
-    for field in ("app", "strategy", "plan"):
+    for field in (FIELD_APP, FIELD_STRATEGY, FIELD_PLAN):
         app.action(ACTION_PREFIX + field)(handle_form_changed)
     app.view(START_FORM_CALLBACK)(handle_form_submitted)
 

@@ -26,7 +26,7 @@ from bot.entrypoints.demo import DEMO_APP, DEMO_PLAN, SimulatedCluster, Transcri
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore
 from bot.slack.cards import release_card
-from handlers.commands import _outcome
+from handlers.commands import outcome_of
 from tests.test_config import VALID_APP, problems_in, write_config
 
 APP = DEMO_APP.name
@@ -431,7 +431,7 @@ def test_the_listener_maps_freeze_unfreeze_and_override_to_the_service(
     world = World(redis_client)
 
     def typed(text: str, user: str) -> str:
-        outcome = _outcome(
+        outcome = outcome_of(
             world.service, parse_command(text), user=user, channel=COMMANDS, channel_name=""
         )
         return outcome.message
