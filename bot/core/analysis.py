@@ -332,6 +332,30 @@ def _amount(value: float, metric: Metric) -> str:
     return f"{number(value * shown.scale)} {shown.unit}"
 
 
+def label(metric: Metric) -> str:
+    """How people call a metric: "error rate", "p99 latency", "QPS"."""
+    return _SHOWN[metric].label
+
+
+def amount(value: float, metric: Metric) -> str:
+    """A reading-unit value as people read it (the judge and the charts say it the same way)."""
+    return _amount(value, metric)
+
+
+def margin(value: float, metric: Metric) -> str:
+    """A difference as people read it: error rates in percentage points, others in their unit."""
+    return _margin(value, metric)
+
+
+def display(value: float | None, metric: Metric) -> float | None:
+    """A reading-unit value in display units: an error rate of 0.05 is 5 (%)."""
+    return _display(value, metric)
+
+
+def unit(metric: Metric) -> str:
+    return _SHOWN[metric].unit
+
+
 # ---------------------------------------------------------------- Slack texts (mrkdwn)
 
 _MARKS = {Verdict.PASSED: "✅", Verdict.FAILED: "❌", Verdict.INCONCLUSIVE: "❔"}
