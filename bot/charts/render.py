@@ -94,16 +94,16 @@ def _png(chart: Chart) -> bytes:
 
 def _panel(axes: Axes, chart: Chart, metric: Metric) -> None:
     axes.set_facecolor(PANEL)
-    times = list(chart.times)
+    times = mdates.date2num(list(chart.times))
     axes.plot(times, _gaps(chart.stable[metric]), color=STABLE, lw=3, ls="--", label="stable")
     axes.plot(times, _gaps(chart.canary[metric]), color=CANARY, lw=4, label="canary")
     for limit in chart.limits.get(metric, ()):
         axes.plot(times, _gaps(limit.values), color=LIMIT, lw=2.5, ls=":", label="_limit")
-        first = next((at for at, value in zip(times, limit.values) if value is not None), None)
-        if first is not None:  # labelled at its left end: the right end is where news happens
+        first = next((i for i, value in enumerate(limit.values) if value is not None), None)
+        if first is not None and first < len(times):  # labelled at its left end: news is right
             axes.annotate(
                 limit.text,
-                (mdates.date2num(first), limit.values[times.index(first)]),
+                (times[first], limit.values[first]),
                 xytext=(6, 6),
                 textcoords="offset points",
                 ha="left",

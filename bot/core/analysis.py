@@ -437,7 +437,7 @@ def _snapshot_row(
         and (check.threshold is None or verdict is Verdict.INCONCLUSIVE)
         and check.reason not in judgement.reason  # said once, in the headline
     ):
-        parts.append(_escape(check.reason))
+        parts.append(escape(check.reason))
     scale = _SHOWN[metric].scale
     limit = None if check is None or check.threshold is None else check.threshold / scale
     if trend is not None and (sparklines := _sparklines(metric, trend, limit=limit)):
@@ -471,10 +471,10 @@ def _reason_text(judgement: Judgement) -> str:
     reason = judgement.reason
     if len(reason) > _REASON_MAX:
         reason = reason[: _REASON_MAX - 1].rstrip() + "…"
-    return _escape(reason)
+    return escape(reason)
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Plain text made safe for mrkdwn: Slack reads <, > and & as markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 

@@ -286,7 +286,8 @@ class JudgedMetric(FrozenModel):
     direction: JudgeDirection = "increase"
     """Which move of the canary is harmful: `increase`, `decrease` or `either`."""
     allowed_effect: Annotated[float, Field(ge=0)] = 0.0
-    """How far the canary's median may move the harmful way and still pass, in the metric's unit (error rate: a fraction, 0.005 is half a point; p99: ms)."""
+    """How far the canary's median may move the harmful way and still pass, in the metric's
+    unit (error rate: a fraction, 0.005 is half a point; p99: ms)."""
     critical: bool = False
     """A failure of this metric fails the judgement whatever the score."""
 
@@ -313,13 +314,15 @@ class JudgeConfig(FrozenModel):
     kind: Literal["mann-whitney"]
     """The test: `mann-whitney` (two-sided Mann-Whitney U, with a Hodges-Lehmann shift)."""
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
-    """How sure the test must be that the canary differs before a move counts (0.95: p below 0.05)."""
+    """How sure the test must be that the canary differs before a move counts (0.95: p below
+    0.05)."""
     lookback_s: PositiveDuration = Field(default=600, alias="lookback")
     """How far back the samples reach, across stage changes."""
     samples: Annotated[int, Field(ge=3, le=200)] = 10
     """Into how many intervals the lookback is cut: one sample per track per interval."""
     min_samples: Annotated[int, Field(ge=3)] = 5
-    """Fewer intervals with data on either track: missing data, the check is inconclusive (never promotes)."""
+    """Fewer intervals with data on either track: missing data, the check is inconclusive
+    (never promotes)."""
     pass_score: Annotated[float, Field(ge=0, le=100)] = Field(default=95, alias="pass")
     """Lowest score (0..100) that passes."""
     marginal: Annotated[float, Field(ge=0, le=100)] = 75

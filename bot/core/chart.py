@@ -9,7 +9,7 @@ under a snapshot or an automatic-rollback alert. Pure data, in display units (er
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from bot.core.analysis import Metric, Trend, amount, display, label, unit
@@ -86,7 +86,9 @@ def chart_of(
 ) -> Chart:
     """The chart of `trend` (evenly spaced points over `span_s` ending at `at`); `verdict` is
     the check's verdict in words, `failed` marks `at` as the rollback instant."""
-    points = max((len(values) for values in (*trend.canary.values(), *trend.stable.values())), default=0)
+    points = max(
+        (len(values) for values in (*trend.canary.values(), *trend.stable.values())), default=0
+    )
     step = timedelta(milliseconds=span_s * 1000 // max(points, 1))
     times = tuple(at.astimezone(UTC) - step * (points - 1 - index) for index in range(points))
     canary = {metric: _shown(trend.canary.get(metric, ()), metric, points) for metric in CHARTED}
@@ -99,10 +101,8 @@ def chart_of(
     )
     rollback_at = at.astimezone(UTC) if failed else None
     outcome = "failed, rolling back" if failed else "passed"
-    title = f"{release.app} {release.version}: canary vs stable, {outcome}"
-    alt = _alt_text(release, canary, stable, limits, marks, rollback_at, span_s, verdict)
-    return Chart(
-        title=title,
+    chart = Chart(
+        title=f"{release.app} {release.version}: canary vs stable, {outcome}",
         times=times,
         canary=canary,
         stable=stable,
@@ -110,11 +110,14 @@ def chart_of(
         stage_marks=marks,
         rollback_at=rollback_at,
         failed=failed,
-        alt_text=alt,
+        alt_text="",
     )
+    return replace(chart, alt_text=_alt_text(release, chart, span_s=span_s, verdict=verdict))
 
 
-def _shown(values: tuple[float | None, ...], metric: Metric, points: int) -> tuple[float | None, ...]:
+def _shown(
+    values: tuple[float | None, ...], metric: Metric, points: int
+) -> tuple[float | None, ...]:
     padded = (*values, *([None] * (points - len(values))))
     return tuple(display(value, metric) for value in padded)
 
@@ -149,32 +152,23 @@ def _limits(
     return limits
 
 
-def _alt_text(
-    release: Release,
-    canary: dict[Metric, tuple[float | None, ...]],
-    stable: dict[Metric, tuple[float | None, ...]],
-    limits: dict[Metric, tuple[Limit, ...]],
-    marks: tuple[Mark, ...],
-    rollback_at: datetime | None,
-    span_s: int,
-    verdict: str,
-) -> str:
+def _alt_text(release: Release, chart: Chart, *, span_s: int, verdict: str) -> str:
     """The chart in words, verdict first: what a screen reader (or a failed image) says."""
     parts = [
         f"Chart of {release.app} {release.version}, canary against stable over "
         f"{format_duration(span_s)}. Verdict: {plain(verdict)}."
     ]
     for metric in CHARTED:
-        now = f"{label(metric)}: canary {_latest(canary[metric], metric)}, "
-        now += f"stable {_latest(stable[metric], metric)}"
-        if limits[metric]:
-            now += f" ({', '.join(limit.text for limit in limits[metric])})"
+        now = f"{label(metric)}: canary {_latest(chart.canary[metric], metric)}, "
+        now += f"stable {_latest(chart.stable[metric], metric)}"
+        if chart.limits[metric]:
+            now += f" ({', '.join(limit.text for limit in chart.limits[metric])})"
         parts.append(now + ".")
-    if marks:
-        changes = ", ".join(f"{mark.text} at {_clock(mark.at)}" for mark in marks)
+    if chart.stage_marks:
+        changes = ", ".join(f"{mark.text} at {_clock(mark.at)}" for mark in chart.stage_marks)
         parts.append(f"Stages: {changes}.")
-    if rollback_at is not None:
-        parts.append(f"Rolled back at {_clock(rollback_at)}.")
+    if chart.rollback_at is not None:
+        parts.append(f"Rolled back at {_clock(chart.rollback_at)}.")
     text = " ".join(parts)
     return text if len(text) <= ALT_TEXT_MAX else text[: ALT_TEXT_MAX - 1].rstrip() + "…"
 

@@ -67,6 +67,9 @@ class MetricJudgement:
     shift: float | None
     """Hodges-Lehmann estimate of canary minus stable; None with no data."""
     p_value: float | None
+    limit: float | None
+    """Stable's median moved the harmful way by the allowed effect: what the canary's median
+    may reach (None with no data)."""
     samples: tuple[int, int]
     """How many samples the canary and stable had."""
     critical: bool
@@ -141,6 +144,7 @@ def _judge_metric(
             stable_median=float(np.median(stable)) if stable else None,
             shift=None,
             p_value=None,
+            limit=None,
             samples=counts,
             critical=rule.critical,
             why=why,
@@ -148,6 +152,8 @@ def _judge_metric(
     p_value = _p_value(canary, stable)
     shift = float(np.median(np.subtract.outer(canary, stable)))
     harm = _harm(shift, rule.direction)
+    stable_median = float(np.median(stable))
+    limit = stable_median + _harmful_sign(shift, rule.direction) * rule.allowed_effect
     significant = p_value < alpha
     outcome = Outcome.FAIL if significant and harm > rule.allowed_effect else Outcome.PASS
     spread = _wider_spread(canary, stable, alpha) if outcome is Outcome.PASS else None
@@ -163,9 +169,10 @@ def _judge_metric(
         metric=metric,
         outcome=outcome,
         canary_median=float(np.median(canary)),
-        stable_median=float(np.median(stable)),
+        stable_median=stable_median,
         shift=shift,
         p_value=p_value,
+        limit=limit,
         samples=counts,
         critical=rule.critical,
         why=f"{medians} ({sureness}): {_verdict_words(outcome, metric, rule, harm, spread)}",
@@ -189,7 +196,16 @@ def _harm(shift: float, direction: str) -> float:
     return abs(shift)
 
 
-def _wider_spread(canary: list[float], stable: list[float], alpha: float) -> tuple[float, float] | None:
+def _harmful_sign(shift: float, direction: str) -> float:
+    """+1 when an increase harms, -1 when a decrease does; `either`: the way the shift went."""
+    if direction == "either":
+        return 1.0 if shift >= 0 else -1.0
+    return 1.0 if direction == "increase" else -1.0
+
+
+def _wider_spread(
+    canary: list[float], stable: list[float], alpha: float
+) -> tuple[float, float] | None:
     """The canary's and stable's IQR when the canary's is significantly and at least twice wider."""
     canary_iqr, stable_iqr = _iqr(canary), _iqr(stable)
     if canary_iqr <= 0 or canary_iqr < NOISY_SPREAD_RATIO * stable_iqr:

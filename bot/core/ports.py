@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bot.core.analysis import Reading, Trend
 from bot.core.apps import AppConfig
+from bot.core.chart import Chart, ChartImage
 from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
@@ -62,6 +63,12 @@ class AnnouncerPort(Protocol):
 
     def notify(self, release: Release, notice: Notify) -> None: ...
 
+    def share_chart(self, release: Release, chart: ChartImage, *, in_channel: bool) -> None:
+        """Upload `chart` after the message it belongs to: into the release's thread, or into
+        its channel under an in-channel alert. Never raises: a chart that cannot be shared is
+        logged, since its message (the text) already went out."""
+        ...
+
 
 class MembershipUnavailable(TemporaryError):
     """Slack could not say who is in a user group (down, rate limited, an unknown group)."""
@@ -76,6 +83,17 @@ class MembershipPort(Protocol):
 
     def forget(self, group_id: str) -> None:
         """The group's members changed (Slack said so): ask again next time."""
+        ...
+
+
+# ---------------------------------------------------------------- charts
+
+
+class ChartRendererPort(Protocol):
+    """Draws a chart (bot.charts.render.MatplotlibCharts); raises a ReleaseBotError on failure."""
+
+    def render(self, chart: Chart) -> bytes:
+        """The chart as PNG bytes."""
         ...
 
 

@@ -40,6 +40,7 @@ from bot.application.apps_file import ConfigError, load_config
 from bot.application.checks import CanaryChecks
 from bot.application.scheduler import Scheduler
 from bot.application.service import CrashPoint, ReleaseService
+from bot.charts.render import MatplotlibCharts
 from bot.core.errors import ReleaseBotError
 from bot.core.text import REDACTED, SLACK_TOKEN_PATTERN
 from bot.entrypoints.exit_codes import (
@@ -162,7 +163,7 @@ def build_service(
         cluster=KubernetesCluster(api),
         announcer=SlackAnnouncer(client=client, config=config),
         membership=SlackMembership(client=client),
-        checks=CanaryChecks(metrics=metrics),
+        checks=CanaryChecks(metrics=metrics, charts=MatplotlibCharts()),
     )
 
 
