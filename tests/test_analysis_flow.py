@@ -263,3 +263,24 @@ def test_prometheus_down_pauses_with_the_reason_and_the_release_resumes_when_it_
     world.wait_for(Phase.SUCCEEDED)
     assert world.image(APP) == "registry.example/shop/api:v2"
     assert any("conclusive again" in text for text in world.thread_texts())
+
+
+def test_a_chart_that_cannot_be_uploaded_leaves_the_snapshots_and_the_release_on_time(
+    analysed: Any, prometheus_server: PrometheusServer
+) -> None:
+    world, exporter = analysed()
+    serve_healthy(exporter, prometheus_server, world.cluster.namespace)
+    world.slack.fail_next("files.completeUploadExternal", error="not_in_channel", times=50)
+
+    started = time.monotonic()
+    world.command(f"canary {APP} v2")
+    done = world.wait_for(Phase.SUCCEEDED)
+    took_s = time.monotonic() - started
+
+    snapshots = [text for text in world.thread_texts() if text.startswith("📊")]
+    assert len(snapshots) >= 2
+    assert world.slack.shared_files() == []
+    assert len(world.slack.calls("files.completeUploadExternal")) >= len(snapshots)
+    print(f"release with every chart upload refused: {took_s:.1f} s (two 5 s stages)")
+    assert took_s < 2 * 5 + 10  # the stages' time, plus the canary coming up
+    assert done.outcome_reason is not None
