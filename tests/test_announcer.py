@@ -375,9 +375,7 @@ def test_an_alerts_chart_goes_into_the_channel(announcer, run, slack_api) -> Non
     assert shared["content"] == CHART.png and shared["alt_txt"] == CHART.alt_text
 
 
-@pytest.mark.parametrize(
-    "failing", ["files.getUploadURLExternal", "files.completeUploadExternal"]
-)
+@pytest.mark.parametrize("failing", ["files.getUploadURLExternal", "files.completeUploadExternal"])
 def test_a_chart_that_cannot_be_uploaded_is_logged_and_the_text_stands(
     announcer, run, slack_api, failing: str
 ) -> None:

@@ -53,6 +53,7 @@ def at_five_percent() -> Run:
 
 def climbing_errors() -> Trend:
     """Stable steady; the canary takes traffic from point 20 on, its errors climb from 30."""
+
     def canary_errors(index: int) -> float | None:
         if index < 20:
             return None

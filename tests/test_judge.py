@@ -84,7 +84,10 @@ def test_a_shifted_error_rate_fails_and_says_by_how_much() -> None:
     assert error_rate.shift == pytest.approx(0.01, abs=0.002)
     assert error_rate.limit == pytest.approx(error_rate.stable_median + 0.002)
     assert "significant at 95 % confidence" in error_rate.why
-    assert "fails: it moved up by" in error_rate.why and "more than the 0.2 points allowed" in error_rate.why
+    assert (
+        "fails: it moved up by" in error_rate.why
+        and "more than the 0.2 points allowed" in error_rate.why
+    )
     assert result.deciding is error_rate
     assert "error rate fail" in result.reason
 
@@ -153,7 +156,9 @@ def test_missing_data_never_passes_even_when_the_rest_is_perfect() -> None:
 
 def test_a_few_gaps_are_left_out_not_counted_as_zero() -> None:
     stable = series(around(0.01, 0.002), seed=2)
-    canary = series(lambda rng: None if rng.random() < 0.3 else max(0, rng.gauss(0.01, 0.002)), seed=6)
+    canary = series(
+        lambda rng: None if rng.random() < 0.3 else max(0, rng.gauss(0.01, 0.002)), seed=6
+    )
 
     result = judge_statistically(trend(canary, stable), config())
 
@@ -199,6 +204,8 @@ def test_the_explanation_names_each_metric_with_its_numbers() -> None:
         ({"confidence": 1}, "less than 1"),
     ],
 )
-def test_a_judge_config_that_cannot_work_is_refused(fields: dict[str, object], problem: str) -> None:
+def test_a_judge_config_that_cannot_work_is_refused(
+    fields: dict[str, object], problem: str
+) -> None:
     with pytest.raises(ValueError, match=problem):
         JudgeConfig.model_validate({"kind": "mann-whitney", **fields})

@@ -25,7 +25,9 @@ def pixels_near(image: Image.Image, colour: str, *, tolerance: int = 24) -> int:
     return sum(
         count
         for count, rgb in _colours(image)
-        if all(abs(channel - target) <= tolerance for channel, target in zip(rgb, wanted, strict=True))
+        if all(
+            abs(channel - target) <= tolerance for channel, target in zip(rgb, wanted, strict=True)
+        )
     )
 
 
