@@ -43,6 +43,8 @@ LIMIT = "#ff4d6d"
 STAGE = "#9aa5b8"
 PASSED = "#52d68a"
 
+LABEL_FLIP_AT = 0.88
+"""A stage label this far along the time axis goes left of its line."""
 SECONDS_SHOWN_UP_TO_S = 900
 """Time labels show seconds on charts up to this long."""
 
@@ -111,10 +113,11 @@ def _panel(axes: Axes, chart: Chart, metric: Metric) -> None:
                 fontsize=TICK_PT,
             )
     for mark in chart.stage_marks:
-        _vertical(axes, mark.at, STAGE, mark.text if metric is CHARTED[0] else None)
+        text = mark.text if metric is CHARTED[0] else None
+        _vertical(axes, mark.at, STAGE, text, left=_near_the_end(chart, mark.at))
     if chart.rollback_at is not None:
         text = "rollback" if metric is CHARTED[0] else None
-        _vertical(axes, chart.rollback_at, LIMIT, text, left=True)
+        _vertical(axes, chart.rollback_at, LIMIT, text, left=True, solid=True)
     axes.set_ylabel(f"{label(metric)}\n{unit(metric)}", color=TEXT, fontsize=LABEL_PT)
     axes.set_ylim(bottom=0)
     axes.tick_params(colors=TEXT, labelsize=TICK_PT)
@@ -123,11 +126,25 @@ def _panel(axes: Axes, chart: Chart, metric: Metric) -> None:
         spine.set_color(GRID)
 
 
+def _near_the_end(chart: Chart, at: datetime) -> bool:
+    """Whether a label right of `at` would run off the chart."""
+    if len(chart.times) < 2:
+        return False
+    first, last = chart.times[0], chart.times[-1]
+    return (at - first) / (last - first) > LABEL_FLIP_AT
+
+
 def _vertical(
-    axes: Axes, at: datetime, color: str, text: str | None, *, left: bool = False
+    axes: Axes,
+    at: datetime,
+    color: str,
+    text: str | None,
+    *,
+    left: bool = False,
+    solid: bool = False,
 ) -> None:
     """A vertical line at `at`, its label at the top, right of it (`left`: left of it)."""
-    axes.axvline(mdates.date2num(at), color=color, lw=2.5, ls="-" if left else "--")
+    axes.axvline(mdates.date2num(at), color=color, lw=2.5, ls="-" if solid else "--")
     if text:
         axes.annotate(
             text,
