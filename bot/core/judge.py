@@ -25,12 +25,10 @@ Rules:
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-
-import numpy as np
-from scipy import stats
 
 from bot.core.analysis import Metric, Trend, amount, label, margin
 from bot.core.apps import JudgeConfig, JudgedMetric
@@ -140,8 +138,8 @@ def _judge_metric(
         return MetricJudgement(
             metric=metric,
             outcome=Outcome.NO_DATA,
-            canary_median=float(np.median(canary)) if canary else None,
-            stable_median=float(np.median(stable)) if stable else None,
+            canary_median=statistics.median(canary) if canary else None,
+            stable_median=statistics.median(stable) if stable else None,
             shift=None,
             p_value=None,
             limit=None,
@@ -150,9 +148,9 @@ def _judge_metric(
             why=why,
         )
     p_value = _p_value(canary, stable)
-    shift = float(np.median(np.subtract.outer(canary, stable)))
+    shift = statistics.median(c - s for c in canary for s in stable)  # Hodges-Lehmann
     harm = _harm(shift, rule.direction)
-    stable_median = float(np.median(stable))
+    canary_median, stable_median = statistics.median(canary), statistics.median(stable)
     limit = stable_median + _harmful_sign(shift, rule.direction) * rule.allowed_effect
     significant = p_value < alpha
     outcome = Outcome.FAIL if significant and harm > rule.allowed_effect else Outcome.PASS
@@ -160,15 +158,15 @@ def _judge_metric(
     if spread is not None:
         outcome = Outcome.NOISY
     medians = (
-        f"canary median {amount(float(np.median(canary)), metric)} vs stable "
-        f"{amount(float(np.median(stable)), metric)}, shift {_signed(shift, metric)}"
+        f"canary median {amount(canary_median, metric)} vs stable "
+        f"{amount(stable_median, metric)}, shift {_signed(shift, metric)}"
     )
     sureness = f"p = {p_value:.2g}, {'significant' if significant else 'not significant'} "
     sureness += f"at {_percent(1 - alpha)} confidence"
     return MetricJudgement(
         metric=metric,
         outcome=outcome,
-        canary_median=float(np.median(canary)),
+        canary_median=canary_median,
         stable_median=stable_median,
         shift=shift,
         p_value=p_value,
@@ -183,6 +181,8 @@ def _p_value(canary: list[float], stable: list[float]) -> float:
     """Two-sided Mann-Whitney U; identical samples (all ties) differ in nothing: 1."""
     if len(set(canary) | set(stable)) == 1:
         return 1.0
+    from scipy import stats  # imported when first needed: it costs a second at start-up
+
     p_value = float(stats.mannwhitneyu(canary, stable, alternative="two-sided").pvalue)
     return p_value if math.isfinite(p_value) else 1.0
 
@@ -210,6 +210,9 @@ def _wider_spread(
     canary_iqr, stable_iqr = _iqr(canary), _iqr(stable)
     if canary_iqr <= 0 or canary_iqr < NOISY_SPREAD_RATIO * stable_iqr:
         return None
+    import numpy as np  # imported when first needed, as scipy
+    from scipy import stats
+
     with np.errstate(all="ignore"):
         p_value = float(stats.levene(canary, stable, center="median").pvalue)
     if not (math.isfinite(p_value) and p_value < alpha):
@@ -218,8 +221,8 @@ def _wider_spread(
 
 
 def _iqr(values: list[float]) -> float:
-    upper, lower = np.percentile(values, [75, 25])
-    return float(upper - lower)
+    lower, _, upper = statistics.quantiles(values, n=4, method="inclusive")
+    return upper - lower
 
 
 def _verdict_words(
