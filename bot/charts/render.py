@@ -2,8 +2,9 @@
 checks (bot.application.checks) render with before the Slack announcer uploads the image.
 
 Decisions:
-- matplotlib's object API on the Agg canvas: a Figure per chart and no pyplot, so no global
-  state is shared between threads or charts.
+- matplotlib's object API on the Agg canvas (bot/charts/drawing.py): a Figure per chart and no
+  pyplot, so no global state is shared between threads or charts. It is imported at the first
+  chart, so the bot's start-up (and a replacement replica's) does not wait for matplotlib.
 - Made for a phone: 1200 x 900 px, three stacked panels (error rate, p99 latency, QPS) on one
   time axis, fonts of 20 px and more, a legend once at the top.
 - Dark mode and light mode alike: the image brings its own dark slate background (an opaque
