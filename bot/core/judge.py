@@ -161,7 +161,7 @@ def _judge_metric(
         f"canary median {amount(canary_median, metric)} vs stable "
         f"{amount(stable_median, metric)}, shift {_signed(shift, metric)}"
     )
-    sureness = f"p = {p_value:.2g}, {'significant' if significant else 'not significant'} "
+    sureness = f"p = {p_value:.3g}, {'significant' if significant else 'not significant'} "
     sureness += f"at {_percent(1 - alpha)} confidence"
     return MetricJudgement(
         metric=metric,
