@@ -401,6 +401,60 @@ def test_file_upload_v2_lands_in_the_thread(slack_api) -> None:
     assert (shared["channel"], shared["thread_ts"]) == (RELEASES.id, card["ts"])
 
 
+def test_file_upload_v2_records_the_bytes_name_and_alt_text(slack_api) -> None:
+    client = web_client_for(slack_api)
+    card = client.chat_postMessage(channel=RELEASES.id, text="card")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+    answer = client.files_upload_v2(
+        channel=RELEASES.id,
+        thread_ts=card["ts"],
+        content=png,
+        filename="chart.png",
+        title="shop-api chart",
+        alt_txt="passed: all checks passed",
+    )
+
+    assert answer["files"] == [{"id": answer["file"]["id"], "title": "shop-api chart"}]
+    (shared,) = slack_api.shared_files()
+    assert shared["content"] == png and shared["size"] == len(png)
+    assert (shared["name"], shared["alt_txt"]) == ("chart.png", "passed: all checks passed")
+    steps = [call.method for call in slack_api.calls() if call.method.startswith("files.")]
+    assert steps == ["files.getUploadURLExternal", "files.completeUploadExternal"]
+
+
+def test_file_upload_steps_answer_slacks_errors(slack_api) -> None:
+    client = web_client_for(slack_api)
+    with pytest.raises(SlackApiError) as no_length:
+        client.files_getUploadURLExternal(filename="a.png", length=0)
+    with pytest.raises(SlackApiError) as long_alt:
+        client.files_getUploadURLExternal(filename="a.png", length=3, alt_txt="x" * 1001)
+    never_uploaded = client.files_getUploadURLExternal(filename="a.png", length=3)["file_id"]
+    with pytest.raises(SlackApiError) as not_uploaded:
+        client.files_completeUploadExternal(files=[{"id": never_uploaded}], channel_id=RELEASES.id)
+    with pytest.raises(SlackApiError) as bad_channel:
+        client.files_completeUploadExternal(files=[{"id": never_uploaded}], channel_id="nope")
+    with pytest.raises(SlackApiError) as thread_without_channel:
+        client.files_completeUploadExternal(files=[{"id": never_uploaded}], thread_ts="1.2")
+
+    assert no_length.value.response["error"] == "invalid_arguments"
+    assert long_alt.value.response["error"] == "invalid_arguments"
+    assert not_uploaded.value.response["error"] == "file_not_found"
+    assert bad_channel.value.response["error"] == "invalid_channel"
+    assert thread_without_channel.value.response["error"] == "invalid_arguments"
+
+
+def test_a_completed_upload_cannot_be_completed_again(slack_api) -> None:
+    client = web_client_for(slack_api)
+    done = client.files_upload_v2(channel=RELEASES.id, content=b"abc", filename="a.txt")
+
+    with pytest.raises(SlackApiError) as again:
+        client.files_completeUploadExternal(files=[{"id": done["file"]["id"]}])
+
+    assert again.value.response["error"] == "file_not_found"
+    assert slack_api.shared_files()[0]["thread_ts"] is None
+
+
 # ---- the stand-in's wire format -----------------------------------------------------------------
 
 

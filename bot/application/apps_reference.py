@@ -14,7 +14,7 @@ from bot.core.apps import ChannelRef, GatewayApiRouter, IstioRouter, ReplicasRou
 from bot.core.durations import format_duration
 
 _ROUTERS = (ReplicasRouter, IstioRouter, GatewayApiRouter)
-_DURATION_FIELDS = {"duration_s", "interval_s", "window_s", "snapshot_interval_s"}
+_DURATION_FIELDS = {"duration_s", "interval_s", "window_s", "snapshot_interval_s", "lookback_s"}
 HEADER = "| field | type | default | meaning |\n| --- | --- | --- | --- |"
 
 

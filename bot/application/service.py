@@ -917,11 +917,20 @@ class ReleaseService:
                     )
                     self._announcer.notify(shown, notify)
                     posted.add(notice.id)
+                    self._share_chart(shown, notify)
             except ReleaseBotError as error:
                 log.warning("slack_deferred", release=release.id, error=str(error))
             if refs is None:
                 return fresh
             return self._record_delivery(fresh, refs, posted)
+
+    def _share_chart(self, release: Release, notice: Notify) -> None:
+        """After its message is out, the chart that goes with it (snapshots, auto-rollbacks)."""
+        if self._checks is None:
+            return
+        chart = self._checks.chart(release, self._config.app(release.app), notice)
+        if chart is not None:
+            self._announcer.share_chart(release, chart, in_channel=notice.in_channel)
 
     def _record_delivery(
         self, stored: StoredRelease, refs: SlackRefs, posted: set[int]

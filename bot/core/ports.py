@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bot.core.analysis import Reading, Trend
 from bot.core.apps import AppConfig
+from bot.core.chart import Chart, ChartImage
 from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
@@ -61,6 +62,12 @@ class AnnouncerPort(Protocol):
         ...
 
     def notify(self, release: Release, notice: Notify) -> None: ...
+
+    def share_chart(self, release: Release, chart: ChartImage, *, in_channel: bool) -> None:
+        """Upload `chart` after the message it belongs to: into the release's thread, or into
+        its channel under an in-channel alert. Never raises: a chart that cannot be shared is
+        logged, since its message (the text) already went out."""
+        ...
 
 
 class MembershipUnavailable(TemporaryError):
@@ -121,6 +128,17 @@ class HomeViewersPort(Protocol):
 
     def take_due(self, *, at: datetime) -> list[str]:
         """The viewers whose refresh is due at `at`, each taken by one caller only."""
+        ...
+
+
+# ---------------------------------------------------------------- charts
+
+
+class ChartRendererPort(Protocol):
+    """Draws a chart (bot.charts.render.MatplotlibCharts); raises a ReleaseBotError on failure."""
+
+    def render(self, chart: Chart) -> bytes:
+        """The chart as PNG bytes."""
         ...
 
 

@@ -41,6 +41,7 @@ from bot.application.checks import CanaryChecks
 from bot.application.home import AppHome
 from bot.application.scheduler import Scheduler
 from bot.application.service import CrashPoint, ReleaseService
+from bot.charts.render import MatplotlibCharts
 from bot.core.errors import ReleaseBotError
 from bot.core.text import REDACTED, SLACK_TOKEN_PATTERN
 from bot.entrypoints.exit_codes import (
@@ -183,7 +184,7 @@ def build_service(
         cluster=KubernetesCluster(api),
         announcer=SlackAnnouncer(client=client, config=config),
         membership=SlackMembership(client=client),
-        checks=CanaryChecks(metrics=metrics),
+        checks=CanaryChecks(metrics=metrics, charts=MatplotlibCharts()),
     )
     home = AppHome(
         service=service, viewers=viewers, publisher=SlackHome(client=client), clock=clock

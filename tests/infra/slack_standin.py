@@ -43,6 +43,7 @@ WORKSPACE_URL = "https://standin.slack.test/"
 CONVERSATION_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 JSON_ENCODED_PARAMS = ("blocks", "attachments", "view", "files", "metadata")
+ALT_TEXT_MAX = 1000
 
 Params = dict[str, Any]
 Answer = dict[str, Any]
@@ -81,6 +82,16 @@ class Fault:
 
 
 @dataclass
+class _Upload:
+    """A file between files.getUploadURLExternal and files.completeUploadExternal."""
+
+    filename: str
+    length: int
+    alt_txt: str | None
+    data: bytes | None = None
+
+
+@dataclass
 class _State:
     calls: list[RecordedCall] = field(default_factory=list)
     faults: defaultdict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
@@ -96,7 +107,8 @@ class _State:
     )
     channel_members: dict[str, list[str]] = field(default_factory=dict)
     responses: list[dict[str, Any]] = field(default_factory=list)
-    uploads: dict[str, bytes | None] = field(default_factory=dict)
+    uploads: dict[str, _Upload] = field(default_factory=dict)
+    uploads_started: int = 0
     shared_files: list[dict[str, Any]] = field(default_factory=list)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
@@ -241,6 +253,8 @@ class SlackStandIn:
             return list(self._state.responses)
 
     def shared_files(self) -> list[dict[str, Any]]:
+        """Files shared by files.completeUploadExternal, oldest first, each with its bytes
+        (`content`), `name`, `alt_txt`, `channel` and `thread_ts`."""
         with self._lock:
             return list(self._state.shared_files)
 
@@ -277,10 +291,12 @@ class SlackStandIn:
             return 200, {"ok": False, "error": error.code}, None
 
     def accept_upload(self, file_id: str, data: bytes) -> bool:
+        """The upload step: a POST of the file's bytes to its upload URL."""
         with self._lock:
-            if file_id not in self._state.uploads:
+            upload = self._state.uploads.get(file_id)
+            if upload is None:
                 return False
-            self._state.uploads[file_id] = data
+            upload.data = data
             return True
 
     def accept_response(self, response_url_id: str, body: dict[str, Any]) -> None:
@@ -434,11 +450,23 @@ class SlackStandIn:
         return {"ok": True, "members": page, "response_metadata": {"next_cursor": following}}
 
     def _files_get_upload_url(self, params: Params) -> Answer:
-        if not params.get("filename") or not str(params.get("length", "")).isdigit():
+        """Slack's step 1: `filename` and `length` (bytes, a positive integer) are required;
+        `alt_txt` (at most 1,000 characters) describes an image."""
+        filename = str(params.get("filename") or "")
+        length = str(params.get("length", ""))
+        alt_txt = params.get("alt_txt")
+        if not filename or not length.isdigit() or int(length) < 1:
+            raise SlackError("invalid_arguments")
+        if alt_txt is not None and len(str(alt_txt)) > ALT_TEXT_MAX:
             raise SlackError("invalid_arguments")
         with self._lock:
-            file_id = f"F{len(self._state.uploads) + 1:09d}"
-            self._state.uploads[file_id] = None
+            self._state.uploads_started += 1
+            file_id = f"F{self._state.uploads_started:09d}"
+            self._state.uploads[file_id] = _Upload(
+                filename=filename,
+                length=int(length),
+                alt_txt=None if alt_txt is None else str(alt_txt),
+            )
         return {
             "ok": True,
             "upload_url": f"{self.base_url}/upload/v1/{file_id}",
@@ -446,10 +474,20 @@ class SlackStandIn:
         }
 
     def _files_complete_upload(self, params: Params) -> Answer:
+        """Slack's step 3: `files` ([{"id", "title"}]) required; shared into `channel_id` (and
+        its thread `thread_ts`, which needs the channel), private without one."""
         files = params.get("files")
         if not isinstance(files, list) or not files:
             raise SlackError("invalid_arguments")
+        channel = params.get("channel_id")
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts is not None and not channel:
+            raise SlackError("invalid_arguments")
+        if channel is not None and not CONVERSATION_ID.match(str(channel)):
+            raise SlackError("invalid_channel")
         with self._lock:
+            if channel is not None and thread_ts is not None:
+                self._require_thread(str(channel), str(thread_ts))
             shared = [self._share_file(entry, params) for entry in files]
         return {"ok": True, "files": shared}
 
@@ -460,21 +498,27 @@ class SlackStandIn:
     # ---- helpers (callers hold the lock) ---------------------------------------------------
 
     def _share_file(self, entry: dict[str, Any], params: Params) -> dict[str, Any]:
+        """Records the shared file with its bytes (`content`) for tests; answers Slack's
+        `{"id", "title"}`. A file never uploaded, or whose bytes are not its declared length,
+        is not found."""
         file_id = str(entry.get("id", ""))
-        data = self._state.uploads.get(file_id)
-        if data is None:
+        upload = self._state.uploads.get(file_id)
+        if upload is None or upload.data is None or len(upload.data) != upload.length:
             raise SlackError("file_not_found")
         shared = {
             "id": file_id,
-            "title": entry.get("title") or file_id,
-            "size": len(data),
-            "content": data,
+            "title": entry.get("title") or upload.filename,
+            "name": upload.filename,
+            "alt_txt": upload.alt_txt,
+            "size": len(upload.data),
+            "content": upload.data,
             "channel": params.get("channel_id"),
-            "thread_ts": params.get("thread_ts"),
+            "thread_ts": params.get("thread_ts") or None,
             "initial_comment": params.get("initial_comment"),
         }
         self._state.shared_files.append(shared)
-        return {key: value for key, value in shared.items() if key != "content"}
+        del self._state.uploads[file_id]  # completed: the upload URL and the id are spent
+        return {"id": file_id, "title": shared["title"]}
 
     def _view_index(self, params: Params) -> int:
         """Where the modal `view_id` (or `external_id`) names is kept; not_found if nowhere."""
