@@ -297,10 +297,8 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
         return self._problems(PodLabels.of(self._workloads, version))
 
     def ensure_routes(self) -> None:
-        """The route object's problems are `_adopt`'s refusals (the same functions `check`
-        calls), raised on the object it is about to write; the backends' are checked first."""
         pods = PodLabels.of(self._workloads)
-        refuse(self._backend_problems(pods))
+        refuse(self._problems(pods))  # before anything is written
         self._ensure_backends(pods)
         self._routes.reconcile(self._name, self._adopt)
 
