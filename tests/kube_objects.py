@@ -9,11 +9,13 @@ release-bot.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from kubernetes import client as k8s
 
 from bot.kube.client import NamespacedResources, Object, ResourceType
-from tests.infra.kube import wait_for_deployment_ready
+from tests.infra.kube import FAKE_NODE, wait_for_deployment_ready
 
 STABLE_IMAGE = "registry.example/shop/api:v1"
 READINESS_PROBE = {"httpGet": {"path": "/healthz", "port": 8080}}
@@ -43,6 +45,18 @@ def stable_deployment(
             "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
         },
     }
+
+
+@contextmanager
+def no_new_pods_scheduled(api: k8s.ApiClient) -> Iterator[None]:
+    """The fake node cordoned: pods created meanwhile stay Pending until it is uncordoned
+    (kwok readies a scheduled pod within milliseconds)."""
+    nodes = k8s.CoreV1Api(api)
+    nodes.patch_node(FAKE_NODE, {"spec": {"unschedulable": True}})
+    try:
+        yield
+    finally:
+        nodes.patch_node(FAKE_NODE, {"spec": {"unschedulable": False}})
 
 
 def containers(deployment: Object) -> dict[str, str]:

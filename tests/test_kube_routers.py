@@ -46,6 +46,7 @@ from tests.kube_objects import (
     guides_destination_rule,
     guides_virtual_service,
     http_route,
+    no_new_pods_scheduled,
     service,
     stable_deployment,
     users_virtual_service,
@@ -452,6 +453,41 @@ def test_istio_subsets_by_version_follow_stable_through_promotion_never_empty_wh
     template_before["metadata"]["labels"]["version"] = "v2"
     template_before["spec"]["containers"][0]["image"] = "registry.example/shop/api:v2"
     assert template_after == template_before
+
+
+def test_traffic_goes_back_to_a_stable_subset_by_version_only_once_stable_runs_it(
+    kube_admin: k8s.ApiClient, cluster: Cluster
+) -> None:
+    """A rollback during promotion: stable has begun rolling to v2 and none of its new pods is
+    ready; moving subset stable to v2 now would leave it with no pod, so the canary keeps the
+    traffic until stable is rolled out."""
+    cluster.create(DEPLOYMENTS, stable_deployment(replicas=2, track=False))
+    cluster.rolled_out("shop-api")
+    cluster.create(DESTINATION_RULES, guides_destination_rule())
+    cluster.create(VIRTUAL_SERVICES, guides_virtual_service())
+    workloads = workloads_for(kube_admin, cluster)
+    router = istio_router(kube_admin, workloads, route_index=0)
+    workloads.ensure_canary("v2", initial_replicas=2)
+    cluster.rolled_out("shop-api-canary")
+    router.ensure_routes()
+    router.set_weight(canary_weight=100, header_routed=False)
+
+    with no_new_pods_scheduled(kube_admin):
+        workloads.roll_stable("v2")
+        with pytest.raises(TemporaryError, match=re.escape("still rolling out {version: v2}")):
+            router.finalize()
+        assert (
+            cluster.read(DESTINATION_RULES, "shop-api")["spec"]
+            == (guides_destination_rule()["spec"])
+        )
+        assert router.current_split() == TrafficSplit(0, 100, False)
+    cluster.rolled_out("shop-api")
+    router.finalize()
+    assert router.current_split() == TrafficSplit(100, 0, False)
+    assert cluster.read(DESTINATION_RULES, "shop-api")["spec"]["subsets"][0] == {
+        "name": "stable",
+        "labels": {"version": "v2"},
+    }
 
 
 def test_istio_subsets_follow_the_kubernetes_recommended_version_label(

@@ -5,8 +5,7 @@ reconciled after every step, and the objects are read back to see what it applie
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -53,13 +52,14 @@ from bot.kube.client import (
 )
 from bot.kube.reconciler import KubernetesCluster
 from bot.kube.routers.replicas import replica_counts
-from tests.infra.kube import FAKE_NODE, KubeCluster
+from tests.infra.kube import KubeCluster
 from tests.infra.processes import wait_until
 from tests.kube_objects import (
     API_RULE,
     Cluster,
     containers,
     http_route,
+    no_new_pods_scheduled,
     service,
     stable_deployment,
     users_virtual_service,
@@ -281,17 +281,6 @@ def until_promoted(kube: KubernetesCluster, run: Run, app: AppConfig) -> int:
 
 def canary_image(cluster: Cluster) -> str:
     return containers(cluster.read(DEPLOYMENTS, CANARY))["app"]
-
-
-@contextmanager
-def no_new_pods_scheduled(api: k8s.ApiClient) -> Iterator[None]:
-    """The fake node cordoned: pods created meanwhile stay Pending until it is uncordoned."""
-    nodes = k8s.CoreV1Api(api)
-    nodes.patch_node(FAKE_NODE, {"spec": {"unschedulable": True}})
-    try:
-        yield
-    finally:
-        nodes.patch_node(FAKE_NODE, {"spec": {"unschedulable": False}})
 
 
 def kubernetes_cluster(api: k8s.ApiClient) -> KubernetesCluster:

@@ -26,11 +26,11 @@ Service selector). No router needs a change to the stable pod template, so onboa
 never restarts its pods: they route by what tells the canary pods from the stable ones today.
 Canary pods carry the stable pods' labels except two: the version label, set to the new
 version, and `track: canary` (CanaryWorkloads). The istio router keys its subsets on the version
-label by default (subset `stable` follows the stable's version: `finalize` moves it once stable
-runs the new version, while the canary still takes the traffic) or, with `subset_label: track`,
-on `track: stable` / `track: canary`; the gateway-api router's canary Service selects what the
-user's stable Service selects with those two labels swapped; the replicas router needs a Service
-that selects on neither.
+label by default (subset `stable` follows the stable's version: `finalize` moves it once every
+stable replica runs the new version, while the canary still takes the traffic) or, with
+`subset_label: track`, on `track: stable` / `track: canary`; the gateway-api router's canary
+Service selects what the user's stable Service selects with those two labels swapped; the
+replicas router needs a Service that selects on neither.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from kubernetes import client as k8s
 
 from bot.core import apps
-from bot.core.errors import PermanentError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import NamespacedResources, Object, ResourceType
-from bot.kube.workloads import TRACK_LABEL, VERSION_LABELS, CanaryWorkloads
+from bot.kube.workloads import STABLE_TRACK, TRACK_LABEL, VERSION_LABELS, CanaryWorkloads
 
 HEADER_ENTRY_NAME = "release-bot-canary-header"
 _HEADER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -363,6 +363,16 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
         if not self._is_split(managed):
             managed[self.TARGETS] = targets
         return route
+
+    def _stable_rolled_out(self, moving_to: Mapping[str, str]) -> None:
+        """Before what selects stable pods by version moves to `moving_to`: stable must run it
+        on every replica, or the stable target would be short of pods (none, early in a
+        rollout) when traffic goes back to it; meanwhile the canary keeps its share."""
+        if not self._workloads.rolled_out(STABLE_TRACK):
+            raise TemporaryError(
+                f"stable Deployment {self._workloads.app.stable_deployment} is still rolling "
+                f"out {show_labels(moving_to)}: traffic goes back to stable once it is done"
+            )
 
     def _existing(self, current: Object | None) -> Object:
         if current is None:

@@ -5,9 +5,10 @@ The stable Service is the user's, as it is: it must select the stable pods and l
 pods out, by `track: stable` or by the stable pods' version label (`version: v1`); the canary
 pods carry the stable pods' labels except those two. A selector on the version label follows
 the stable version: `finalize` moves it to the version the stable pods run (after a promotion:
-the new one) before traffic goes back to it. The canary Service is created from the stable one
-when missing (same ports, the stable selector with the canary pods' track and version) and kept
-after finalize, unreferenced, for the next release.
+the new one) before traffic goes back to it, once every stable replica runs it (until then it
+raises TemporaryError and the canary keeps its share). The canary Service is created from the
+stable one when missing (same ports, the stable selector with the canary pods' track and
+version) and kept after finalize, unreferenced, for the next release.
 
 The HTTPRoute must exist: it carries the parentRefs to the user's Gateway, which release-bot
 cannot invent. Header routing adds a rule named `release-bot-canary-header` with the managed
@@ -140,14 +141,21 @@ class GatewayApiRouter(MeshRouter[apps.GatewayApiRouter]):
         name = self._config.stable_service
         service = self._backends.get(name)
         selector = (service or {}).get("spec", {}).get("selector") or {}
-        keys = [key for key in selector if key in VERSION_LABELS and key in stable_labels]
-        if not keys:
+        moving_to = {
+            key: stable_labels[key]
+            for key in selector
+            if key in VERSION_LABELS
+            and key in stable_labels
+            and selector[key] != stable_labels[key]
+        }
+        if not moving_to:
             return
+        self._stable_rolled_out(moving_to)
 
         def render(current: Object | None) -> Object:
             if current is None:
                 raise PermanentError(f"{self._backends.describe(name)} not found")
-            current["spec"]["selector"] |= {key: stable_labels[key] for key in keys}
+            current["spec"]["selector"] |= moving_to
             return current
 
         self._backends.reconcile(name, render)

@@ -5,8 +5,10 @@ What the subsets select by is the app's `subset_label`:
 - `version` (the default, as the production guide's own objects do it): the version label the
   pods carry (`version`, else `app.kubernetes.io/version`); subset `stable` selects the stable
   pods' version and `canary` the new one's. The stable subset follows the stable version: at
-  `finalize` it moves to the version the stable pods run (after a promotion: the new one) while
-  the stable subset still has no weight, and only then does traffic go back to it;
+  `finalize` it moves to the version the stable pods run (after a promotion: the new one) once
+  every stable replica runs it (until then finalize raises TemporaryError and the canary keeps
+  its share, so a rollback during promotion never empties the stable subset), and only then
+  does traffic go back to it;
 - `track`: `track: stable` and `track: canary`; the stable pods must carry `track: stable`.
 The user's subsets of those names are adopted: their other labels (say `app`) are kept, as long
 as the pods they must select carry them; any other track or version label is dropped, since it
@@ -152,15 +154,22 @@ class IstioRouter(MeshRouter[apps.IstioRouter]):
         if self._config.subset_label == TRACK_LABEL:
             return
         key = version_keys(stable_labels)[0]
-        if self._backends.get(self._config.destination_rule) is None or key not in stable_labels:
+        rule = self._backends.get(self._config.destination_rule)
+        subsets = [] if rule is None else rule["spec"].get("subsets", [])
+        stable = next((s for s in subsets if s["name"] == STABLE_SUBSET), None)
+        if stable is None or key not in stable_labels:
             return
+        moved = _keyed(stable, key, stable_labels[key])
+        if moved == stable:
+            return
+        self._stable_rolled_out({key: stable_labels[key]})
 
         def render(current: Object | None) -> Object:
-            assert current is not None  # checked above; a deletion since is the next pass's
-            subsets = current["spec"].get("subsets", [])
-            stable = next((s for s in subsets if s["name"] == STABLE_SUBSET), None)
-            if stable is not None:
-                _put_subsets(current, [_keyed(stable, key, stable_labels[key])])
+            if current is None:
+                raise PermanentError(
+                    f"{self._backends.describe(self._config.destination_rule)} not found"
+                )
+            _put_subsets(current, [moved])
             return current
 
         self._backends.reconcile(self._config.destination_rule, render)
