@@ -216,6 +216,10 @@ class IstioRouter(FrozenModel):
     """The host the route sends to, e.g. `shop-api.shop.svc.cluster.local`."""
     route_index: Annotated[int, Field(ge=0)] = 0
     """Which http route of the VirtualService to weight (0: the first)."""
+    subset_label: Literal["version", "track"] = "version"
+    """What the subsets select pods by: `version` (the version label the pods carry; subset
+    `stable` follows the stable's version through promotion) or `track` (`track: stable` on the
+    stable pods, `track: canary` on the canary's)."""
 
 
 class GatewayApiRouter(FrozenModel):

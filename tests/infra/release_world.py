@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -316,6 +317,7 @@ def world_for(
         bot_env: Mapping[str, str] | None = None,
         kubeconfig: Path | None = None,
         more_apps: str = "",
+        install: Callable[[Cluster], None] | None = None,
     ) -> World:
         """`metrics`, `authorization`: the app's blocks as YAML flow text (none: the defaults,
         anyone in the app's channel may do anything); `prometheus_url`: the bot's
@@ -323,9 +325,11 @@ def world_for(
         `bot_env`: more variables for the first bot only (World.relaunch starts without them);
         `kubeconfig`: the bots' KUBECONFIG (None: the admin's; the world itself reads and
         prepares the cluster as the admin either way); `more_apps`: more entries of the apps
-        file's `apps` (YAML, indented as under `apps:`), which the world does not install."""
+        file's `apps` (YAML, indented as under `apps:`), which the world does not install;
+        `install`: what the team has in the cluster before the first release (None: a stable
+        Deployment labelled track: stable and the provider's usual objects)."""
         cluster = Cluster(kube_admin, namespace)
-        _install_app(cluster, provider)
+        (install or partial(_install_app, provider=provider))(cluster)
         config = tmp_path / "apps.yaml"
         config.write_text(_config(namespace, provider, stages, metrics, authorization, more_apps))
         environment = {
