@@ -4,7 +4,9 @@ Registered on the Bolt app by handlers.app.build_app through
 `register(app, service=..., after_ack=...)`. A click is acknowledged at once and carried out
 after, on the `after_ack` pool. Its value names the release and the stage the card showed, so a
 stale card or a double click never acts on another stage; a delivery Slack repeats is acted on
-once (its trigger id is claimed in Redis). Refusals are answered to the clicker alone.
+once (its trigger id is claimed in Redis). Refusals are answered to the clicker alone: in the
+channel, or on top of their App Home when the click came from there (it counts as a click in
+the app's channel for its members, bot.core.authorization.FromAppHome).
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from slack_bolt import Ack, App, Respond
 
+from bot.application.home import AppHome
 from bot.application.service import ReleaseService
 from bot.core import machine
+from bot.core.authorization import APP_HOME
 from bot.core.errors import ReleaseBotError
 from bot.slack.cards import (
     ACTION_ADVANCE,
@@ -42,8 +46,11 @@ _EVENTS: dict[str, Callable[[str, int], machine.Event]] = {
 }
 
 
-def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -> None:
-    """Attach one listener per release button, then a catch-all for buttons nobody knows."""
+def register(
+    app: App, *, service: ReleaseService | None, after_ack: Executor, home: AppHome | None = None
+) -> None:
+    """Attach one listener per release button, then a catch-all for buttons nobody knows;
+    `home`: where a refusal of a click on App Home is shown."""
 
     def handle_button(
         ack: Ack, respond: Respond, body: dict[str, Any], action: dict[str, Any]
@@ -51,7 +58,7 @@ def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -
         ack()
         answer_after_ack(
             after_ack=after_ack,
-            respond=respond,
+            respond=_on_home(home, body) or respond,
             answer=lambda: {"text": _click(service, body, action)},
         )
 
@@ -70,6 +77,19 @@ def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -
     app.action(re.compile(".*"))(handle_unknown_button)
 
 
+def _from_home(body: dict[str, Any]) -> bool:
+    return (body.get("view") or {}).get("type") == "home"
+
+
+def _on_home(home: AppHome | None, body: dict[str, Any]) -> Respond | None:
+    """For a click on App Home (which has no response_url): an answer shown on top of the
+    clicker's Home; None for a click in a channel."""
+    if home is None or not _from_home(body):
+        return None
+    user = body["user"]["id"]
+    return cast(Respond, lambda text="", **_: home.tell(user, text))
+
+
 def _click(service: ReleaseService | None, body: dict[str, Any], action: dict[str, Any]) -> str:
     """What to tell the clicker; '' when the click was applied (the card and thread show it)."""
     if service is None:
@@ -82,11 +102,12 @@ def _click(service: ReleaseService | None, body: dict[str, Any], action: dict[st
         user = body["user"]["id"]
         event = _EVENTS[action["action_id"]](user, button.stage_index)
         clicked_in = body.get("channel") or {}  # where the card was clicked
+        channel = APP_HOME if _from_home(body) else str(clicked_in.get("id") or "")
         outcome = service.act_on_release(
             release_id=button.release_id,
             event=event,
             actor=user,
-            channel=str(clicked_in.get("id") or ""),  # none: no allowed channel matches
+            channel=channel,  # none: no allowed channel matches
             channel_name=str(clicked_in.get("name") or ""),
         )
     except (InvalidButtonValue, ReleaseBotError) as error:

@@ -11,20 +11,28 @@ from concurrent.futures import ThreadPoolExecutor
 from slack_bolt import App
 from slack_sdk import WebClient
 
+from bot.application.home import AppHome
 from bot.application.service import ReleaseService
-from handlers import actions, commands, events
+from handlers import actions, commands, events, start_form
 
 AFTER_ACK_WORKERS = 16
 """Threads carrying out acknowledged commands and clicks (each may take seconds: preflight,
 the cluster, Slack); more requests than this wait their turn, already acknowledged."""
 
 
-def build_app(*, signing_secret: str, client: WebClient, service: ReleaseService | None) -> App:
+def build_app(
+    *,
+    signing_secret: str,
+    client: WebClient,
+    service: ReleaseService | None,
+    home: AppHome | None = None,
+) -> App:
     """A Bolt app with every listener registered; building it makes no network call.
 
-    `service` is None when the bot has no apps file or state store configured: the listeners
-    then answer with what is missing. The token is verified by the server's readiness check
-    (auth.test), not here, so a slow Slack at start-up delays readiness instead of crashing.
+    `service` (and `home`, the App Home) is None when the bot has no apps file or state store
+    configured: the listeners then answer with what is missing. The token is verified by the
+    server's readiness check (auth.test), not here, so a slow Slack at start-up delays
+    readiness instead of crashing.
     """
     app = App(
         client=client,
@@ -33,7 +41,8 @@ def build_app(*, signing_secret: str, client: WebClient, service: ReleaseService
         logger=logging.getLogger("release_bot.slack"),
     )
     after_ack = ThreadPoolExecutor(max_workers=AFTER_ACK_WORKERS, thread_name_prefix="after-ack")
-    commands.register(app, service=service, after_ack=after_ack)
-    actions.register(app, service=service, after_ack=after_ack)
-    events.register(app, service=service)
+    commands.register(app, service=service, after_ack=after_ack, open_form=start_form.open_form)
+    start_form.register(app, service=service, after_ack=after_ack)  # before the catch-all
+    actions.register(app, service=service, after_ack=after_ack, home=home)
+    events.register(app, service=service, home=home, after_ack=after_ack)
     return app

@@ -5,8 +5,9 @@ Registered on the Bolt app by handlers.app.build_app through
 Slack's 3 s: usage errors and the read-only commands (help, status, list, history) are answered
 in the acknowledgement itself; commands that change something are acknowledged first and carried
 out after, on the `after_ack` pool (see `answer_after_ack`), their outcome sent back through
-`respond` (ephemeral, seen only by the person who typed it). The release's card and thread show
-everyone else what happened.
+`respond` (ephemeral, seen only by the person who typed it, except a lock or a freeze and their
+lifting, which the whole channel sees). The release's card and thread show everyone else what
+happened.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import structlog
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 
 from bot.application.service import Outcome, ReleaseService
 from bot.core import commands, machine
@@ -25,6 +27,7 @@ from bot.core.commands import COMMAND, UsageError, parse_command, usage_for
 from bot.core.errors import ReleaseBotError
 from bot.core.ports import HistoryEntry
 from bot.slack.cards import release_card
+from bot.slack.start_form import FormOrigin
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +42,20 @@ HISTORY_LINES = 20
 _READ_ONLY = (commands.Status, commands.ListActive, commands.History)
 
 
-def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -> None:
-    """Attach the `/release` listener to `app`."""
+OpenForm = Callable[..., None]
+"""handlers.start_form.open_form: opens the start form (client, service, trigger_id=, user=,
+origin=, strategy=)."""
 
-    def handle_release_command(ack: Ack, respond: Respond, command: dict[str, str]) -> None:
+
+def register(
+    app: App, *, service: ReleaseService | None, after_ack: Executor, open_form: OpenForm
+) -> None:
+    """Attach the `/release` listener to `app`; `open_form` opens the start form for a strategy
+    typed with nothing after it."""
+
+    def handle_release_command(
+        ack: Ack, respond: Respond, command: dict[str, str], client: WebClient
+    ) -> None:
         try:
             parsed = parse_command(command.get("text", ""))
         except UsageError as error:
@@ -57,6 +70,16 @@ def register(app: App, *, service: ReleaseService | None, after_ack: Executor) -
             return
         if isinstance(parsed, _READ_ONLY):
             ack(**_guarded(lambda: _answer_query(service, parsed)), response_type="ephemeral")
+            return
+        if isinstance(parsed, commands.OpenStartForm):
+            ack()
+            answer_after_ack(
+                after_ack=after_ack,
+                respond=respond,
+                answer=lambda: _guarded(
+                    lambda: _open_start_form(open_form, client, service, parsed, command)
+                ),
+            )
             return
         ack()
         answer_after_ack(
@@ -76,13 +99,23 @@ def answer_after_ack(
     left in a listener holds up the acknowledgement of the requests queued behind it past
     Slack's 3 s, and Slack then shows the person an error for a command that still runs."""
 
+    def answer_and_send() -> None:
+        reply = answer()
+        if reply.get("text"):
+            respond(**{"response_type": "ephemeral", **reply}, replace_original=False)
+
+    run_after_ack(after_ack, answer_and_send, what="answer_after_ack_failed")
+
+
+def run_after_ack(after_ack: Executor, work: Callable[[], object], *, what: str) -> None:
+    """Run `work` on the `after_ack` pool, logging its failure as `what` (a future nobody reads
+    would lose it)."""
+
     def run() -> None:
         try:
-            reply = answer()
-            if reply.get("text"):
-                respond(**reply, response_type="ephemeral", replace_original=False)
+            work()
         except Exception:
-            log.exception("answer_after_ack_failed")
+            log.exception(what)
 
     after_ack.submit(run)
 
@@ -99,6 +132,25 @@ def _guarded(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return reply
 
 
+def _open_start_form(
+    open_form: OpenForm,
+    client: WebClient,
+    service: ReleaseService,
+    command: commands.OpenStartForm,
+    request: dict[str, str],
+) -> dict[str, Any]:
+    """Open the start form where the command was typed; the form is the answer."""
+    open_form(
+        client,
+        service,
+        trigger_id=request["trigger_id"],
+        user=request["user_id"],
+        origin=FormOrigin(request["channel_id"], request.get("channel_name", "")),
+        strategy=command.strategy,
+    )
+    return {}
+
+
 def _carry_out(
     service: ReleaseService, command: commands.Command, request: dict[str, str]
 ) -> dict[str, Any]:
@@ -106,28 +158,32 @@ def _carry_out(
         log.info("duplicate_delivery", trigger_id=request["trigger_id"])
         return {}
     user, channel = request["user_id"], request["channel_id"]
-    outcome = _outcome(
+    outcome = outcome_of(
         service, command, user=user, channel=channel, channel_name=request.get("channel_name", "")
     )
-    return {"text": f"{_mark(outcome)} {outcome.message}"}
+    seen_by = "in_channel" if outcome.for_everyone else "ephemeral"
+    return {"text": f"{mark(outcome)} {outcome.message}", "response_type": seen_by}
 
 
-def _mark(outcome: Outcome) -> str:
+def mark(outcome: Outcome) -> str:
+    """The emoji an outcome's answer opens with: applied, not taken up, refused."""
     if outcome.applied:
         return ":white_check_mark:"
     return ":warning:" if outcome.not_taken_up else ":no_entry_sign:"
 
 
-def _outcome(
+def outcome_of(
     service: ReleaseService,
     command: commands.Command,
     *,
     user: str,
     channel: str,
     channel_name: str,
+    reason: str = "",
 ) -> Outcome:
-    """The service's answer; `channel` and `channel_name` are where the command was typed, which
-    the service checks against the app's rules."""
+    """The service's answer; `channel` and `channel_name` are where the command was typed (or
+    APP_HOME), which the service checks against the app's rules; `reason`: why a start is made
+    (the start form asks)."""
     where = {"channel": channel, "channel_name": channel_name}
     match command:
         case commands.StartCanary():
@@ -138,6 +194,7 @@ def _outcome(
                 user=user,
                 **where,
                 override=command.override,
+                reason=reason,
             )
         case commands.StartBlueGreen():
             return Outcome(

@@ -9,11 +9,13 @@ release-bot.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from kubernetes import client as k8s
 
 from bot.kube.client import NamespacedResources, Object, ResourceType
-from tests.infra.kube import wait_for_deployment_ready
+from tests.infra.kube import FAKE_NODE, wait_for_deployment_ready
 
 STABLE_IMAGE = "registry.example/shop/api:v1"
 READINESS_PROBE = {"httpGet": {"path": "/healthz", "port": 8080}}
@@ -43,6 +45,18 @@ def stable_deployment(
             "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
         },
     }
+
+
+@contextmanager
+def no_new_pods_scheduled(api: k8s.ApiClient) -> Iterator[None]:
+    """The fake node cordoned: pods created meanwhile stay Pending until it is uncordoned
+    (kwok readies a scheduled pod within milliseconds)."""
+    nodes = k8s.CoreV1Api(api)
+    nodes.patch_node(FAKE_NODE, {"spec": {"unschedulable": True}})
+    try:
+        yield
+    finally:
+        nodes.patch_node(FAKE_NODE, {"spec": {"unschedulable": False}})
 
 
 def containers(deployment: Object) -> dict[str, str]:
@@ -82,6 +96,18 @@ class Cluster:
             for name in names
         }
 
+    def ready_pods(self, label_selector: str) -> list[str]:
+        """Names of the ready pods, not being deleted, that `label_selector` selects."""
+        pods = k8s.CoreV1Api(self.api).list_namespaced_pod(
+            self.namespace, label_selector=label_selector
+        )
+        return sorted(
+            pod.metadata.name
+            for pod in pods.items
+            if pod.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        )
+
     def ready_endpoints(self, service_name: str) -> list[str]:
         """Names of the ready pods the endpointslice controller lists for a Service."""
         slices = k8s.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(
@@ -118,6 +144,41 @@ def users_virtual_service() -> Object:
         "spec": {
             "hosts": ["shop-api"],
             "http": [copy.deepcopy(ADMIN_ROUTE), copy.deepcopy(MAIN_ROUTE)],
+        },
+    }
+
+
+def guides_destination_rule() -> Object:
+    """The production guide's DestinationRule: subsets keyed on the pod label `version`."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "shop-api"},
+        "spec": {
+            "host": "shop-api",
+            "subsets": [
+                {"name": "stable", "labels": {"version": "v1"}},
+                {"name": "canary", "labels": {"version": "v2"}},
+            ],
+        },
+    }
+
+
+def guides_virtual_service() -> Object:
+    """The production guide's VirtualService: all of the host's traffic to subset `stable`."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "shop-api"},
+        "spec": {
+            "hosts": ["shop-api"],
+            "http": [
+                {
+                    "route": [
+                        {"destination": {"host": "shop-api", "subset": "stable"}, "weight": 100}
+                    ]
+                }
+            ],
         },
     }
 

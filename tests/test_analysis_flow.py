@@ -5,13 +5,16 @@ real apiserver. Checks run every 2 s over a 4 s window, stages last 5 s."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.charts.render import HEIGHT_PX, LIMIT, WIDTH_PX
 from bot.core.release import Phase
 from bot.kube.routers import TrafficSplit
 from tests.infra.exporter import MetricsExporter
+from tests.infra.png import distinct_colours, open_png, pixels_near
 from tests.infra.processes import wait_until
 from tests.infra.prometheus_server import PrometheusServer
 from tests.infra.release_world import APP, STABLE_IMAGE, World
@@ -61,8 +64,32 @@ def serve(exporter: MetricsExporter, namespace: str, *, canary_errors: float = 0
     )
 
 
+JUDGE = (
+    "judge: {kind: mann-whitney, lookback: 12s, samples: 6, min_samples: 4,"
+    " metrics: {error_rate: {allowed_effect: 0.005}}}"
+)
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "build" / "sample-charts"
+
+
 def channel_alerts(world: World) -> list[str]:
     return [m["text"] for m in world.slack.messages(RELEASES.id)[1:]]
+
+
+def charts(world: World, *, thread_ts: str | None) -> list[dict[str, Any]]:
+    """The charts shared into the thread `thread_ts` (None: into the channel itself), checked
+    to be real PNGs of the renderer's size, not blank, with a limit in the limit colour."""
+    shared = [
+        file
+        for file in world.slack.shared_files()
+        if file["channel"] == RELEASES.id and file["thread_ts"] == thread_ts
+    ]
+    for file in shared:
+        image = open_png(file["content"])
+        assert image.size == (WIDTH_PX, HEIGHT_PX)
+        assert distinct_colours(image) > 50
+        assert pixels_near(image, LIMIT) > 500
+        assert file["name"].endswith(".png") and file["alt_txt"].startswith("Chart of shop-api v2")
+    return shared
 
 
 def test_a_healthy_canary_advances_through_its_timed_stages(
@@ -83,6 +110,15 @@ def test_a_healthy_canary_advances_through_its_timed_stages(
     assert all("canary" in text and "stable" in text for text in snapshots)
     assert done.latest_metrics and "error rate" in done.latest_metrics.lower()
     assert channel_alerts(world) == []
+    wait_until(
+        lambda: len(charts(world, thread_ts=done.thread_ts)) >= len(snapshots),
+        timeout_s=10,
+        what="a chart under every snapshot",
+    )
+    shared = charts(world, thread_ts=done.thread_ts)
+    assert all("Verdict: Passed" in file["alt_txt"] for file in shared)
+    SAMPLE_DIR.mkdir(parents=True, exist_ok=True)
+    (SAMPLE_DIR / "healthy-snapshot.png").write_bytes(shared[-1]["content"])
 
 
 def test_a_canary_with_10_percent_errors_is_rolled_back_and_the_channel_alerted(
@@ -131,6 +167,61 @@ def test_a_canary_with_10_percent_errors_is_rolled_back_and_the_channel_alerted(
     assert "error rate is" in alert and "against a threshold of 5 %" in alert
     assert "stage 1/3 (10 %)" in alert
     assert done.outcome_reason and done.outcome_reason.startswith("checks failed: error rate is")
+    wait_until(lambda: charts(world, thread_ts=None), timeout_s=10, what="the alert's chart")
+    (chart,) = charts(world, thread_ts=None)
+    assert "Verdict:" in chart["alt_txt"] and "is rolling back automatically" in chart["alt_txt"]
+    assert "Rolled back at" in chart["alt_txt"]
+    SAMPLE_DIR.mkdir(parents=True, exist_ok=True)
+    (SAMPLE_DIR / "rollback-alert.png").write_bytes(chart["content"])
+
+
+def test_the_judge_rolls_back_a_canary_whose_errors_moved_but_stay_under_the_threshold(
+    world_for: Any, prometheus_server: PrometheusServer, clean_exporter: MetricsExporter
+) -> None:
+    metrics = METRICS[:-1] + ", " + JUDGE + "}"
+    world: World = world_for("istio", PLAN, metrics=metrics, prometheus_url=prometheus_server.url)
+    namespace = world.cluster.namespace
+    serve(clean_exporter, namespace, canary_errors=0.02)  # 2 %: under the 5 % threshold
+    selector = f'http_requests_total{{namespace="{namespace}",code="500"}}'
+    prometheus_server.wait_for_samples(selector, window_s=12)
+
+    world.command(f"canary {APP} v2")
+    done = world.wait_for(Phase.ROLLED_BACK)
+
+    actions = [entry.action for entry in world.store.history(APP, limit=200)]
+    assert "ChecksFailed" in actions and "ChecksPassed" not in actions
+    assert done.outcome_reason is not None
+    assert "the median error rate (statistical judge) is 2 %" in done.outcome_reason
+    assert "against a threshold of 0.5 %" in done.outcome_reason
+    assert done.latest_metrics is not None
+    assert "error rate 2 % vs 0 %" in done.latest_metrics  # the thresholds' view: it passed
+    assert "statistical judge: fail" in done.latest_metrics
+    assert "significant at 95 % confidence" in done.latest_metrics
+    assert "moved up by 2 points, more than the 0.5 points allowed" in done.latest_metrics
+    assert world.image(APP) == STABLE_IMAGE
+    (alert,) = channel_alerts(world)
+    assert "statistical judge" in alert
+
+
+def test_the_judge_passes_a_canary_like_stable_and_explains_it_in_the_snapshot(
+    world_for: Any, prometheus_server: PrometheusServer, clean_exporter: MetricsExporter
+) -> None:
+    metrics = METRICS[:-1] + ", " + JUDGE + "}"
+    world: World = world_for("istio", PLAN, metrics=metrics, prometheus_url=prometheus_server.url)
+    namespace = world.cluster.namespace
+    serve(clean_exporter, namespace)
+    prometheus_server.wait_for_samples(
+        f'http_requests_total{{namespace="{namespace}",code="200"}}', window_s=12
+    )
+
+    world.command(f"canary {APP} v2")
+    world.wait_for(Phase.SUCCEEDED)
+
+    snapshots = [text for text in world.thread_texts() if text.startswith("📊")]
+    judged = [text for text in snapshots if "🧮 statistical judge: pass, score 100" in text]
+    assert judged, snapshots
+    assert "• error rate: canary median 0 % vs stable 0 %" in judged[0]
+    assert "passes: no harmful move beyond the 0.5 points allowed" in judged[0]
 
 
 def test_no_canary_traffic_is_inconclusive_pauses_and_never_promotes(analysed: Any) -> None:
@@ -172,3 +263,24 @@ def test_prometheus_down_pauses_with_the_reason_and_the_release_resumes_when_it_
     world.wait_for(Phase.SUCCEEDED)
     assert world.image(APP) == "registry.example/shop/api:v2"
     assert any("conclusive again" in text for text in world.thread_texts())
+
+
+def test_a_chart_that_cannot_be_uploaded_leaves_the_snapshots_and_the_release_on_time(
+    analysed: Any, prometheus_server: PrometheusServer
+) -> None:
+    world, exporter = analysed()
+    serve_healthy(exporter, prometheus_server, world.cluster.namespace)
+    world.slack.fail_next("files.completeUploadExternal", error="not_in_channel", times=50)
+
+    started = time.monotonic()
+    world.command(f"canary {APP} v2")
+    done = world.wait_for(Phase.SUCCEEDED)
+    took_s = time.monotonic() - started
+
+    snapshots = [text for text in world.thread_texts() if text.startswith("📊")]
+    assert len(snapshots) >= 2
+    assert world.slack.shared_files() == []
+    assert len(world.slack.calls("files.completeUploadExternal")) >= len(snapshots)
+    print(f"release with every chart upload refused: {took_s:.1f} s (two 5 s stages)")
+    assert took_s < 2 * 5 + 10  # the stages' time, plus the canary coming up
+    assert done.outcome_reason is not None

@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 
 from bot.application.apps_file import load_config
 from bot.core.apps import BotConfig
+from bot.core.chart import ChartImage
 from bot.core.errors import TemporaryError
 from bot.core.machine import (
     Accepted,
@@ -337,3 +338,69 @@ def test_a_notice_without_a_thread_is_refused_without_calling_slack(
         announcer.notify(run.release, notice)
 
     assert slack_api.calls() == []
+
+
+# Charts.
+
+CHART = ChartImage(
+    png=b"\x89PNG\r\n\x1a\n" + b"chart bytes" * 100,
+    title="shop-api v2.4.1: canary vs stable, passed",
+    alt_text="Chart of shop-api v2.4.1, canary against stable over 1h. Verdict: passed.",
+    filename="shop-api-v2.4.1-20250303T110100Z.png",
+)
+
+
+def test_a_chart_is_uploaded_into_the_thread_with_its_alt_text(announcer, run, slack_api) -> None:
+    to_stage_2(announcer, run)
+
+    announcer.share_chart(run.release, CHART, in_channel=False)
+
+    (shared,) = slack_api.shared_files()
+    assert (shared["channel"], shared["thread_ts"]) == (CHANNEL, run.release.thread_ts)
+    assert shared["content"] == CHART.png
+    assert (shared["name"], shared["title"]) == (CHART.filename, CHART.title)
+    assert shared["alt_txt"] == CHART.alt_text
+    (asked,) = slack_api.calls("files.getUploadURLExternal")
+    assert asked.params["length"] == str(len(CHART.png))
+
+
+def test_an_alerts_chart_goes_into_the_channel(announcer, run, slack_api) -> None:
+    to_stage_2(announcer, run)
+    (alarm,) = announce(announcer, run, run.accept(ERROR_RATE_SPIKE, after=MINUTE))
+
+    announcer.share_chart(run.release, CHART, in_channel=alarm.in_channel)
+
+    (shared,) = slack_api.shared_files()
+    assert (shared["channel"], shared["thread_ts"]) == (CHANNEL, None)
+    assert shared["content"] == CHART.png and shared["alt_txt"] == CHART.alt_text
+
+
+@pytest.mark.parametrize("failing", ["files.getUploadURLExternal", "files.completeUploadExternal"])
+def test_a_chart_that_cannot_be_uploaded_is_logged_and_the_text_stands(
+    announcer, run, slack_api, failing: str
+) -> None:
+    to_stage_2(announcer, run)
+    slack_api.fail_next(failing, error="ratelimited" if "URL" in failing else "not_in_channel")
+    replies_before = len(slack_api.thread(CHANNEL, str(run.release.thread_ts)))
+
+    announcer.share_chart(run.release, CHART, in_channel=False)  # does not raise
+
+    assert slack_api.shared_files() == []
+    assert len(slack_api.thread(CHANNEL, str(run.release.thread_ts))) == replies_before
+
+
+def test_a_refused_upload_step_is_logged_not_raised(slack_api, run, tmp_path) -> None:
+    """The upload URL answering 404 (its file gone) is files_upload_v2's SlackRequestError."""
+    announcer = SlackAnnouncer(
+        client=web_client(slack_api), config=bot_config(tmp_path), clock=lambda: run.now
+    )
+    to_stage_2(announcer, run)
+    original = slack_api.accept_upload
+    slack_api.accept_upload = lambda file_id, data: False  # type: ignore[method-assign]
+    try:
+        announcer.share_chart(run.release, CHART, in_channel=False)
+    finally:
+        slack_api.accept_upload = original  # type: ignore[method-assign]
+
+    assert slack_api.shared_files() == []
+    assert slack_api.calls("files.completeUploadExternal") == []

@@ -15,6 +15,7 @@ from typing import get_args
 import pytest
 
 from bot.core.commands import (
+    STRATEGIES,
     USAGE,
     Advance,
     Approve,
@@ -25,6 +26,7 @@ from bot.core.commands import (
     ImageVersion,
     ListActive,
     Lock,
+    OpenStartForm,
     Pause,
     Promote,
     Resume,
@@ -37,6 +39,8 @@ from bot.core.commands import (
     UsageError,
     parse_command,
     parse_version,
+    start_command,
+    takes_plan,
     usage_for,
 )
 
@@ -85,6 +89,8 @@ VALID: list[tuple[str, Command]] = [
             ),
         ),
     ),
+    ("canary", OpenStartForm(strategy="canary")),
+    ("BlueGreen  ", OpenStartForm(strategy="bluegreen")),
     ("status", Status(app=None)),
     ("STATUS shop-api", Status(app="shop-api")),
     ("list", ListActive()),
@@ -173,7 +179,7 @@ MISTAKES: list[tuple[str, str, str | None]] = [
     ("rollbak shop-api", "unknown subcommand `rollbak` (did you mean `rollback`?)", None),
     ("deploy shop-api v1", "unknown subcommand `deploy`", None),
     ("help canry", "unknown subcommand `canry` (did you mean `canary`?)", None),
-    ("canary", "`/release canary` needs an app name", "canary"),
+    ("canary --plan fast", "`/release canary` needs an app name", "canary"),
     ("history", "`/release history` needs an app name", "history"),
     ("pause --for 30m", "`/release pause` needs an app name", "pause"),
     ("canary shop-api", f"`/release canary shop-api` {VERSION_NEEDED}", "canary"),
@@ -350,7 +356,11 @@ def test_usage_lists_every_subcommand_once_and_explains_app_and_version() -> Non
 def test_usage_for_one_subcommand_shows_its_line_and_only_the_notes_it_needs() -> None:
     canary = usage_for("CANARY").splitlines()
     assert canary[1].startswith("/release canary <app> <version> [--plan NAME]  ")
-    assert [line.split(":")[0] for line in canary[2:]] == ["<app>", "<version>"]
+    assert [line.split(":")[0].split(",")[0] for line in canary[2:]] == [
+        "With nothing after it",
+        "<app>",
+        "<version>",
+    ]
     assert [line.split(":")[0] for line in usage_for("lock").splitlines()[2:]] == ["<app>"]
     assert usage_for("list").splitlines()[1:] == [
         line for line in USAGE.splitlines() if line.startswith("/release list ")
@@ -601,3 +611,23 @@ def test_a_token_pasted_into_a_command_is_never_echoed_back() -> None:
         parse_command("status shop-api xoxb-1234-5678-abcdEFGH")
     assert "xoxb-1234" not in str(raised.value)
     assert "[REDACTED]" in raised.value.problem
+
+
+def test_a_form_s_fields_are_read_by_the_same_grammar_one_word_each() -> None:
+    assert start_command("canary", app="shop-api", version="v2", plan="fast") == StartCanary(
+        app="shop-api", version=tag("v2"), plan="fast"
+    )
+    assert start_command("bluegreen", app="shop-api", version="v2", plan=None) == StartBlueGreen(
+        app="shop-api", version=tag("v2")
+    )
+    for strategy, app, version, problem in (
+        ("canary", "shop-api", "v2 --override now", "the version is one word"),
+        ("canary", "", "", "`/release canary` needs an app name"),
+        ("canary", "shop-api", "v2:", "`v2:` is not a valid version"),
+        ("rollback", "shop-api", "v2", "`rollback` is not a strategy"),
+    ):
+        with pytest.raises(UsageError) as refused:
+            start_command(strategy, app=app, version=version, plan=None)
+        assert refused.value.problem.startswith(problem)
+    assert STRATEGIES == ("canary", "bluegreen")
+    assert takes_plan("canary") and not takes_plan("bluegreen")

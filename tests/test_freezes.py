@@ -26,7 +26,7 @@ from bot.entrypoints.demo import DEMO_APP, DEMO_PLAN, SimulatedCluster, Transcri
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore
 from bot.slack.cards import release_card
-from handlers.commands import _outcome
+from handlers.commands import outcome_of
 from tests.test_config import VALID_APP, problems_in, write_config
 
 APP = DEMO_APP.name
@@ -431,17 +431,19 @@ def test_the_listener_maps_freeze_unfreeze_and_override_to_the_service(
     world = World(redis_client)
 
     def typed(text: str, user: str) -> str:
-        outcome = _outcome(
+        outcome = outcome_of(
             world.service, parse_command(text), user=user, channel=COMMANDS, channel_name=""
         )
         return outcome.message
 
-    assert "frozen until 2026-11-26 14:00 UTC" in typed("freeze shop-api 2h release train", BOB)
+    assert typed("freeze shop-api 2h release train", BOB).startswith(
+        f"<@{BOB}> froze shop-api until 2026-11-26 14:00 UTC (release train)"
+    )
     assert "is frozen until" in typed("canary shop-api v2", ANA)
     assert "may not use" in typed('canary shop-api v2 --override "trust me"', ANA)
     assert typed('canary shop-api v2 --override "sev1 fix"', CAROL).startswith("Started")
     assert world.release().overrides[0].reason == "sev1 fix"
-    assert "lifted" in typed("unfreeze shop-api", BOB)
+    assert typed("unfreeze shop-api", BOB).startswith(f"<@{BOB}> lifted the freeze of shop-api")
     assert world.service.frozen(APP) is None
 
 

@@ -28,7 +28,7 @@ from bot.entrypoints.server import REDACTED, SecretRedactor, SlackTokenVerifier
 from bot.entrypoints.settings import Settings
 from bot.slack.client import build_web_client
 from tests.infra.slack import REPO_ROOT, SIGNING_SECRET
-from tests.infra.slack_requests import BOB, RELEASES, SlackRequests
+from tests.infra.slack_requests import ALICE, BOB, RELEASES, SlackRequests
 from tests.infra.slack_standin import BOT_USER_ID, WORKSPACE_URL, SlackStandIn
 
 SLASH_COMMAND_STALE_S = 5 * 60
@@ -401,6 +401,60 @@ def test_file_upload_v2_lands_in_the_thread(slack_api) -> None:
     assert (shared["channel"], shared["thread_ts"]) == (RELEASES.id, card["ts"])
 
 
+def test_file_upload_v2_records_the_bytes_name_and_alt_text(slack_api) -> None:
+    client = web_client_for(slack_api)
+    card = client.chat_postMessage(channel=RELEASES.id, text="card")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+    answer = client.files_upload_v2(
+        channel=RELEASES.id,
+        thread_ts=card["ts"],
+        content=png,
+        filename="chart.png",
+        title="shop-api chart",
+        alt_txt="passed: all checks passed",
+    )
+
+    assert answer["files"] == [{"id": answer["file"]["id"], "title": "shop-api chart"}]
+    (shared,) = slack_api.shared_files()
+    assert shared["content"] == png and shared["size"] == len(png)
+    assert (shared["name"], shared["alt_txt"]) == ("chart.png", "passed: all checks passed")
+    steps = [call.method for call in slack_api.calls() if call.method.startswith("files.")]
+    assert steps == ["files.getUploadURLExternal", "files.completeUploadExternal"]
+
+
+def test_file_upload_steps_answer_slacks_errors(slack_api) -> None:
+    client = web_client_for(slack_api)
+    with pytest.raises(SlackApiError) as no_length:
+        client.files_getUploadURLExternal(filename="a.png", length=0)
+    with pytest.raises(SlackApiError) as long_alt:
+        client.files_getUploadURLExternal(filename="a.png", length=3, alt_txt="x" * 1001)
+    never_uploaded = client.files_getUploadURLExternal(filename="a.png", length=3)["file_id"]
+    with pytest.raises(SlackApiError) as not_uploaded:
+        client.files_completeUploadExternal(files=[{"id": never_uploaded}], channel_id=RELEASES.id)
+    with pytest.raises(SlackApiError) as bad_channel:
+        client.files_completeUploadExternal(files=[{"id": never_uploaded}], channel_id="nope")
+    with pytest.raises(SlackApiError) as thread_without_channel:
+        client.files_completeUploadExternal(files=[{"id": never_uploaded}], thread_ts="1.2")
+
+    assert no_length.value.response["error"] == "invalid_arguments"
+    assert long_alt.value.response["error"] == "invalid_arguments"
+    assert not_uploaded.value.response["error"] == "file_not_found"
+    assert bad_channel.value.response["error"] == "invalid_channel"
+    assert thread_without_channel.value.response["error"] == "invalid_arguments"
+
+
+def test_a_completed_upload_cannot_be_completed_again(slack_api) -> None:
+    client = web_client_for(slack_api)
+    done = client.files_upload_v2(channel=RELEASES.id, content=b"abc", filename="a.txt")
+
+    with pytest.raises(SlackApiError) as again:
+        client.files_completeUploadExternal(files=[{"id": done["file"]["id"]}])
+
+    assert again.value.response["error"] == "file_not_found"
+    assert slack_api.shared_files()[0]["thread_ts"] is None
+
+
 # ---- the stand-in's wire format -----------------------------------------------------------------
 
 
@@ -527,3 +581,61 @@ def web_client_for(slack_api: SlackStandIn) -> WebClient:
     return build_web_client(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
+
+
+def test_views_update_and_publish_keep_slacks_ids_hashes_and_errors(slack_api) -> None:
+    client = web_client_for(slack_api)
+    modal = {"type": "modal", "title": {"type": "plain_text", "text": "Start"}, "blocks": []}
+    home = {
+        "type": "home",
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "a"}}],
+    }
+    opened = client.views_open(trigger_id="1.2.abc", view=modal)["view"]
+
+    changed = {**modal, "title": {"type": "plain_text", "text": "Started"}}
+    updated = client.views_update(view_id=opened["id"], hash=opened["hash"], view=changed)["view"]
+    assert (updated["id"], updated["title"]["text"]) == (opened["id"], "Started")
+    assert updated["hash"] != opened["hash"]
+    assert slack_api.opened_views()[0]["title"]["text"] == "Started"
+    old, view_id = opened["hash"], opened["id"]
+    for call, error in (
+        (lambda: client.views_update(view_id=view_id, hash=old, view=modal), "hash_conflict"),
+        (lambda: client.views_update(view_id="V000000999", view=modal), "not_found"),
+        (lambda: client.views_update(view_id=opened["id"], view=home), "invalid_arguments"),
+        (lambda: client.views_publish(user_id=BOB.id, view=modal), "invalid_arguments"),
+        (lambda: client.views_publish(user_id="nobody", view=home), "not_found"),
+    ):  # fmt: skip
+        with pytest.raises(SlackApiError) as refused:
+            call()
+        assert refused.value.response["error"] == error
+
+    first = client.views_publish(user_id=BOB.id, view=home)["view"]
+    second = client.views_publish(user_id=BOB.id, view=home, hash=first["hash"])["view"]
+    with pytest.raises(SlackApiError) as conflict:
+        client.views_publish(user_id=BOB.id, view=home, hash=first["hash"])
+    assert conflict.value.response["error"] == "hash_conflict"
+    assert (first["type"], second["id"]) == ("home", first["id"])
+    assert [v["hash"] for v in slack_api.published_home_views(BOB.id)] == [
+        first["hash"],
+        second["hash"],
+    ]
+    assert slack_api.published_home_views(ALICE.id) == []
+
+
+def test_conversations_members_pages_through_a_channel(slack_api) -> None:
+    client = web_client_for(slack_api)
+    members = [f"U0MEMBER{n:02d}" for n in range(5)]
+    slack_api.add_channel(RELEASES.id, name=RELEASES.name, members=members)
+
+    pages, cursor = [], None
+    while True:
+        answer = client.conversations_members(channel=RELEASES.id, limit=2, cursor=cursor)
+        pages.append(answer["members"])
+        cursor = answer["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+
+    assert pages == [members[:2], members[2:4], members[4:]]
+    with pytest.raises(SlackApiError) as unknown:
+        client.conversations_members(channel="C0UNKNOWN1")
+    assert unknown.value.response["error"] == "channel_not_found"

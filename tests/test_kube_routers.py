@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from kubernetes import client as k8s
@@ -43,7 +43,10 @@ from tests.kube_objects import (
     Cluster,
     backend,
     destination,
+    guides_destination_rule,
+    guides_virtual_service,
     http_route,
+    no_new_pods_scheduled,
     service,
     stable_deployment,
     users_virtual_service,
@@ -201,6 +204,9 @@ def test_replica_router_refuses_a_service_that_would_not_split(
     router = build_router(
         ReplicasRouter(provider="replicas", service="shop-api"), api=kube_admin, workloads=workloads
     )
+    [problem] = router.check("v2")
+    assert re.search(complaint, problem), problem
+    workloads.ensure_canary("v2", initial_replicas=0)
     with pytest.raises(PermanentError, match=complaint):
         router.ensure_routes()
     assert workloads.stable_annotation("release-bot.io/baseline-replicas") is None
@@ -210,7 +216,10 @@ def test_replica_router_refuses_a_service_that_would_not_split(
 
 
 def istio_router(
-    api: k8s.ApiClient, workloads: CanaryWorkloads, route_index: int = 1
+    api: k8s.ApiClient,
+    workloads: CanaryWorkloads,
+    route_index: int = 1,
+    subset_label: Literal["version", "track"] = "version",
 ) -> TrafficRouter:
     config = IstioRouter(
         provider="istio",
@@ -218,6 +227,7 @@ def istio_router(
         destination_rule="shop-api",
         host="shop-api",
         route_index=route_index,
+        subset_label=subset_label,
     )
     return build_router(config, api=api, workloads=workloads)
 
@@ -240,8 +250,8 @@ def test_istio_router_walks_the_stages_and_keeps_the_users_other_routes(
     assert rule == {
         "host": "shop-api",
         "subsets": [
-            {"name": "stable", "labels": {"track": "stable"}},
-            {"name": "canary", "labels": {"track": "canary"}},
+            {"name": "stable", "labels": {"version": "v1"}},
+            {"name": "canary", "labels": {"version": "v2"}},
         ],
     }
     http = cluster.read(VIRTUAL_SERVICES, "shop-api")["spec"]["http"]
@@ -292,6 +302,7 @@ def test_istio_ensure_routes_keeps_the_weights_of_a_running_release(
     kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
 ) -> None:
     cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads.ensure_canary("v2", initial_replicas=0)
     router = istio_router(kube_admin, workloads)
     router.ensure_routes()
     router.set_weight(canary_weight=50, header_routed=True)
@@ -299,7 +310,7 @@ def test_istio_ensure_routes_keeps_the_weights_of_a_running_release(
     assert router.current_split() == TrafficSplit(50, 50, True)
 
 
-def test_istio_creates_missing_objects_and_adopts_a_users_destination_rule(
+def test_istio_adopts_a_users_destination_rule_keeping_what_is_theirs(
     kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
 ) -> None:
     users_rule = {
@@ -310,62 +321,190 @@ def test_istio_creates_missing_objects_and_adopts_a_users_destination_rule(
             "host": "shop-api",
             "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
             "subsets": [
-                {"name": "stable", "labels": {"version": "v1"}},
+                {"name": "stable", "labels": {"app": "shop-api", "track": "stable"}},
                 {"name": "legacy", "labels": {"version": "v0"}},
             ],
         },
     }
     cluster.create(DESTINATION_RULES, users_rule)
-    router = istio_router(kube_admin, workloads, route_index=0)
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads.ensure_canary("v2", initial_replicas=0)
+    router = istio_router(kube_admin, workloads)
+    assert router.check("v2") == []
     router.ensure_routes()
 
     rule = cluster.read(DESTINATION_RULES, "shop-api")["spec"]
     assert rule["trafficPolicy"] == {"loadBalancer": {"simple": "LEAST_REQUEST"}}
     assert rule["subsets"] == [
-        {"name": "stable", "labels": {"track": "stable"}},
+        {"name": "stable", "labels": {"app": "shop-api", "version": "v1"}},
         {"name": "legacy", "labels": {"version": "v0"}},
-        {"name": "canary", "labels": {"track": "canary"}},
+        {"name": "canary", "labels": {"version": "v2"}},
     ]
-    created = cluster.read(VIRTUAL_SERVICES, "shop-api")
-    assert created["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "release-bot"}
-    assert created["spec"] == {
-        "hosts": ["shop-api"],
-        "http": [
-            {
-                "route": [
-                    {"destination": {"host": "shop-api", "subset": "stable"}, "weight": 100},
-                    {"destination": {"host": "shop-api", "subset": "canary"}, "weight": 0},
-                ]
-            }
-        ],
-    }
     router.set_weight(canary_weight=5, header_routed=False)
     assert router.current_split() == TrafficSplit(95, 5, False)
 
 
-def test_istio_refuses_what_it_cannot_split_safely(
+def test_istio_refuses_what_it_cannot_split_safely_and_check_says_it_first(
     kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
 ) -> None:
+    missing = istio_router(kube_admin, workloads)
+    assert missing.check("v2") == [
+        f"virtualservices.networking.istio.io {cluster.namespace}/shop-api not found: name the "
+        "VirtualService that routes the app's host in the router's virtual_service (release-bot "
+        "adopts it; it does not create one)"
+    ]
     cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads.ensure_canary("v2", initial_replicas=0)
     before = cluster.read(VIRTUAL_SERVICES, "shop-api")
-    with pytest.raises(PermanentError, match="also routes to \\['admin-svc'\\]"):
-        istio_router(kube_admin, workloads, route_index=0).ensure_routes()
-    with pytest.raises(PermanentError, match="has 2 entries; index 2 is out of range"):
-        istio_router(kube_admin, workloads, route_index=2).ensure_routes()
+    for index, complaint in ((0, "also routes to ['admin-svc']"), (2, "index 2 is out of range")):
+        router = istio_router(kube_admin, workloads, route_index=index)
+        [problem] = router.check("v2")
+        assert complaint in problem
+        with pytest.raises(PermanentError, match=re.escape(complaint)):
+            router.ensure_routes()
+    [same] = istio_router(kube_admin, workloads).check("v1")
+    assert same.startswith("the new version's label `version: v1` is the stable pods' too")
     assert cluster.read(VIRTUAL_SERVICES, "shop-api") == before
+    assert cluster.of(DESTINATION_RULES).get("shop-api") is None
     with pytest.raises(ValueError, match=re.escape("0..100")):
         istio_router(kube_admin, workloads).set_weight(canary_weight=101, header_routed=False)
 
 
-def test_mesh_routers_need_stable_pods_labelled_track_stable(
+def test_istio_refuses_a_users_subset_the_pods_do_not_carry(
+    kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
+) -> None:
+    rule = guides_destination_rule()
+    rule["spec"]["subsets"][1]["labels"]["tier"] = "gold"
+    cluster.create(DESTINATION_RULES, rule)
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    [problem] = istio_router(kube_admin, workloads).check("v2")
+    assert problem == (
+        f"destinationrules.networking.istio.io {cluster.namespace}/shop-api subset 'canary' "
+        "selects {tier: gold, version: v2}, but the canary pods would carry {app: shop-api, "
+        "track: canary, version: v2}: remove {tier: gold} from the subset's labels "
+        "(release-bot keeps 'version' on it)"
+    )
+    assert cluster.read(DESTINATION_RULES, "shop-api")["spec"] == rule["spec"]
+
+
+def test_subsets_by_track_need_stable_pods_labelled_track_stable_and_by_version_do_not(
     kube_admin: k8s.ApiClient, cluster: Cluster
 ) -> None:
     cluster.create(DEPLOYMENTS, stable_deployment(replicas=0, track=False))
-    app = AppWorkload(namespace=cluster.namespace, stable_deployment="shop-api", container="app")
-    router = istio_router(kube_admin, CanaryWorkloads(kube_admin, app), route_index=0)
-    with pytest.raises(PermanentError, match="needs the label track: stable"):
-        router.ensure_routes()
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads = workloads_for(kube_admin, cluster)
+    by_track = istio_router(kube_admin, workloads, subset_label="track")
+    [problem] = by_track.check("v2")
+    assert "its pods have no label track: stable" in problem
+    assert "set subset_label: version" in problem
+    workloads.ensure_canary("v2", initial_replicas=0)
+    with pytest.raises(PermanentError, match="its pods have no label track: stable"):
+        by_track.ensure_routes()
     assert cluster.of(DESTINATION_RULES).get("shop-api") is None
+
+    assert istio_router(kube_admin, workloads).check("v2") == []
+
+
+def test_istio_subsets_by_version_follow_stable_through_promotion_never_empty_while_weighted(
+    kube_admin: k8s.ApiClient, cluster: Cluster
+) -> None:
+    """The guide's own objects: subsets by `version`, all traffic to `stable`, no track label
+    on the stable pods. Each step of a promotion is followed by a look at which pods each
+    subset with weight selects."""
+    cluster.create(DEPLOYMENTS, stable_deployment(replicas=2, track=False))
+    cluster.rolled_out("shop-api")
+    cluster.create(DESTINATION_RULES, guides_destination_rule())
+    cluster.create(VIRTUAL_SERVICES, guides_virtual_service())
+    template_before = cluster.read(DEPLOYMENTS, "shop-api")["spec"]["template"]
+    workloads = workloads_for(kube_admin, cluster)
+    router = istio_router(kube_admin, workloads, route_index=0)
+
+    def weighted_subsets_have_pods() -> None:
+        rule = cluster.read(DESTINATION_RULES, "shop-api")["spec"]["subsets"]
+        labels = {subset["name"]: subset["labels"] for subset in rule}
+        [route] = cluster.read(VIRTUAL_SERVICES, "shop-api")["spec"]["http"]
+        for target in route["route"]:
+            if target.get("weight", 100):
+                selector = ",".join(
+                    f"{k}={v}" for k, v in labels[target["destination"]["subset"]].items()
+                )
+                assert cluster.ready_pods(selector), f"subset {target} selects no ready pod"
+
+    assert router.check("v2") == []
+    workloads.ensure_canary("v2", initial_replicas=2)
+    cluster.rolled_out("shop-api-canary")
+    router.ensure_routes()
+    assert cluster.read(DESTINATION_RULES, "shop-api")["spec"] == guides_destination_rule()["spec"]
+    for weight in (5, 50, 100):
+        router.set_weight(canary_weight=weight, header_routed=False)
+        weighted_subsets_have_pods()
+    workloads.roll_stable("v2")
+    cluster.rolled_out("shop-api")
+    weighted_subsets_have_pods()
+    router.finalize()
+    weighted_subsets_have_pods()
+    assert cluster.read(DESTINATION_RULES, "shop-api")["spec"]["subsets"] == [
+        {"name": "stable", "labels": {"version": "v2"}},
+        {"name": "canary", "labels": {"version": "v2"}},
+    ]
+    workloads.remove_canary()
+    weighted_subsets_have_pods()
+    template_after = cluster.read(DEPLOYMENTS, "shop-api")["spec"]["template"]
+    template_before["metadata"]["labels"]["version"] = "v2"
+    template_before["spec"]["containers"][0]["image"] = "registry.example/shop/api:v2"
+    assert template_after == template_before
+
+
+def test_traffic_goes_back_to_a_stable_subset_by_version_only_once_stable_runs_it(
+    kube_admin: k8s.ApiClient, cluster: Cluster
+) -> None:
+    """A rollback during promotion: stable has begun rolling to v2 and none of its new pods is
+    ready; moving subset stable to v2 now would leave it with no pod, so the canary keeps the
+    traffic until stable is rolled out."""
+    cluster.create(DEPLOYMENTS, stable_deployment(replicas=2, track=False))
+    cluster.rolled_out("shop-api")
+    cluster.create(DESTINATION_RULES, guides_destination_rule())
+    cluster.create(VIRTUAL_SERVICES, guides_virtual_service())
+    workloads = workloads_for(kube_admin, cluster)
+    router = istio_router(kube_admin, workloads, route_index=0)
+    workloads.ensure_canary("v2", initial_replicas=2)
+    cluster.rolled_out("shop-api-canary")
+    router.ensure_routes()
+    router.set_weight(canary_weight=100, header_routed=False)
+
+    with no_new_pods_scheduled(kube_admin):
+        workloads.roll_stable("v2")
+        with pytest.raises(TemporaryError, match=re.escape("still rolling out {version: v2}")):
+            router.finalize()
+        assert (
+            cluster.read(DESTINATION_RULES, "shop-api")["spec"]
+            == (guides_destination_rule()["spec"])
+        )
+        assert router.current_split() == TrafficSplit(0, 100, False)
+    cluster.rolled_out("shop-api")
+    router.finalize()
+    assert router.current_split() == TrafficSplit(100, 0, False)
+    assert cluster.read(DESTINATION_RULES, "shop-api")["spec"]["subsets"][0] == {
+        "name": "stable",
+        "labels": {"version": "v2"},
+    }
+
+
+def test_istio_subsets_follow_the_kubernetes_recommended_version_label(
+    kube_admin: k8s.ApiClient, cluster: Cluster
+) -> None:
+    stable = stable_deployment(replicas=0, track=False)
+    labels = stable["spec"]["template"]["metadata"]["labels"]
+    labels["app.kubernetes.io/version"] = labels.pop("version")
+    cluster.create(DEPLOYMENTS, stable)
+    cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads = workloads_for(kube_admin, cluster)
+    workloads.ensure_canary("v2", initial_replicas=0)
+    istio_router(kube_admin, workloads).ensure_routes()
+    assert cluster.read(DESTINATION_RULES, "shop-api")["spec"]["subsets"] == [
+        {"name": "stable", "labels": {"app.kubernetes.io/version": "v1"}},
+        {"name": "canary", "labels": {"app.kubernetes.io/version": "v2"}},
+    ]
 
 
 # --- gateway api ----------------------------------------------------------------------------
@@ -467,8 +606,17 @@ def test_gateway_router_refuses_a_stable_service_that_also_selects_the_canary(
 ) -> None:
     cluster.create(SERVICES, service("shop-api-stable", {"app": "shop-api"}))
     cluster.create(HTTP_ROUTES, http_route())
-    with pytest.raises(PermanentError, match="must select track: stable"):
-        gateway_router(kube_admin, workloads).ensure_routes()
+    router = gateway_router(kube_admin, workloads)
+    [problem] = router.check("v2")
+    assert problem == (
+        f"services {cluster.namespace}/shop-api-stable selects {{app: shop-api}}, which the "
+        "canary pods carry too, so its share of traffic would reach them: add `version: v1` to "
+        "its selector (no pod restarts; release-bot then keeps it on the version the stable "
+        "pods run)"
+    )
+    workloads.ensure_canary("v2", initial_replicas=0)
+    with pytest.raises(PermanentError, match="which the canary pods carry too"):
+        router.ensure_routes()
     assert cluster.of(SERVICES).get("shop-api-canary") is None
 
 
@@ -476,8 +624,54 @@ def test_gateway_router_needs_the_users_http_route(
     kube_admin: k8s.ApiClient, cluster: Cluster, workloads: CanaryWorkloads
 ) -> None:
     cluster.create(SERVICES, service("shop-api-stable", {"app": "shop-api", "track": "stable"}))
-    with pytest.raises(PermanentError, match="not found: release-bot adopts an existing HTTPRoute"):
-        gateway_router(kube_admin, workloads).ensure_routes()
+    [problem] = gateway_router(kube_admin, workloads).check("v2")
+    assert problem.endswith(
+        "shop-api not found: name the HTTPRoute in the router's http_route; release-bot adopts "
+        "an existing HTTPRoute (it holds the parentRefs to your Gateway)"
+    )
+
+
+def test_a_stable_service_selecting_the_version_follows_it_through_promotion(
+    kube_admin: k8s.ApiClient, cluster: Cluster
+) -> None:
+    """No track label anywhere: the stable Service tells stable pods by `version`, the canary
+    Service gets the new version, and the stable Service moves to it after promotion."""
+    cluster.create(DEPLOYMENTS, stable_deployment(replicas=2, track=False))
+    cluster.rolled_out("shop-api")
+    cluster.create(SERVICES, service("shop-api-stable", {"app": "shop-api", "version": "v1"}))
+    cluster.create(HTTP_ROUTES, http_route())
+    workloads = workloads_for(kube_admin, cluster)
+    router = gateway_router(kube_admin, workloads)
+    assert router.check("v2") == []
+    workloads.ensure_canary("v2", initial_replicas=2)
+    router.ensure_routes()
+    selector = cluster.read(SERVICES, "shop-api-canary")["spec"]["selector"]
+    assert selector == {"app": "shop-api", "version": "v2"}
+    cluster.rolled_out("shop-api-canary")
+    wait_until(
+        lambda: (
+            endpoint_counts(cluster, "shop-api-canary") == (0, 2)
+            and endpoint_counts(cluster, "shop-api-stable") == (2, 0)
+        ),
+        timeout_s=30,
+        what="canary pods behind the canary Service only, stable pods behind the stable one",
+    )
+    router.set_weight(canary_weight=100, header_routed=False)
+    workloads.roll_stable("v2")
+    cluster.rolled_out("shop-api")
+    router.finalize()
+    assert cluster.read(SERVICES, "shop-api-stable")["spec"]["selector"] == {
+        "app": "shop-api",
+        "version": "v2",
+    }
+    rules = cluster.read(HTTP_ROUTES, "shop-api")["spec"]["rules"]
+    assert rules[0]["backendRefs"] == [backend("shop-api-stable", 100)]
+    workloads.remove_canary()
+    wait_until(
+        lambda: endpoint_counts(cluster, "shop-api-stable") == (2, 0),
+        timeout_s=30,
+        what="the promoted stable pods behind the stable Service",
+    )
 
 
 # --- factory and noop -----------------------------------------------------------------------
@@ -557,6 +751,7 @@ def test_a_real_409_conflict_is_retried_on_the_fresh_object(
     other_writer: Callable[[], None],
 ) -> None:
     cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads.ensure_canary("v2", initial_replicas=0)
     istio_router(kube_admin, workloads).ensure_routes()
     interfering = InterferingApiClient(
         kube_cluster.configuration(), interfere=other_writer, times=1
@@ -580,6 +775,7 @@ def test_endless_conflicts_give_up_with_a_temporary_error(
     other_writer: Callable[[], None],
 ) -> None:
     cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads.ensure_canary("v2", initial_replicas=0)
     istio_router(kube_admin, workloads).ensure_routes()
     interfering = InterferingApiClient(
         kube_cluster.configuration(), interfere=other_writer, times=10**6
@@ -620,6 +816,7 @@ def test_forbidden_update_names_verb_resource_and_namespace(
     workloads: CanaryWorkloads,
 ) -> None:
     cluster.create(VIRTUAL_SERVICES, users_virtual_service())
+    workloads.ensure_canary("v2", initial_replicas=0)
     istio_router(kube_admin, workloads).ensure_routes()
     grant_restricted_user(
         cluster,

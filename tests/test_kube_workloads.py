@@ -227,6 +227,44 @@ def stable_rolled_out(workloads: CanaryWorkloads) -> None:
     )
 
 
+def test_pods_labelled_with_the_recommended_version_label_get_the_new_version(
+    kube_admin: k8s.ApiClient, namespace: str
+) -> None:
+    """`app.kubernetes.io/version` instead of `version`: the canary's pods carry the new
+    version under that label (not the stable's value), and so does stable after promotion."""
+    stable = stable_deployment()
+    labels = stable["spec"]["template"]["metadata"]["labels"]
+    labels["app.kubernetes.io/version"] = labels.pop("version")
+    stable["metadata"]["labels"] = {"app": "shop-api", "app.kubernetes.io/version": "v2.4.0"}
+    k8s.AppsV1Api(kube_admin).create_namespaced_deployment(namespace, stable)
+    app = AppWorkload(namespace=namespace, stable_deployment="shop-api", container="app")
+    workloads = CanaryWorkloads(kube_admin, app, poll_interval_s=0.2)
+
+    assert workloads.canary_pod_labels("v2.5.0")["app.kubernetes.io/version"] == "v2.5.0"
+    workloads.ensure_canary("v2.5.0", initial_replicas=1)
+    canary = read(kube_admin, namespace, "shop-api-canary")
+    assert canary["spec"]["template"]["metadata"]["labels"] == {
+        "app": "shop-api",
+        "app.kubernetes.io/version": "v2.5.0",
+        "track": "canary",
+    }
+    assert canary["metadata"]["labels"]["app.kubernetes.io/version"] == "v2.5.0"
+    assert "version" not in canary["metadata"]["labels"]
+    assert workloads.canary_pod_labels() == canary["spec"]["template"]["metadata"]["labels"]
+
+    workloads.roll_stable("v2.5.0")
+    rolled = read(kube_admin, namespace, "shop-api")
+    assert rolled["spec"]["template"]["metadata"]["labels"] == {
+        "app": "shop-api",
+        "app.kubernetes.io/version": "v2.5.0",
+        "track": "stable",
+    }
+    assert rolled["metadata"]["labels"] == {
+        "app": "shop-api",
+        "app.kubernetes.io/version": "v2.5.0",
+    }
+
+
 def test_rolling_stable_rolls_the_stable_deployment_and_twice_is_harmless(
     kube_admin: k8s.ApiClient, app: AppWorkload, workloads: CanaryWorkloads
 ) -> None:

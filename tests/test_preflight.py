@@ -9,13 +9,17 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.utils import parse_quantity
 
+from bot.core.apps import IstioRouter
 from bot.core.errors import PermanentError, TemporaryError
+from bot.kube.client import DESTINATION_RULES, VIRTUAL_SERVICES, NamespacedResources
 from bot.kube.preflight import (
     Finding,
     PreflightReport,
     Severity,
     run_preflight,
 )
+from bot.kube.routers import TrafficRouter, build_router
+from bot.kube.workloads import AppWorkload, CanaryWorkloads
 from tests.infra.kube import RESTRICTED_TOKEN, KubeCluster, wait_for_deployment_ready
 from tests.infra.processes import free_port, wait_until
 
@@ -496,8 +500,11 @@ def test_missing_permissions_block_naming_them(
     volumes = [{"name": "settings", "configMap": {"name": "shop-settings"}}]
     body = deployment(name=name, volumes=volumes)
     create(kube_admin, "default", body)
+    router = istio_router(restricted, "default", name)
     try:
-        in_default = preflight(restricted, "default", deployment=name)
+        in_default = preflight(
+            restricted, "default", deployment=name, routing=lambda: router.check("v2.4.1")
+        )
     finally:
         k8s.AppsV1Api(kube_admin).delete_namespaced_deployment(name, "default")
     elsewhere = preflight(restricted, namespace)
@@ -507,11 +514,85 @@ def test_missing_permissions_block_naming_them(
         "grant its service account `get` on `configmaps` in that namespace.",
         "quota": "the bot may not list resourcequotas in namespace `default` (403 Forbidden): "
         "grant its service account `list` on `resourcequotas` in that namespace.",
+        "routing": "the bot may not get virtualservices.networking.istio.io in namespace "
+        "`default` (403 Forbidden): grant its service account `get` on "
+        "`virtualservices.networking.istio.io` in that namespace.",
     }
     assert [f.message for f in elsewhere.findings] == [
         f"the bot may not get deployments.apps in namespace `{namespace}` (403 Forbidden): "
         "grant its service account `get` on `deployments.apps` in that namespace."
     ]
+
+
+def istio_router(api: k8s.ApiClient, namespace: str, deployment: str) -> TrafficRouter:
+    config = IstioRouter(
+        provider="istio", virtual_service=APP, destination_rule=APP, host=APP, route_index=0
+    )
+    workloads = CanaryWorkloads(api, AppWorkload(namespace, deployment, "app"))
+    return build_router(config, api=api, workloads=workloads)
+
+
+def test_what_the_router_would_refuse_blocks_one_finding_per_problem(
+    kube_admin: k8s.ApiClient, namespace: str
+) -> None:
+    create(kube_admin, namespace, deployment())
+    router = istio_router(kube_admin, namespace, APP)
+    refused = preflight(
+        kube_admin, namespace, version="v2.4.0", routing=lambda: router.check("v2.4.0")
+    )
+    assert [(f.severity, f.message) for f in refused.findings if f.check == "routing"] == [
+        (
+            Severity.BLOCK,
+            f"virtualservices.networking.istio.io {namespace}/{APP} not found: name the "
+            "VirtualService that routes the app's host in the router's virtual_service "
+            "(release-bot adopts it; it does not create one).",
+        ),
+        (
+            Severity.BLOCK,
+            "the new version's label `version: v2.4.0` is the stable pods' too, so stable and "
+            "canary could not be routed apart: release a version with another tag.",
+        ),
+    ]
+    assert NamespacedResources(kube_admin, DESTINATION_RULES, namespace).get(APP) is None
+
+    NamespacedResources(kube_admin, VIRTUAL_SERVICES, namespace).reconcile(
+        APP, lambda current: virtual_service()
+    )
+    allowed = preflight(kube_admin, namespace, routing=lambda: router.check("v2.4.1"))
+    assert only(allowed, "routing") == Finding(
+        "routing", Severity.PASS, "The routing objects can split the traffic."
+    )
+    assert preflight(kube_admin, namespace, routing=None).findings == tuple(
+        finding for finding in allowed.findings if finding.check != "routing"
+    )
+
+
+def test_a_router_that_refuses_the_stable_deployment_blocks_saying_why(
+    kube_admin: k8s.ApiClient, namespace: str
+) -> None:
+    create(
+        kube_admin, namespace, deployment(labels={"app": APP, "version": "v1", "track": "canary"})
+    )
+    router = istio_router(kube_admin, namespace, APP)
+    assert only(
+        preflight(kube_admin, namespace, routing=lambda: router.check("v2")), "routing"
+    ) == (
+        Finding(
+            "routing",
+            Severity.BLOCK,
+            f"stable Deployment {namespace}/{APP} pods are labelled track: canary.",
+        )
+    )
+
+
+def virtual_service() -> dict[str, Any]:
+    route = {"route": [{"destination": {"host": APP}}]}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": APP},
+        "spec": {"hosts": [APP], "http": [route]},
+    }
 
 
 def test_unreachable_apiserver_is_a_temporary_error() -> None:

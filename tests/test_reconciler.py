@@ -59,6 +59,7 @@ from tests.kube_objects import (
     Cluster,
     containers,
     http_route,
+    no_new_pods_scheduled,
     service,
     stable_deployment,
     users_virtual_service,
@@ -295,9 +296,10 @@ def test_a_release_walks_its_stages_and_promotion_leaves_the_new_version_on_stab
     kube = kubernetes_cluster(kube_admin)
     run = start(plan=setup.plan)
 
-    first = kube.reconcile(run.release, app)
+    with no_new_pods_scheduled(kube_admin):  # kwok readies a pod in a few milliseconds
+        first = kube.reconcile(run.release, app)
     if provider != "replicas":  # its canary starts with no pods, so it is ready at once
-        assert not first.canary_ready  # STARTING returns before the new pods can be ready
+        assert not first.canary_ready  # STARTING returns without waiting for the new pods
     assert reconcile_twice(kube, cluster, setup, app, run).canary_ready
     assert canary_image(cluster) == NEW_IMAGE
     assert setup.traffic(cluster) == setup.expected(0, False)
@@ -443,6 +445,7 @@ def test_preflight_summary_blocks_a_deployment_without_readiness_probe_and_names
     app = app_config(cluster.namespace, SETUPS["replicas"])
     kube = kubernetes_cluster(kube_admin)
     cluster.create(DEPLOYMENTS, stable_deployment(replicas=2, readiness_probe=False))
+    install_replicas(cluster)
 
     refused = kube.preflight(app, "latest")
     assert refused.blocked
@@ -453,8 +456,9 @@ def test_preflight_summary_blocks_a_deployment_without_readiness_probe_and_names
         "Add a readinessProbe before releasing."
     )
     assert second.startswith("⚠️ `registry.example/shop/api:latest` is a moving tag")
-    assert len(others) == 5
+    assert len(others) == 6
     assert all(line.startswith("✅ ") for line in others), others
+    assert "✅ The routing objects can split the traffic." in others
 
     cluster.create(DEPLOYMENTS, stable_deployment(replicas=2))
     allowed = kube.preflight(app, NEW_VERSION)
@@ -466,6 +470,44 @@ def test_preflight_summary_blocks_a_deployment_without_readiness_probe_and_names
     idle = kube.preflight(app, NEW_VERSION)
     assert idle.blocked
     assert idle.summary.startswith("⛔ Deployment `shop-api` runs 0 replicas")
+
+
+@pytest.mark.parametrize("provider", ["istio", "gateway-api"])
+def test_preflight_refuses_what_the_router_would_and_nothing_is_created(
+    kube_admin: k8s.ApiClient, cluster: Cluster, provider: str
+) -> None:
+    """The route object the config names is missing: the start is refused before any canary
+    exists, naming the config field to change; once it exists, the same preflight passes."""
+    setup = SETUPS[provider]
+    app = app_config(cluster.namespace, setup)
+    kube = kubernetes_cluster(kube_admin)
+    cluster.create(DEPLOYMENTS, stable_deployment(replicas=2))
+    cluster.rolled_out(APP)  # so that the controllers have nothing left to write
+    if provider == "gateway-api":
+        cluster.create(SERVICES, service("shop-api-stable", {"app": APP, "track": "stable"}))
+    route_kind = VIRTUAL_SERVICES if provider == "istio" else HTTP_ROUTES
+    objects_before = {kind.plural: versions(cluster, kind) for kind in ROUTING_KINDS}
+
+    refused = kube.preflight(app, NEW_VERSION)
+    assert refused.blocked
+    [blocking] = [line for line in refused.summary.splitlines() if line.startswith("⛔")]
+    field = "virtual_service" if provider == "istio" else "http_route"
+    assert f"{route_kind.qualified_name} {cluster.namespace}/{APP} not found: name the " in blocking
+    assert f"in the router's {field}" in blocking
+    assert {kind.plural: versions(cluster, kind) for kind in ROUTING_KINDS} == objects_before
+
+    setup.install(cluster)
+    allowed = kube.preflight(app, NEW_VERSION)
+    assert not allowed.blocked, allowed.summary
+
+
+ROUTING_KINDS = (DEPLOYMENTS, SERVICES, DESTINATION_RULES, VIRTUAL_SERVICES, HTTP_ROUTES)
+
+
+def versions(cluster: Cluster, kind: ResourceType) -> list[tuple[str, str]]:
+    """(name, resourceVersion) of every object of `kind` in the namespace."""
+    items = cluster.of(kind).list_all()
+    return sorted((item["metadata"]["name"], item["metadata"]["resourceVersion"]) for item in items)
 
 
 def test_stable_version_is_the_version_label_else_the_first_containers_tag(

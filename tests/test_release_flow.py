@@ -5,16 +5,32 @@ stand-in. Stages are compressed to seconds and the scheduler ticks every 0.25 s.
 
 from __future__ import annotations
 
+import copy
 import time
+from functools import partial
 from typing import Any
 
 import pytest
 
 from bot.core.release import Phase
+from bot.kube.client import (
+    DEPLOYMENTS,
+    DESTINATION_RULES,
+    SERVICES,
+    VIRTUAL_SERVICES,
+    ResourceType,
+)
 from bot.kube.routers import TrafficSplit
 from bot.slack.cards import ACTION_APPROVE, ACTION_ROLLBACK
+from tests.infra.processes import wait_until
 from tests.infra.release_world import APP, STABLE_IMAGE, World, is_approval_request, is_card
 from tests.infra.slack_requests import ALICE, BOB, RELEASES
+from tests.kube_objects import (
+    Cluster,
+    guides_destination_rule,
+    guides_virtual_service,
+    stable_deployment,
+)
 
 HEADER_STAGE = "    - {weight: 0, duration: 1s, header_routed: true, approval: true}\n"
 TIMED_PLAN = "    - {weight: 25, duration: 4s}\n    - {weight: 50, duration: 1s, approval: true}\n"
@@ -138,9 +154,14 @@ def test_a_busy_app_names_the_holder_and_a_locked_app_names_who_and_why(world_fo
 
     world.command(f"rollback {APP}")
     world.wait_for(Phase.ROLLED_BACK)
-    assert world.command(f"lock {APP} payment freeze until Monday", user=BOB).startswith(
-        ":white_check_mark: shop-api is locked"
+    lock = world.requests.slash_command(f"lock {APP} payment freeze until Monday", user=BOB)
+    said = world.send(lock)
+    assert said == (
+        f":white_check_mark: <@{BOB.id}> locked shop-api (payment freeze until Monday): new "
+        "releases are refused until unlocked."
     )
+    (answer_to_lock,) = [r for r in world.slack.responses() if r["text"] == said]
+    assert answer_to_lock["response_type"] == "in_channel"  # the channel sees who locked it
     answer = world.command(f"canary {APP} v3", user=ALICE)
     assert answer == f":warning: shop-api is locked by <@{BOB.id}>: payment freeze until Monday"
     assert world.store.active(APP) is None
@@ -211,3 +232,118 @@ def test_bad_input_gets_a_clear_answer_and_changes_nothing(world_for: Any) -> No
     assert after[1] == before[1]
     audited = world.store.history(APP, limit=1000)[history_before:]
     assert [(entry.action, entry.outcome[:8]) for entry in audited] == [("Approve", "refused:")]
+
+
+# ---------------------------------------------------------------- onboarding, the guide's objects
+
+AUTO_PLAN = "    - {weight: 25, duration: 1s}\n    - {weight: 50, duration: 1s}\n"
+
+
+def install_the_guides_istio_objects(cluster: Cluster, *, virtual_service: bool = True) -> None:
+    """What a team following the production guide has: a stable Deployment whose pods carry
+    `version: v1` and no track label, subsets by `version`, all traffic to subset `stable`."""
+    cluster.create(DEPLOYMENTS, stable_deployment(image=STABLE_IMAGE, track=False))
+    cluster.rolled_out(APP)
+    cluster.create(DESTINATION_RULES, guides_destination_rule())
+    if virtual_service:
+        cluster.create(VIRTUAL_SERVICES, guides_virtual_service())
+
+
+def set_spec(cluster: Cluster, kind: ResourceType, spec: dict[str, Any]) -> None:
+    """The team edits the spec of its object named like the app."""
+    cluster.of(kind).reconcile(APP, lambda current: {**(current or {}), "spec": spec})
+
+
+def main_route(world: World) -> list[tuple[str, int]]:
+    [route] = world.cluster.read(VIRTUAL_SERVICES, APP)["spec"]["http"]
+    return [(d["destination"]["subset"], d.get("weight", 100)) for d in route["route"]]
+
+
+def test_onboarding_with_the_guides_istio_objects_rolls_stable_only_for_the_new_version(
+    world_for: Any,
+) -> None:
+    world: World = world_for("istio", AUTO_PLAN, install=install_the_guides_istio_objects)
+    stable_before = world.cluster.read(DEPLOYMENTS, APP)
+
+    answer = world.command(f"canary {APP} v2", user=ALICE)
+    assert answer.startswith(":white_check_mark: Started a canary of shop-api v2"), answer
+
+    world.wait_for(Phase.RUNNING, 0)
+    wait_until(
+        lambda: main_route(world) == [("stable", 75), ("canary", 25)],
+        timeout_s=20,
+        what="25 % to subset canary",
+    )
+    subsets = world.cluster.read(DESTINATION_RULES, APP)["spec"]["subsets"]
+    assert subsets == guides_destination_rule()["spec"]["subsets"]  # adopted as they were
+    canary_pods = world.cluster.ready_pods("version=v2")
+    assert canary_pods and all(pod.startswith("shop-api-canary-") for pod in canary_pods)
+    stable_pods = world.cluster.ready_pods("version=v1")
+    assert len(stable_pods) == 4 and not any(p.startswith("shop-api-canary-") for p in stable_pods)
+    assert (
+        world.cluster.read(DEPLOYMENTS, APP)["metadata"]["generation"]
+        == (stable_before["metadata"]["generation"])
+    )
+
+    world.wait_for(Phase.SUCCEEDED)
+    world.wait_thread("shop-api v2 is released")
+    stable_after = world.cluster.read(DEPLOYMENTS, APP)
+    expected = copy.deepcopy(stable_before["spec"]["template"])
+    expected["metadata"]["labels"]["version"] = "v2"
+    expected["spec"]["containers"][0]["image"] = "registry.example/shop/api:v2"
+    assert stable_after["spec"]["template"] == expected
+    assert stable_after["metadata"]["generation"] == stable_before["metadata"]["generation"] + 1
+    assert world.cluster.read(DESTINATION_RULES, APP)["spec"]["subsets"][0] == {
+        "name": "stable",
+        "labels": {"version": "v2"},
+    }
+    assert main_route(world) == [("stable", 100)]
+    assert world.image("shop-api-canary") is None
+    channel = world.slack.messages(RELEASES.id)
+    assert [is_card(message) for message in channel] == [True]  # the card, and no alert
+    assert "failed" not in channel[0]["text"].lower()
+
+
+def test_a_start_the_router_could_not_route_is_refused_creating_nothing_and_alerting_nobody(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "istio", AUTO_PLAN, install=partial(install_the_guides_istio_objects, virtual_service=False)
+    )
+    cluster = world.cluster
+
+    def namespace_objects() -> dict[str, list[tuple[str, str]]]:
+        return {
+            kind.plural: sorted(
+                (item["metadata"]["name"], item["metadata"]["resourceVersion"])
+                for item in cluster.of(kind).list_all()
+            )
+            for kind in (DEPLOYMENTS, SERVICES, DESTINATION_RULES, VIRTUAL_SERVICES)
+        }
+
+    before = namespace_objects()
+    answer = world.command(f"canary {APP} v2", user=ALICE)
+    assert answer.startswith(":no_entry_sign: Preflight refused the release of shop-api v2"), answer
+    assert (
+        f"⛔ virtualservices.networking.istio.io {cluster.namespace}/shop-api not found: name the "
+        "VirtualService that routes the app's host in the router's virtual_service"
+    ) in answer
+    assert namespace_objects() == before
+
+    cluster.create(VIRTUAL_SERVICES, guides_virtual_service())
+    rule = guides_destination_rule()["spec"]
+    rule["subsets"][0]["labels"]["tier"] = "gold"
+    set_spec(cluster, DESTINATION_RULES, rule)
+    before = namespace_objects()
+    answer = world.command(f"canary {APP} v2", user=ALICE)
+    assert "subset 'stable' selects {tier: gold, version: v1}" in answer, answer
+    assert "remove {tier: gold} from the subset's labels" in answer
+    time.sleep(1.0)  # room for anything wrongly started to reach the cluster or Slack
+    assert namespace_objects() == before
+    assert [d for d, _ in before["deployments"]] == [APP]
+    assert world.store.active(APP) is None
+    assert world.slack.messages(RELEASES.id) == []
+    assert world.slack.calls("chat.postMessage") == []
+
+    set_spec(cluster, DESTINATION_RULES, guides_destination_rule()["spec"])
+    assert world.command(f"canary {APP} v2").startswith(":white_check_mark: Started a canary")

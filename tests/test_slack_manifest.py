@@ -45,13 +45,14 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "chat.delete": frozenset({"chat:write"}),
     "chat.getPermalink": frozenset(),
     "conversations.info": frozenset({"channels:read"}),
-    "conversations.members": frozenset({"channels:read"}),
+    "conversations.members": frozenset({"channels:read", "groups:read"}),
     "users.info": frozenset({"users:read"}),
     "usergroups.users.list": frozenset({"usergroups:read"}),
     "files.getUploadURLExternal": frozenset({"files:write"}),
     "files.completeUploadExternal": frozenset({"files:write"}),
     "views.open": frozenset(),
     "views.update": frozenset(),
+    "views.publish": frozenset(),
     "reactions.add": frozenset({"reactions:write"}),
 }
 EVENT_SCOPES: dict[str, frozenset[str]] = {
@@ -214,6 +215,7 @@ def manifest_drift(manifest: dict[str, Any], facts: CodeFacts) -> list[str]:
         *_interactivity_drift(interactivity, facts),
         *_both_ways("event", facts.events, set(subscriptions.get("bot_events") or [])),
         *([] if settings.get("socket_mode_enabled") else _url_drift(commands, settings)),
+        *_home_tab_drift(features, facts),
         *_scope_drift(scopes, facts),
     ]
 
@@ -236,6 +238,22 @@ def _interactivity_drift(interactivity: dict[str, Any], facts: CodeFacts) -> lis
         return [f"the code listens to {facts.interactive}; enable interactivity"]
     if interactivity.get("is_enabled") and not facts.interactive:
         return ["interactivity is enabled but the code listens to no action"]
+    return []
+
+
+HOME_USES = ("event app_home_opened", "views.publish")
+
+
+def _home_tab_drift(features: dict[str, Any], facts: CodeFacts) -> list[str]:
+    """App Home needs its Home tab enabled, and an enabled tab needs code that publishes it."""
+    uses = [
+        use for use in HOME_USES if use.removeprefix("event ") in facts.events | set(facts.methods)
+    ]
+    enabled = bool((features.get("app_home") or {}).get("home_tab_enabled"))
+    if uses and not enabled:
+        return [f"the code uses {uses}; enable features.app_home.home_tab_enabled"]
+    if enabled and not uses:
+        return ["the Home tab is enabled but no code publishes a Home view"]
     return []
 
 
@@ -348,20 +366,20 @@ def test_a_scope_a_called_method_needs_is_drift_when_missing(
 ) -> None:
     scanned = called_methods(
         [("snippet.py", "def f(self, client):\n    self._client.users_info(user='U1')\n"
-          "    client.files_upload_v2(channel='C1', content='x', filename='a.csv')\n")]
+          "    client.reactions_add(channel='C1', name='eyes', timestamp='1.2')\n")]
     )  # fmt: skip
-    assert scanned == {
-        "users.info": {"snippet.py:2"},
-        "files.getUploadURLExternal": {"snippet.py:3"},
-        "files.completeUploadExternal": {"snippet.py:3"},
-    }
+    assert scanned == {"users.info": {"snippet.py:2"}, "reactions.add": {"snippet.py:3"}}
     facts.methods.update(scanned)
 
     assert manifest_drift(manifest, facts) == [
-        "the manifest lacks scope files:write, needed by "
-        "['files.completeUploadExternal', 'files.getUploadURLExternal']",
+        "the manifest lacks scope reactions:write, needed by ['reactions.add']",
         "the manifest lacks scope users:read, needed by ['users.info']",
     ]
+
+
+def test_the_chart_upload_needs_files_write(facts: CodeFacts) -> None:
+    """files_upload_v2 is its two Web API methods (the upload in between is a plain POST)."""
+    assert {"files.getUploadURLExternal", "files.completeUploadExternal"} <= facts.methods.keys()
 
 
 def test_a_method_without_a_known_scope_is_drift(
@@ -378,7 +396,8 @@ def test_buttons_need_interactivity(manifest: dict[str, Any], facts: CodeFacts) 
     drifted["settings"]["interactivity"]["is_enabled"] = False
 
     (problem,) = manifest_drift(drifted, facts)
-    assert problem.startswith("the code listens to ['action release.approve'")
+    assert problem.startswith("the code listens to ['action home.start_form'")
+    assert "'action release.approve'" in problem and "'view release.start_form'" in problem
 
 
 def test_events_subscribed_and_listened_to_must_match(
@@ -388,16 +407,28 @@ def test_events_subscribed_and_listened_to_must_match(
     subscribed = manifest["settings"].get("event_subscriptions", {}).get("bot_events", [])
     drifted["settings"]["event_subscriptions"] = {
         "request_url": "https://release-bot.example.com/slack/events",
-        "bot_events": [*subscribed, "app_home_opened"],
+        "bot_events": [*subscribed, "member_joined_channel"],
     }
     assert manifest_drift(drifted, facts) == [
-        "the manifest has event app_home_opened, which no code registers"
+        "the manifest has event member_joined_channel, which no code registers"
     ]
 
     facts.events.add("app_mention")
     assert manifest_drift(manifest, facts) == [
         "the code registers event app_mention, the manifest lacks it",
         "the manifest lacks scope app_mentions:read, needed by ['event app_mention']",
+    ]
+
+
+def test_app_home_needs_the_home_tab(manifest: dict[str, Any], facts: CodeFacts) -> None:
+    assert "app_home_opened" in facts.events
+    assert any(where.startswith("bot/slack/home.py:") for where in facts.methods["views.publish"])
+    drifted = copy.deepcopy(manifest)
+    drifted["features"]["app_home"]["home_tab_enabled"] = False
+
+    assert manifest_drift(drifted, facts) == [
+        "the code uses ['event app_home_opened', 'views.publish']; "
+        "enable features.app_home.home_tab_enabled"
     ]
 
 

@@ -14,7 +14,14 @@ from bot.core.apps import ChannelRef, GatewayApiRouter, IstioRouter, JobTemplate
 from bot.core.durations import format_duration
 
 _ROUTERS = (ReplicasRouter, IstioRouter, GatewayApiRouter)
-_DURATION_FIELDS = {"duration_s", "interval_s", "window_s", "snapshot_interval_s", "timeout_s"}
+_DURATION_FIELDS = {
+    "duration_s",
+    "interval_s",
+    "window_s",
+    "snapshot_interval_s",
+    "lookback_s",
+    "timeout_s",
+}
 HEADER = "| field | type | default | meaning |\n| --- | --- | --- | --- |"
 
 

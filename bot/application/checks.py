@@ -1,32 +1,62 @@
-"""Metric checks of running canaries: when one is due, and the state-machine event it yields.
+"""Metric checks of running canaries: when one is due, the state-machine event it yields, and
+the chart that goes with its message.
 
 Called by the release service on every scheduler pass. It reads canary and stable side by side
 through a MetricsPort (Prometheus), judges them with bot.core.analysis, and turns the judgement into
-ChecksPassed, ChecksFailed or ChecksInconclusive. A check that fails yields its event without any
-further query, so nothing stands between the decision and the rollback.
+ChecksPassed, ChecksFailed or ChecksInconclusive. A check that fails its thresholds yields its event
+without any further query, so nothing stands between the decision and the rollback. Only when
+the thresholds pass does an app's statistical judge (bot.core.judge) run, on per-interval
+samples of its lookback: a fail rolls back, marginal or missing data pauses, a pass passes.
+
+Charts (bot.core.chart, drawn by a ChartRendererPort) are made when a message is delivered,
+after the transition is saved and the cluster reconciled: an upload never delays a rollback.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import structlog
 
-from bot.core.analysis import MetricsUnavailable, Trend, Verdict, judge, snapshot_text, summary_line
-from bot.core.apps import AppConfig, MetricsConfig
-from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event
-from bot.core.ports import MetricsPort
-from bot.core.release import Phase, Release, desired_traffic
+from bot.core.analysis import (
+    Judgement,
+    MetricsUnavailable,
+    Reading,
+    Trend,
+    Verdict,
+    display,
+    escape,
+    judge,
+    label,
+    snapshot_text,
+    summary_line,
+    unit,
+)
+from bot.core.apps import AppConfig, JudgeConfig, MetricsConfig
+from bot.core.chart import ChartImage, chart_of, chart_span_s, plain
+from bot.core.errors import ReleaseBotError
+from bot.core.judge import JudgeResult, Outcome, Overall, judge_statistically
+from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event, Notify
+from bot.core.ports import ChartRendererPort, MetricsPort
+from bot.core.release import NoticeKind, Phase, Release, desired_traffic
 
 log = structlog.get_logger(__name__)
 
 TREND_POINTS = 12
+CHART_POINTS_MAX = 60
+CHART_SPAN_MAX_S = 6 * 3600
+"""A chart shows the release from its first stage, at most this far back."""
 _CHECKED_PHASES = (Phase.VERIFYING, Phase.RUNNING, Phase.AWAITING_APPROVAL)
+_CHARTED_NOTICES = (NoticeKind.SNAPSHOT, NoticeKind.AUTO_ROLLBACK)
+_UNSAFE_IN_FILENAMES = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class CanaryChecks:
-    def __init__(self, *, metrics: MetricsPort) -> None:
+    def __init__(self, *, metrics: MetricsPort, charts: ChartRendererPort | None = None) -> None:
+        """`charts` None: messages go without charts."""
         self._metrics = metrics
+        self._charts = charts
 
     def covers(self, app: AppConfig) -> bool:
         return self._metrics.covers(app)
@@ -50,8 +80,8 @@ class CanaryChecks:
             reading = self._metrics.read(app, at=now)
         except MetricsUnavailable as error:
             return ChecksInconclusive(reason=str(error))
-        public_traffic = desired_traffic(release).canary_weight > 0  # held, at a gate
-        judgement = judge(reading, _limits(release, app), public_traffic=public_traffic)
+        weight = desired_traffic(release).canary_weight  # at a gate: the weight it holds
+        judgement = judge(reading, _limits(release, app), public_traffic=weight > 0)
         summary = summary_line(judgement, reading)
         if judgement.verdict is Verdict.FAILED:
             failed = judgement.failed[0]
@@ -66,10 +96,73 @@ class CanaryChecks:
             )
         if judgement.verdict is Verdict.INCONCLUSIVE:
             return ChecksInconclusive(reason=judgement.reason)
-        snapshot = None
-        if self._snapshot_due(release, app, now=now):
-            snapshot = snapshot_text(judgement, reading, self._trend(app, now=now))
+        config = app.metrics.judge
+        if config is None or not 0 < weight < 100:
+            return self._passed(release, app, judgement, reading, summary, now=now)
+        try:
+            verdict = self._judge_statistically(app, config, now=now)
+        except MetricsUnavailable as error:
+            return ChecksInconclusive(reason=f"statistical judge: {error}")
+        if verdict.overall is Overall.FAIL:
+            return _judge_failed(verdict, app, summary=summary)
+        if verdict.overall is not Overall.PASS:
+            return ChecksInconclusive(reason=_inconclusive_reason(verdict))
+        summary = f"{summary} · {escape(verdict.reason)}"
+        return self._passed(release, app, judgement, reading, summary, now=now, verdict=verdict)
+
+    def chart(self, release: Release, app: AppConfig, notice: Notify) -> ChartImage | None:
+        """The chart of a snapshot or an automatic rollback, as of the check that made it: the
+        release from its first stage to that check. None for other notices, without a renderer,
+        or when the chart cannot be made (logged): the message goes out without it."""
+        at = release.last_check_at
+        if self._charts is None or notice.kind not in _CHARTED_NOTICES or at is None:
+            return None
+        metrics = app.metrics
+        span_s = chart_span_s(release, at=at, window_s=metrics.window_s, most_s=CHART_SPAN_MAX_S)
+        points = max(2, min(CHART_POINTS_MAX, span_s // metrics.interval_s))
+        failed = notice.kind is NoticeKind.AUTO_ROLLBACK
+        try:
+            trend = self._metrics.trend(_looking_back(app, span_s), at=at, points=points)
+            drawn = chart_of(
+                release, app, trend, at=at, span_s=span_s, verdict=plain(notice.text), failed=failed
+            )
+            png = self._charts.render(drawn)
+        except ReleaseBotError as error:
+            log.warning("chart_skipped", app=app.name, notice=notice.kind, error=str(error))
+            return None
+        name = _UNSAFE_IN_FILENAMES.sub("-", f"{release.app}-{release.version}")
+        return ChartImage(
+            png=png,
+            title=drawn.title,
+            alt_text=drawn.alt_text,
+            filename=f"{name}-{at.strftime('%Y%m%dT%H%M%SZ')}.png",
+        )
+
+    def _passed(
+        self,
+        release: Release,
+        app: AppConfig,
+        judgement: Judgement,
+        reading: Reading,
+        summary: str,
+        *,
+        now: datetime,
+        verdict: JudgeResult | None = None,
+    ) -> ChecksPassed:
+        if not self._snapshot_due(release, app, now=now):
+            return ChecksPassed(summary=summary)
+        snapshot = snapshot_text(judgement, reading, self._trend(app, now=now))
+        if verdict is not None:
+            snapshot += "\n🧮 " + escape(verdict.explanation)
         return ChecksPassed(summary=summary, snapshot=snapshot)
+
+    def _judge_statistically(
+        self, app: AppConfig, config: JudgeConfig, *, now: datetime
+    ) -> JudgeResult:
+        """Per-interval samples of both tracks over the judge's lookback, judged."""
+        looking_back = _looking_back(app, config.lookback_s)
+        trend = self._metrics.trend(looking_back, at=now, points=config.samples)
+        return judge_statistically(trend, config)
 
     def _snapshot_due(self, release: Release, app: AppConfig, *, now: datetime) -> bool:
         last = release.last_snapshot_at
@@ -83,6 +176,35 @@ class CanaryChecks:
         except MetricsUnavailable as error:
             log.warning("trend_unavailable", app=app.name, error=str(error))
             return None
+
+
+def _looking_back(app: AppConfig, span_s: int) -> AppConfig:
+    """`app` with a window of `span_s`: MetricsPort.trend spreads its points over the window."""
+    metrics = app.metrics.model_copy(update={"window_s": span_s})
+    return app.model_copy(update={"metrics": metrics})
+
+
+def _judge_failed(verdict: JudgeResult, app: AppConfig, *, summary: str) -> ChecksFailed:
+    """The judge's failure as the machine's ChecksFailed: the deciding metric's median against
+    stable's median moved by the allowed effect."""
+    blamed = verdict.deciding
+    assert blamed is not None and blamed.canary_median is not None  # a FAIL has one, with data
+    assert blamed.limit is not None
+    return ChecksFailed(
+        metric=f"the median {label(blamed.metric)} (statistical judge)",
+        value=display(blamed.canary_median, blamed.metric) or 0.0,
+        threshold=display(blamed.limit, blamed.metric) or 0.0,
+        unit=unit(blamed.metric),
+        failure_limit=app.metrics.failure_limit,
+        summary=f"{summary} · {escape(verdict.reason)}: {escape(blamed.why)}",
+    )
+
+
+def _inconclusive_reason(verdict: JudgeResult) -> str:
+    """Marginal or missing data: the verdict and what made it so, on one line."""
+    doubtful = [m for m in verdict.metrics if m.outcome is not Outcome.PASS]
+    lines = [verdict.reason, *(f"{label(m.metric)}: {m.why}" for m in doubtful)]
+    return escape("; ".join(lines))
 
 
 def _limits(release: Release, app: AppConfig) -> MetricsConfig:

@@ -23,7 +23,18 @@ from bot.application import freeze_hold, telemetry, verification_gate
 from bot.application.checks import CanaryChecks
 from bot.core import freezes
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
-from bot.core.authorization import Allowed, Right, SeenChannel, decide, groups_to_resolve
+from bot.core.authorization import (
+    APP_HOME,
+    Allowed,
+    Decision,
+    FromAppHome,
+    Place,
+    Right,
+    SeenChannel,
+    decide,
+    groups_to_resolve,
+    home_channel_ids,
+)
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.core.freezes import ALL_APPS, Frozen, frozen_at
 from bot.core.machine import (
@@ -45,10 +56,12 @@ from bot.core.machine import (
     RollbackDone,
     StageTimerElapsed,
     VerificationPassed,
+    offers,
     start_release,
     transition,
     with_outbox,
 )
+from bot.core.plan import Plan
 from bot.core.ports import (
     AnnouncerPort,
     AppBusy,
@@ -56,6 +69,8 @@ from bot.core.ports import (
     ClusterPort,
     DeployLock,
     HistoryEntry,
+    HomeBoard,
+    HomeViewersPort,
     LeasesPort,
     MembershipPort,
     MembershipUnavailable,
@@ -95,6 +110,30 @@ class Outcome:
     not_taken_up: bool = False
     """The request names nothing that can be acted on now (an unknown app or plan, an app that
     is locked or held by another release), as opposed to an action the release refused."""
+    for_everyone: bool = False
+    """The channel sees the answer, not only the person: a lock or a freeze changes what
+    everyone there may do, so it is said where they read it."""
+
+
+FINISHED_ON_HOME = 10
+"""How many finished releases App Home lists."""
+
+
+class StartField(StrEnum):
+    """The start form's field a refused start is about."""
+
+    APP = "app"
+    PLAN = "plan"
+    VERSION = "version"
+
+
+@dataclass(frozen=True, slots=True)
+class StartProblem:
+    """Why a start would be refused before anything is created, and which field it is about."""
+
+    field: StartField
+    message: str
+    not_taken_up: bool = False
 
 
 _NOT_TAKEN_UP = (UnknownApp, UnknownPlan, AppBusy, AppLocked)
@@ -117,14 +156,17 @@ class ReleaseService:
         announcer: AnnouncerPort,
         membership: MembershipPort | None = None,
         checks: CanaryChecks | None = None,
+        home_viewers: HomeViewersPort | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
         crash_at: CrashPoint | None = None,
     ) -> None:
         """`checks` None: no metrics source, so stages advance on their timers alone;
         `membership` None: no user group can be resolved, so rules naming one deny, and a group
-        in `break_glass` lets nobody override (user ids do)."""
+        in `break_glass` lets nobody override (user ids do); `home_viewers` None: no App Home to
+        refresh after a transition."""
         self._config = config
+        self._home_viewers = home_viewers
         self._membership = membership
         self._checks = checks
         self._leases = leases
@@ -145,11 +187,13 @@ class ReleaseService:
         channel: str,
         channel_name: str = "",
         override: str | None = None,
+        reason: str = "",
     ) -> Outcome:
         """Start a canary; its card goes to the app's channel when the apps file gives its ID,
         else to `channel`, where the command was typed (`channel_name`: its name, when the
         request carries one, for rules that name channels by name). `override`: a break-glass
-        reason, which lets the start through a freeze and a deploy lock."""
+        reason, which lets the start through a freeze and a deploy lock; `reason`: why (the
+        start form asks), kept in the audit trail."""
         # the release's id joins once it exists; the strategy is the only one there is yet
         context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
         with structlog.contextvars.bound_contextvars(**context):
@@ -171,17 +215,83 @@ class ReleaseService:
                     channel=channel,
                     channel_name=channel_name,
                     override=override,
+                    reason=reason,
                 )
             except _NOT_TAKEN_UP as refusal:
-                if isinstance(refusal, AppBusy | AppLocked):
-                    refused = f"refused: {refusal}"
-                    self._audit(
-                        app_name, "-", user, "start", refused, channel=channel, override=override
-                    )
-                    telemetry.count_transition(telemetry.START_EVENT, applied=False)
+                self._refused_start(refusal, app_name, user, channel=channel, override=override)
                 return Outcome(False, str(refusal), not_taken_up=True)
         telemetry.count_transition(telemetry.START_EVENT, applied=outcome.applied)
         return outcome
+
+    def check_start(
+        self,
+        *,
+        app_name: str,
+        plan_name: str | None,
+        user: str,
+        channel: str,
+        channel_name: str = "",
+    ) -> StartProblem | None:
+        """What `start` would refuse at once (authorization, plan, freeze, lock, busy), with the
+        field it is about; audited as `start` audits it. None: `start` may go ahead (it checks
+        all of this again, then the cluster)."""
+        try:
+            app = self._config.app(app_name)
+            return self._start_problem(
+                app, plan_name, user=user, channel=channel, channel_name=channel_name, override=None
+            )
+        except UnknownPlan as refusal:
+            return StartProblem(StartField.PLAN, str(refusal), not_taken_up=True)
+        except _NOT_TAKEN_UP as refusal:
+            self._refused_start(refusal, app_name, user, channel=channel, override=None)
+            return StartProblem(StartField.APP, str(refusal), not_taken_up=True)
+
+    def _refused_start(
+        self,
+        refusal: ReleaseBotError,
+        app_name: str,
+        user: str,
+        *,
+        channel: str,
+        override: str | None,
+    ) -> None:
+        """Busy and locked apps are refusals of the start, audited; unknown names are not."""
+        if isinstance(refusal, AppBusy | AppLocked):
+            refused = f"refused: {refusal}"
+            self._audit(app_name, "-", user, "start", refused, channel=channel, override=override)
+            telemetry.count_transition(telemetry.START_EVENT, applied=False)
+
+    def _start_problem(
+        self,
+        app: AppConfig,
+        plan_name: str | None,
+        *,
+        user: str,
+        channel: str,
+        channel_name: str,
+        override: str | None,
+    ) -> StartProblem | None:
+        """The refusals decided before the cluster is asked; raises AppBusy, AppLocked,
+        UnknownPlan."""
+        seen = self._place(app, user, channel, channel_name)
+        if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
+            return StartProblem(StartField.APP, denied.message)
+        if isinstance(seen, FromAppHome) and not app.slack_channel.is_id:
+            return StartProblem(
+                StartField.APP,
+                f"{app.name}'s slack_channel is given by name ({app.slack_channel}), so its card "
+                "has no channel to go to from App Home; start it from that channel",
+            )
+        plan = self._config.plan(plan_name) if plan_name else app.plan
+        if refusal := plan_refusal(app, plan):
+            return StartProblem(StartField.PLAN, refusal)
+        if override is None and (frozen := self.frozen(app.name)) is not None:
+            message = freezes.refused_while_frozen(app.name, frozen, "a new release")
+            self._audit(app.name, "-", user, "start", f"refused: {message}", channel=channel)
+            telemetry.count_transition(telemetry.START_EVENT, applied=False)
+            return StartProblem(StartField.APP, message, not_taken_up=True)
+        self._refuse_if_taken(app.name, through_lock=override is not None)
+        return None
 
     def _start(
         self,
@@ -193,20 +303,20 @@ class ReleaseService:
         channel: str,
         channel_name: str,
         override: str | None,
+        reason: str,
     ) -> Outcome:
         app = self._config.app(app_name)
-        seen = SeenChannel(channel, channel_name)
-        if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
-            return denied
+        problem = self._start_problem(
+            app,
+            plan_name,
+            user=user,
+            channel=channel,
+            channel_name=channel_name,
+            override=override,
+        )
+        if problem is not None:
+            return Outcome(False, problem.message, not_taken_up=problem.not_taken_up)
         plan = self._config.plan(plan_name) if plan_name else app.plan
-        if refusal := plan_refusal(app, plan):
-            return Outcome(False, refusal)
-        if override is None and (frozen := self.frozen(app.name)) is not None:
-            message = freezes.refused_while_frozen(app.name, frozen, "a new release")
-            self._audit(app.name, "-", user, "start", f"refused: {message}", channel=channel)
-            telemetry.count_transition(telemetry.START_EVENT, applied=False)
-            return Outcome(False, message, not_taken_up=True)
-        self._refuse_if_taken(app.name, through_lock=override is not None)
         previous = self._cluster.stable_version(app)
         if previous == version:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
@@ -242,12 +352,13 @@ class ReleaseService:
             effects = effects[-1:] + effects[:-1]  # the notice first: the start is an override
         release = with_outbox(release, effects)
         with _working_on(release):
-            detail = f"{version} (plan {plan.name})"
+            detail = f"{version} (plan {plan.name})" + (f": {reason}" if reason else "")
             entry = self._entry(
                 release, user, "start", "applied", detail, channel=channel, override=override
             )
             stored = self._store.create(release, entry=entry, through_lock=override is not None)
             _log_applied(entry, app=app.name)
+            self._refresh_home()
             with self._leases.hold_release(release.id) as leased:  # else another replica's pass
                 if leased is not None:
                     self._reached(CrashPoint.SAVED)
@@ -332,11 +443,13 @@ class ReleaseService:
         self._store.freeze(scope, by=user, reason=reason, at=now, until=until)
         applied = f"applied until {until.isoformat()}: {reason or 'no reason given'}"
         self._audit(scope, "-", user, "freeze", applied, channel=channel)
-        which = "every app is" if scope == ALL_APPS else f"{scope} is"
+        which = "every app" if scope == ALL_APPS else scope
         return Outcome(
             True,
-            f"{which} frozen until {until:%Y-%m-%d %H:%M} UTC: new releases and widening steps "
-            "are refused, and running releases hold at their next gate.",
+            f"<@{user}> froze {which} until {until:%Y-%m-%d %H:%M} UTC"
+            f" ({reason or 'no reason given'}): new releases and widening steps are refused, and "
+            "running releases hold at their next gate.",
+            for_everyone=True,
         )
 
     def unfreeze(self, *, scope: str, user: str, channel: str | None = None) -> Outcome:
@@ -348,7 +461,12 @@ class ReleaseService:
         self._audit(
             scope, "-", user, "unfreeze", f"applied (frozen by {previous.by})", channel=channel
         )
-        return Outcome(True, f"the freeze of {scope} is lifted (recurring windows still apply).")
+        return Outcome(
+            True,
+            f"<@{user}> lifted the freeze of {scope} set by <@{previous.by}> "
+            "(recurring windows still apply).",
+            for_everyone=True,
+        )
 
     def lock(
         self,
@@ -363,13 +481,18 @@ class ReleaseService:
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
-        seen = None if channel is None else SeenChannel(channel, channel_name)
+        seen = self._place(app, user, channel, channel_name)
         if denied := self._denied(app, Right.CHANNEL, "lock", user=user, channel=seen):
             return denied
         self._store.lock(app.name, by=user, reason=reason, at=self._clock())
         applied = f"applied: {reason or 'no reason given'}"
         self._audit(app.name, "-", user, "lock", applied, channel=channel)
-        return Outcome(True, f"{app.name} is locked: new releases are refused until unlocked.")
+        return Outcome(
+            True,
+            f"<@{user}> locked {app.name} ({reason or 'no reason given'}): new releases are "
+            "refused until unlocked.",
+            for_everyone=True,
+        )
 
     def unlock(
         self, *, app_name: str, user: str, channel: str | None = None, channel_name: str = ""
@@ -377,7 +500,7 @@ class ReleaseService:
         if app_name not in self._config.apps:
             return self._unknown_app(app_name)
         app = self._config.app(app_name)
-        seen = None if channel is None else SeenChannel(channel, channel_name)
+        seen = self._place(app, user, channel, channel_name)
         if denied := self._denied(app, Right.CHANNEL, "unlock", user=user, channel=seen):
             return denied
         previous = self._store.unlock(app.name)
@@ -385,7 +508,11 @@ class ReleaseService:
             return Outcome(False, f"{app.name} was not locked.")
         applied = f"applied (locked by {previous.by})"
         self._audit(app.name, "-", user, "unlock", applied, channel=channel)
-        return Outcome(True, f"{app.name} is unlocked (it was locked by <@{previous.by}>).")
+        return Outcome(
+            True,
+            f"<@{user}> unlocked {app.name} (it was locked by <@{previous.by}>).",
+            for_everyone=True,
+        )
 
     def _denied_event(  # noqa: PLR0917 (private; every caller passes all six)
         self,
@@ -397,7 +524,7 @@ class ReleaseService:
         release: Release | None,
     ) -> Outcome | None:
         right = _EVENT_RIGHTS.get(type(event), Right.CHANNEL)
-        seen = None if channel is None else SeenChannel(channel, channel_name)
+        seen = self._place(app, actor, channel, channel_name)
         action = type(event).__name__
         return self._denied(app, right, action, user=actor, channel=seen, release=release)
 
@@ -408,19 +535,126 @@ class ReleaseService:
         action: str,
         *,
         user: str,
-        channel: SeenChannel | None,
+        channel: Place | None,
         release: Release | None = None,
     ) -> Outcome | None:
         """None when `user` may; else the denial, audited, with nothing else changed."""
-        memberships = {group: self._members(group) for group in groups_to_resolve(app, right, user)}
-        decision = decide(app, right, user=user, channel=channel, memberships=memberships)
+        decision = self._decision(app, right, user=user, channel=channel)
         if isinstance(decision, Allowed):
             return None
         release_id = release.id if release else "-"
-        where = channel.id if channel else None
+        where = channel.id if isinstance(channel, SeenChannel) else APP_HOME if channel else None
         self._audit(app.name, release_id, user, action, f"denied: {decision.reason}", channel=where)
         log.info("action_denied", app=app.name, action=action, actor=user, reason=decision.reason)
         return Outcome(False, decision.reason, release)
+
+    def _decision(
+        self, app: AppConfig, right: Right, *, user: str, channel: Place | None
+    ) -> Decision:
+        memberships = {group: self._members(group) for group in groups_to_resolve(app, right, user)}
+        return decide(app, right, user=user, channel=channel, memberships=memberships)
+
+    def _place(
+        self, app: AppConfig, user: str, channel: str | None, channel_name: str
+    ) -> Place | None:
+        """Where a request came from: None outside Slack, the App Home (APP_HOME: it counts for
+        members of the app's allowed channels), or a channel."""
+        if channel is None:
+            return None
+        if channel == APP_HOME:
+            return FromAppHome(member_of=self._channels_with(app, user))
+        return SeenChannel(channel, channel_name)
+
+    def _channels_with(self, app: AppConfig, user: str) -> frozenset[str]:
+        """The app's allowed channels `user` is a member of; one Slack cannot answer for counts
+        as not (fail closed)."""
+        member_of = set()
+        for channel_id in home_channel_ids(app):
+            if self._membership is None:
+                break
+            try:
+                if user in self._membership.channel_members(channel_id):
+                    member_of.add(channel_id)
+            except MembershipUnavailable as error:
+                log.warning("channel_members_unavailable", channel=channel_id, error=str(error))
+        return frozenset(member_of)
+
+    def startable_apps(self, *, user: str, channel: str, channel_name: str = "") -> list[str]:
+        """The apps `user` may start from `channel` (APP_HOME: the App Home), by their rules;
+        asking is not audited, as nothing is attempted."""
+        return [
+            name
+            for name, app in sorted(self._config.apps.items())
+            if isinstance(
+                self._decision(
+                    app,
+                    Right.START,
+                    user=user,
+                    channel=self._place(app, user, channel, channel_name),
+                ),
+                Allowed,
+            )
+        ]
+
+    def home_board(self, viewer: str) -> HomeBoard:
+        """What `viewer`'s App Home shows now."""
+        active = tuple(stored.release for stored in self._store.active_releases())
+        finished = self._store.finished_releases(limit=FINISHED_ON_HOME)
+        return HomeBoard(
+            viewer=viewer,
+            active=active,
+            waiting_for_viewer=frozenset(
+                release.id for release in active if self._waits_for(release, viewer)
+            ),
+            finished=tuple(stored.release for stored in finished),
+            may_start=bool(self.startable_apps(user=viewer, channel=APP_HOME)),
+        )
+
+    def _waits_for(self, release: Release, user: str) -> bool:
+        """The release asks for an approval `user` may give: from App Home, by the app's rules,
+        not the requester under four-eyes, not one who approved this stage already."""
+        if not (offers(release, Approve) and release.approvals_missing() > 0):
+            return False
+        if user in release.approvers_of(release.stage_index):
+            return False
+        if release.four_eyes and user == release.requested_by:
+            return False
+        app = self._config.app(release.app)
+        place = self._place(app, user, APP_HOME, "")
+        return isinstance(self._decision(app, Right.APPROVE, user=user, channel=place), Allowed)
+
+    def plans_for(self, app_name: str) -> list[Plan]:
+        """The plans the app may be released with: its own first, then the others that fit its
+        router."""
+        app = self._config.app(app_name)
+        others = [
+            plan for name, plan in sorted(self._config.plans.items()) if name != app.plan.name
+        ]
+        return [app.plan, *(plan for plan in others if plan_refusal(app, plan) is None)]
+
+    def recent_versions(self, app_name: str, *, limit: int = 5) -> list[str]:
+        """The versions the app's last releases started with, newest first, each once."""
+        entries = self._store.history(self._config.app(app_name).name, limit=200)
+        versions: list[str] = []
+        for entry in reversed(entries):
+            if entry.action != "start" or entry.outcome != "applied":
+                continue
+            stored = self._store.get(entry.release_id)
+            if stored is not None and stored.release.version not in versions:
+                versions.append(stored.release.version)
+            if len(versions) == limit:
+                break
+        return versions
+
+    def _refresh_home(self) -> None:
+        """A release changed: everyone who looked at App Home lately gets a refresh scheduled;
+        a failure costs the refresh only, never the transition."""
+        if self._home_viewers is None:
+            return
+        try:
+            self._home_viewers.schedule_refresh(at=self._clock())
+        except ReleaseBotError as error:
+            log.warning("home_refresh_not_scheduled", error=str(error))
 
     def _members(self, group: str) -> frozenset[str] | None:
         """The group's members; None when they cannot be known (the decision then fails closed)."""
@@ -649,6 +883,7 @@ class ReleaseService:
                 stored = reread
                 continue
             _log_applied(entry, app=release.app)
+            self._refresh_home()
             telemetry.count_transition(action, applied=True)
             telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
@@ -694,11 +929,20 @@ class ReleaseService:
                     )
                     self._announcer.notify(shown, notify)
                     posted.add(notice.id)
+                    self._share_chart(shown, notify)
             except ReleaseBotError as error:
                 log.warning("slack_deferred", release=release.id, error=str(error))
             if refs is None:
                 return fresh
             return self._record_delivery(fresh, refs, posted)
+
+    def _share_chart(self, release: Release, notice: Notify) -> None:
+        """After its message is out, the chart that goes with it (snapshots, auto-rollbacks)."""
+        if self._checks is None:
+            return
+        chart = self._checks.chart(release, self._config.app(release.app), notice)
+        if chart is not None:
+            self._announcer.share_chart(release, chart, in_channel=notice.in_channel)
 
     def _record_delivery(
         self, stored: StoredRelease, refs: SlackRefs, posted: set[int]

@@ -332,6 +332,30 @@ def _amount(value: float, metric: Metric) -> str:
     return f"{number(value * shown.scale)} {shown.unit}"
 
 
+def label(metric: Metric) -> str:
+    """How people call a metric: "error rate", "p99 latency", "QPS"."""
+    return _SHOWN[metric].label
+
+
+def amount(value: float, metric: Metric) -> str:
+    """A reading-unit value as people read it (the judge and the charts say it the same way)."""
+    return _amount(value, metric)
+
+
+def margin(value: float, metric: Metric) -> str:
+    """A difference as people read it: error rates in percentage points, others in their unit."""
+    return _margin(value, metric)
+
+
+def display(value: float | None, metric: Metric) -> float | None:
+    """A reading-unit value in display units: an error rate of 0.05 is 5 (%)."""
+    return _display(value, metric)
+
+
+def unit(metric: Metric) -> str:
+    return _SHOWN[metric].unit
+
+
 # ---------------------------------------------------------------- Slack texts (mrkdwn)
 
 _MARKS = {Verdict.PASSED: "✅", Verdict.FAILED: "❌", Verdict.INCONCLUSIVE: "❔"}
@@ -413,7 +437,7 @@ def _snapshot_row(
         and (check.threshold is None or verdict is Verdict.INCONCLUSIVE)
         and check.reason not in judgement.reason  # said once, in the headline
     ):
-        parts.append(_escape(check.reason))
+        parts.append(escape(check.reason))
     scale = _SHOWN[metric].scale
     limit = None if check is None or check.threshold is None else check.threshold / scale
     if trend is not None and (sparklines := _sparklines(metric, trend, limit=limit)):
@@ -447,10 +471,10 @@ def _reason_text(judgement: Judgement) -> str:
     reason = judgement.reason
     if len(reason) > _REASON_MAX:
         reason = reason[: _REASON_MAX - 1].rstrip() + "…"
-    return _escape(reason)
+    return escape(reason)
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Plain text made safe for mrkdwn: Slack reads <, > and & as markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 

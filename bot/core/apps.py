@@ -217,6 +217,10 @@ class IstioRouter(FrozenModel):
     """The host the route sends to, e.g. `shop-api.shop.svc.cluster.local`."""
     route_index: Annotated[int, Field(ge=0)] = 0
     """Which http route of the VirtualService to weight (0: the first)."""
+    subset_label: Literal["version", "track"] = "version"
+    """What the subsets select pods by: `version` (the version label the pods carry; subset
+    `stable` follows the stable's version through promotion) or `track` (`track: stable` on the
+    stable pods, `track: canary` on the canary's)."""
 
 
 class GatewayApiRouter(FrozenModel):
@@ -278,6 +282,68 @@ class QpsLimits(FrozenModel):
     """Lowest request rate, in req/s, the canary must serve in a stage with public traffic."""
 
 
+JudgeDirection = Literal["increase", "decrease", "either"]
+
+
+class JudgedMetric(FrozenModel):
+    """How the statistical judge compares one metric of the canary with stable's."""
+
+    direction: JudgeDirection = "increase"
+    """Which move of the canary is harmful: `increase`, `decrease` or `either`."""
+    allowed_effect: Annotated[float, Field(ge=0)] = 0.0
+    """How far the canary's median may move the harmful way and still pass, in the metric's
+    unit (error rate: a fraction, 0.005 is half a point; p99: ms)."""
+    critical: bool = False
+    """A failure of this metric fails the judgement whatever the score."""
+
+
+class JudgedMetrics(FrozenModel):
+    """The metrics the statistical judge compares; at least one."""
+
+    error_rate: JudgedMetric | None = JudgedMetric()
+    """Error rate per interval; default: judged, an increase is harmful, none allowed."""
+    p99_latency_ms: JudgedMetric | None = None
+    """p99 latency per interval, in ms; judged when set."""
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> JudgedMetrics:
+        if self.error_rate is None and self.p99_latency_ms is None:
+            raise ValueError("judge at least one metric (error_rate, p99_latency_ms)")
+        return self
+
+
+class JudgeConfig(FrozenModel):
+    """A statistical judge of canary against stable (Kayenta's idea), beside the thresholds:
+    per-interval samples of each track, a Mann-Whitney U test per metric, a score."""
+
+    kind: Literal["mann-whitney"]
+    """The test: `mann-whitney` (two-sided Mann-Whitney U, with a Hodges-Lehmann shift)."""
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    """How sure the test must be that the canary differs before a move counts (0.95: p below
+    0.05)."""
+    lookback_s: PositiveDuration = Field(default=600, alias="lookback")
+    """How far back the samples reach, across stage changes."""
+    samples: Annotated[int, Field(ge=3, le=200)] = 10
+    """Into how many intervals the lookback is cut: one sample per track per interval."""
+    min_samples: Annotated[int, Field(ge=3)] = 5
+    """Fewer intervals with data on either track: missing data, the check is inconclusive
+    (never promotes)."""
+    pass_score: Annotated[float, Field(ge=0, le=100)] = Field(default=95, alias="pass")
+    """Lowest score (0..100) that passes."""
+    marginal: Annotated[float, Field(ge=0, le=100)] = 75
+    """Lowest score that is marginal rather than failed; a marginal check pauses the release."""
+    metrics: JudgedMetrics = JudgedMetrics()
+    """What is judged, per metric."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeConfig:
+        if self.marginal > self.pass_score:
+            raise ValueError(f"marginal {self.marginal:g} is above pass {self.pass_score:g}")
+        if self.min_samples > self.samples:
+            raise ValueError(f"min_samples {self.min_samples} is above samples {self.samples}")
+        return self
+
+
 class MetricsConfig(FrozenModel):
     """How the analysis judges a stage; prometheus_url None means the bot's PROMETHEUS_URL."""
 
@@ -301,6 +367,8 @@ class MetricsConfig(FrozenModel):
     """A request-rate floor; checked when set."""
     snapshot_interval_s: PositiveDuration = Field(default=900, alias="snapshot_interval")
     """How often a metrics snapshot is posted in the thread, besides one at each stage change."""
+    judge: JudgeConfig | None = None
+    """A statistical judge of canary against stable, after the thresholds pass; none by default."""
 
 
 class AuthorizationConfig(FrozenModel):

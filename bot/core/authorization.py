@@ -35,6 +35,24 @@ class SeenChannel:
     name: str = ""
 
 
+APP_HOME = "app-home"
+"""What the Slack listeners pass as the channel of a click or a form on the bot's App Home, which
+is in no channel; the audit trail records it as that place."""
+
+
+@dataclass(frozen=True, slots=True)
+class FromAppHome:
+    """A request from the bot's App Home: it counts as coming from an allowed channel the person
+    is a member of. `member_of`: the app's allowed channel IDs the person is in, as resolved
+    (an allowed channel given by name cannot be resolved, so never counts)."""
+
+    member_of: frozenset[str]
+
+
+Place = SeenChannel | FromAppHome
+"""Where a person's request came from: a channel, or the App Home."""
+
+
 @dataclass(frozen=True, slots=True)
 class Allowed:
     pass
@@ -85,16 +103,22 @@ def decide(
     right: Right,
     *,
     user: str,
-    channel: SeenChannel | None,
+    channel: Place | None,
     memberships: Memberships,
 ) -> Decision:
     """May `user`, asking from `channel`, do what needs `right` on `app`?
 
-    `channel` None: a caller outside Slack (the demo, a script), which has no channel to check.
+    `channel` None: a caller outside Slack (the demo, a script), which has no channel to check;
+    FromAppHome: the App Home, which counts as an allowed channel the person is a member of.
     A group missing from `memberships` or mapped to None could not be resolved: a right that
     needs it is denied (fail closed); the channel-only right never needs one."""
     if channel is not None and not _in_allowed_channel(app, channel):
         where = " or ".join(_channel_mention(ref) for ref in allowed_channels(app))
+        if isinstance(channel, FromAppHome):
+            return Denied(
+                f"{app.name} is released from {where} only, and from App Home by its members; "
+                "you are not a member, so nothing was changed"
+            )
         return Denied(f"{app.name} is released from {where} only; nothing was changed here")
     listed = principals(app, right)
     if right is Right.CHANNEL or not listed or user in listed:
@@ -113,7 +137,14 @@ def decide(
     return Denied(needed)
 
 
-def _in_allowed_channel(app: AppConfig, channel: SeenChannel) -> bool:
+def home_channel_ids(app: AppConfig) -> tuple[str, ...]:
+    """The allowed channels whose members may act from App Home: those given by ID."""
+    return tuple(ref.value for ref in allowed_channels(app) if ref.is_id)
+
+
+def _in_allowed_channel(app: AppConfig, channel: Place) -> bool:
+    if isinstance(channel, FromAppHome):
+        return any(channel_id in channel.member_of for channel_id in home_channel_ids(app))
     return any(
         ref.matches(channel_id=channel.id, channel_name=channel.name)
         for ref in allowed_channels(app)

@@ -68,6 +68,13 @@ class StartBlueGreen:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OpenStartForm:
+    """`/release canary` (or another strategy) with nothing after it: the start form."""
+
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Status:
     """One app's release; app None: every active release."""
 
@@ -154,6 +161,7 @@ Command = (
     Help
     | StartCanary
     | StartBlueGreen
+    | OpenStartForm
     | Status
     | ListActive
     | History
@@ -399,6 +407,10 @@ class _Arguments:
             raise self.fail(f"`{word}`: a freeze must last longer than 0s")
         return seconds
 
+    def empty(self) -> bool:
+        """Nothing at all follows the subcommand."""
+        return not (self._positionals or self._flags or self.reason)
+
     def done(self) -> None:
         """Refuse words nobody took."""
         if not self._positionals:
@@ -427,6 +439,8 @@ class _Syntax:
     build: Callable[[_Arguments], Command]
     flags: Mapping[str, str] = field(default_factory=dict)
     """Flag -> its value's placeholder; '' for a switch."""
+    starts: bool = False
+    """A strategy: starts a release, and with nothing after it opens the start form."""
     takes_reason: bool = False
     """Free text after the app, to the end of the line."""
     words_before_reason: int = 1
@@ -447,16 +461,29 @@ _GRAMMAR = {
             name="canary",
             arguments="<app> <version> [--plan NAME]",
             summary=f"start a canary release (plan: the app's, or NAME){_OVERRIDE_SUMMARY}",
-            build=lambda args: StartCanary(
-                app=args.app(), version=args.version(), plan=args.plan(), override=args.override()
+            build=lambda args: (
+                OpenStartForm(strategy="canary")
+                if args.empty()
+                else StartCanary(
+                    app=args.app(),
+                    version=args.version(),
+                    plan=args.plan(),
+                    override=args.override(),
+                )
             ),
             flags={"--plan": "NAME", "--override": '"<reason>"'},
+            starts=True,
         ),
         _Syntax(
             name="bluegreen",
             arguments="<app> <version>",
             summary="start a blue-green release",
-            build=lambda args: StartBlueGreen(app=args.app(), version=args.version()),
+            build=lambda args: (
+                OpenStartForm(strategy="bluegreen")
+                if args.empty()
+                else StartBlueGreen(app=args.app(), version=args.version())
+            ),
+            starts=True,
         ),
         _Syntax(
             name="status",
@@ -553,11 +580,18 @@ _GRAMMAR = {
     )
 }
 
+STRATEGIES = tuple(syntax.name for syntax in _GRAMMAR.values() if syntax.starts)
+"""The subcommands that start a release, in the grammar's order: the start form's choices."""
+
 _VERSION_NOTE = (
     f"<version>: an image tag (v2.4.1) or a full image reference ({EXAMPLE_REFERENCE}, "
     "registry.local:5000/shop-api@sha256:<64 hex digits>)."
 )
 _APP_NOTE = "<app>: the app's name in the apps file (lower-case); `all`: every app."
+_FORM_NOTE = (
+    f"With nothing after it, {' or '.join(f'{COMMAND} {name}' for name in STRATEGIES)} opens "
+    "a form to start a release, listing the apps you may start."
+)
 _OVERRIDE_NOTE = (
     '--override "<reason>" (canary, approve, promote): break glass through a freeze (and a '
     "lock, for a start); only the apps file's break_glass may, and it is announced in the channel."
@@ -579,6 +613,7 @@ USAGE = "\n".join(
     [
         "Usage:",
         *(_usage_line(syntax) for syntax in _GRAMMAR.values()),
+        _FORM_NOTE,
         _OVERRIDE_NOTE,
         _APP_NOTE,
         _VERSION_NOTE,
@@ -600,6 +635,8 @@ def usage_for(subcommand: str) -> str:
     """One subcommand's usage line and notes; UsageError for an unknown subcommand."""
     syntax = _known_subcommand(subcommand)
     lines = ["Usage:", _usage_line(syntax)]
+    if syntax.starts:
+        lines.append(_FORM_NOTE)
     if "<app" in syntax.arguments:
         lines.append(_APP_NOTE)
     if "<version>" in syntax.arguments:
@@ -617,4 +654,26 @@ def parse_command(text: str) -> Command:
     arguments = _Arguments(syntax, text=text, words=words[1:])
     command = syntax.build(arguments)
     arguments.done()
+    return command
+
+
+def takes_plan(strategy: str) -> bool:
+    """The strategy's start command takes `--plan NAME`."""
+    return "--plan" in _known_subcommand(strategy).flags
+
+
+def start_command(strategy: str, *, app: str, version: str, plan: str | None) -> Command:
+    """The start command a form's fields stand for, read by the same grammar as typed text (the
+    same checks, the same UsageError); a field of more than one word is refused, so a field can
+    never smuggle in a flag."""
+    fields = {"strategy": strategy, "app": app, "version": version, "plan": plan or ""}
+    for name, value in fields.items():
+        if len(value.split()) > 1:
+            raise UsageError(f"the {name} is one word, not `{shown(value)}`", usage=USAGE)
+    if strategy not in STRATEGIES:
+        raise UsageError(f"`{shown(strategy)}` is not a strategy", usage=USAGE)
+    words = [strategy, app, version, *(["--plan", plan] if plan else [])]
+    command = parse_command(" ".join(words))
+    if isinstance(command, OpenStartForm):
+        raise UsageError(f"`{COMMAND} {strategy}` needs an app name", usage=usage_for(strategy))
     return command

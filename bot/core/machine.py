@@ -680,6 +680,7 @@ def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
         phase=Phase.RUNNING,
         stage_index=index,
         stage_started_at=now,
+        stage_starts=(*release.stage_starts, now),
         stage_due_at=due,
         checks_passed=0,
         checks_failed=0,

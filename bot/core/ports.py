@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bot.core.analysis import Reading, Trend
 from bot.core.apps import AppConfig
+from bot.core.chart import Chart, ChartImage
 from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
@@ -65,6 +66,12 @@ class AnnouncerPort(Protocol):
 
     def notify(self, release: Release, notice: Notify) -> None: ...
 
+    def share_chart(self, release: Release, chart: ChartImage, *, in_channel: bool) -> None:
+        """Upload `chart` after the message it belongs to: into the release's thread, or into
+        its channel under an in-channel alert. Never raises: a chart that cannot be shared is
+        logged, since its message (the text) already went out."""
+        ...
+
 
 class MembershipUnavailable(TemporaryError):
     """Slack could not say who is in a user group (down, rate limited, an unknown group)."""
@@ -79,6 +86,62 @@ class MembershipPort(Protocol):
 
     def forget(self, group_id: str) -> None:
         """The group's members changed (Slack said so): ask again next time."""
+        ...
+
+    def channel_members(self, channel_id: str) -> frozenset[str]:
+        """The user ids in the channel `channel_id` (C.../G...); raises MembershipUnavailable."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HomeBoard:
+    """What one person's App Home shows: every active release (`waiting_for_viewer`: the ids of
+    those waiting for an approval the viewer may give), the last finished ones, newest first, and
+    whether the viewer may start a release of some app (the start button); `notice`: what to
+    tell the viewer on top (why their click on it was refused)."""
+
+    viewer: str
+    active: tuple[Release, ...]
+    waiting_for_viewer: frozenset[str]
+    finished: tuple[Release, ...]
+    may_start: bool
+    notice: str = ""
+
+
+class HomePublisherPort(Protocol):
+    """Shows a person their App Home (bot.slack.home.SlackHome, through views.publish)."""
+
+    def publish(self, board: HomeBoard) -> None: ...
+
+
+class HomeViewersPort(Protocol):
+    """Who looked at App Home lately and when each is due a refresh (bot.redis.home.HomeViewers).
+
+    Refreshes are coalesced per person: one every `min_gap_s` at most, trailing edge (the last
+    change of a burst is shown), and at most `budget_per_minute` in all, across replicas."""
+
+    def opened(self, user: str, *, at: datetime) -> None:
+        """`user` opened App Home at `at` and is shown it now: remembered for a while, and
+        counted as a refresh."""
+        ...
+
+    def schedule_refresh(self, *, at: datetime) -> int:
+        """A release changed at `at`: every recent viewer gets a refresh due; how many viewers."""
+        ...
+
+    def take_due(self, *, at: datetime) -> list[str]:
+        """The viewers whose refresh is due at `at`, each taken by one caller only."""
+        ...
+
+
+# ---------------------------------------------------------------- charts
+
+
+class ChartRendererPort(Protocol):
+    """Draws a chart (bot.charts.render.MatplotlibCharts); raises a ReleaseBotError on failure."""
+
+    def render(self, chart: Chart) -> bytes:
+        """The chart as PNG bytes."""
         ...
 
 
@@ -205,6 +268,11 @@ class StorePort(Protocol):
     def append_history(self, app: str, entry: HistoryEntry) -> None: ...
 
     def history(self, app: str, *, limit: int = 50) -> list[HistoryEntry]: ...
+
+    def finished_releases(self, *, limit: int) -> list[StoredRelease]:
+        """The releases that finished last, newest first."""
+        ...
+
     def lock(self, app: str, *, by: str, reason: str, at: datetime) -> DeployLock: ...
 
     def unlock(self, app: str) -> DeployLock | None: ...

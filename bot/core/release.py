@@ -171,6 +171,8 @@ class Release(_Record):
     authorization.approve, copied at start like four_eyes; empty means anyone."""
     started_at: AwareDatetime
     stage_started_at: AwareDatetime | None = None
+    stage_starts: tuple[AwareDatetime, ...] = ()
+    """When each stage entered so far was entered, stage 0 first (charts mark them)."""
     stage_due_at: AwareDatetime | None = None
     pause: PauseInfo | None = None
     approvals: tuple[Approval, ...] = ()
@@ -207,6 +209,8 @@ class Release(_Record):
         if self.stage_index >= stage_count:
             plan = f"plan {self.plan.name!r} ({stage_count} stages)"
             raise ValueError(f"stage_index {self.stage_index} is outside {plan}")
+        if len(self.stage_starts) > stage_count:
+            raise ValueError(f"stage_starts has more entries than plan {self.plan.name!r} stages")
         if any(approval.stage_index >= stage_count for approval in self.approvals):
             raise ValueError(f"an approval names a stage outside plan {self.plan.name!r}")
         if (self.pause is not None) != (self.phase is Phase.PAUSED):

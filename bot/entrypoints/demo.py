@@ -42,6 +42,7 @@ from bot.core.apps import (
     IstioRouter,
     MetricsConfig,
 )
+from bot.core.chart import ChartImage
 from bot.core.durations import format_duration
 from bot.core.errors import ReleaseBotError
 from bot.core.machine import Approve, Notify
@@ -186,6 +187,10 @@ class TerminalAnnouncer:
             kind = "channel alert" if is_alarm(notice) else "channel post"
             label = f"[{kind}] in {release.channel}, ts {self._next_ts()}"
             self._transcript.message(label, alert, bar="!")
+
+    def share_chart(self, release: Release, chart: ChartImage, *, in_channel: bool) -> None:
+        where = f"in {release.channel}" if in_channel else "in the thread"
+        self._transcript.quoted(f"[chart] {chart.filename} {where}", [chart.alt_text], indent=4)
 
     def _next_ts(self) -> str:
         return f"1700000000.{next(self._serials) * 100:06d}"

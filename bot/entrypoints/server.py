@@ -38,8 +38,10 @@ from waitress.server import create_server
 
 from bot.application.apps_file import ConfigError, load_config
 from bot.application.checks import CanaryChecks
+from bot.application.home import AppHome
 from bot.application.scheduler import Scheduler
 from bot.application.service import CrashPoint, ReleaseService
+from bot.charts.render import MatplotlibCharts
 from bot.core.errors import ReleaseBotError
 from bot.core.text import REDACTED, SLACK_TOKEN_PATTERN
 from bot.entrypoints.exit_codes import (
@@ -55,10 +57,12 @@ from bot.kube.client import apiserver_ready, build_api_client
 from bot.kube.reconciler import KubernetesCluster
 from bot.metrics.prometheus import PrometheusMetrics
 from bot.redis.clock import ServerClock
+from bot.redis.home import HomeViewers
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
 from bot.slack.announcer import SlackAnnouncer
 from bot.slack.client import build_web_client
+from bot.slack.home import SlackHome
 from bot.slack.membership import SlackMembership
 from handlers.app import build_app
 
@@ -105,13 +109,16 @@ def serve() -> int:
     )
     readiness = Readiness()
     try:
-        service = build_service(settings=settings, client=client, readiness=readiness)
+        wired = build_service(settings=settings, client=client, readiness=readiness)
     except (ConfigError, ReleaseBotError) as error:
         return fatal(str(error), EXIT_BAD_CONFIG)
-    app = build_app(signing_secret=settings.signing_secret, client=client, service=service)
+    service, home = wired if wired else (None, None)
+    app = build_app(
+        signing_secret=settings.signing_secret, client=client, service=service, home=home
+    )
     scheduler = (
-        Scheduler(tick=service.tick, interval_s=settings.release_bot_tick_seconds)
-        if service
+        Scheduler(tick=_pass(service, home), interval_s=settings.release_bot_tick_seconds)
+        if service and home
         else None
     )
     return _run(app, settings, scheduler, readiness)
@@ -124,12 +131,23 @@ def fatal(reason: str, exit_code: int) -> int:
     return exit_code
 
 
+def _pass(service: ReleaseService, home: AppHome) -> Callable[[], None]:
+    """One scheduler pass: the releases, then the App Home refreshes their changes made due."""
+
+    def run() -> None:
+        service.tick()
+        home.publish_due()
+
+    return run
+
+
 def build_service(
     *, settings: Settings, client: WebClient, readiness: Readiness
-) -> ReleaseService | None:
+) -> tuple[ReleaseService, AppHome] | None:
     """The release service on the configured apps file, Redis, cluster and Slack, with their
-    readiness checks; None (and a warning) when the apps file or Redis is not configured: the
-    bot then only answers help, and /readyz says releases_configured false and what is missing."""
+    readiness checks, and the App Home beside it; None (and a warning) when the apps file or
+    Redis is not configured: the bot then only answers help, and /readyz says
+    releases_configured false and what is missing."""
     config_path, redis = settings.release_bot_config, settings.redis_url or settings.redis_sentinels
     if config_path is None or redis is None:
         unset = (("RELEASE_BOT_CONFIG", config_path), ("REDIS_URL or REDIS_SENTINELS", redis))
@@ -140,8 +158,9 @@ def build_service(
     config = load_config(*str(config_path).split(":"))
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     metrics = PrometheusMetrics(default_url=settings.prometheus_url)
+    redis_client = _connect_redis(settings)
     store = ReleaseStore(
-        _connect_redis(settings),
+        redis_client,
         replicas_to_wait=settings.redis_replicas_to_wait,
         wait_ms=settings.release_bot_redis_wait_ms,
         audit_retention_days=settings.release_bot_audit_retention_days,
@@ -153,17 +172,24 @@ def build_service(
         "kube_apiserver", _probe(lambda: apiserver_ready(api, timeout_s=READINESS_TIMEOUT_S))
     )
     crash_at = settings.release_bot_crash_at
-    return ReleaseService(
+    clock = ServerClock(store=store)
+    viewers = HomeViewers(redis_client)
+    service = ReleaseService(
         config=config,
         store=store,
         leases=Leases(store=store, ttl_s=settings.release_bot_lease_seconds),
-        clock=ServerClock(store=store),
+        clock=clock,
+        home_viewers=viewers,
         crash_at=CrashPoint(crash_at) if crash_at else None,
         cluster=KubernetesCluster(api),
         announcer=SlackAnnouncer(client=client, config=config),
         membership=SlackMembership(client=client),
-        checks=CanaryChecks(metrics=metrics),
+        checks=CanaryChecks(metrics=metrics, charts=MatplotlibCharts()),
     )
+    home = AppHome(
+        service=service, viewers=viewers, publisher=SlackHome(client=client), clock=clock
+    )
+    return service, home
 
 
 def _connect_redis(settings: Settings) -> Any:

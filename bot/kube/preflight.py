@@ -9,7 +9,8 @@ reference is well-formed; every container has a readiness probe (block); the pod
 a version label (block, see `_check_version_label`); the ConfigMaps the pods use are versioned
 (warn); the namespace's ResourceQuotas have room for the pods the release adds (block); a
 Deployment managed by Argo CD or Flux says which settings keep it from reverting the release
-(warn, see `_check_gitops` and docs/gitops.md).
+(warn, see `_check_gitops` and docs/gitops.md); the app's traffic router finds every object
+and label it routes by (block, see `_check_routing`).
 
 The cluster is read through bot.kube.client, objects as plain dicts, and its errors are that
 module's: a 403 (ForbiddenError) becomes a blocking finding that names the missing permission (a
@@ -39,10 +40,9 @@ from bot.kube.client import (
     NamespacedResources,
     Object,
 )
-from bot.kube.workloads import resolve_version
+from bot.kube.workloads import VERSION_LABELS, resolve_version
 
 ReleaseKind = Literal["canary", "bluegreen"]
-VERSION_LABELS = ("version", "app.kubernetes.io/version")
 # Besides pods, a release adds one Deployment (canary or green) and the ReplicaSet under it.
 OBJECTS_A_RELEASE_ADDS: Mapping[str, int] = {
     "count/deployments.apps": 1,
@@ -98,12 +98,15 @@ def run_preflight(
     version: str,
     kind: ReleaseKind,
     extra_replicas: int | None = None,
+    routing: Callable[[], Sequence[str]] | None = None,
 ) -> PreflightReport:
     """Check that `deployment` can be released to `version` (an image tag or a full reference).
 
     `container` names the container whose image changes; None means the pod's only container.
     `extra_replicas` is how many pods the release adds at its peak: required for a canary; for
     blue-green None means a full second copy (as many pods as the stable runs: twice the resources).
+    `routing` lists what keeps the app's traffic router from routing the release (its
+    TrafficRouter.check); it runs once the container and image are found.
     """
     _validate_arguments(kind=kind, extra_replicas=extra_replicas)
     kube = _Kube(api=api, namespace=namespace)
@@ -137,6 +140,8 @@ def run_preflight(
         *_guarded("configmaps", lambda: _check_configmaps(kube, pod_spec)),
         *_guarded("quota", lambda: _check_quota(kube, pod_spec, pods=pods, kind=kind)),
     ]
+    if routing is not None and new_image is not None:
+        findings += _guarded("routing", lambda: _check_routing(routing))
     return report(new_image, findings)
 
 
@@ -279,6 +284,23 @@ def _check_version_label(labels: Mapping[str, str], deployment: str) -> Finding:
         "could not be told apart from the stable's. Add e.g. `version: <current tag>` to "
         "spec.template.metadata.labels (this rolls the stable pods once).",
     )
+
+
+# --- traffic routing -------------------------------------------------------------------
+
+
+def _check_routing(routing: Callable[[], Sequence[str]]) -> list[Finding]:
+    """Blocking: what the router would refuse once the canary exists is refused now, before
+    anything is created."""
+    try:
+        problems = routing()
+    except ForbiddenError:
+        raise  # _guarded names the missing permission
+    except PermanentError as refused:
+        problems = [str(refused)]
+    if not problems:
+        return [Finding("routing", Severity.PASS, "The routing objects can split the traffic.")]
+    return [Finding("routing", Severity.BLOCK, f"{problem}.") for problem in problems]
 
 
 # --- GitOps ------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from bot.kube.workloads import (
     AppWorkload,
     CanaryWorkloads,
     resolve_version,
+    version_keys,
 )
 
 _CANARY_PHASES = frozenset(
@@ -67,11 +68,13 @@ class KubernetesCluster:
     def stable_version(self, app: AppConfig) -> str:
         """The stable pod template's version label, else the tag of the released container."""
         workloads = self._app_cluster(app).workloads
-        label = workloads.stable_pod_labels().get(workloads.app.version_label)
+        labels = workloads.stable_pod_labels()
+        label = labels.get(version_keys(labels)[0])
         return label or _image_version(workloads.stable_image())
 
     def preflight(self, app: AppConfig, version: str) -> PreflightResult:
-        """Preflight of a canary whose pods peak at the stable's count (at promotion)."""
+        """Preflight of a canary whose pods peak at the stable's count (at promotion), and of
+        everything its router needs."""
         stable = NamespacedResources(self._api, DEPLOYMENTS, app.namespace).get(app.workload)
         replicas = int(stable["spec"].get("replicas", 1)) if stable else 1
         report = run_preflight(
@@ -82,6 +85,7 @@ class KubernetesCluster:
             version=version,
             kind="canary",
             extra_replicas=max(replicas, 1),
+            routing=lambda: self._app_cluster(app).router.check(version),
         )
         findings = list(report.findings)
         if stable is not None and replicas == 0:

@@ -6,10 +6,14 @@ labels, scale and wait for rollouts through it; preflight resolves versions with
 
 The canary is `<stable>-canary`, derived from the stable Deployment on every call: the same pod
 spec with the named container's image replaced, and the pod labels `<version label>: <version>`
-and `track: canary`. Its selector is the stable selector plus `track: canary`, so it can never
-select (or adopt the ReplicaSets of) the stable pods; the stable selector may match canary pods,
-which is harmless because ReplicaSets only count pods they own (controllerRef). Every method is
-idempotent: it reads what is there and writes only what differs.
+and `track: canary`. The version label is whichever of VERSION_LABELS the stable pods carry
+(`version`, the Kubernetes recommended `app.kubernetes.io/version`, or both; `version` when
+they carry neither), and promotion sets it on the stable pods the same way; nothing else of the
+stable pod template ever changes. The canary's selector is the stable selector plus
+`track: canary`, so it can never select (or adopt the ReplicaSets of) the stable pods; the
+stable selector may match canary pods, which is harmless because ReplicaSets only count pods
+they own (controllerRef). Every method is idempotent: it reads what is there and writes only
+what differs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -33,6 +38,7 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "release-bot"
 CANARY_OF_ANNOTATION = "release-bot.io/canary-of"
 VERSION_ANNOTATION = "release-bot.io/version"
+VERSION_LABELS = ("version", "app.kubernetes.io/version")
 
 Track = Literal["stable", "canary"]
 
@@ -46,12 +52,11 @@ class NotReadyError(PermanentError):
 
 @dataclass(frozen=True, slots=True)
 class AppWorkload:
-    """Which Deployment and container a release changes, and the pod label naming versions."""
+    """Which Deployment and container a release changes."""
 
     namespace: str
     stable_deployment: str
     container: str
-    version_label: str = "version"
 
     @property
     def canary_deployment(self) -> str:
@@ -97,6 +102,17 @@ def resolve_version(*, current_image: str, version: str) -> ResolvedVersion:
     return resolved
 
 
+def version_keys(pod_labels: Mapping[str, str]) -> tuple[str, ...]:
+    """The version labels `pod_labels` carry (VERSION_LABELS' order); `version` when none."""
+    present = tuple(key for key in VERSION_LABELS if key in pod_labels)
+    return present or VERSION_LABELS[:1]
+
+
+def with_version(labels: Mapping[str, str], keys: Iterable[str], value: str) -> dict[str, str]:
+    """`labels` with each of the version labels `keys` set to `value`."""
+    return {**labels, **dict.fromkeys(keys, value)}
+
+
 def _repository(image: str) -> str:
     """`registry:5000/shop/api:v1@sha256:...` -> `registry:5000/shop/api`."""
     without_digest = image.split("@", 1)[0]
@@ -118,10 +134,28 @@ class CanaryWorkloads:
         return self.app.canary_deployment if track == CANARY_TRACK else self.app.stable_deployment
 
     def stable_pod_labels(self) -> dict[str, str]:
-        labels: dict[str, str] = self._require_stable()["spec"]["template"]["metadata"].get(
-            "labels", {}
-        )
-        return labels
+        return _pod_labels(self._require_stable())
+
+    def canary_pod_labels(self, version: str | None = None) -> dict[str, str]:
+        """The canary pods' labels: those a canary of `version` would get from the stable
+        Deployment as it is now, or, without `version`, those of the canary that runs."""
+        if version is None:
+            canary = self._deployments.get(self.app.canary_deployment)
+            if canary is None:
+                raise PermanentError(f"{self._describe('canary')} not found: ensure_canary first")
+            return _pod_labels(canary)
+        stable = self._require_stable()
+        container = self._container(stable["spec"]["template"])
+        target = resolve_version(current_image=container["image"], version=version)
+        return self._canary_labels(_pod_labels(stable), target)
+
+    def _canary_labels(
+        self, stable_labels: dict[str, str], target: ResolvedVersion
+    ) -> dict[str, str]:
+        if stable_labels.get(TRACK_LABEL) == CANARY_TRACK:
+            raise PermanentError(f"{self._describe('stable')} pods are labelled track: canary")
+        labels = with_version(stable_labels, version_keys(stable_labels), target.label)
+        return {**labels, TRACK_LABEL: CANARY_TRACK}
 
     def ensure_canary(self, version: str, *, initial_replicas: int) -> None:
         """Create or update the canary to run `version`.
@@ -137,9 +171,9 @@ class CanaryWorkloads:
         target = resolve_version(current_image=container["image"], version=version)
         selector = self._canary_selector(stable)
         spec = self._canary_spec(stable, target, selector)
+        version_labels = version_keys(_pod_labels(stable))
         metadata_labels = {
-            **stable["metadata"].get("labels", {}),
-            self.app.version_label: target.label,
+            **with_version(stable["metadata"].get("labels", {}), version_labels, target.label),
             TRACK_LABEL: CANARY_TRACK,
             MANAGED_BY_LABEL: MANAGED_BY,
         }
@@ -198,10 +232,14 @@ class CanaryWorkloads:
             container = self._container(current["spec"]["template"])
             target = resolve_version(current_image=container["image"], version=version)
             container["image"] = target.image
-            current["spec"]["template"]["metadata"]["labels"][self.app.version_label] = target.label
+            template_metadata = current["spec"]["template"]["metadata"]
+            pod_labels = template_metadata.get("labels", {})
+            keys = version_keys(pod_labels)
+            template_metadata["labels"] = with_version(pod_labels, keys, target.label)
             labels = current["metadata"].get("labels", {})
-            if self.app.version_label in labels:
-                labels[self.app.version_label] = target.label
+            present = [key for key in keys if key in labels]
+            if present:
+                current["metadata"]["labels"] = with_version(labels, present, target.label)
             return current
 
         self._deployments.reconcile(self.app.stable_deployment, render)
@@ -293,9 +331,9 @@ class CanaryWorkloads:
         selector: Object = copy.deepcopy(stable["spec"]["selector"])
         expressions = selector.get("matchExpressions", [])
         keys = set(selector.get("matchLabels", {})) | {e["key"] for e in expressions}
-        if self.app.version_label in keys:
+        if selected := sorted(keys & set(VERSION_LABELS)):
             raise PermanentError(
-                f"{self._describe('stable')} selects on the {self.app.version_label!r} label; "
+                f"{self._describe('stable')} selects on the {selected[0]!r} label; "
                 "selectors are immutable and versions change every release: select on app "
                 "labels only"
             )
@@ -310,11 +348,7 @@ class CanaryWorkloads:
     def _canary_spec(self, stable: Object, target: ResolvedVersion, selector: Object) -> Object:
         """The canary's spec without `replicas`."""
         template = copy.deepcopy(stable["spec"]["template"])
-        labels = template["metadata"]["labels"]
-        if labels.get(TRACK_LABEL) == CANARY_TRACK:
-            raise PermanentError(f"{self._describe('stable')} pods are labelled track: canary")
-        labels[self.app.version_label] = target.label
-        labels[TRACK_LABEL] = CANARY_TRACK
+        template["metadata"]["labels"] = self._canary_labels(_pod_labels(stable), target)
         self._container(template)["image"] = target.image
         copied = ("strategy", "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit")
         return {
@@ -332,6 +366,11 @@ class CanaryWorkloads:
 
     def _describe(self, track: Track) -> str:
         return f"{track} Deployment {self.app.namespace}/{self._name(track)}"
+
+
+def _pod_labels(deployment: Object) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"].get("labels") or {}
+    return dict(labels)
 
 
 def _owner_reference(stable: Object) -> Object:

@@ -5,6 +5,7 @@ Keys (prefix `rb:`):
   active:{app}    id of the app's one active release
   active          set of active release ids
   undelivered     set of release ids with Slack messages (card, thread replies) still to post
+  finished        list: the ids of the last FINISHED_KEPT releases that finished, newest first
   history:{app}   list: the app's append-only audit trail (JSON entries, oldest first)
   lock:{app}      hash: by, reason, at (a deploy lock)
   freeze:{app}    hash: by, reason, at, until (a one-off freeze of the app; freeze:all of every
@@ -63,6 +64,7 @@ DELIVERY_TTL_S = 24 * 3600
 AUDIT_RETENTION_DAYS_DEFAULT = 400
 TRIM_BATCH = 1000
 FREEZE_KEPT_AFTER_END_S = 24 * 3600
+FINISHED_KEPT = 100
 
 # Pops the entries of history list `key` dated before `cutoff` (UTC 'YYYY-MM-DDTHH:MM:SS'), oldest
 # first, at most `most`; stops at the first entry it cannot date, so nothing undated is lost.
@@ -99,9 +101,10 @@ return {'ok', '1'}
 """
 )
 
-# KEYS: release, history, active:{app}, active set, undelivered set.
+# KEYS: release, history, active:{app}, active set, undelivered set, finished list.
 # ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
-# undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch.
+# undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch,
+# finished ids kept.
 _SAVE = (
     _TRIM
     + """
@@ -115,7 +118,10 @@ if ARGV[3] ~= '' then
 end
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
-  redis.call('SREM', KEYS[4], ARGV[5])
+  if redis.call('SREM', KEYS[4], ARGV[5]) == 1 then
+    redis.call('LPUSH', KEYS[6], ARGV[5])
+    redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[9]) - 1)
+  end
 end
 if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5])
 else redis.call('SREM', KEYS[5], ARGV[5]) end
@@ -312,6 +318,7 @@ class ReleaseStore:
             self._key("active", release.app),
             self._key("active"),
             self._key("undelivered"),
+            self._key("finished"),
         ]
         undelivered = bool(release.outbox) or release.card_stale
         args = [
@@ -322,6 +329,7 @@ class ReleaseStore:
             release.id,
             "1" if undelivered else "0",
             *(self._trim_args(entry) if entry else ("", "0")),
+            str(FINISHED_KEPT),
         ]
         status, value = self._run(self._save, keys, args)
         if status == "conflict":
@@ -377,6 +385,11 @@ class ReleaseStore:
 
     def active_releases(self) -> list[StoredRelease]:
         ids = sorted(self._call(self._redis.smembers, self._key("active")))
+        return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
+
+    def finished_releases(self, *, limit: int) -> list[StoredRelease]:
+        """The last `limit` releases that finished (at most FINISHED_KEPT), newest first."""
+        ids = self._call(self._redis.lrange, self._key("finished"), 0, limit - 1)
         return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
 
     def release_ids_to_tick(self) -> list[str]:

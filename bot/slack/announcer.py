@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 
 import structlog
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject
 
 from bot.core.apps import BotConfig
+from bot.core.chart import ChartImage
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
 from bot.core.machine import Notify
 from bot.core.ports import SlackRefs
@@ -37,7 +38,8 @@ _REMEDIES = {
     "ratelimited": "Slack kept rate-limiting the bot through its retries; the next change retries",
     "invalid_auth": "check SLACK_BOT_TOKEN",
     "token_revoked": "reinstall the Slack app and update SLACK_BOT_TOKEN",
-    "missing_scope": "add the chat:write scope to the Slack app and reinstall it",
+    "missing_scope": "add the scopes of deploy/slack-app-manifest.yaml (chat:write, files:write) "
+    "to the Slack app and reinstall it",
 }
 
 
@@ -89,6 +91,24 @@ class SlackAnnouncer:
         finally:
             if notice.in_channel:
                 self._alert(release, notice, thread_ts=release.thread_ts)
+
+    def share_chart(self, release: Release, chart: ChartImage, *, in_channel: bool) -> None:
+        """The 3-step external upload (files_upload_v2) into the thread, or into the channel
+        under the alert it belongs to; a failure is logged, never raised: the text went out."""
+        thread_ts = None if in_channel else release.thread_ts
+        where = "the channel" if thread_ts is None else "the thread"
+        try:
+            with _slack_call("files_upload_v2", f"sharing a chart of {_name(release)}"):
+                self._client.files_upload_v2(
+                    channel=release.channel,
+                    thread_ts=thread_ts,
+                    content=chart.png,
+                    filename=chart.filename,
+                    title=chart.title,
+                    alt_txt=chart.alt_text,
+                )
+        except TemporaryError as error:
+            log.warning("chart_not_shared", release=release.id, where=where, error=str(error))
 
     def _alert(self, release: Release, notice: Notify, *, thread_ts: str) -> None:
         mention = (
@@ -148,6 +168,8 @@ def _translated(method: str, doing: str) -> Iterator[None]:
         yield
     except SlackApiError as error:
         raise TemporaryError(_refusal(method, doing, error)) from error
+    except SlackClientError as error:  # files_upload_v2's upload step answering other than 200
+        raise TemporaryError(f"Slack {method} failed while {doing}: {error}") from error
     except OSError as error:  # urllib's URLError, timeouts, resets, after the client's retries
         raise TemporaryError(
             f"Slack {method} failed while {doing}: Slack could not be reached ({error}); "

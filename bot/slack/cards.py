@@ -31,7 +31,7 @@ from bot.core.durations import format_duration
 from bot.core.freezes import held_by_freeze
 from bot.core.machine import Advance, Approve, Event, Notify, Pause, Resume, Rollback, offers
 from bot.core.release import NoticeKind, Phase, Release, desired_traffic
-from bot.core.text import percent
+from bot.core.text import percent, principal_mention
 
 ACTION_APPROVE = "release.approve"
 ACTION_ADVANCE = "release.advance"
@@ -454,6 +454,50 @@ def _rollback_button(release: Release) -> ButtonElement:
     return _button(release, "Rollback", ACTION_ROLLBACK, style="danger", confirm=confirm)
 
 
+# A release on a board (App Home): the card's wording, shorter.
+
+
+def board_row(release: Release, *, now: datetime) -> list[Block]:
+    """An active release as a row of a board: what, where it stands, the traffic, the latest
+    verdict and who must approve, then the card's buttons (the same action ids and values, so a
+    click on the board is a click on the card)."""
+    lines = [
+        f"*{release.app} {release.version}* · {release.kind} · "
+        f"{_PHASE_EMOJI[release.phase]} {_headline(release)}",
+        f"Traffic: {_traffic_text(release).replace(chr(10), ' · ')}",
+    ]
+    if release.latest_metrics:
+        lines.append(f"📊 {release.latest_metrics}")
+    if approval := _approval_needed(release):
+        lines.append(f"✋ {approval}")
+    lines.append(f"<#{release.channel}> · started by <@{release.requested_by}>")
+    row: list[Block] = [_section("\n".join(lines))]
+    if buttons := _buttons(release):
+        row.append(ActionsBlock(elements=buttons))
+    return row
+
+
+def _approval_needed(release: Release) -> str | None:
+    """Who must approve the current stage, while it still needs someone; None when it does not."""
+    if not release.stage.needs_approval or release.approvals_missing() == 0:
+        return None
+    if release.phase.is_terminal or release.phase is Phase.PROMOTING:
+        return None
+    who = " or ".join(principal_mention(p) for p in release.approvers) or "anyone in the channel"
+    tally = _tally(release) if release.stage.approvals_required > 1 else "approval needed"
+    not_requester = f", not <@{release.requested_by}>" if release.four_eyes else ""
+    return f"{tally}: {who}{not_requester}"
+
+
+def finished_line(release: Release) -> str:
+    """A finished release in one line: '✅ shop-api v2 · succeeded <date> · by <@U1>'."""
+    outcome = release.outcome_reason or _headline(release).lower()
+    return (
+        f"{_PHASE_EMOJI[release.phase]} *{release.app} {release.version}* · "
+        f"{_headline(release).lower()} {_finished_at(release)} · {_fit(outcome, 200)}"
+    )
+
+
 # Thread notices and channel alerts.
 
 _NOTICE_EMOJI = {
@@ -584,13 +628,13 @@ def render_text(blocks: Sequence[Block]) -> str:
 
 def _render_block(block: Block) -> list[str]:
     if isinstance(block, HeaderBlock) and block.text is not None:
-        title = _plain(block.text.text)
+        title = plain_text(block.text.text)
         return [title, "=" * len(title)]
     if isinstance(block, SectionBlock):
-        text = [_plain(block.text.text)] if block.text is not None else []
-        return text + [_plain(_FIELD_TITLE.sub(r"\1: ", field.text)) for field in block.fields]
+        text = [plain_text(block.text.text)] if block.text is not None else []
+        return text + [plain_text(_FIELD_TITLE.sub(r"\1: ", field.text)) for field in block.fields]
     if isinstance(block, ContextBlock):
-        return [" · ".join(_plain(e.text) for e in block.elements if isinstance(e, TextObject))]
+        return [" · ".join(plain_text(e.text) for e in block.elements if isinstance(e, TextObject))]
     if isinstance(block, ActionsBlock):
         labels = [e.text.text for e in block.elements if isinstance(e, ButtonElement) and e.text]
         return [" ".join(f"[ {label} ]" for label in labels)]
@@ -603,7 +647,7 @@ _CODE = re.compile(r"`([^`\n]+)`")
 _FIELD_TITLE = re.compile(r"^\*([^*\n]+)\*\n")
 
 
-def _plain(mrkdwn: str) -> str:
+def plain_text(mrkdwn: str) -> str:
     """Slack mrkdwn as plain text: mentions as @name, dates as their fallback, no bold or code."""
     text = _TOKEN.sub(_plain_token, mrkdwn)
     text = _CODE.sub(r"\1", _BOLD.sub(r"\1", text))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -246,8 +247,14 @@ def _button_value(message: dict[str, Any], action_id: str) -> str:
     raise AssertionError(f"no {action_id} button on the card: {message.get('text')}")
 
 
-def _config(  # noqa: PLR0917 (the apps file's parts; all but the first three may be empty)
-    namespace: str, provider: str, stages: str, metrics: str, authorization: str, verification: str
+def _config(  # noqa: PLR0917 (private; the fixture passes each part)
+    namespace: str,
+    provider: str,
+    stages: str,
+    metrics: str,
+    authorization: str,
+    verification: str,
+    more: str,
 ) -> str:
     return (
         f"plans:\n  e2e:\n{stages}"
@@ -256,6 +263,7 @@ def _config(  # noqa: PLR0917 (the apps file's parts; all but the first three ma
         + (f"    metrics: {metrics}\n" if metrics else "")
         + (f"    authorization: {authorization}\n" if authorization else "")
         + (f"    verification: {verification}\n" if verification else "")
+        + more
     )
 
 
@@ -316,6 +324,8 @@ def world_for(
         prometheus_url: str | None = None,
         bot_env: Mapping[str, str] | None = None,
         kubeconfig: Path | None = None,
+        more_apps: str = "",
+        install: Callable[[Cluster], None] | None = None,
     ) -> World:
         """`metrics`, `authorization`, `verification`: the app's blocks as YAML flow text (none:
         the defaults, anyone in the app's channel may do anything, no verification Jobs);
@@ -323,12 +333,15 @@ def world_for(
         their timers alone);
         `bot_env`: more variables for the first bot only (World.relaunch starts without them);
         `kubeconfig`: the bots' KUBECONFIG (None: the admin's; the world itself reads and
-        prepares the cluster as the admin either way)."""
+        prepares the cluster as the admin either way); `more_apps`: more entries of the apps
+        file's `apps` (YAML, indented as under `apps:`), which the world does not install;
+        `install`: what the team has in the cluster before the first release (None: a stable
+        Deployment labelled track: stable and the provider's usual objects)."""
         cluster = Cluster(kube_admin, namespace)
-        _install_app(cluster, provider)
+        (install or partial(_install_app, provider=provider))(cluster)
         config = tmp_path / "apps.yaml"
         config.write_text(
-            _config(namespace, provider, stages, metrics, authorization, verification)
+            _config(namespace, provider, stages, metrics, authorization, verification, more_apps)
         )
         environment = {
             "REDIS_URL": redis_server.url,

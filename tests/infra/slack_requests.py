@@ -1,4 +1,5 @@
-"""Requests as Slack sends them to a bot's /slack/events: slash commands and button clicks, signed.
+"""Requests as Slack sends them to a bot's /slack/events: slash commands, button clicks (on a
+message, on App Home or in a modal), modal submissions and events, signed.
 
 Used by tests/infra/slack.py (the `slack_requests` fixture and BotClient) and by tests that
 drive the bot. Signing follows Slack's "verifying requests" scheme exactly:
@@ -176,6 +177,57 @@ class SlackRequests:
                 }
             ],
         }
+
+    def view_action(
+        self,
+        view: dict[str, Any],
+        *,
+        action: dict[str, Any],
+        block_id: str,
+        user: SlackUser = ALICE,
+        values: dict[str, Any] | None = None,
+    ) -> SignedRequest:
+        """A click or a select in `view` (App Home or a modal, as views.publish / views.open
+        answered it): Slack's block_actions payload from a view, which names no channel and,
+        for App Home, carries no response_url. `action`: the element's own fields (type,
+        action_id, value or selected_option); `values`: the modal's input state so far."""
+        shown = {**view, "state": {"values": values or {}}}
+        payload = {
+            "type": "block_actions",
+            "user": self._user(user),
+            "api_app_id": APP_ID,
+            "token": VERIFICATION_TOKEN,
+            "container": {"type": "view", "view_id": view["id"]},
+            "trigger_id": self._trigger_id(),
+            "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": shown,
+            "actions": [{**action, "block_id": block_id, "action_ts": f"{self._clock():.6f}"}],
+        }
+        return self.sign(urlencode({"payload": json.dumps(payload)}))
+
+    def view_submission(
+        self, view: dict[str, Any], *, values: dict[str, Any], user: SlackUser = ALICE
+    ) -> SignedRequest:
+        """The modal `view` submitted by `user` with its inputs' `values` (Slack's
+        view.state.values: block id -> action id -> the element's value)."""
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+            "user": self._user(user),
+            "api_app_id": APP_ID,
+            "token": VERIFICATION_TOKEN,
+            "trigger_id": self._trigger_id(),
+            "view": {**view, "state": {"values": values}},
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+        return self.sign(urlencode({"payload": json.dumps(payload)}))
+
+    def _user(self, user: SlackUser) -> dict[str, str]:
+        return {"id": user.id, "username": user.name, "name": user.name, "team_id": TEAM_ID}
 
     def event_callback(self, event: dict[str, Any]) -> SignedRequest:
         """An Events API delivery of `event` (its `type` and fields as Slack documents them),

@@ -9,6 +9,10 @@ sent, per channel and thread, for tests to assert on. Deliberately stricter than
 place: a reply to a `thread_ts` that names no message answers `thread_not_found`. It has no
 Socket Mode (WebSocket) server: apps.connections.open refuses every token.
 
+Views: views.open and views.update keep each modal by its id, views.publish each person's App
+Home; every view carries a `hash` that changes with each update, and an update or publish
+naming an older one answers `hash_conflict`, as Slack does.
+
 Also served: upload URLs of files.getUploadURLExternal (`/upload/v1/<file_id>`), and
 `response_url`s (`/commands/<id>`) that slash-command and button requests built by
 tests/infra/slack_requests.py point at, so a bot's `respond()` lands here too.
@@ -16,6 +20,7 @@ tests/infra/slack_requests.py point at, so a bot's `respond()` lands here too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -38,6 +43,7 @@ WORKSPACE_URL = "https://standin.slack.test/"
 CONVERSATION_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 JSON_ENCODED_PARAMS = ("blocks", "attachments", "view", "files", "metadata")
+ALT_TEXT_MAX = 1000
 
 Params = dict[str, Any]
 Answer = dict[str, Any]
@@ -76,6 +82,16 @@ class Fault:
 
 
 @dataclass
+class _Upload:
+    """A file between files.getUploadURLExternal and files.completeUploadExternal."""
+
+    filename: str
+    length: int
+    alt_txt: str | None
+    data: bytes | None = None
+
+
+@dataclass
 class _State:
     calls: list[RecordedCall] = field(default_factory=list)
     faults: defaultdict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
@@ -86,8 +102,13 @@ class _State:
         default_factory=lambda: defaultdict(list)
     )
     views: list[dict[str, Any]] = field(default_factory=list)
+    home_views: defaultdict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    channel_members: dict[str, list[str]] = field(default_factory=dict)
     responses: list[dict[str, Any]] = field(default_factory=list)
-    uploads: dict[str, bytes | None] = field(default_factory=dict)
+    uploads: dict[str, _Upload] = field(default_factory=dict)
+    uploads_started: int = 0
     shared_files: list[dict[str, Any]] = field(default_factory=list)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
@@ -110,6 +131,9 @@ class SlackStandIn:
             "chat.getPermalink": self._chat_get_permalink,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "views.open": self._views_open,
+            "views.update": self._views_update,
+            "views.publish": self._views_publish,
+            "conversations.members": self._conversations_members,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroups_users_list,
             "conversations.info": self._conversations_info,
@@ -177,9 +201,19 @@ class SlackStandIn:
         with self._lock:
             self._state.usergroups[usergroup_id] = list(user_ids)
 
-    def add_channel(self, channel_id: str, *, name: str, is_private: bool = False) -> None:
+    def add_channel(
+        self,
+        channel_id: str,
+        *,
+        name: str,
+        is_private: bool = False,
+        members: list[str] | None = None,
+    ) -> None:
+        """A channel conversations.info describes and, with `members`, conversations.members
+        lists (a channel never added is unknown to conversations.members: channel_not_found)."""
         with self._lock:
             self._state.channels[channel_id] = _channel(channel_id, name, is_private)
+            self._state.channel_members[channel_id] = list(members or [])
 
     # ---- what happened ---------------------------------------------------------------------
 
@@ -204,8 +238,14 @@ class SlackStandIn:
             return [dict(m) for m in self._state.ephemerals[channel]]
 
     def opened_views(self) -> list[dict[str, Any]]:
+        """Modals opened with views.open, as they are now (after views.update)."""
         with self._lock:
-            return list(self._state.views)
+            return [dict(view) for view in self._state.views]
+
+    def published_home_views(self, user: str) -> list[dict[str, Any]]:
+        """Every App Home view published for `user`, oldest first."""
+        with self._lock:
+            return [dict(view) for view in self._state.home_views[user]]
 
     def responses(self) -> list[dict[str, Any]]:
         """Bodies POSTed to response_urls, oldest first, each with its `response_url_id`."""
@@ -213,6 +253,8 @@ class SlackStandIn:
             return list(self._state.responses)
 
     def shared_files(self) -> list[dict[str, Any]]:
+        """Files shared by files.completeUploadExternal, oldest first, each with its bytes
+        (`content`), `name`, `alt_txt`, `channel` and `thread_ts`."""
         with self._lock:
             return list(self._state.shared_files)
 
@@ -249,10 +291,12 @@ class SlackStandIn:
             return 200, {"ok": False, "error": error.code}, None
 
     def accept_upload(self, file_id: str, data: bytes) -> bool:
+        """The upload step: a POST of the file's bytes to its upload URL."""
         with self._lock:
-            if file_id not in self._state.uploads:
+            upload = self._state.uploads.get(file_id)
+            if upload is None:
                 return False
-            self._state.uploads[file_id] = data
+            upload.data = data
             return True
 
     def accept_response(self, response_url_id: str, body: dict[str, Any]) -> None:
@@ -331,15 +375,44 @@ class SlackStandIn:
     def _views_open(self, params: Params) -> Answer:
         if not params.get("trigger_id"):
             raise SlackError("invalid_arguments")
-        view = params.get("view")
-        if not isinstance(view, dict) or view.get("type") not in {"modal", "home"}:
-            raise SlackError("invalid_arguments")
+        view = _view_param(params, {"modal"})
         with self._lock:
-            opened = {**view, "id": f"V{len(self._state.views) + 1:09d}", "team_id": TEAM_ID}
-            opened["app_id"] = APP_ID
-            opened["bot_id"] = BOT_ID
+            opened = self._stored_view(view, view_id=f"V{len(self._state.views) + 1:09d}")
             self._state.views.append(opened)
-        return {"ok": True, "view": opened}
+        return {"ok": True, "view": dict(opened)}
+
+    def _views_update(self, params: Params) -> Answer:
+        """Slack's views.update: `view_id` (or `external_id`), the new `view`, and an optional
+        `hash` that must be the view's current one."""
+        view = _view_param(params, {"modal"})
+        with self._lock:
+            index = self._view_index(params)
+            current = self._state.views[index]
+            if params.get("hash") and params["hash"] != current["hash"]:
+                raise SlackError("hash_conflict")
+            updated = self._stored_view(view, view_id=current["id"], previous=current)
+            self._state.views[index] = updated
+        return {"ok": True, "view": dict(updated)}
+
+    def _views_publish(self, params: Params) -> Answer:
+        """Slack's views.publish: `user_id`, a `home` view, an optional `hash` of the view it
+        replaces; an unknown user answers not_found."""
+        user = str(params.get("user_id") or "")
+        if not user:
+            raise SlackError("invalid_arguments")
+        view = _view_param(params, {"home"})
+        with self._lock:
+            known = self._state.users.get(user)
+            if not USER_ID.match(user) or (known is not None and known["deleted"]):
+                raise SlackError("not_found")
+            history = self._state.home_views[user]
+            current = history[-1] if history else None
+            if params.get("hash") and (current is None or params["hash"] != current["hash"]):
+                raise SlackError("hash_conflict")
+            view_id = current["id"] if current else f"VH{len(self._state.home_views):08d}"
+            published = self._stored_view(view, view_id=view_id, previous=current)
+            history.append(published)
+        return {"ok": True, "view": dict(published)}
 
     def _users_info(self, params: Params) -> Answer:
         user_id = str(params.get("user") or "")
@@ -362,12 +435,38 @@ class SlackStandIn:
             known = self._state.channels.get(channel)
         return {"ok": True, "channel": known or _channel(channel, channel.lower(), False)}
 
+    def _conversations_members(self, params: Params) -> Answer:
+        """A page of a channel's member ids; `cursor` is where the last page ended."""
+        channel = _conversation(params)
+        limit = int(params.get("limit") or 100)
+        cursor = str(params.get("cursor") or "")
+        with self._lock:
+            members = self._state.channel_members.get(channel)
+        if members is None:
+            raise SlackError("channel_not_found")
+        start = int(cursor.removeprefix("next:")) if cursor.startswith("next:") else 0
+        page = members[start : start + limit]
+        following = f"next:{start + limit}" if start + limit < len(members) else ""
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": following}}
+
     def _files_get_upload_url(self, params: Params) -> Answer:
-        if not params.get("filename") or not str(params.get("length", "")).isdigit():
+        """Slack's step 1: `filename` and `length` (bytes, a positive integer) are required;
+        `alt_txt` (at most 1,000 characters) describes an image."""
+        filename = str(params.get("filename") or "")
+        length = str(params.get("length", ""))
+        alt_txt = params.get("alt_txt")
+        if not filename or not length.isdigit() or int(length) < 1:
+            raise SlackError("invalid_arguments")
+        if alt_txt is not None and len(str(alt_txt)) > ALT_TEXT_MAX:
             raise SlackError("invalid_arguments")
         with self._lock:
-            file_id = f"F{len(self._state.uploads) + 1:09d}"
-            self._state.uploads[file_id] = None
+            self._state.uploads_started += 1
+            file_id = f"F{self._state.uploads_started:09d}"
+            self._state.uploads[file_id] = _Upload(
+                filename=filename,
+                length=int(length),
+                alt_txt=None if alt_txt is None else str(alt_txt),
+            )
         return {
             "ok": True,
             "upload_url": f"{self.base_url}/upload/v1/{file_id}",
@@ -375,10 +474,20 @@ class SlackStandIn:
         }
 
     def _files_complete_upload(self, params: Params) -> Answer:
+        """Slack's step 3: `files` ([{"id", "title"}]) required; shared into `channel_id` (and
+        its thread `thread_ts`, which needs the channel), private without one."""
         files = params.get("files")
         if not isinstance(files, list) or not files:
             raise SlackError("invalid_arguments")
+        channel = params.get("channel_id")
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts is not None and not channel:
+            raise SlackError("invalid_arguments")
+        if channel is not None and not CONVERSATION_ID.match(str(channel)):
+            raise SlackError("invalid_channel")
         with self._lock:
+            if channel is not None and thread_ts is not None:
+                self._require_thread(str(channel), str(thread_ts))
             shared = [self._share_file(entry, params) for entry in files]
         return {"ok": True, "files": shared}
 
@@ -389,21 +498,61 @@ class SlackStandIn:
     # ---- helpers (callers hold the lock) ---------------------------------------------------
 
     def _share_file(self, entry: dict[str, Any], params: Params) -> dict[str, Any]:
+        """Records the shared file with its bytes (`content`) for tests; answers Slack's
+        `{"id", "title"}`. A file never uploaded, or whose bytes are not its declared length,
+        is not found."""
         file_id = str(entry.get("id", ""))
-        data = self._state.uploads.get(file_id)
-        if data is None:
+        upload = self._state.uploads.get(file_id)
+        if upload is None or upload.data is None or len(upload.data) != upload.length:
             raise SlackError("file_not_found")
         shared = {
             "id": file_id,
-            "title": entry.get("title") or file_id,
-            "size": len(data),
-            "content": data,
+            "title": entry.get("title") or upload.filename,
+            "name": upload.filename,
+            "alt_txt": upload.alt_txt,
+            "size": len(upload.data),
+            "content": upload.data,
             "channel": params.get("channel_id"),
-            "thread_ts": params.get("thread_ts"),
+            "thread_ts": params.get("thread_ts") or None,
             "initial_comment": params.get("initial_comment"),
         }
         self._state.shared_files.append(shared)
-        return {key: value for key, value in shared.items() if key != "content"}
+        del self._state.uploads[file_id]  # completed: the upload URL and the id are spent
+        return {"id": file_id, "title": shared["title"]}
+
+    def _view_index(self, params: Params) -> int:
+        """Where the modal `view_id` (or `external_id`) names is kept; not_found if nowhere."""
+        for index, view in enumerate(self._state.views):
+            if view["id"] == params.get("view_id"):
+                return index
+            if params.get("external_id") and view.get("external_id") == params["external_id"]:
+                return index
+        raise SlackError("not_found")
+
+    def _stored_view(
+        self, view: dict[str, Any], *, view_id: str, previous: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A view as Slack keeps and answers it: its id, a new hash, an empty state, and a
+        block_id on every block (Slack makes one up for a block that has none)."""
+        blocks = [
+            {"block_id": f"b{index}", **block}
+            for index, block in enumerate(view.get("blocks") or [])
+        ]
+        stored = {
+            **view,
+            "blocks": blocks,
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+            "state": {"values": {}},
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "root_view_id": (previous or {}).get("root_view_id", view_id),
+        }
+        revision = f"{time.time_ns()}.{json.dumps(view, sort_keys=True)}"
+        stored["hash"] = f"{int(time.time())}.{hashlib.sha1(revision.encode()).hexdigest()[:8]}"
+        return stored
 
     def _find_message(self, channel: str, ts: str) -> dict[str, Any]:
         for message in self._state.messages[channel]:
@@ -449,6 +598,19 @@ def _conversation(params: Params) -> str:
     if not CONVERSATION_ID.match(channel):
         raise SlackError("channel_not_found")
     return channel
+
+
+VIEW_BLOCKS_MAX = 100
+
+
+def _view_param(params: Params, types: set[str]) -> dict[str, Any]:
+    """The `view` argument, a JSON object of one of `types` with at most 100 blocks."""
+    view = params.get("view")
+    if not isinstance(view, dict) or view.get("type") not in types:
+        raise SlackError("invalid_arguments")
+    if len(view.get("blocks") or []) > VIEW_BLOCKS_MAX:
+        raise SlackError("invalid_arguments")
+    return view
 
 
 def _require_content(params: Params) -> None:

@@ -14,13 +14,23 @@ Order of calls in a release:
   rolled out, `finalize()`, `workloads.remove_canary()`;
 - rollback: `finalize()` then `workloads.remove_canary()`.
 
+Before any of these, preflight calls `check(version)`: every problem that would make
+`ensure_routes` refuse, read from the cluster and said as what to change, so a start that could
+not route is refused before anything is created. `ensure_routes` runs the same checks and
+raises PermanentError on what they find.
+
 Providers: "replicas" (replica ratio behind one Service, no mesh), "istio" (VirtualService
 weights between DestinationRule subsets), "gateway-api" (HTTPRoute backendRef weights between
 a stable and a canary Service), "none" (nothing is split: blue-green moves traffic by switching a
-Service selector). The mesh routers tell stable from canary pods by the `track` label: canary
-pods carry `track: canary` (set by CanaryWorkloads) and stable pods must carry `track: stable`,
-a label that, unlike the version label, stays put when the stable Deployment is promoted, so the
-routing objects are valid before, during and after every release.
+Service selector). No router needs a change to the stable pod template, so onboarding an app
+never restarts its pods: they route by what tells the canary pods from the stable ones today.
+Canary pods carry the stable pods' labels except two: the version label, set to the new
+version, and `track: canary` (CanaryWorkloads). The istio router keys its subsets on the version
+label by default (subset `stable` follows the stable's version: `finalize` moves it once every
+stable replica runs the new version, while the canary still takes the traffic) or, with
+`subset_label: track`, on `track: stable` / `track: canary`; the gateway-api router's canary
+Service selects what the user's stable Service selects with those two labels swapped; the
+replicas router needs a Service that selects on neither.
 """
 
 from __future__ import annotations
@@ -28,15 +38,16 @@ from __future__ import annotations
 import copy
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from kubernetes import client as k8s
 
 from bot.core import apps
-from bot.core.errors import PermanentError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import NamespacedResources, Object, ResourceType
-from bot.kube.workloads import STABLE_TRACK, TRACK_LABEL, CanaryWorkloads
+from bot.kube.workloads import STABLE_TRACK, TRACK_LABEL, VERSION_LABELS, CanaryWorkloads
 
 HEADER_ENTRY_NAME = "release-bot-canary-header"
 _HEADER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -58,6 +69,10 @@ class TrafficSplit:
 
 
 class TrafficRouter(Protocol):
+    def check(self, version: str) -> list[str]:
+        """What keeps this router from routing a canary of `version`, each problem said as what
+        to change; [] when nothing does. Reads only."""
+
     def ensure_routes(self) -> None:
         """Create or adopt the routing objects so that a split is possible."""
 
@@ -158,16 +173,47 @@ def split_of(*, stable: int, canary: int, header_routed: bool) -> TrafficSplit:
     )
 
 
-def require_stable_track(workloads: CanaryWorkloads) -> None:
-    """Mesh routers send stable traffic to pods labelled track: stable; without the label the
-    stable subset or Service would be empty, and every request to it would fail."""
-    if workloads.stable_pod_labels().get(TRACK_LABEL) != STABLE_TRACK:
-        app = workloads.app
-        raise PermanentError(
-            f"stable Deployment {app.namespace}/{app.stable_deployment}: its pod template needs "
-            f"the label {TRACK_LABEL}: {STABLE_TRACK} so that stable routing leaves canary pods "
-            "out; add it (one rollout of the stable pods) before the first release"
+DISTINGUISHING_LABELS = (TRACK_LABEL, *VERSION_LABELS)
+"""The pod labels that differ between stable and canary pods (workloads.CanaryWorkloads)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodLabels:
+    """The stable pods' labels and the canary pods': as they run, or, for a check before a
+    start, as a canary of the version being released would get them."""
+
+    stable: Mapping[str, str]
+    canary: Mapping[str, str]
+
+    @classmethod
+    def of(cls, workloads: CanaryWorkloads, version: str | None = None) -> PodLabels:
+        """The running canary's labels when `version` is None (it must exist)."""
+        return cls(workloads.stable_pod_labels(), workloads.canary_pod_labels(version))
+
+    def same_version(self, key: str) -> str | None:
+        """The problem when the version label `key` does not tell the canary from stable."""
+        if self.stable.get(key) != self.canary.get(key):
+            return None
+        return (
+            f"the new version's label `{key}: {self.canary.get(key)}` is the stable pods' too, "
+            "so stable and canary could not be routed apart: release a version with another tag"
         )
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """A Service selector or subset labels `selector` selects pods labelled `labels`."""
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def show_labels(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{key}: {value}" for key, value in sorted(labels.items())) + "}"
+
+
+def refuse(problems: Iterable[str]) -> None:
+    """PermanentError with every problem `check` finds, or nothing when there is none."""
+    found = list(problems)
+    if found:
+        raise PermanentError("; ".join(found))
 
 
 _MeshConfig = TypeVar("_MeshConfig", bound=apps.IstioRouter | apps.GatewayApiRouter)
@@ -181,9 +227,11 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
     named HEADER_ENTRY_NAME: the managed entry's matches, each with the canary header added, and
     the canary as its only target. Every other entry is left as it is.
 
-    A subclass names the keys of its object's schema and says what differs: how the targets
-    are built and read, how a header joins a match, the other objects it keeps (a
-    DestinationRule, a canary Service), and whether a missing route object can be created."""
+    The route object is the user's: a missing one is a problem `check` reports, never created
+    (a second route object for the same host would fight the user's). A subclass names the
+    keys of its object's schema and says what differs: how the targets are built and read, how
+    a header joins a match, and the other objects it checks and keeps (a DestinationRule, the
+    stable and canary Services), including how they follow the stable's version."""
 
     ROUTE_KIND: ClassVar[ResourceType]  # the route object: VirtualService, HTTPRoute
     BACKEND_KIND: ClassVar[ResourceType]  # what `_backends` holds: DestinationRule, Service
@@ -191,7 +239,8 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
     MATCHES: ClassVar[str]  # an entry's key of its list of matches: "match", "matches"
     TARGETS: ClassVar[str]  # an entry's key of its weighted targets: "route", "backendRefs"
     DEFAULT_MATCH: ClassVar[Object]  # what an entry without matches matches
-    MISSING_HINT: ClassVar[str]  # said after "<route object> not found"
+    MISSING_HINT: ClassVar[str]  # said after "<route object> not found: "
+    INDEX_FIELD: ClassVar[str]  # the config field naming the managed entry's index
 
     def __init__(
         self,
@@ -214,8 +263,17 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
         """The route object's name and the index of the managed entry, from the config."""
 
     @abstractmethod
-    def _ensure_backends(self) -> None:
-        """Create or check the objects the targets name, before the route is adopted."""
+    def _backend_problems(self, pods: PodLabels) -> list[str]:
+        """What keeps the objects the targets name from selecting `pods` apart."""
+
+    @abstractmethod
+    def _ensure_backends(self, pods: PodLabels) -> None:
+        """Create or update the objects the targets name (checked), before the route is
+        adopted."""
+
+    @abstractmethod
+    def _follow_stable(self, stable_labels: Mapping[str, str]) -> None:
+        """Point what selects stable pods by version at the version the stable pods run."""
 
     @abstractmethod
     def _targets(self, managed: Object, *, stable_weight: int, canary_weight: int) -> list[Object]:
@@ -235,14 +293,26 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
     def _with_header(self, match: Object) -> Object:
         """`match` that also requires the canary header."""
 
-    def _created(self) -> Object:
-        """The route object when there is none; by default there must be one."""
-        return self._existing(None)
+    def check(self, version: str) -> list[str]:
+        return self._problems(PodLabels.of(self._workloads, version))
 
     def ensure_routes(self) -> None:
-        require_stable_track(self._workloads)
-        self._ensure_backends()
+        pods = PodLabels.of(self._workloads)
+        refuse(self._problems(pods))  # before anything is written
+        self._ensure_backends(pods)
         self._routes.reconcile(self._name, self._adopt)
+
+    def _problems(self, pods: PodLabels) -> list[str]:
+        return [*self._route_problems(), *self._backend_problems(pods)]
+
+    def _route_problems(self) -> list[str]:
+        route = self._routes.get(self._name)
+        try:
+            _, managed = self._users_entries(self._existing(route))
+            self._targets(managed, stable_weight=100, canary_weight=0)
+        except PermanentError as refused:
+            return [str(refused)]
+        return []
 
     def set_weight(self, *, canary_weight: int, header_routed: bool) -> None:
         validate_weight(canary_weight)
@@ -273,6 +343,7 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
     def finalize(self) -> None:
         if self._routes.get(self._name) is None:
             return  # nothing routes to the canary
+        self._follow_stable(self._workloads.stable_pod_labels())
 
         def render(current: Object | None) -> Object:
             route = self._existing(current)
@@ -284,21 +355,29 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
         self._routes.reconcile(self._name, render)
 
     def _adopt(self, current: Object | None) -> Object:
-        """Create the route object if the router can, or make its managed entry splittable
-        (stable 100 %) unless it routes to the canary already: a running release keeps its
-        weights."""
-        if current is None:
-            return self._created()
-        _, managed = self._users_entries(current)
+        """Make the managed entry splittable (stable 100 %) unless it routes to the canary
+        already: a running release keeps its weights."""
+        route = self._existing(current)
+        _, managed = self._users_entries(route)
         targets = self._targets(managed, stable_weight=100, canary_weight=0)
         if not self._is_split(managed):
             managed[self.TARGETS] = targets
-        return current
+        return route
+
+    def _stable_rolled_out(self, moving_to: Mapping[str, str]) -> None:
+        """Before what selects stable pods by version moves to `moving_to`: stable must run it
+        on every replica, or the stable target would be short of pods (none, early in a
+        rollout) when traffic goes back to it; meanwhile the canary keeps its share."""
+        if not self._workloads.rolled_out(STABLE_TRACK):
+            raise TemporaryError(
+                f"stable Deployment {self._workloads.app.stable_deployment} is still rolling "
+                f"out {show_labels(moving_to)}: traffic goes back to stable once it is done"
+            )
 
     def _existing(self, current: Object | None) -> Object:
         if current is None:
             raise PermanentError(
-                f"{self._routes.describe(self._name)} not found{self.MISSING_HINT}"
+                f"{self._routes.describe(self._name)} not found: {self.MISSING_HINT}"
             )
         return current
 
@@ -310,7 +389,8 @@ class MeshRouter(ABC, Generic[_MeshConfig]):
         if not 0 <= self._index < len(theirs):
             raise PermanentError(
                 f"{self._routes.describe(self._name)} spec.{self.ENTRIES} has {len(theirs)} "
-                f"entries; index {self._index} is out of range"
+                f"entries; index {self._index} is out of range: set the router's "
+                f"{self.INDEX_FIELD} to the entry to split (0: the first)"
             )
         return theirs, theirs[self._index]
 

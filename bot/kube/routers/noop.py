@@ -26,6 +26,10 @@ class NoopRouter:
     ) -> None:
         """Nothing to keep: there is nothing to configure or route."""
 
+    def check(self, version: str) -> list[str]:
+        """Nothing to check: nothing is routed."""
+        return []
+
     def ensure_routes(self) -> None:
         """Nothing to create: there are no routing objects."""
 

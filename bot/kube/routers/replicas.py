@@ -31,11 +31,19 @@ from kubernetes import client as k8s
 from bot.core import apps
 from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import SERVICES, NamespacedResources
-from bot.kube.routers import RouterOptions, TrafficSplit, split_of, validate_weight
+from bot.kube.routers import (
+    PodLabels,
+    RouterOptions,
+    TrafficSplit,
+    refuse,
+    selects,
+    show_labels,
+    split_of,
+    validate_weight,
+)
 from bot.kube.workloads import (
     CANARY_TRACK,
     STABLE_TRACK,
-    TRACK_LABEL,
     CanaryWorkloads,
     NotReadyError,
     Track,
@@ -83,9 +91,12 @@ class ReplicaRouter:
         self._ready_timeout_s = options.ready_timeout_s
         self._services = NamespacedResources(api, SERVICES, workloads.app.namespace)
 
+    def check(self, version: str) -> list[str]:
+        return self._service_problems(PodLabels.of(self._workloads, version))
+
     def ensure_routes(self) -> None:
         """Check the Service selects stable and canary pods alike; record N once."""
-        self._check_service()
+        refuse(self._service_problems(PodLabels.of(self._workloads)))
         if self._baseline() is None:
             total = self._workloads.replicas(STABLE_TRACK).desired
             if total < 1:
@@ -150,23 +161,29 @@ class ReplicaRouter:
             raise PermanentError(f"annotation {BASELINE_ANNOTATION}={value!r} is not a count >= 1")
         return int(value)
 
-    def _check_service(self) -> None:
+    def _service_problems(self, pods: PodLabels) -> list[str]:
         name = self._service
         service = self._services.get(name)
         if service is None:
-            raise PermanentError(f"{self._services.describe(name)} not found")
+            return [
+                f"{self._services.describe(name)} not found: name the Service in front of the "
+                "app's pods in the router's service (default: the workload's name)"
+            ]
         selector: dict[str, str] = service["spec"].get("selector") or {}
-        differing = {TRACK_LABEL, self._workloads.app.version_label} & selector.keys()
-        pod_labels = self._workloads.stable_pod_labels()
+        differing = sorted(key for key in selector if pods.stable.get(key) != pods.canary.get(key))
         problem = None
         if not selector:
             problem = "has no selector"
+        elif not selects(selector, pods.stable):
+            problem = f"does not select the stable pods (labelled {show_labels(pods.stable)})"
         elif differing:
-            problem = f"selects on {sorted(differing)}, which differ between stable and canary"
-        elif any(pod_labels.get(key) != value for key, value in selector.items()):
-            problem = f"does not select the stable pods (labelled {pod_labels})"
-        if problem:
-            raise PermanentError(
-                f"{self._services.describe(name)} (selector {selector}) {problem}; the replicas "
-                "router needs one Service selecting stable and canary pods alike"
+            problem = (
+                f"selects on {differing}, which differ between stable and canary pods: "
+                f"drop {differing} from its selector"
             )
+        if problem is None:
+            return []
+        return [
+            f"{self._services.describe(name)} (selector {show_labels(selector)}) {problem}; the "
+            "replicas router needs one Service selecting stable and canary pods alike"
+        ]
