@@ -25,6 +25,11 @@ class Stage:
     header_routed: bool = False
     approvals_needed: int = 1
     """How many distinct people must approve, when the stage `needs_approval`."""
+    checked: bool = True
+    """Metric checks run in this stage (when the release has a metrics source) and gate its end;
+    a blue-green preview whose app does not gate on preview metrics is not checked."""
+    check_interval_s: int | None = None
+    """How often the stage is checked; None: the app's metrics interval."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 100:
@@ -66,3 +71,27 @@ DEFAULT_PLAN = Plan(
         Stage(weight=100, duration_s=0),
     ),
 )
+
+BLUE_GREEN_PLAN_NAME = "blue-green"
+
+
+def blue_green_plan(
+    *, approvals: int, preview_checked: bool, watch_s: int, check_interval_s: int | None
+) -> Plan:
+    """A blue-green release's two stages: the preview (blue serves, green on its preview
+    Service; left through the gates, the approval last) and the watch window (green serves
+    production, checked on production traffic, switched back to blue on a failing check)."""
+    return Plan(
+        name=BLUE_GREEN_PLAN_NAME,
+        stages=(
+            Stage(
+                weight=0,
+                duration_s=0,
+                needs_approval=True,
+                approvals_needed=approvals,
+                checked=preview_checked,
+                check_interval_s=check_interval_s,
+            ),
+            Stage(weight=100, duration_s=watch_s, check_interval_s=check_interval_s),
+        ),
+    )
