@@ -177,7 +177,11 @@ MISTAKES: list[tuple[str, str, str | None]] = [
     ("history", "`/release history` needs an app name", "history"),
     ("pause --for 30m", "`/release pause` needs an app name", "pause"),
     ("canary shop-api", f"`/release canary shop-api` {VERSION_NEEDED}", "canary"),
-    ("bluegreen shop-api --", "`/release bluegreen` takes no flags, but got `--`", "bluegreen"),
+    (
+        "bluegreen shop-api --",
+        "unknown flag `--` for `/release bluegreen`; it accepts `--override`",
+        "bluegreen",
+    ),
     ("bluegreen shop-api", f"`/release bluegreen shop-api` {VERSION_NEEDED}", "bluegreen"),
     (
         "canary shop-api v1..bad!",
@@ -294,7 +298,7 @@ MISTAKES: list[tuple[str, str, str | None]] = [
     ),
     (
         "bluegreen shop-api v1 --  v2",
-        "`/release bluegreen` takes no flags, but got `--`",
+        "unknown flag `--` for `/release bluegreen`; it accepts `--override`",
         "bluegreen",
     ),
     (
@@ -350,7 +354,7 @@ def test_usage_lists_every_subcommand_once_and_explains_app_and_version() -> Non
 def test_usage_for_one_subcommand_shows_its_line_and_only_the_notes_it_needs() -> None:
     canary = usage_for("CANARY").splitlines()
     assert canary[1].startswith("/release canary <app> <version> [--plan NAME]  ")
-    assert [line.split(":")[0] for line in canary[2:]] == ["<app>", "<version>"]
+    assert [line.split(":")[0] for line in canary[2:]] == ["Which", "<app>", "<version>"]
     assert [line.split(":")[0] for line in usage_for("lock").splitlines()[2:]] == ["<app>"]
     assert usage_for("list").splitlines()[1:] == [
         line for line in USAGE.splitlines() if line.startswith("/release list ")

@@ -30,6 +30,7 @@ from bot.core.machine import (
     Accepted,
     Advance,
     Approve,
+    BlueRetentionElapsed,
     CanaryReady,
     Effect,
     Event,
@@ -37,6 +38,7 @@ from bot.core.machine import (
     Notify,
     Pause,
     PauseTimerElapsed,
+    PodsObserved,
     Promote,
     PromotionDone,
     ReconcileCluster,
@@ -44,10 +46,12 @@ from bot.core.machine import (
     Resume,
     RollbackDone,
     StageTimerElapsed,
+    Switched,
     start_release,
     transition,
     with_outbox,
 )
+from bot.core.plan import Plan
 from bot.core.ports import (
     AnnouncerPort,
     AppBusy,
@@ -63,8 +67,9 @@ from bot.core.ports import (
     SlackRefs,
     StoredRelease,
     StorePort,
+    SwitchTiming,
 )
-from bot.core.release import NoticeKind, Phase, Release, ReleaseKind
+from bot.core.release import BlueGreenTimes, NoticeKind, Phase, Release, ReleaseKind
 
 log = structlog.get_logger(__name__)
 
@@ -144,13 +149,15 @@ class ReleaseService:
         channel: str,
         channel_name: str = "",
         override: str | None = None,
+        kind: ReleaseKind = ReleaseKind.CANARY,
     ) -> Outcome:
-        """Start a canary; its card goes to the app's channel when the apps file gives its ID,
-        else to `channel`, where the command was typed (`channel_name`: its name, when the
-        request carries one, for rules that name channels by name). `override`: a break-glass
-        reason, which lets the start through a freeze and a deploy lock."""
-        # the release's id joins once it exists; the strategy is the only one there is yet
-        context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
+        """Start a release of `kind`; its card goes to the app's channel when the apps file
+        gives its ID, else to `channel`, where the command was typed (`channel_name`: its name,
+        when the request carries one, for rules that name channels by name). `override`: a
+        break-glass reason, which lets the start through a freeze and a deploy lock. A
+        blue-green release walks the app's blue-green plan (`plan_name` must be None)."""
+        # the release's id joins once it exists
+        context = {"app": app_name, "version": version, "strategy": kind.value}
         with structlog.contextvars.bound_contextvars(**context):
             if override is not None and not self.may_break_glass(user):
                 if app_name not in self._config.apps:
@@ -170,6 +177,7 @@ class ReleaseService:
                     channel=channel,
                     channel_name=channel_name,
                     override=override,
+                    kind=kind,
                 )
             except _NOT_TAKEN_UP as refusal:
                 if isinstance(refusal, AppBusy | AppLocked):
@@ -192,13 +200,14 @@ class ReleaseService:
         channel: str,
         channel_name: str,
         override: str | None,
+        kind: ReleaseKind,
     ) -> Outcome:
         app = self._config.app(app_name)
         seen = SeenChannel(channel, channel_name)
         if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
             return denied
-        plan = self._config.plan(plan_name) if plan_name else app.plan
-        if refusal := plan_refusal(app, plan):
+        plan, blue_green = _SHAPES[kind](self._config, app, plan_name)
+        if blue_green is None and (refusal := plan_refusal(app, plan)):
             return Outcome(False, refusal)
         if override is None and (frozen := self.frozen(app.name)) is not None:
             message = freezes.refused_while_frozen(app.name, frozen, "a new release")
@@ -206,10 +215,10 @@ class ReleaseService:
             telemetry.count_transition(telemetry.START_EVENT, applied=False)
             return Outcome(False, message, not_taken_up=True)
         self._refuse_if_taken(app.name, through_lock=override is not None)
-        previous = self._cluster.stable_version(app)
+        previous = self._cluster.stable_version(app, kind)
         if previous == version:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
-        preflight = self._cluster.preflight(app, version)
+        preflight = self._cluster.preflight(app, version, kind)
         if preflight.blocked:
             refused = f"refused by preflight: {preflight.summary}"
             self._audit(app.name, "-", user, "start", refused, channel=channel)
@@ -230,6 +239,7 @@ class ReleaseService:
             approvers=app.authorization.approve,
             now=now,
             analysis_enabled=self._checks is not None and self._checks.covers(app),
+            blue_green=blue_green,
         )
         preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
         effects: tuple[Effect, ...] = (*started.effects, preflight_notice)
@@ -253,7 +263,9 @@ class ReleaseService:
                     self._reconcile(leased)
                     self._reached(CrashPoint.RECONCILED)
                     stored = self._deliver(leased)
-        return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
+        return Outcome(
+            True, f"Started {_KIND_NAMES[kind]} of {app.name} {version}.", stored.release
+        )
 
     def act(
         self,
@@ -490,6 +502,7 @@ class ReleaseService:
         if stored.release.phase.is_terminal:
             return False  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
+        reconciled_at = self._clock()
         try:
             observation = self._cluster.reconcile(stored.release, app)
         except PermanentError as error:
@@ -499,13 +512,17 @@ class ReleaseService:
             checked = self._checks.run(stored.release, app, now=now)
             # what comes due after the check is the next pass's business
             return self._apply(stored, checked, actor="release-bot").applied
-        event = self._due_event(stored.release, observation, now=now)
+        event = self._due_event(stored.release, observation, now=now, reconciled_at=reconciled_at)
         return event is not None and self._apply(stored, event, actor="release-bot").applied
 
     def _due_event(
-        self, release: Release, observation: Observation, *, now: datetime
+        self, release: Release, observation: Observation, *, now: datetime, reconciled_at: datetime
     ) -> Event | None:
         match release.phase:
+            case Phase.SWITCHING if observation.switched is not None:
+                return _switched(release, observation.switched, reconciled_at)
+            case Phase.KEEPING_BLUE if release.blue_due_at and now >= release.blue_due_at:
+                return BlueRetentionElapsed()
             case Phase.STARTING if observation.canary_ready and self._held_before_traffic(release):
                 return None  # ready and taking no traffic, the canary waits out the freeze
             case Phase.STARTING if observation.canary_ready:
@@ -525,6 +542,8 @@ class ReleaseService:
                 return PromotionDone()
             case Phase.ROLLING_BACK if observation.rollback_complete:
                 return RollbackDone()
+        if observation.pods is not None and observation.pods != release.pods:
+            return PodsObserved(pods=observation.pods)
         return None
 
     def _held_before_traffic(self, release: Release) -> bool:
@@ -640,19 +659,34 @@ class ReleaseService:
             telemetry.count_transition(action, applied=True)
             telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
+            reconciled_at = self._clock()
+            reconciled = None
             if ReconcileCluster() in decided.effects:
-                self._reconcile(saved)  # nothing (no Slack call, no query) before the traffic
+                reconciled = self._reconcile(saved)  # nothing (no Slack call, no query) first
             self._reached(CrashPoint.RECONCILED)
             saved = self._deliver(saved)
+            if isinstance(reconciled, PermanentError):
+                self._apply(saved, Fail(reason=str(reconciled)), actor=BOT_ACTOR)
+                refused = f"the cluster refused {action} for {saved.release.app}: {reconciled}"
+                return Outcome(False, refused, saved.release)
+            if reconciled is not None and reconciled.switched is not None:
+                switched = _switched(saved.release, reconciled.switched, reconciled_at)
+                return self._apply(saved, switched, actor=BOT_ACTOR)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
 
-    def _reconcile(self, stored: StoredRelease) -> None:
-        """Bring the cluster to the saved state now; if it fails, the next pass does it again."""
+    def _reconcile(self, stored: StoredRelease) -> Observation | PermanentError | None:
+        """Bring the cluster to the saved state now: what it saw, or the permanent error that
+        stopped it (the caller fails the release at once); on a temporary one (None) the next
+        pass does it again."""
         try:
-            self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
+            return self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
+        except PermanentError as error:
+            log.warning("reconcile_refused", release=stored.release.id, error=str(error))
+            return error
         except ReleaseBotError as error:
             log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+            return None
 
     def _deliver(self, stored: StoredRelease) -> StoredRelease:
         """Post the card and the outbox's thread messages under the release's lease, so two
@@ -786,6 +820,34 @@ def _log_applied(entry: HistoryEntry, *, app: str) -> None:
         actor=entry.actor,
         stage=entry.stage,
         phase=entry.phase,
+    )
+
+
+def _canary_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    return (config.plan(plan_name) if plan_name else app.plan), None
+
+
+def _blue_green_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    return app.bluegreen.plan(), app.bluegreen.times()
+
+
+_SHAPES = {ReleaseKind.CANARY: _canary_shape, ReleaseKind.BLUE_GREEN: _blue_green_shape}
+"""A release kind's plan and blue-green timers for an app (and the `--plan` asked for)."""
+_KIND_NAMES = {ReleaseKind.CANARY: "a canary", ReleaseKind.BLUE_GREEN: "a blue-green release"}
+
+
+def _switched(release: Release, timing: SwitchTiming, reconciled_at: datetime) -> Switched:
+    """The switch's times counted from its request (the approval's arrival), not from the
+    reconcile that made it."""
+    requested = release.switch_requested_at or reconciled_at
+    before = max((reconciled_at - requested).total_seconds(), 0.0)
+    return Switched(
+        selector_s=None if timing.selector_s is None else before + timing.selector_s,
+        endpoints_s=None if timing.endpoints_s is None else before + timing.endpoints_s,
     )
 
 

@@ -32,7 +32,7 @@ from enum import StrEnum
 from prometheus_client import Counter, Gauge, Histogram
 
 from bot.core.machine import ChecksFailed, Event, Fail, Rollback
-from bot.core.release import Phase, Release, ReleaseKind
+from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
 
 
 class RollbackReason(StrEnum):
@@ -92,9 +92,11 @@ def rollback_reason(before: Release, after: Release, event: Event) -> RollbackRe
     if before.phase is Phase.ROLLING_BACK:
         return None  # already counted when it began
     if isinstance(event, Fail):
-        return RollbackReason.FAILURE
+        return RollbackReason.FAILURE if after.phase is Phase.FAILED else None
     if after.phase is not Phase.ROLLING_BACK:
         return None
+    if desired_traffic(before).canary_weight == 100 and before.kind is ReleaseKind.BLUE_GREEN:
+        return RollbackReason.SWITCH_BACK
     if isinstance(event, Rollback):
         return RollbackReason.MANUAL
     if isinstance(event, ChecksFailed):

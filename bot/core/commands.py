@@ -65,6 +65,8 @@ class StartCanary:
 class StartBlueGreen:
     app: str
     version: ImageVersion
+    override: str | None = None
+    """`--override "<reason>"`: break glass through a freeze or a lock (the reason)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -405,7 +407,9 @@ class _Arguments:
             return
         extra = shown(" ".join(word.text for word in self._positionals))
         if self._took_version:
-            plan_hint = " (to choose a plan, write `--plan NAME`)" if self._syntax.flags else ""
+            plan_hint = (
+                " (to choose a plan, write `--plan NAME`)" if "--plan" in self._syntax.flags else ""
+            )
             raise self.fail(
                 f"version given twice: `{shown(self._taken[-1])}`, then `{extra}`; a release "
                 f"deploys one version{plan_hint}"
@@ -455,8 +459,14 @@ _GRAMMAR = {
         _Syntax(
             name="bluegreen",
             arguments="<app> <version>",
-            summary="start a blue-green release",
-            build=lambda args: StartBlueGreen(app=args.app(), version=args.version()),
+            summary=(
+                "start a blue-green release: green beside blue, one switch after approval"
+                f"{_OVERRIDE_SUMMARY}"
+            ),
+            build=lambda args: StartBlueGreen(
+                app=args.app(), version=args.version(), override=args.override()
+            ),
+            flags={"--override": '"<reason>"'},
         ),
         _Syntax(
             name="status",
@@ -508,7 +518,7 @@ _GRAMMAR = {
         _Syntax(
             name="rollback",
             arguments="<app> [reason]",
-            summary="back to the stable version now",
+            summary="back to the stable version now (blue-green: back to blue while blue exists)",
             build=lambda args: Rollback(app=args.app(), reason=args.reason),
             takes_reason=True,
         ),
@@ -559,8 +569,15 @@ _VERSION_NOTE = (
 )
 _APP_NOTE = "<app>: the app's name in the apps file (lower-case); `all`: every app."
 _OVERRIDE_NOTE = (
-    '--override "<reason>" (canary, approve, promote): break glass through a freeze (and a '
-    "lock, for a start); only the apps file's break_glass may, and it is announced in the channel."
+    '--override "<reason>" (canary, bluegreen, approve, promote): break glass through a freeze '
+    "(and a lock, for a start); only the apps file's break_glass may, and it is announced in the "
+    "channel."
+)
+_STRATEGY_NOTE = (
+    "Which: canary for frequent releases (a little real traffic first, widened stage by stage); "
+    "bluegreen for critical infrastructure and strict compliance (green verified on its preview "
+    "Service, then production switched in one step, blue kept as the instant way back; twice "
+    "the pods)."
 )
 
 
@@ -580,6 +597,7 @@ USAGE = "\n".join(
         "Usage:",
         *(_usage_line(syntax) for syntax in _GRAMMAR.values()),
         _OVERRIDE_NOTE,
+        _STRATEGY_NOTE,
         _APP_NOTE,
         _VERSION_NOTE,
     ]
@@ -600,6 +618,8 @@ def usage_for(subcommand: str) -> str:
     """One subcommand's usage line and notes; UsageError for an unknown subcommand."""
     syntax = _known_subcommand(subcommand)
     lines = ["Usage:", _usage_line(syntax)]
+    if syntax.name in ("canary", "bluegreen"):
+        lines.append(_STRATEGY_NOTE)
     if "<app" in syntax.arguments:
         lines.append(_APP_NOTE)
     if "<version>" in syntax.arguments:

@@ -5,8 +5,9 @@ release and then carries out the effects in order. Pure: no I/O and no clock, `n
 Every (phase, event type) pair the machine accepts is listed in its kind's table
 (TRANSITIONS_BY_KIND: CANARY_TRANSITIONS, BLUE_GREEN_TRANSITIONS); anything else is refused with
 a reason meant for the person who asked. A blue-green release walks a two-stage plan (the
-preview, then the watch window at 100 %) with SWITCHING between them and KEEPING_BLUE after. The machine decides; every text it gives a
-person (thread notices, refusal reasons) is worded by bot.core.thread_wording.
+preview, then the watch window at 100 %) with SWITCHING between them and KEEPING_BLUE after.
+The machine decides; every text it gives a person (thread notices, refusal reasons) is worded by
+bot.core.thread_wording.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from bot.core.errors import ReleaseBotError
 from bot.core.machine import Approve, Notify
 from bot.core.plan import Plan, Stage
 from bot.core.ports import Observation, PreflightResult, SlackRefs
-from bot.core.release import Phase, Release, desired_traffic
+from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
 from bot.core.text import percent, plan_text
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
@@ -224,7 +224,7 @@ class SimulatedCluster:
         self._transcript = transcript
         self._apps: dict[str, _SimulatedApp] = {}
 
-    def stable_version(self, app: AppConfig) -> str:
+    def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
         return self._app(app).stable_version
 
     def canary_traffic(self, app: AppConfig) -> CanaryTraffic:
@@ -232,7 +232,7 @@ class SimulatedCluster:
         state = self._app(app)  # a canary not yet or no longer there has weight 0, no header
         return CanaryTraffic(weight=state.canary_weight, header_routed=state.header_routed)
 
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult:
+    def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult:
         summary = (
             f"Preflight on the simulated cluster passed for {app.namespace}/{app.workload} "
             f"{version}: readiness probes, version label, versioned ConfigMaps, quota room."

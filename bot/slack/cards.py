@@ -195,21 +195,11 @@ def _status_text(release: Release) -> str:
 
 def _status_detail(release: Release) -> str:
     outcome = release.outcome_reason or "no reason given"
+    if release.kind is ReleaseKind.BLUE_GREEN and (detail := _blue_green_detail(release)):
+        return detail
     match release.phase:
-        case Phase.STARTING if release.kind is ReleaseKind.BLUE_GREEN:
-            return "Green's pods are coming up beside blue, which serves production."
         case Phase.STARTING:
             return "The canary's pods are coming up; it takes no traffic yet."
-        case Phase.SWITCHING:
-            return "The production Service's selector is moving to green in one update."
-        case Phase.KEEPING_BLUE:
-            assert release.blue_due_at is not None  # Release guarantees it while keeping blue
-            return (
-                f"Blue is kept as the rollback path until {_slack_time(release.blue_due_at)} "
-                f"({outcome}); Rollback switches back at once."
-            )
-        case Phase.PROMOTING if release.kind is ReleaseKind.BLUE_GREEN:
-            return "Blue is scaled down, then deleted; green serves production."
         case Phase.RUNNING:
             return _running_detail(release)
         case Phase.AWAITING_APPROVAL:
@@ -234,6 +224,26 @@ def _status_detail(release: Release) -> str:
                 f"{_finished_at(release)} · {outcome}. "
                 "All traffic is sent to stable; someone needs to look at the cluster."
             )
+        case Phase.SWITCHING | Phase.KEEPING_BLUE:
+            raise AssertionError("only blue-green releases switch or keep blue: worded above")
+
+
+def _blue_green_detail(release: Release) -> str | None:
+    """What a blue-green release's phases say differently; None: as a canary's."""
+    match release.phase:
+        case Phase.STARTING:
+            return "Green's pods are coming up beside blue, which serves production."
+        case Phase.SWITCHING:
+            return "The production Service's selector is moving to green in one update."
+        case Phase.KEEPING_BLUE:
+            assert release.blue_due_at is not None  # Release guarantees it while keeping blue
+            return (
+                f"Blue is kept as the rollback path until {_slack_time(release.blue_due_at)} "
+                f"({release.outcome_reason}); Rollback switches back at once."
+            )
+        case Phase.PROMOTING:
+            return "Blue is scaled down, then deleted; green serves production."
+    return None
 
 
 def _running_detail(release: Release) -> str:
