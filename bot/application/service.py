@@ -659,21 +659,37 @@ class ReleaseService:
             telemetry.count_transition(action, applied=True)
             telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
-            reconciled_at = self._clock()
-            reconciled = None
-            if ReconcileCluster() in decided.effects:
-                reconciled = self._reconcile(saved)  # nothing (no Slack call, no query) first
-            self._reached(CrashPoint.RECONCILED)
-            saved = self._deliver(saved)
-            if isinstance(reconciled, PermanentError):
-                self._apply(saved, Fail(reason=str(reconciled)), actor=BOT_ACTOR)
-                refused = f"the cluster refused {action} for {saved.release.app}: {reconciled}"
-                return Outcome(False, refused, saved.release)
-            if reconciled is not None and reconciled.switched is not None:
-                switched = _switched(saved.release, reconciled.switched, reconciled_at)
-                return self._apply(saved, switched, actor=BOT_ACTOR)
+            # under the lease, so no scheduler pass reconciles it meanwhile and takes the
+            # reconcile's findings (the switch and its times) for its own
+            with self._leases.hold_release(saved.release.id) as leased:
+                reconciled_at = self._clock()
+                reconciled = None
+                if ReconcileCluster() in decided.effects:
+                    reconciled = self._reconcile(saved)  # nothing (no Slack call) before it
+                self._reached(CrashPoint.RECONCILED)
+                saved = self._deliver(saved)
+                if leased is not None:
+                    return self._after_reconcile(saved, action, reconciled, reconciled_at)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
+
+    def _after_reconcile(
+        self,
+        saved: StoredRelease,
+        action: str,
+        reconciled: Observation | PermanentError | None,
+        reconciled_at: datetime,
+    ) -> Outcome:
+        """What the reconcile right after a person's action found comes next: a permanent
+        refusal (the release fails, or a refused switch goes back to waiting), a switch done."""
+        app = saved.release.app
+        if isinstance(reconciled, PermanentError):
+            self._apply(saved, Fail(reason=str(reconciled)), actor=BOT_ACTOR)
+            return Outcome(False, f"the cluster refused {action} for {app}: {reconciled}")
+        if isinstance(reconciled, Observation) and reconciled.switched is not None:
+            switched = _switched(saved.release, reconciled.switched, reconciled_at)
+            self._apply(saved, switched, actor=BOT_ACTOR)
+        return Outcome(True, f"{action} applied to {app}.", saved.release)
 
     def _reconcile(self, stored: StoredRelease) -> Observation | PermanentError | None:
         """Bring the cluster to the saved state now: what it saw, or the permanent error that

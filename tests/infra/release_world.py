@@ -40,6 +40,7 @@ PHASE_TIMEOUT_S = 45.0
 
 ROUTER_YAML = {
     "replicas": "{provider: replicas, service: shop-api}",
+    "bluegreen": "{provider: replicas, service: shop-api}",  # a blue-green app needs a router too
     "istio": "{provider: istio, virtual_service: shop-api, destination_rule: shop-api, "
     "host: shop-api}",
     "gateway-api": "{provider: gateway-api, http_route: shop-api, stable_service: shop-api-stable, "
@@ -246,20 +247,23 @@ def _button_value(message: dict[str, Any], action_id: str) -> str:
     raise AssertionError(f"no {action_id} button on the card: {message.get('text')}")
 
 
-def _config(namespace: str, provider: str, stages: str, metrics: str, authorization: str) -> str:
+def _config(  # noqa: PLR0917 (private; the fixture passes every block)
+    namespace: str, provider: str, stages: str, metrics: str, authorization: str, bluegreen: str
+) -> str:
     return (
         f"plans:\n  e2e:\n{stages}"
         f"apps:\n  {APP}:\n    namespace: {namespace}\n    workload: {APP}\n"
         f"    slack_channel: {RELEASES.id}\n    plan: e2e\n    router: {ROUTER_YAML[provider]}\n"
         + (f"    metrics: {metrics}\n" if metrics else "")
         + (f"    authorization: {authorization}\n" if authorization else "")
+        + (f"    bluegreen: {bluegreen}\n" if bluegreen else "")
     )
 
 
 def _install_app(cluster: Cluster, provider: str) -> None:
     cluster.create(DEPLOYMENTS, stable_deployment(image=STABLE_IMAGE, readiness_probe=True))
     cluster.rolled_out(APP)
-    if provider == "replicas":
+    if provider in ("replicas", "bluegreen"):
         cluster.create(SERVICES, service(APP, {"app": APP}))
     elif provider == "istio":
         cluster.create(VIRTUAL_SERVICES, _virtual_service())
@@ -309,12 +313,13 @@ def world_for(
         *,
         metrics: str = "",
         authorization: str = "",
+        bluegreen: str = "",
         prometheus_url: str | None = None,
         bot_env: Mapping[str, str] | None = None,
         kubeconfig: Path | None = None,
     ) -> World:
-        """`metrics`, `authorization`: the app's blocks as YAML flow text (none: the defaults,
-        anyone in the app's channel may do anything); `prometheus_url`: the bot's
+        """`metrics`, `authorization`, `bluegreen`: the app's blocks as YAML flow text (none:
+        the defaults, anyone in the app's channel may do anything); `prometheus_url`: the bot's
         PROMETHEUS_URL (None: no metrics source, stages advance on their timers alone);
         `bot_env`: more variables for the first bot only (World.relaunch starts without them);
         `kubeconfig`: the bots' KUBECONFIG (None: the admin's; the world itself reads and
@@ -322,7 +327,7 @@ def world_for(
         cluster = Cluster(kube_admin, namespace)
         _install_app(cluster, provider)
         config = tmp_path / "apps.yaml"
-        config.write_text(_config(namespace, provider, stages, metrics, authorization))
+        config.write_text(_config(namespace, provider, stages, metrics, authorization, bluegreen))
         environment = {
             "REDIS_URL": redis_server.url,
             "RELEASE_BOT_CONFIG": str(config),
