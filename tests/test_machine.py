@@ -43,7 +43,14 @@ from bot.core.machine import (
     transition,
 )
 from bot.core.plan import DEFAULT_PLAN, HOUR, Plan, Stage
-from bot.core.release import Approval, BlueGreenPods, DesiredTraffic, Phase, Release, desired_traffic
+from bot.core.release import (
+    Approval,
+    BlueGreenPods,
+    DesiredTraffic,
+    Phase,
+    Release,
+    desired_traffic,
+)
 from tests.releases import ANA, BOB, MINUTE, T0, run_in, start
 
 ONE_OF_EACH: list[Event] = [
