@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core.machine import (
     Accepted,
-    Approve,
     BlueRetentionElapsed,
     CanaryReady,
     Event,

@@ -49,7 +49,7 @@ from bot.slack.cards import (
     rollback_alert,
     thread_notice,
 )
-from tests.releases import BLUE_GREEN_ONLY, ANA, BOB, MINUTE, T0, Run, run_in, start
+from tests.releases import ANA, BLUE_GREEN_ONLY, BOB, MINUTE, T0, Run, run_in, start
 
 HOUR = timedelta(hours=1)
 LONG = "the canary " + "x" * 10_000  # far beyond every Slack limit

@@ -165,6 +165,8 @@ def promotion_reason(release: Release, by: str | None) -> str:
     """Why the release, still in its last stage passed, is promoted (kept as its outcome)."""
     stage_count = len(release.plan.stages)
     skipped = stage_count - 1 - release.stage_index
+    if by is None and release.kind is ReleaseKind.BLUE_GREEN:
+        return "the watch window passed"
     if by is None:
         return f"all {stage_count} stages passed"
     if skipped:

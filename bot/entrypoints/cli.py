@@ -44,10 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--scenario",
-        choices=("canary", "rollback"),
+        choices=("canary", "rollback", "bluegreen"),
         default="canary",
         help="canary: a good release, approved and promoted (default); "
-        "rollback: a bad canary rolled back automatically",
+        "rollback: a bad canary rolled back automatically; "
+        "bluegreen: a bad green switched back by itself, then a good one released",
     )
     audit = commands.add_parser("audit", help="the audit trail kept in Redis")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

@@ -248,7 +248,9 @@ def _blue_green_detail(release: Release) -> str | None:
 
 def _running_detail(release: Release) -> str:
     index = release.stage_index
-    upcoming = "promotion" if release.is_last_stage else _stage_name(release, index + 1)
+    upcoming = _stage_name(release, index + 1) if not release.is_last_stage else "promotion"
+    if release.is_last_stage and release.kind is ReleaseKind.BLUE_GREEN:
+        upcoming = "keeping blue as the rollback path"
     if not release.stage.needs_approval:
         return f"Moves on to {upcoming} when its time is up."
     if release.stage.approvals_required > 1:
