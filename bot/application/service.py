@@ -10,6 +10,7 @@ is audited.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,6 +87,8 @@ class CrashPoint(StrEnum):
 
 
 CANARY_READY_DEADLINE = timedelta(minutes=10)
+LEASE_WAIT_S = 1.0  # a person's action waits this long for a scheduler pass to let go
+LEASE_RETRY_S = 0.02
 BOT_ACTOR = "release-bot"
 
 
@@ -661,17 +664,29 @@ class ReleaseService:
             self._reached(CrashPoint.SAVED)
             # under the lease, so no scheduler pass reconciles it meanwhile and takes the
             # reconcile's findings (the switch and its times) for its own
-            with self._leases.hold_release(saved.release.id) as leased:
+            with self._lease_soon(saved.release.id) as leased:
                 reconciled_at = self._clock()
                 reconciled = None
-                if ReconcileCluster() in decided.effects:
-                    reconciled = self._reconcile(saved)  # nothing (no Slack call) before it
+                if ReconcileCluster() in decided.effects:  # nothing (no Slack call) before it
+                    reconciled = self._reconcile(saved if leased is None else leased)
                 self._reached(CrashPoint.RECONCILED)
                 saved = self._deliver(saved)
                 if leased is not None:
                     return self._after_reconcile(saved, action, reconciled, reconciled_at)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
+
+    @contextmanager
+    def _lease_soon(self, release_id: str) -> Iterator[StoredRelease | None]:
+        """The release's lease, waiting a moment for a scheduler pass that holds it; None when
+        it is still held after LEASE_WAIT_S."""
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while True:
+            with self._leases.hold_release(release_id) as held:
+                if held is not None or time.monotonic() >= deadline:
+                    yield held
+                    return
+            time.sleep(LEASE_RETRY_S)
 
     def _after_reconcile(
         self,
