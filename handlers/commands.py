@@ -152,6 +152,17 @@ def _outcome(
                 override=command.override,
                 kind=ReleaseKind.BLUE_GREEN,
             )
+        case commands.StartHybrid():
+            return service.start(
+                app_name=command.app,
+                version=str(command.version),
+                plan_name=command.plan,
+                user=user,
+                channel=channel,
+                channel_name=channel_name,
+                override=command.override,
+                kind=ReleaseKind.HYBRID,
+            )
         case commands.Lock():
             return service.lock(app_name=command.app, user=user, reason=command.reason, **where)
         case commands.Unlock():

@@ -82,6 +82,7 @@ def start(
         four_eyes=four_eyes,
         now=T0,
         approvers=approvers,
+        kind=kind,
         blue_green=blue_green,
     )
     return Run(release=started.release, now=T0)

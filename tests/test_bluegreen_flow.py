@@ -1,8 +1,9 @@
-"""Blue-green releases end to end, as a team runs them from Slack: signed requests reach a real
-`release-bot serve`, state is in the real Redis, the real apiserver (controllers, kwok pods)
-runs blue and green, Prometheus scrapes the tests' exporter, and the Slack stand-in gets the
-messages. Everything the cluster holds is read back with the kubernetes client itself, never
-through the bot's own code. The watch window and blue's retention are compressed to seconds."""
+"""Blue-green and hybrid releases end to end, as a team runs them from Slack: signed requests
+reach a real `release-bot serve`, state is in the real Redis, the real apiserver (controllers,
+kwok pods) runs blue and green (a hybrid's green behind Istio), Prometheus scrapes the tests'
+exporter, and the Slack stand-in gets the messages. Everything the cluster holds is read back
+with the kubernetes client itself, never through the bot's own code. The watch window and blue's
+retention are compressed to seconds."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.infra.processes import wait_until
 from tests.infra.prometheus_server import PrometheusServer
 from tests.infra.release_world import APP, World
 from tests.infra.slack_requests import BOB, RELEASES
+from tests.kube_objects import service
 
 GREEN = f"{APP}-green"
 PLAN = "    - {weight: 100, duration: 0s}\n"  # the app's canary plan; blue-green walks its own
@@ -293,3 +295,53 @@ def test_a_switch_the_apiserver_refuses_leaves_blue_serving_and_says_why(world_f
     )
     world.wait_for(Phase.RUNNING, 1)
     assert selector(world, APP) == {"app": APP, "version": "v2"}
+
+
+# ---------------------------------------------------------------- hybrid
+
+HYBRID_PLAN = "    - {weight: 25, duration: 1s}\n    - {weight: 50, duration: 1s, approval: true}\n"
+
+
+def route_weights(world: World) -> dict[str, int]:
+    """The VirtualService's weights by subset, read with the kubernetes client."""
+    route = k8s.CustomObjectsApi(world.kube_admin).get_namespaced_custom_object(
+        "networking.istio.io", "v1", world.cluster.namespace, "virtualservices", APP
+    )
+    main = next(entry for entry in route["spec"]["http"] if entry.get("name") == "main")
+    return {target["destination"]["subset"]: target.get("weight", 100) for target in main["route"]}
+
+
+def test_a_hybrid_release_previews_green_beside_blue_then_widens_it_in_canary_stages(
+    world_for: Any,
+) -> None:
+    world: World = world_for("istio", HYBRID_PLAN)
+    _core(world).create_namespaced_service(
+        world.cluster.namespace, service(APP, {"app": APP, "track": "stable"})
+    )
+    answer = world.command(f"hybrid {APP} v2")
+    assert answer.startswith(":white_check_mark: Started a hybrid release of shop-api v2"), answer
+
+    world.wait_for(Phase.AWAITING_APPROVAL, 0)  # the preview: green full size, no users
+    green = deployment(world, f"{APP}-canary")
+    assert green is not None and green.spec.replicas == 4
+    assert selector(world, GREEN) == {"app": APP, "track": "canary"}
+    wait_endpoints_only(world, GREEN, "v2")
+    assert route_weights(world) == {"stable": 100, "canary": 0}
+    world.wait_thread("the preview: green v2 is ready on its preview Service")
+
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.RUNNING, 1)
+    wait_until(
+        lambda: route_weights(world) == {"stable": 75, "canary": 25},
+        timeout_s=20,
+        what="25 % of production on green",
+    )
+    world.wait_for(Phase.AWAITING_APPROVAL, 2)
+    assert route_weights(world) == {"stable": 50, "canary": 50}
+    world.command(f"approve {APP}", user=BOB)
+
+    world.wait_for(Phase.SUCCEEDED)
+    blue = deployment(world, APP)
+    assert blue is not None and blue.spec.template.spec.containers[0].image.endswith(":v2")
+    assert deployment(world, f"{APP}-canary") is None
+    wait_until(lambda: selector(world, GREEN) is None, timeout_s=10, what="preview Service gone")

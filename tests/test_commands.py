@@ -30,6 +30,7 @@ from bot.core.commands import (
     Resume,
     Rollback,
     StartBlueGreen,
+    StartHybrid,
     StartCanary,
     Status,
     Unfreeze,
@@ -84,6 +85,10 @@ VALID: list[tuple[str, Command]] = [
                 digest=DIGEST,
             ),
         ),
+    ),
+    (
+        'hybrid shop-api v2.4.1 --plan fast --override "friday fix"',
+        StartHybrid(app="shop-api", version=tag("v2.4.1"), plan="fast", override="friday fix"),
     ),
     ("status", Status(app=None)),
     ("STATUS shop-api", Status(app="shop-api")),
@@ -341,7 +346,17 @@ def test_a_pasted_blob_is_quoted_short_in_the_message() -> None:
 
 def test_usage_lists_every_subcommand_once_and_explains_app_and_version() -> None:
     lines = USAGE.splitlines()
-    names = ["help", "canary", "bluegreen", "status", "list", "history", "advance", "approve"]
+    names = [
+        "help",
+        "canary",
+        "bluegreen",
+        "hybrid",
+        "status",
+        "list",
+        "history",
+        "advance",
+        "approve",
+    ]
     names += ["pause", "resume", "rollback", "promote", "lock", "unlock"]
     for name in names:
         assert len([line for line in lines if line.split()[:2] == ["/release", name]]) == 1, name

@@ -65,6 +65,7 @@ def runs() -> Iterator[dict[str, DemoRun]]:
         "canary": _demo_process(),
         "rollback": _demo_process("--scenario", "rollback"),
         "bluegreen": _demo_process("--scenario", "bluegreen"),
+        "hybrid": _demo_process("--scenario", "hybrid"),
     }
     try:
         yield {scenario: _finish(process) for scenario, process in processes.items()}
@@ -73,7 +74,7 @@ def runs() -> Iterator[dict[str, DemoRun]]:
             process.kill()
 
 
-@pytest.mark.parametrize("scenario", ["canary", "rollback", "bluegreen"])
+@pytest.mark.parametrize("scenario", ["canary", "rollback", "bluegreen", "hybrid"])
 def test_each_scenario_exits_0_without_a_traceback(runs: dict[str, DemoRun], scenario: str) -> None:
     run = runs[scenario]
     assert run.returncode == 0, run.stderr
@@ -273,3 +274,23 @@ def test_bluegreen_switches_a_bad_green_back_by_itself_then_releases_a_good_one(
         "Demo finished in ",
     )
     assert run.stdout.count("[channel alert]") == 1  # the switch-back, nothing else
+
+
+def test_hybrid_previews_a_full_size_green_then_widens_it_in_canary_stages(
+    runs: dict[str, DemoRun],
+) -> None:
+    run = runs["hybrid"]
+    run.in_order(
+        "release-bot demo (hybrid scenario): a hybrid release of shop-api v1.0.0 (blue)",
+        "types: /release hybrid shop-api v1.1.0",
+        "created green Deployment shop-api-canary (v1.1.0, 4 pods, as big as blue)",
+        "the preview: green v1.1.0 is ready on its preview Service",
+        "clicks [ Approve ]",
+        "stable v1.0.0 95 % · canary v1.1.0 5 % (canary 4 of 4 pods)",
+        "stage 2/4 (5 %) for 5s: 5 % of traffic goes to green",
+        "stage 3/4 (50 %) for 2s: 50 % of traffic goes to green, then it waits for approval",
+        "clicks [ Approve ]",
+        "Demo finished in ",
+    )
+    assert "shop-api v1.1.0 released, stable runs it" in run.stdout
+    assert "[channel alert]" not in run.stdout

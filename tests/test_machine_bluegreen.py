@@ -11,8 +11,10 @@ from datetime import timedelta
 
 import pytest
 
+from bot.core.apps import BlueGreenConfig
 from bot.core.machine import (
     BLUE_GREEN_TRANSITIONS,
+    TRANSITIONS_BY_KIND,
     Accepted,
     Advance,
     Approve,
@@ -37,7 +39,7 @@ from bot.core.machine import (
     Switched,
     transition,
 )
-from bot.core.plan import blue_green_plan
+from bot.core.plan import DEFAULT_PLAN, blue_green_plan
 from bot.core.release import (
     BlueGreenPods,
     NoticeKind,
@@ -51,6 +53,7 @@ from tests.test_machine import ONE_OF_EACH, assert_effects_in_order
 
 PODS = BlueGreenPods(blue_ready=3, blue_desired=3, green_ready=1, green_desired=3)
 BG = ReleaseKind.BLUE_GREEN
+BLUE_GREEN_CONFIG = BlueGreenConfig()
 
 # Where each accepted pair leads, one day after reaching the phase (every timer due). RUNNING
 # and PAUSED are in the watch window, AWAITING_APPROVAL on the preview. Every other pair is refused.
@@ -210,3 +213,19 @@ def test_pause_timer_in_the_watch_window_resumes_it() -> None:
     run.accept(Pause(by=BOB, duration_s=60))
     run.accept(PauseTimerElapsed(), after=timedelta(minutes=2))
     assert run.release.phase is Phase.RUNNING and run.release.stage_index == 1
+
+
+def test_a_hybrid_release_walks_the_preview_then_the_canary_stages() -> None:
+    plan = BLUE_GREEN_CONFIG.hybrid_plan(DEFAULT_PLAN)
+    assert [stage.weight for stage in plan.stages] == [0, 5, 50, 100]  # 0 % by header replaced
+    assert plan.stages[0].needs_approval and not plan.stages[0].header_routed
+    run = start(kind=ReleaseKind.HYBRID, plan=plan)
+    run.accept(CanaryReady(), after=MINUTE)
+    run.accept(StageTimerElapsed(), after=MINUTE)
+    assert run.release.phase is Phase.AWAITING_APPROVAL and run.release.stage_index == 0
+    assert "the preview" in run.refuse(Advance(by=BOB))
+    run.accept(Approve(by=BOB), after=MINUTE)
+    assert run.release.phase is Phase.RUNNING and desired_traffic(run.release).canary_weight == 5
+    run.accept(Promote(by=BOB, full=True), after=MINUTE)
+    assert run.release.phase is Phase.PROMOTING  # a canary's promotion, not a switch
+    assert BLUE_GREEN_TRANSITIONS is not TRANSITIONS_BY_KIND[ReleaseKind.HYBRID]

@@ -25,7 +25,7 @@ from bot.core.apps import (
     ReplicasRouter,
     Router,
 )
-from bot.core.errors import TemporaryError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.core.machine import (
     Approve,
     CanaryReady,
@@ -50,7 +50,7 @@ from bot.kube.client import (
     Object,
     ResourceType,
 )
-from bot.kube.reconciler import KubernetesCluster
+from bot.kube.reconciler import KubernetesCluster, build_strategy
 from bot.kube.routers.replicas import replica_counts
 from tests.infra.kube import KubeCluster
 from tests.infra.processes import wait_until
@@ -485,3 +485,13 @@ def test_stable_version_is_the_version_label_else_the_first_containers_tag(
         )
         cluster.create(DEPLOYMENTS, unlabelled)
         assert kube.stable_version(app, ReleaseKind.CANARY) == version
+
+
+def test_an_unknown_release_kind_is_an_error_naming_the_known_ones() -> None:
+    """The factory refuses before it touches the cluster: no apiserver is asked."""
+    app = app_config("shop", SETUPS["replicas"])
+    known = "canary, bluegreen, hybrid"
+    with pytest.raises(
+        PermanentError, match=f"unknown release kind 'rolling'; known kinds: {known}"
+    ):
+        build_strategy("rolling", k8s.ApiClient(), app)

@@ -210,7 +210,7 @@ class ReleaseService:
         if denied := self._denied(app, Right.START, "start", user=user, channel=seen):
             return denied
         plan, blue_green = _SHAPES[kind](self._config, app, plan_name)
-        if blue_green is None and (refusal := plan_refusal(app, plan)):
+        if refusal := plan_refusal(app, plan):
             return Outcome(False, refusal)
         if override is None and (frozen := self.frozen(app.name)) is not None:
             message = freezes.refused_while_frozen(app.name, frozen, "a new release")
@@ -242,6 +242,7 @@ class ReleaseService:
             approvers=app.authorization.approve,
             now=now,
             analysis_enabled=self._checks is not None and self._checks.covers(app),
+            kind=kind,
             blue_green=blue_green,
         )
         preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
@@ -866,9 +867,24 @@ def _blue_green_shape(
     return app.bluegreen.plan(), app.bluegreen.times()
 
 
-_SHAPES = {ReleaseKind.CANARY: _canary_shape, ReleaseKind.BLUE_GREEN: _blue_green_shape}
+def _hybrid_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    canary, _ = _canary_shape(config, app, plan_name)
+    return app.bluegreen.hybrid_plan(canary), None
+
+
+_SHAPES = {
+    ReleaseKind.CANARY: _canary_shape,
+    ReleaseKind.BLUE_GREEN: _blue_green_shape,
+    ReleaseKind.HYBRID: _hybrid_shape,
+}
 """A release kind's plan and blue-green timers for an app (and the `--plan` asked for)."""
-_KIND_NAMES = {ReleaseKind.CANARY: "a canary", ReleaseKind.BLUE_GREEN: "a blue-green release"}
+_KIND_NAMES = {
+    ReleaseKind.CANARY: "a canary",
+    ReleaseKind.BLUE_GREEN: "a blue-green release",
+    ReleaseKind.HYBRID: "a hybrid release",
+}
 
 
 def _switched(release: Release, timing: SwitchTiming, reconciled_at: datetime) -> Switched:

@@ -28,7 +28,7 @@ from pydantic import (
 from bot.core.durations import PositiveDuration, StageDuration
 from bot.core.errors import ReleaseBotError
 from bot.core.freezes import Window, parse_rule
-from bot.core.plan import Plan, blue_green_plan
+from bot.core.plan import Plan, blue_green_plan, hybrid_plan
 from bot.core.release import BlueGreenTimes
 
 
@@ -336,6 +336,15 @@ class BlueGreenConfig(FrozenModel):
             approvals=self.approvals,
             preview_checked=self.preview_checks,
             watch_s=self.watch_window_s,
+            check_interval_s=self.check_interval_s,
+        )
+
+    def hybrid_plan(self, canary: Plan) -> Plan:
+        """The preview (with these gates), then `canary`'s stages with public traffic."""
+        return hybrid_plan(
+            canary,
+            approvals=self.approvals,
+            preview_checked=self.preview_checks,
             check_interval_s=self.check_interval_s,
         )
 

@@ -70,6 +70,16 @@ class StartBlueGreen:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StartHybrid:
+    app: str
+    version: ImageVersion
+    plan: str | None
+    """The canary plan whose stages with public traffic follow the preview; None: the app's."""
+    override: str | None = None
+    """`--override "<reason>"`: break glass through a freeze or a lock (the reason)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Status:
     """One app's release; app None: every active release."""
 
@@ -156,6 +166,7 @@ Command = (
     Help
     | StartCanary
     | StartBlueGreen
+    | StartHybrid
     | Status
     | ListActive
     | History
@@ -469,6 +480,18 @@ _GRAMMAR = {
             flags={"--override": '"<reason>"'},
         ),
         _Syntax(
+            name="hybrid",
+            arguments="<app> <version> [--plan NAME]",
+            summary=(
+                "start a hybrid release: green beside blue on its preview, then canary stages "
+                f"onto it{_OVERRIDE_SUMMARY}"
+            ),
+            build=lambda args: StartHybrid(
+                app=args.app(), version=args.version(), plan=args.plan(), override=args.override()
+            ),
+            flags={"--plan": "NAME", "--override": '"<reason>"'},
+        ),
+        _Syntax(
             name="status",
             arguments="[<app>]",
             summary="one app's release; no app: all active releases",
@@ -569,15 +592,16 @@ _VERSION_NOTE = (
 )
 _APP_NOTE = "<app>: the app's name in the apps file (lower-case); `all`: every app."
 _OVERRIDE_NOTE = (
-    '--override "<reason>" (canary, bluegreen, approve, promote): break glass through a freeze '
-    "(and a lock, for a start); only the apps file's break_glass may, and it is announced in the "
-    "channel."
+    '--override "<reason>" (canary, bluegreen, hybrid, approve, promote): break glass through a '
+    "freeze (and a lock, for a start); only the apps file's break_glass may, and it is announced "
+    "in the channel."
 )
 _STRATEGY_NOTE = (
     "Which: canary for frequent releases (a little real traffic first, widened stage by stage); "
     "bluegreen for critical infrastructure and strict compliance (green verified on its preview "
     "Service, then production switched in one step, blue kept as the instant way back; twice "
-    "the pods)."
+    "the pods); hybrid for a new stack: green previewed like blue-green, then its production "
+    "traffic widened in the canary plan's stages."
 )
 
 
@@ -618,7 +642,7 @@ def usage_for(subcommand: str) -> str:
     """One subcommand's usage line and notes; UsageError for an unknown subcommand."""
     syntax = _known_subcommand(subcommand)
     lines = ["Usage:", _usage_line(syntax)]
-    if syntax.name in ("canary", "bluegreen"):
+    if syntax.name in ("canary", "bluegreen", "hybrid"):
         lines.append(_STRATEGY_NOTE)
     if "<app" in syntax.arguments:
         lines.append(_APP_NOTE)

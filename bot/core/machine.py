@@ -261,12 +261,12 @@ def start_release(
     now: datetime,
     analysis_enabled: bool = False,
     approvers: tuple[str, ...] = (),
+    kind: ReleaseKind = ReleaseKind.CANARY,
     blue_green: BlueGreenTimes | None = None,
 ) -> Accepted:
-    """A new release in STARTING; raises pydantic.ValidationError naming any bad field.
-
-    With `blue_green` (its retention timers) it is a blue-green release walking `plan` (from
-    bot.core.plan.blue_green_plan), else a canary.
+    """A new release of `kind` in STARTING; raises pydantic.ValidationError naming any bad
+    field. A blue-green release walks `plan` from bot.core.plan.blue_green_plan and needs
+    `blue_green`, its retention timers; a hybrid one walks bot.core.plan.hybrid_plan.
 
     `four_eyes` (from the app's policy) is fixed for the release's life: when set, the person
     who requested it cannot approve its gates, nor promote past them. `analysis_enabled`: metric
@@ -287,7 +287,7 @@ def start_release(
         approvers=approvers,
         started_at=now,
         analysis_enabled=analysis_enabled,
-        kind=ReleaseKind.CANARY if blue_green is None else ReleaseKind.BLUE_GREEN,
+        kind=kind,
         blue_green=blue_green,
     )
     notice = _notice(NoticeKind.STARTED, wording.started(release))
@@ -743,6 +743,8 @@ BLUE_GREEN_TRANSITIONS: TransitionTable = {
 TRANSITIONS_BY_KIND: dict[ReleaseKind, TransitionTable] = {
     ReleaseKind.CANARY: CANARY_TRANSITIONS,
     ReleaseKind.BLUE_GREEN: BLUE_GREEN_TRANSITIONS,
+    # hybrid walks a canary's stages; its first one is the preview, gated like blue-green's
+    ReleaseKind.HYBRID: CANARY_TRANSITIONS,
 }
 
 
@@ -811,11 +813,13 @@ class _Exits:
     finish: Callable[[Release, datetime, str | None], _Change]
 
 
+_CANARY_EXITS = _Exits(
+    next_stage=lambda release, now, by: _enter_stage(release, release.stage_index + 1, now),
+    finish=lambda release, now, by: _begin_promotion(release, by=by),
+)
 _EXITS = {
-    ReleaseKind.CANARY: _Exits(
-        next_stage=lambda release, now, by: _enter_stage(release, release.stage_index + 1, now),
-        finish=lambda release, now, by: _begin_promotion(release, by=by),
-    ),
+    ReleaseKind.CANARY: _CANARY_EXITS,
+    ReleaseKind.HYBRID: _CANARY_EXITS,
     # leaving the preview, or promoting past it with --full, is the switch
     ReleaseKind.BLUE_GREEN: _Exits(
         next_stage=_begin_switch,

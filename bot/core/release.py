@@ -22,6 +22,7 @@ class ReleaseKind(StrEnum):
 
     CANARY = "canary"
     BLUE_GREEN = "bluegreen"
+    HYBRID = "hybrid"  # green beside blue and previewed, then canary stages onto it
 
 
 class Phase(StrEnum):

@@ -19,6 +19,13 @@ from bot.core.text import amount, count, mention, percent, plan_text, principal_
 def started(release: Release) -> str:
     previous = release.previous_version
     replacing = f" (replacing {previous})" if previous else ""
+    if release.kind is ReleaseKind.HYBRID:
+        return (
+            f"{mention(release.requested_by)} started a hybrid release of {release.app} "
+            f"{release.version}{replacing}: green comes up beside blue at full size, reachable "
+            f"through its preview Service; once approved, production traffic moves onto it in "
+            f"canary stages: {plan_text(release.plan)}"
+        )
     if release.kind is ReleaseKind.BLUE_GREEN:
         return (
             f"{mention(release.requested_by)} started a blue-green release of {release.app} "
@@ -35,22 +42,29 @@ def started(release: Release) -> str:
 def stage_started(release: Release) -> str:
     """The release has just entered its current stage."""
     stage = release.stage
-    if release.kind is ReleaseKind.BLUE_GREEN:
+    if release.kind is ReleaseKind.BLUE_GREEN or _is_preview(release, release.stage_index):
         return _blue_green_stage_started(release)
     if stage.header_routed and stage.weight == 0:
         traffic = "no public traffic, the canary is reachable by header"
     else:
-        traffic = f"{percent(stage.weight)} of traffic goes to the canary"
+        target = "green" if release.kind is ReleaseKind.HYBRID else "the canary"
+        traffic = f"{percent(stage.weight)} of traffic goes to {target}"
     span = f" for {format_duration(stage.duration_s)}" if stage.duration_s else ""
     gate = ", then it waits for approval" if stage.needs_approval else ""
     return f"{stage_label(release)}{span}: {traffic}{gate}"
+
+
+def _is_preview(release: Release, index: int) -> bool:
+    """The first stage of a blue-green or hybrid release: green on its preview Service only."""
+    return index == 0 and release.kind in (ReleaseKind.BLUE_GREEN, ReleaseKind.HYBRID)
 
 
 def _blue_green_stage_started(release: Release) -> str:
     if release.stage_index == 0:
         return (
             f"{stage_label(release)}: green {release.version} is ready on its preview Service, "
-            f"blue {release.previous_version} serves production; the switch waits for approval"
+            f"blue {release.previous_version} serves production; production traffic moves onto "
+            "green once approved"
         )
     return (
         f"{stage_label(release)} for {format_duration(release.stage.duration_s)}: production "
@@ -488,8 +502,10 @@ def _reason_suffix(reason: str) -> str:
 def stage_label(release: Release, index: int | None = None) -> str:
     index = release.stage_index if index is None else index
     stage = release.plan.stages[index]
+    if _is_preview(release, index):
+        return "the preview"
     if release.kind is ReleaseKind.BLUE_GREEN:
-        return "the preview" if index == 0 else "the watch window"
+        return "the watch window"
     return f"stage {index + 1}/{len(release.plan.stages)} ({percent(stage.weight)})"
 
 

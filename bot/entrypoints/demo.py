@@ -8,7 +8,8 @@ checks its readings every second), a simulated person clicks Approve, and Termin
 the Slack messages the bot would post. `--scenario rollback` runs a bad canary whose error rate
 climbs past the threshold: the analysis rolls it back. `--scenario bluegreen` runs two blue-green
 releases: a bad green, switched back to blue by the watch window's checks, then a good one,
-switched to, watched, blue kept and then retired."""
+switched to, watched, blue kept and then retired. `--scenario hybrid` previews a full-size green
+beside blue, then widens its production traffic in the canary stages."""
 
 from __future__ import annotations
 
@@ -273,7 +274,14 @@ class SimulatedCluster:
         return self._apps.setdefault(app.name, _SimulatedApp(stable_version=STABLE_VERSION))
 
     def _start_canary(self, state: _SimulatedApp, release: Release) -> Observation:
-        if state.canary_version != release.version:
+        if state.canary_version != release.version and release.kind is ReleaseKind.HYBRID:
+            state.canary_version, state.canary_ready = release.version, False
+            self._say(
+                f"created green Deployment {release.app}-canary ({release.version}, "
+                f"{STABLE_PODS} pods, as big as blue) and Service {release.app}-green selecting "
+                "only its pods; the VirtualService sends it nothing yet"
+            )
+        elif state.canary_version != release.version:
             state.canary_version, state.canary_ready = release.version, False
             self._say(f"created Deployment {release.app}-canary ({release.version}, 1 pod)")
         elif not state.canary_ready:
@@ -289,6 +297,8 @@ class SimulatedCluster:
         state.canary_weight, state.header_routed = wanted
         header = ", header x-canary: always goes to the canary" if state.header_routed else ""
         pods = max(1, math.ceil(STABLE_PODS * state.canary_weight / 100))
+        if release.kind is ReleaseKind.HYBRID:
+            pods = STABLE_PODS  # green is as big as blue from the start
         self._say(
             f"VirtualService {release.app}: stable {state.stable_version} "
             f"{100 - state.canary_weight} % · canary {release.version} {state.canary_weight} %"
@@ -546,6 +556,9 @@ _SCENARIOS = {
     "rollback": Scenario(
         "rollback", ReleaseKind.CANARY, (DemoRelease(NEW_VERSION, True, Phase.ROLLED_BACK),)
     ),
+    "hybrid": Scenario(
+        "hybrid", ReleaseKind.HYBRID, (DemoRelease(NEW_VERSION, False, Phase.SUCCEEDED),)
+    ),
     "bluegreen": Scenario(
         "bluegreen",
         ReleaseKind.BLUE_GREEN,
@@ -747,7 +760,14 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _introduce(scenario: Scenario, url: str, transcript: Transcript) -> None:
-    if scenario.kind is ReleaseKind.BLUE_GREEN:
+    if scenario.kind is ReleaseKind.HYBRID:
+        plan = DEMO_APP.bluegreen.hybrid_plan(DEMO_PLAN)
+        what = (
+            f"a hybrid release of {APP} {STABLE_VERSION} (blue) → {NEW_VERSION} (green): green "
+            f"comes up beside blue at full size and is previewed, then production traffic moves "
+            f"onto it in canary stages ({plan_text(plan)}; times compressed)."
+        )
+    elif scenario.kind is ReleaseKind.BLUE_GREEN:
         settings = DEMO_APP.bluegreen
         what = (
             f"two blue-green releases of {APP} {STABLE_VERSION} (blue): green {NEW_VERSION} is "

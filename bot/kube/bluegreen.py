@@ -69,6 +69,68 @@ class _Pair:
     green: Object | None
 
 
+class PreviewService:
+    """The Service that selects only green's pods, so green can be tried before it gets users;
+    its ports are the production Service's. Used by blue-green and hybrid releases."""
+
+    def __init__(self, services: NamespacedResources, *, name: str, production: str) -> None:
+        self._services = services
+        self.name = name
+        self._production = production
+
+    def ensure(self, selector: dict[str, str]) -> None:
+        production = _require(
+            self._services.get(self._production), self._production, "production Service"
+        )
+        ports = [
+            {key: value for key, value in port.items() if key != "nodePort"}
+            for port in production["spec"].get("ports", [])
+        ]
+
+        def render(current: Object | None) -> Object:
+            if current is None:
+                metadata = {"name": self.name, "labels": {MANAGED_BY_LABEL: MANAGED_BY}}
+                spec = {"type": "ClusterIP", "selector": selector, "ports": ports}
+                return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+            _require_managed(current, "preview Service")
+            current["spec"]["selector"] = selector
+            return current
+
+        self._services.reconcile(self.name, render)
+
+    def remove(self) -> None:
+        """Delete it (only release-bot's); absent is fine."""
+        preview = self._services.get(self.name)
+        if preview is not None:
+            _require_managed(preview, "preview Service")
+            self._services.delete(self.name)
+
+    def findings(self, app: str) -> list[Finding]:
+        """What blocks a start: no production Service to copy ports from, a foreign Service
+        already named like the preview."""
+        findings = []
+        if self._services.get(self._production) is None:
+            findings.append(
+                Finding(
+                    "service",
+                    Severity.BLOCK,
+                    f"production Service `{self._production}` not found: the preview Service "
+                    f"copies its ports; set apps.{app}.bluegreen.service",
+                )
+            )
+        preview = self._services.get(self.name)
+        if preview is not None and not _managed(preview):
+            findings.append(
+                Finding(
+                    "preview",
+                    Severity.BLOCK,
+                    f"Service `{self.name}` exists and is not release-bot's: name another "
+                    f"with apps.{app}.bluegreen.preview_service.",
+                )
+            )
+        return findings
+
+
 class BlueGreenStrategy:
     """One app's blue-green releases: two Deployment slots, the production and preview Services."""
 
@@ -80,7 +142,11 @@ class BlueGreenStrategy:
         self._slices = NamespacedResources(api, ENDPOINT_SLICES, app.namespace)
         self._pods = NamespacedResources(api, PODS, app.namespace)
         self._service = app.bluegreen.service or app.workload
-        self._preview = app.bluegreen.preview_service_of(app.name)
+        self._preview = PreviewService(
+            self._services,
+            name=app.bluegreen.preview_service_of(app.name),
+            production=self._service,
+        )
         self._slots = (app.workload, f"{app.workload}{SLOT_SUFFIX}")
 
     def stable_version(self) -> str:
@@ -155,7 +221,7 @@ class BlueGreenStrategy:
             if blue.get("status", {}).get("replicas", 0) or (due and datetime.now(UTC) < due):
                 return Observation(pods=self._pods_of(pair))
             self._deployments.delete(pair.blue_name)
-        self._remove_preview()
+        self._preview.remove()
         return Observation(promotion_complete=True, pods=self._pods_of(pair))
 
     def _back_to_blue(self, pair: _Pair) -> Observation:
@@ -165,7 +231,7 @@ class BlueGreenStrategy:
         if pair.green is not None:
             _require_managed(pair.green, "green")
             self._deployments.delete(pair.green_name)
-        self._remove_preview()
+        self._preview.remove()
         return Observation(rollback_complete=pair.green is None, pods=self._pods_of(pair))
 
     # the objects
@@ -255,22 +321,7 @@ class BlueGreenStrategy:
         production = _require(
             self._services.get(self._service), self._service, "production Service"
         )
-        selector = self._selector_for(production, green)
-        ports = [
-            {key: value for key, value in port.items() if key != "nodePort"}
-            for port in production["spec"].get("ports", [])
-        ]
-
-        def render(current: Object | None) -> Object:
-            if current is None:
-                metadata = {"name": self._preview, "labels": {MANAGED_BY_LABEL: MANAGED_BY}}
-                spec = {"type": "ClusterIP", "selector": selector, "ports": ports}
-                return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
-            _require_managed(current, "preview Service")
-            current["spec"]["selector"] = selector
-            return current
-
-        self._services.reconcile(self._preview, render)
+        self._preview.ensure(self._selector_for(production, green))
 
     def _point_production(self, colour: Object) -> bool:
         """The production Service selects `colour`'s pods; True when this call changed it (one
@@ -327,12 +378,6 @@ class BlueGreenStrategy:
             if endpoint.get("targetRef", {}).get("kind") == "Pod"
         }
 
-    def _remove_preview(self) -> None:
-        preview = self._services.get(self._preview)
-        if preview is not None:
-            _require_managed(preview, "preview Service")
-            self._services.delete(self._preview)
-
     def _pods_of(self, pair: _Pair) -> BlueGreenPods:
         blue = self._deployments.get(pair.blue_name)
         green = self._deployments.get(pair.green_name)
@@ -362,19 +407,7 @@ class BlueGreenStrategy:
                     "goes there; delete it (a leftover of an earlier release) first.",
                 )
             )
-        preview = self._services.get(self._preview)
-        if (
-            preview is not None
-            and preview["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) != MANAGED_BY
-        ):
-            findings.append(
-                Finding(
-                    "preview",
-                    Severity.BLOCK,
-                    f"Service `{self._preview}` exists and is not release-bot's: name another "
-                    f"with apps.{self.config.name}.bluegreen.preview_service.",
-                )
-            )
+        findings.extend(self._preview.findings(self.config.name))
         return findings
 
     def _container(self, deployment: Object) -> Object:
@@ -413,8 +446,12 @@ def _require(found: Object | None, name: str, what: str) -> Object:
     return found
 
 
+def _managed(found: Object) -> bool:
+    return bool(found["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) == MANAGED_BY)
+
+
 def _require_managed(found: Object, what: str) -> None:
-    if found["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+    if not _managed(found):
         raise PermanentError(
             f"{what} `{found['metadata']['name']}` is not managed by release-bot "
             f"(label {MANAGED_BY_LABEL}={MANAGED_BY} missing); nothing was deleted"

@@ -34,8 +34,8 @@ from bot.core.apps import AppConfig, ReplicasRouter
 from bot.core.errors import PermanentError
 from bot.core.ports import Observation, PreflightResult
 from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
-from bot.kube.bluegreen import BlueGreenStrategy
-from bot.kube.client import DEPLOYMENTS, NamespacedResources, Object
+from bot.kube.bluegreen import BlueGreenStrategy, PreviewService
+from bot.kube.client import DEPLOYMENTS, SERVICES, NamespacedResources, Object
 from bot.kube.preflight import Finding, Severity, preflight_result, run_preflight
 from bot.kube.routers import RouterOptions, TrafficRouter, build_router
 from bot.kube.workloads import (
@@ -104,7 +104,7 @@ def build_strategy(kind: str, api: k8s.ApiClient, app: AppConfig) -> ReleaseStra
     return build(api, app)
 
 
-def _canary_strategy(api: k8s.ApiClient, app: AppConfig) -> ReleaseStrategy:
+def _canary_strategy(api: k8s.ApiClient, app: AppConfig) -> _CanaryStrategy:
     deployments = NamespacedResources(api, DEPLOYMENTS, app.namespace)
     container = app.container
     if container is None:
@@ -129,9 +129,20 @@ def _blue_green_strategy(api: k8s.ApiClient, app: AppConfig) -> ReleaseStrategy:
     return BlueGreenStrategy(app, api=api)
 
 
+def _hybrid_strategy(api: k8s.ApiClient, app: AppConfig) -> ReleaseStrategy:
+    services = NamespacedResources(api, SERVICES, app.namespace)
+    preview = PreviewService(
+        services,
+        name=app.bluegreen.preview_service_of(app.name),
+        production=app.bluegreen.service or app.workload,
+    )
+    return _HybridStrategy(canary=_canary_strategy(api, app), preview=preview)
+
+
 _STRATEGIES: dict[str, Callable[[k8s.ApiClient, AppConfig], ReleaseStrategy]] = {
     ReleaseKind.CANARY: _canary_strategy,
     ReleaseKind.BLUE_GREEN: _blue_green_strategy,
+    ReleaseKind.HYBRID: _hybrid_strategy,
 }
 
 
@@ -151,6 +162,9 @@ class _CanaryStrategy:
         return label or image_version(self.workloads.stable_image())
 
     def preflight(self, version: str) -> PreflightResult:
+        return preflight_result(self.findings(version))
+
+    def findings(self, version: str) -> list[Finding]:
         """Preflight of a canary whose pods peak at the stable's count (at promotion)."""
         app = self.config
         stable = self.deployments.get(app.workload)
@@ -167,7 +181,7 @@ class _CanaryStrategy:
         findings = list(report.findings)
         if stable is not None and replicas == 0:
             findings.append(_scaled_to_zero(app.workload))
-        return preflight_result(findings)
+        return findings
 
     def reconcile(self, release: Release) -> Observation:
         if release.phase in _CANARY_PHASES:
@@ -246,6 +260,49 @@ class _CanaryStrategy:
 
     def _canary_gone(self) -> bool:
         return self.deployments.get(self.workloads.app.canary_deployment) is None
+
+
+@dataclass(frozen=True, slots=True)
+class _HybridStrategy:
+    """A canary whose canary is green: as big as blue from the start (a mesh router keeps it at
+    0 % meanwhile), reachable through its preview Service until the release ends; then the
+    canary's stages shift production traffic onto it."""
+
+    canary: _CanaryStrategy
+    preview: PreviewService
+
+    @property
+    def config(self) -> AppConfig:
+        return self.canary.config
+
+    def stable_version(self) -> str:
+        return self.canary.stable_version()
+
+    def preflight(self, version: str) -> PreflightResult:
+        findings = [*self.canary.findings(version), *self.preview.findings(self.config.name)]
+        if isinstance(self.config.router, ReplicasRouter):
+            findings.append(_green_needs_a_mesh(self.config.name))
+        return preflight_result(findings)
+
+    def reconcile(self, release: Release) -> Observation:
+        seen = self.canary.reconcile(release)
+        if release.phase in _CANARY_PHASES or release.phase is Phase.PROMOTING:
+            canary = self.canary.deployments.get(self.canary.workloads.app.canary_deployment)
+            if canary is not None:
+                self.preview.ensure(dict(canary["spec"]["selector"]["matchLabels"]))
+        else:
+            self.preview.remove()
+        return seen
+
+
+def _green_needs_a_mesh(app: str) -> Finding:
+    return Finding(
+        "router",
+        Severity.BLOCK,
+        f"a hybrid release keeps green as big as blue with no production traffic until the "
+        f"preview is approved; router `replicas` splits by pod count and cannot: give "
+        f"apps.{app}.router provider istio or gateway-api, or run /release bluegreen.",
+    )
 
 
 def _first_container(deployment: Object) -> str:

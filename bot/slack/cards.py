@@ -428,8 +428,10 @@ def _latest_lines(lines: list[str], limit: int) -> str:
 
 def _stage_name(release: Release, index: int) -> str:
     stages = release.plan.stages
+    if index == 0 and release.kind in (ReleaseKind.BLUE_GREEN, ReleaseKind.HYBRID):
+        return "the preview"
     if release.kind is ReleaseKind.BLUE_GREEN:
-        return "the preview" if index == 0 else "the watch window"
+        return "the watch window"
     return f"stage {index + 1}/{len(stages)} ({percent(stages[index].weight)})"
 
 
