@@ -5,8 +5,9 @@ the gauges from the releases the pass read; bot.application.scheduler times each
 live in prometheus_client's default registry, which bot.entrypoints.server serves on /metrics.
 
 - release_bot_releases{phase,strategy}: releases read by the latest scheduler pass, by phase and
-  strategy (the release's `kind`: canary, bluegreen or hybrid). Every phase/strategy pair is present (0 when
-  none), so a release leaving a phase drops its series to 0 rather than leaving it stale.
+  strategy (the release's `kind`: canary, bluegreen or hybrid). Every phase/strategy pair is
+  present (0 when none), so a release leaving a phase drops its series to 0 rather than leaving
+  it stale.
 - release_bot_transitions_total{event,outcome}: state-machine events offered to a release by
   event class (CanaryReady, Rollback, ...; "start" for a new release), outcome "applied" (saved)
   or "refused" (the machine, preflight, a lock or a busy app said no).
