@@ -158,7 +158,8 @@ class ReleaseService:
         gives its ID, else to `channel`, where the command was typed (`channel_name`: its name,
         when the request carries one, for rules that name channels by name). `override`: a
         break-glass reason, which lets the start through a freeze and a deploy lock. A
-        blue-green release walks the app's blue-green plan (`plan_name` must be None)."""
+        blue-green release walks the app's blue-green plan (`plan_name` is not used); a hybrid
+        one the preview, then the widening stages of `plan_name`'s plan (or the app's)."""
         # the release's id joins once it exists
         context = {"app": app_name, "version": version, "strategy": kind.value}
         with structlog.contextvars.bound_contextvars(**context):
