@@ -50,7 +50,7 @@ from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.machine import Accepted, CanaryReady, Notify, start_release, transition
 from bot.core.plan import DEFAULT_PLAN
 from bot.core.ports import HistoryEntry, Observation, PreflightResult, SlackRefs, StoredRelease
-from bot.core.release import Release
+from bot.core.release import Release, ReleaseKind
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
 from tests.infra.processes import ManagedProcess, free_port, wait_until
@@ -112,10 +112,10 @@ def start_redis(data_dir: Path) -> tuple[ManagedProcess, str]:
 class BenchCluster:
     """ClusterPort stand-in: every reconcile succeeds at once and observes nothing new."""
 
-    def stable_version(self, app: AppConfig) -> str:
+    def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
         return "v1"
 
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult:
+    def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult:
         return PreflightResult(blocked=False, summary="bench: no preflight")
 
     def reconcile(self, release: Release, app: AppConfig) -> Observation:

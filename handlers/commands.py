@@ -26,6 +26,7 @@ from bot.core import commands, machine
 from bot.core.commands import COMMAND, UsageError, parse_command, usage_for
 from bot.core.errors import ReleaseBotError
 from bot.core.ports import HistoryEntry
+from bot.core.release import ReleaseKind
 from bot.slack.cards import release_card
 from bot.slack.start_form import FormOrigin
 
@@ -192,13 +193,32 @@ def outcome_of(
                 version=str(command.version),
                 plan_name=command.plan,
                 user=user,
-                **where,
+                channel=channel,
+                channel_name=channel_name,
                 override=command.override,
                 reason=reason,
             )
         case commands.StartBlueGreen():
-            return Outcome(
-                False, "blue-green releases are not available yet; use `/release canary`."
+            return service.start(
+                app_name=command.app,
+                version=str(command.version),
+                plan_name=None,
+                user=user,
+                channel=channel,
+                channel_name=channel_name,
+                override=command.override,
+                kind=ReleaseKind.BLUE_GREEN,
+            )
+        case commands.StartHybrid():
+            return service.start(
+                app_name=command.app,
+                version=str(command.version),
+                plan_name=command.plan,
+                user=user,
+                channel=channel,
+                channel_name=channel_name,
+                override=command.override,
+                kind=ReleaseKind.HYBRID,
             )
         case commands.Lock():
             return service.lock(app_name=command.app, user=user, reason=command.reason, **where)

@@ -14,7 +14,17 @@ from bot.core.apps import ChannelRef, GatewayApiRouter, IstioRouter, ReplicasRou
 from bot.core.durations import format_duration
 
 _ROUTERS = (ReplicasRouter, IstioRouter, GatewayApiRouter)
-_DURATION_FIELDS = {"duration_s", "interval_s", "window_s", "snapshot_interval_s", "lookback_s"}
+_DURATION_FIELDS = {
+    "duration_s",
+    "interval_s",
+    "window_s",
+    "snapshot_interval_s",
+    "watch_window_s",
+    "check_interval_s",
+    "retention_s",
+    "scale_down_grace_s",
+    "lookback_s",
+}
 HEADER = "| field | type | default | meaning |\n| --- | --- | --- | --- |"
 
 
@@ -90,10 +100,10 @@ def _type_text(annotation: Any) -> str:
 
 def _default_text(field: FieldInfo, *, duration: bool) -> str:
     value = field.get_default(call_default_factory=True)
-    if duration:
-        return f"`{format_duration(value)}`"
     if value is None:
         return "none"
+    if duration:
+        return f"`{format_duration(value)}`"
     if value in ((), {}, ""):
         return "empty"
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"

@@ -64,10 +64,11 @@ class CanaryChecks:
     def due(self, release: Release, app: AppConfig, *, now: datetime) -> bool:
         """Every `interval` while a stage runs or waits (and while paused by missing metrics,
         to notice they are back); at once when the stage timer is up without a passing check."""
-        if not release.analysis_enabled or not _checked(release):
+        if not release.analysis_enabled or not release.stage.checked or not _checked(release):
             return False
         last = release.last_check_at
-        if last is None or now - last >= timedelta(seconds=app.metrics.interval_s):
+        interval_s = release.stage.check_interval_s or app.metrics.interval_s
+        if last is None or now - last >= timedelta(seconds=interval_s):
             return True
         timer_up = release.stage_due_at is not None and now >= release.stage_due_at
         stage_started = release.stage_started_at

@@ -10,6 +10,7 @@ is audited.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ from bot.core.machine import (
     Accepted,
     Advance,
     Approve,
+    BlueRetentionElapsed,
     CanaryReady,
     Effect,
     Event,
@@ -48,6 +50,7 @@ from bot.core.machine import (
     Notify,
     Pause,
     PauseTimerElapsed,
+    PodsObserved,
     Promote,
     PromotionDone,
     ReconcileCluster,
@@ -55,6 +58,7 @@ from bot.core.machine import (
     Resume,
     RollbackDone,
     StageTimerElapsed,
+    Switched,
     offers,
     start_release,
     transition,
@@ -78,8 +82,9 @@ from bot.core.ports import (
     SlackRefs,
     StoredRelease,
     StorePort,
+    SwitchTiming,
 )
-from bot.core.release import NoticeKind, Phase, Release, ReleaseKind
+from bot.core.release import BlueGreenTimes, NoticeKind, Phase, Release, ReleaseKind
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +101,8 @@ class CrashPoint(StrEnum):
 
 
 CANARY_READY_DEADLINE = timedelta(minutes=10)
+LEASE_WAIT_S = 1.0  # a person's action waits this long for a scheduler pass to let go
+LEASE_RETRY_S = 0.02
 BOT_ACTOR = "release-bot"
 
 
@@ -187,14 +194,17 @@ class ReleaseService:
         channel_name: str = "",
         override: str | None = None,
         reason: str = "",
+        kind: ReleaseKind = ReleaseKind.CANARY,
     ) -> Outcome:
-        """Start a canary; its card goes to the app's channel when the apps file gives its ID,
-        else to `channel`, where the command was typed (`channel_name`: its name, when the
-        request carries one, for rules that name channels by name). `override`: a break-glass
-        reason, which lets the start through a freeze and a deploy lock; `reason`: why (the
-        start form asks), kept in the audit trail."""
-        # the release's id joins once it exists; the strategy is the only one there is yet
-        context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
+        """Start a release of `kind`; its card goes to the app's channel when the apps file
+        gives its ID, else to `channel`, where the command was typed (`channel_name`: its name,
+        when the request carries one, for rules that name channels by name). `override`: a
+        break-glass reason, which lets the start through a freeze and a deploy lock; `reason`:
+        why (the start form asks), kept in the audit trail. A blue-green release walks the
+        app's blue-green plan (`plan_name` is not used); a hybrid one the preview, then the
+        widening stages of `plan_name`'s plan (or the app's)."""
+        # the release's id joins once it exists
+        context = {"app": app_name, "version": version, "strategy": kind.value}
         with structlog.contextvars.bound_contextvars(**context):
             if override is not None and not self.may_break_glass(user):
                 if app_name not in self._config.apps:
@@ -215,6 +225,7 @@ class ReleaseService:
                     channel_name=channel_name,
                     override=override,
                     reason=reason,
+                    kind=kind,
                 )
             except _NOT_TAKEN_UP as refusal:
                 self._refused_start(refusal, app_name, user, channel=channel, override=override)
@@ -269,6 +280,7 @@ class ReleaseService:
         channel: str,
         channel_name: str,
         override: str | None,
+        kind: ReleaseKind = ReleaseKind.CANARY,
     ) -> StartProblem | None:
         """The refusals decided before the cluster is asked; raises AppBusy, AppLocked,
         UnknownPlan."""
@@ -281,7 +293,7 @@ class ReleaseService:
                 f"{app.name}'s slack_channel is given by name ({app.slack_channel}), so its card "
                 "has no channel to go to from App Home; start it from that channel",
             )
-        plan = self._config.plan(plan_name) if plan_name else app.plan
+        plan, _ = _SHAPES[kind](self._config, app, plan_name)
         if refusal := plan_refusal(app, plan):
             return StartProblem(StartField.PLAN, refusal)
         if override is None and (frozen := self.frozen(app.name)) is not None:
@@ -303,6 +315,7 @@ class ReleaseService:
         channel_name: str,
         override: str | None,
         reason: str,
+        kind: ReleaseKind,
     ) -> Outcome:
         app = self._config.app(app_name)
         problem = self._start_problem(
@@ -312,14 +325,15 @@ class ReleaseService:
             channel=channel,
             channel_name=channel_name,
             override=override,
+            kind=kind,
         )
         if problem is not None:
             return Outcome(False, problem.message, not_taken_up=problem.not_taken_up)
-        plan = self._config.plan(plan_name) if plan_name else app.plan
-        previous = self._cluster.stable_version(app)
+        plan, blue_green = _SHAPES[kind](self._config, app, plan_name)
+        previous = self._cluster.stable_version(app, kind)
         if previous == version:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
-        preflight = self._cluster.preflight(app, version)
+        preflight = self._cluster.preflight(app, version, kind)
         if preflight.blocked:
             refused = f"refused by preflight: {preflight.summary}"
             self._audit(app.name, "-", user, "start", refused, channel=channel)
@@ -340,6 +354,8 @@ class ReleaseService:
             approvers=app.authorization.approve,
             now=now,
             analysis_enabled=self._checks is not None and self._checks.covers(app),
+            kind=kind,
+            blue_green=blue_green,
         )
         preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
         effects: tuple[Effect, ...] = (*started.effects, preflight_notice)
@@ -364,7 +380,9 @@ class ReleaseService:
                     self._reconcile(leased)
                     self._reached(CrashPoint.RECONCILED)
                     stored = self._deliver(leased)
-        return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
+        return Outcome(
+            True, f"Started {_KIND_NAMES[kind]} of {app.name} {version}.", stored.release
+        )
 
     def act(
         self,
@@ -724,6 +742,7 @@ class ReleaseService:
         if stored.release.phase.is_terminal:
             return False  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
+        reconciled_at = self._clock()
         try:
             observation = self._cluster.reconcile(stored.release, app)
         except PermanentError as error:
@@ -733,13 +752,17 @@ class ReleaseService:
             checked = self._checks.run(stored.release, app, now=now)
             # what comes due after the check is the next pass's business
             return self._apply(stored, checked, actor="release-bot").applied
-        event = self._due_event(stored.release, observation, now=now)
+        event = self._due_event(stored.release, observation, now=now, reconciled_at=reconciled_at)
         return event is not None and self._apply(stored, event, actor="release-bot").applied
 
     def _due_event(
-        self, release: Release, observation: Observation, *, now: datetime
+        self, release: Release, observation: Observation, *, now: datetime, reconciled_at: datetime
     ) -> Event | None:
         match release.phase:
+            case Phase.SWITCHING if observation.switched is not None:
+                return _switched(release, observation.switched, reconciled_at)
+            case Phase.KEEPING_BLUE if release.blue_due_at and now >= release.blue_due_at:
+                return BlueRetentionElapsed()
             case Phase.STARTING if observation.canary_ready and self._held_before_traffic(release):
                 return None  # ready and taking no traffic, the canary waits out the freeze
             case Phase.STARTING if observation.canary_ready:
@@ -759,6 +782,8 @@ class ReleaseService:
                 return PromotionDone()
             case Phase.ROLLING_BACK if observation.rollback_complete:
                 return RollbackDone()
+        if observation.pods is not None and observation.pods != release.pods:
+            return PodsObserved(pods=observation.pods)
         return None
 
     def _held_before_traffic(self, release: Release) -> bool:
@@ -875,19 +900,62 @@ class ReleaseService:
             telemetry.count_transition(action, applied=True)
             telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
-            if ReconcileCluster() in decided.effects:
-                self._reconcile(saved)  # nothing (no Slack call, no query) before the traffic
-            self._reached(CrashPoint.RECONCILED)
-            saved = self._deliver(saved)
+            # under the lease, so no scheduler pass reconciles it meanwhile and takes the
+            # reconcile's findings (the switch and its times) for its own
+            with self._lease_soon(saved.release.id) as leased:
+                reconciled_at = self._clock()
+                reconciled = None
+                if ReconcileCluster() in decided.effects:  # nothing (no Slack call) before it
+                    reconciled = self._reconcile(saved if leased is None else leased)
+                self._reached(CrashPoint.RECONCILED)
+                saved = self._deliver(saved)
+                if leased is not None:
+                    return self._after_reconcile(saved, action, reconciled, reconciled_at)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
 
-    def _reconcile(self, stored: StoredRelease) -> None:
-        """Bring the cluster to the saved state now; if it fails, the next pass does it again."""
+    @contextmanager
+    def _lease_soon(self, release_id: str) -> Iterator[StoredRelease | None]:
+        """The release's lease, waiting a moment for a scheduler pass that holds it; None when
+        it is still held after LEASE_WAIT_S."""
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while True:
+            with self._leases.hold_release(release_id) as held:
+                if held is not None or time.monotonic() >= deadline:
+                    yield held
+                    return
+            time.sleep(LEASE_RETRY_S)
+
+    def _after_reconcile(
+        self,
+        saved: StoredRelease,
+        action: str,
+        reconciled: Observation | PermanentError | None,
+        reconciled_at: datetime,
+    ) -> Outcome:
+        """What the reconcile right after a person's action found comes next: a permanent
+        refusal (the release fails, or a refused switch goes back to waiting), a switch done."""
+        app = saved.release.app
+        if isinstance(reconciled, PermanentError):
+            self._apply(saved, Fail(reason=str(reconciled)), actor=BOT_ACTOR)
+            return Outcome(False, f"the cluster refused {action} for {app}: {reconciled}")
+        if isinstance(reconciled, Observation) and reconciled.switched is not None:
+            switched = _switched(saved.release, reconciled.switched, reconciled_at)
+            self._apply(saved, switched, actor=BOT_ACTOR)
+        return Outcome(True, f"{action} applied to {app}.", saved.release)
+
+    def _reconcile(self, stored: StoredRelease) -> Observation | PermanentError | None:
+        """Bring the cluster to the saved state now: what it saw, or the permanent error that
+        stopped it (the caller fails the release at once); on a temporary one (None) the next
+        pass does it again."""
         try:
-            self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
+            return self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
+        except PermanentError as error:
+            log.warning("reconcile_refused", release=stored.release.id, error=str(error))
+            return error
         except ReleaseBotError as error:
             log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+            return None
 
     def _deliver(self, stored: StoredRelease) -> StoredRelease:
         """Post the card and the outbox's thread messages under the release's lease, so two
@@ -1030,6 +1098,49 @@ def _log_applied(entry: HistoryEntry, *, app: str) -> None:
         actor=entry.actor,
         stage=entry.stage,
         phase=entry.phase,
+    )
+
+
+def _canary_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    return (config.plan(plan_name) if plan_name else app.plan), None
+
+
+def _blue_green_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    return app.bluegreen.plan(), app.bluegreen.times()
+
+
+def _hybrid_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    canary, _ = _canary_shape(config, app, plan_name)
+    return app.bluegreen.hybrid_plan(canary), None
+
+
+_SHAPES = {
+    ReleaseKind.CANARY: _canary_shape,
+    ReleaseKind.BLUE_GREEN: _blue_green_shape,
+    ReleaseKind.HYBRID: _hybrid_shape,
+}
+"""A release kind's plan and blue-green timers for an app (and the `--plan` asked for)."""
+_KIND_NAMES = {
+    ReleaseKind.CANARY: "a canary",
+    ReleaseKind.BLUE_GREEN: "a blue-green release",
+    ReleaseKind.HYBRID: "a hybrid release",
+}
+
+
+def _switched(release: Release, timing: SwitchTiming, reconciled_at: datetime) -> Switched:
+    """The switch's times counted from its request (the approval's arrival), not from the
+    reconcile that made it."""
+    requested = release.switch_requested_at or reconciled_at
+    before = max((reconciled_at - requested).total_seconds(), 0.0)
+    return Switched(
+        selector_s=None if timing.selector_s is None else before + timing.selector_s,
+        endpoints_s=None if timing.endpoints_s is None else before + timing.endpoints_s,
     )
 
 

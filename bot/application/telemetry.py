@@ -5,8 +5,9 @@ the gauges from the releases the pass read; bot.application.scheduler times each
 live in prometheus_client's default registry, which bot.entrypoints.server serves on /metrics.
 
 - release_bot_releases{phase,strategy}: releases read by the latest scheduler pass, by phase and
-  strategy (the release's `kind`: "canary" today). Every phase/strategy pair is present (0 when
-  none), so a release leaving a phase drops its series to 0 rather than leaving it stale.
+  strategy (the release's `kind`: canary, bluegreen or hybrid). Every phase/strategy pair is
+  present (0 when none), so a release leaving a phase drops its series to 0 rather than leaving
+  it stale.
 - release_bot_transitions_total{event,outcome}: state-machine events offered to a release by
   event class (CanaryReady, Rollback, ...; "start" for a new release), outcome "applied" (saved)
   or "refused" (the machine, preflight, a lock or a busy app said no).
@@ -32,7 +33,7 @@ from enum import StrEnum
 from prometheus_client import Counter, Gauge, Histogram
 
 from bot.core.machine import ChecksFailed, Event, Fail, Rollback
-from bot.core.release import Phase, Release, ReleaseKind
+from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
 
 
 class RollbackReason(StrEnum):
@@ -92,9 +93,11 @@ def rollback_reason(before: Release, after: Release, event: Event) -> RollbackRe
     if before.phase is Phase.ROLLING_BACK:
         return None  # already counted when it began
     if isinstance(event, Fail):
-        return RollbackReason.FAILURE
+        return RollbackReason.FAILURE if after.phase is Phase.FAILED else None
     if after.phase is not Phase.ROLLING_BACK:
         return None
+    if desired_traffic(before).canary_weight == 100 and before.kind is ReleaseKind.BLUE_GREEN:
+        return RollbackReason.SWITCH_BACK
     if isinstance(event, Rollback):
         return RollbackReason.MANUAL
     if isinstance(event, ChecksFailed):

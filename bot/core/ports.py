@@ -19,9 +19,19 @@ from bot.core.chart import Chart, ChartImage
 from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
-from bot.core.release import Release
+from bot.core.release import BlueGreenPods, Release, ReleaseKind
 
 # ---------------------------------------------------------------- the cluster
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchTiming:
+    """Blue-green: the production selector serves green. Seconds from the start of the reconcile
+    that switched it: to the apiserver serving the new selector (None: an earlier reconcile had
+    switched it), and to the EndpointSlices listing only green pods (None: not seen in time)."""
+
+    selector_s: float | None
+    endpoints_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,9 @@ class Observation:
     canary_ready: bool = False
     promotion_complete: bool = False
     rollback_complete: bool = False
+    switched: SwitchTiming | None = None
+    pods: BlueGreenPods | None = None
+    """Blue-green: blue's and green's pods."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +53,11 @@ class PreflightResult:
 
 
 class ClusterPort(Protocol):
-    def stable_version(self, app: AppConfig) -> str: ...
+    def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
+        """The version production runs now (the stable Deployment's, or blue's)."""
+        ...
 
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult: ...
+    def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult: ...
 
     def reconcile(self, release: Release, app: AppConfig) -> Observation: ...
 

@@ -125,6 +125,7 @@ HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes")
 CONFIG_MAPS = ResourceType("", "v1", "configmaps")
 RESOURCE_QUOTAS = ResourceType("", "v1", "resourcequotas")
 LIMIT_RANGES = ResourceType("", "v1", "limitranges")
+ENDPOINT_SLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices")
 NAMESPACES = ResourceType("", "v1", "namespaces", namespaced=False)
 
 
