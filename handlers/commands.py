@@ -41,6 +41,12 @@ INTERNAL_ERROR = ":x: release-bot hit an internal error; nothing more was done. 
 HISTORY_LINES = 20
 
 _READ_ONLY = (commands.Status, commands.ListActive, commands.History)
+_KINDS: dict[type[commands.Command], ReleaseKind] = {
+    commands.StartCanary: ReleaseKind.CANARY,
+    commands.StartBlueGreen: ReleaseKind.BLUE_GREEN,
+    commands.StartHybrid: ReleaseKind.HYBRID,
+}
+"""The release kind each start command asks for."""
 
 
 OpenForm = Callable[..., None]
@@ -187,38 +193,17 @@ def outcome_of(
     (the start form asks)."""
     where = {"channel": channel, "channel_name": channel_name}
     match command:
-        case commands.StartCanary():
+        case commands.StartCanary() | commands.StartBlueGreen() | commands.StartHybrid():
             return service.start(
                 app_name=command.app,
                 version=str(command.version),
-                plan_name=command.plan,
+                plan_name=getattr(command, "plan", None),  # blue-green walks its own plan
                 user=user,
                 channel=channel,
                 channel_name=channel_name,
                 override=command.override,
                 reason=reason,
-            )
-        case commands.StartBlueGreen():
-            return service.start(
-                app_name=command.app,
-                version=str(command.version),
-                plan_name=None,
-                user=user,
-                channel=channel,
-                channel_name=channel_name,
-                override=command.override,
-                kind=ReleaseKind.BLUE_GREEN,
-            )
-        case commands.StartHybrid():
-            return service.start(
-                app_name=command.app,
-                version=str(command.version),
-                plan_name=command.plan,
-                user=user,
-                channel=channel,
-                channel_name=channel_name,
-                override=command.override,
-                kind=ReleaseKind.HYBRID,
+                kind=_KINDS[type(command)],
             )
         case commands.Lock():
             return service.lock(app_name=command.app, user=user, reason=command.reason, **where)
