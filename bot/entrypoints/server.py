@@ -28,7 +28,6 @@ import structlog
 from prometheus_client import Histogram, make_wsgi_app
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
@@ -49,7 +48,7 @@ from bot.entrypoints.exit_codes import (
     EXIT_SLACK_REFUSED,
     EXIT_SLACK_UNREACHABLE,
 )
-from bot.entrypoints.request_guard import guard_slack_events
+from bot.entrypoints.request_guard import Dispatch, guard_slack_events
 from bot.entrypoints.settings import Settings, SettingsError, load_settings
 from bot.kube.client import apiserver_ready, build_api_client
 from bot.kube.reconciler import KubernetesCluster
@@ -108,7 +107,7 @@ def serve() -> int:
         service = build_service(settings=settings, client=client, readiness=readiness)
     except (ConfigError, ReleaseBotError) as error:
         return fatal(str(error), EXIT_BAD_CONFIG)
-    app = build_app(signing_secret=settings.signing_secret, client=client, service=service)
+    app = build_app(client=client, service=service)
     scheduler = (
         Scheduler(tick=service.tick, interval_s=settings.release_bot_tick_seconds)
         if service
@@ -191,7 +190,7 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
     mode = "socket" if socket_mode else "http"
     log.info("starting", mode=mode, port=settings.port, slack_api_url=settings.slack_api_url)
     wsgi_app = build_wsgi_app(
-        slack_events=None if socket_mode else SlackRequestHandler(app),
+        slack_events=None if socket_mode else app.dispatch,
         signing_secret=settings.signing_secret,
         readiness=readiness,
     )
@@ -427,10 +426,11 @@ def _log_auth_test_retry(state: RetryCallState) -> None:
 
 
 def build_wsgi_app(
-    *, slack_events: SlackRequestHandler | None, signing_secret: str, readiness: Readiness
+    *, slack_events: Dispatch | None, signing_secret: str, readiness: Readiness
 ) -> WSGIApplication:
-    """Route /healthz, /readyz, /metrics and (when given) /slack/events; 404 for anything else.
-    /slack/events goes through request_guard first (signature, size and body checks)."""
+    """Route /healthz, /readyz, /metrics and (when given Bolt's dispatch) /slack/events; 404 for
+    anything else. /slack/events goes through request_guard first (signature, size and body
+    checks), which hands Bolt the request it parsed."""
     metrics = make_wsgi_app()
     events = None
     if slack_events is not None:
