@@ -66,6 +66,11 @@ READINESS_TIMEOUT_S = 0.5
 READINESS_MAX_AGE_S = 1.0
 """How long one answer of Redis or the apiserver stands for /readyz, so probes stay cheap."""
 
+HTTP_THREADS = 16
+"""waitress's worker threads: requests answered at once. A listener's thread mostly waits on
+Redis (handlers.app: it answers in its own thread), so more threads than cores keep the CPU
+busy; bench/acks.py measured 4 (waitress's default) against 16."""
+
 SLACK_EVENTS_PATH = "/slack/events"
 """Where Slack sends commands, clicks and events in HTTP mode (deploy/slack-app-manifest.yaml)."""
 
@@ -195,7 +200,13 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
         readiness=readiness,
     )
     try:  # bind first: a taken port fails at once, before anything talks to Slack
-        server = create_server(wsgi_app, host="0.0.0.0", port=settings.port, ident="release-bot")
+        server = create_server(
+            wsgi_app,
+            host="0.0.0.0",
+            port=settings.port,
+            ident="release-bot",
+            threads=HTTP_THREADS,
+        )
     except OSError as error:
         return fatal(
             f"cannot listen on PORT {settings.port}: {error.strerror or error}; another process "
