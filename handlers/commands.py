@@ -102,9 +102,9 @@ def answer_after_ack(
     *, after_ack: Executor, respond: Respond, answer: Callable[[], dict[str, Any]]
 ) -> None:
     """Work out `answer` on the `after_ack` pool and send it to the person alone (nothing when
-    it has no text). Bolt runs every listener, ack() included, on one small pool: slow work
-    left in a listener holds up the acknowledgement of the requests queued behind it past
-    Slack's 3 s, and Slack then shows the person an error for a command that still runs."""
+    it has no text). A listener's acknowledgement is sent when it returns (handlers.app): slow
+    work left in it delays that acknowledgement, past Slack's 3 s when slow enough, and Slack
+    then shows the person an error for a command that still runs."""
 
     def answer_and_send() -> None:
         reply = answer()

@@ -278,6 +278,19 @@ def test_the_latest_snapshot_is_a_context_line_only_when_given() -> None:
     assert len(blocks_of(with_snapshot, "context")) == len(blocks_of(without, "context")) + 1
 
 
+def test_each_payload_is_the_blocks_own_dicts_and_a_fresh_copy() -> None:
+    run = run_in(Phase.RUNNING)
+    card = release_card(run.release, now=run.now)
+    first = card.payload()
+    first["blocks"][0]["text"]["text"] = "changed by a caller"
+    first["blocks"].clear()
+
+    assert card.payload() == {
+        "text": card.text,
+        "blocks": [block.to_dict() for block in card.blocks],
+    }
+
+
 # Button values.
 
 

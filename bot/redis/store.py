@@ -152,6 +152,14 @@ end
 return {1}
 """
 
+# KEYS[1]: the app's active-release key; ARGV[1]: the release hashes' key prefix. The release's
+# json and revision in one round trip (a status answer waits on it), nil when none is active.
+_ACTIVE = """
+local release_id = redis.call('GET', KEYS[1])
+if not release_id then return nil end
+return redis.call('HMGET', ARGV[1] .. release_id, 'json', 'revision')
+"""
+
 _DROP_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -253,6 +261,7 @@ class ReleaseStore:
         self._append = client.register_script(_APPEND)
         self._take_lease = client.register_script(_TAKE_LEASE)
         self._drop_lease = client.register_script(_DROP_LEASE)
+        self._active = client.register_script(_ACTIVE)
 
     def ping(self) -> bool:
         """True when Redis answers PING within the client's timeouts (see `connect`); the
@@ -380,8 +389,10 @@ class ReleaseStore:
         return None if fields[0] is None else _stored(*fields)
 
     def active(self, app: str) -> StoredRelease | None:
-        release_id = self._call(self._redis.get, self._key("active", app))
-        return self.get(release_id) if release_id else None
+        fields = self._call(
+            self._active, keys=[self._key("active", app)], args=[self._key("release", "")]
+        )
+        return None if not fields or fields[0] is None else _stored(*fields)
 
     def active_releases(self) -> list[StoredRelease]:
         ids = sorted(self._call(self._redis.smembers, self._key("active")))

@@ -8,9 +8,10 @@ slack_sdk validates each message when it is built.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,21 +86,26 @@ class CardMessage:
     """A message to post: `text` is the notification and fallback text, `blocks` what Slack shows.
 
     Building one validates it: slack_sdk raises SlackObjectFormationError on a broken limit.
+    That validation (Block.to_dict) is most of a status answer's cost, so it runs once: its
+    JSON is kept for payload().
     """
 
     text: str
     blocks: tuple[Block, ...]
+    _blocks_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.text or len(self.text) > FALLBACK_TEXT_MAX:
             raise ValueError(f"message text must be 1..{FALLBACK_TEXT_MAX} characters")
         if not 0 < len(self.blocks) <= MESSAGE_BLOCKS_MAX:
             raise ValueError(f"a message holds 1..{MESSAGE_BLOCKS_MAX} blocks")
-        self.payload()  # to_dict validates every block and element; the dicts are dropped
+        validated = [block.to_dict() for block in self.blocks]  # raises on a broken limit
+        object.__setattr__(self, "_blocks_json", json.dumps(validated))
 
     def payload(self) -> dict[str, Any]:
-        """The arguments of chat.postMessage / chat.update besides the channel (and ts)."""
-        return {"text": self.text, "blocks": [block.to_dict() for block in self.blocks]}
+        """The arguments of chat.postMessage / chat.update besides the channel (and ts); a new
+        dict each call, so a caller may change it."""
+        return {"text": self.text, "blocks": json.loads(self._blocks_json)}
 
 
 # The card.
