@@ -650,5 +650,8 @@ def test_a_form_s_fields_are_read_by_the_same_grammar_one_word_each() -> None:
         with pytest.raises(UsageError) as refused:
             start_command(strategy, app=app, version=version, plan=None)
         assert refused.value.problem.startswith(problem)
-    assert STRATEGIES == ("canary", "bluegreen")
-    assert takes_plan("canary") and not takes_plan("bluegreen")
+    assert start_command("hybrid", app="shop-api", version="v2", plan="fast") == StartHybrid(
+        app="shop-api", version=tag("v2"), plan="fast"
+    )
+    assert STRATEGIES == ("canary", "bluegreen", "hybrid")
+    assert takes_plan("canary") and takes_plan("hybrid") and not takes_plan("bluegreen")
