@@ -31,7 +31,8 @@ class ScriptedTick:
         self.calls: list[float] = []
         self.done = threading.Event()
 
-    def __call__(self) -> None:
+    def __call__(self, wait_s: float) -> None:
+        assert wait_s == INTERVAL_S  # a pass waits for its releases one interval at most
         self.calls.append(time.monotonic())
         if not self._script:
             self.done.set()

@@ -16,12 +16,12 @@ from bot.core.analysis import MetricsUnavailable, Trend, Verdict, judge, snapsho
 from bot.core.apps import AppConfig, MetricsConfig
 from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event
 from bot.core.ports import MetricsPort
-from bot.core.release import Phase, Release
+from bot.core.release import Release
+from bot.core.schedule import checks_run
 
 log = structlog.get_logger(__name__)
 
 TREND_POINTS = 12
-_CHECKED_PHASES = (Phase.RUNNING, Phase.AWAITING_APPROVAL)
 
 
 class CanaryChecks:
@@ -34,7 +34,7 @@ class CanaryChecks:
     def due(self, release: Release, app: AppConfig, *, now: datetime) -> bool:
         """Every `interval` while a stage runs or waits (and while paused by missing metrics,
         to notice they are back); at once when the stage timer is up without a passing check."""
-        if not release.analysis_enabled or not _checked(release):
+        if not checks_run(release):
             return False
         last = release.last_check_at
         if last is None or now - last >= timedelta(seconds=app.metrics.interval_s):
@@ -95,10 +95,3 @@ def _limits(release: Release, app: AppConfig) -> MetricsConfig:
             None if latency.max is None else latency.model_copy(update={"max_above_stable": None})
         )
     return limits.model_copy(update={"error_rate": error_rate, "p99_latency_ms": latency})
-
-
-def _checked(release: Release) -> bool:
-    if release.phase in _CHECKED_PHASES:
-        return True
-    pause = release.pause
-    return release.phase is Phase.PAUSED and pause is not None and pause.by is None

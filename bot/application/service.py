@@ -10,8 +10,10 @@ is audited.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +23,7 @@ import structlog
 
 from bot.application import freeze_hold, telemetry
 from bot.application.checks import CanaryChecks
-from bot.core import freezes
+from bot.core import freezes, schedule
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
 from bot.core.authorization import Allowed, Right, SeenChannel, decide, groups_to_resolve
 from bot.core.errors import PermanentError, ReleaseBotError, TemporaryError
@@ -82,6 +84,8 @@ class CrashPoint(StrEnum):
 
 CANARY_READY_DEADLINE = timedelta(minutes=10)
 BOT_ACTOR = "release-bot"
+WORKERS_DEFAULT = 8
+RESYNC_S_DEFAULT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +123,21 @@ class ReleaseService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
         crash_at: CrashPoint | None = None,
+        workers: int = WORKERS_DEFAULT,
+        resync_s: float = RESYNC_S_DEFAULT,
     ) -> None:
         """`checks` None: no metrics source, so stages advance on their timers alone;
         `membership` None: no user group can be resolved, so rules naming one deny, and a group
-        in `break_glass` lets nobody override (user ids do)."""
+        in `break_glass` lets nobody override (user ids do). `workers`: how many releases one
+        pass works at once (RELEASE_BOT_WORKERS); `resync_s`: the longest a release goes without
+        a pass, so drift in the cluster is repaired within it."""
+        if workers < 1:
+            raise ValueError(f"a pass needs at least one worker, got {workers}")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="release-worker")
+        self._in_flight: dict[str, Future[Release | None]] = {}
+        self._in_flight_lock = threading.Lock()
+        self._indexed = False
+        self._resync_s = resync_s
         self._config = config
         self._membership = membership
         self._checks = checks
@@ -245,7 +260,12 @@ class ReleaseService:
             entry = self._entry(
                 release, user, "start", "applied", detail, channel=channel, override=override
             )
-            stored = self._store.create(release, entry=entry, through_lock=override is not None)
+            stored = self._store.create(
+                release,
+                entry=entry,
+                through_lock=override is not None,
+                due_at=self._due_at(release),
+            )
             _log_applied(entry, app=app.name)
             with self._leases.hold_release(release.id) as leased:  # else another replica's pass
                 if leased is not None:
@@ -347,7 +367,18 @@ class ReleaseService:
         self._audit(
             scope, "-", user, "unfreeze", f"applied (frozen by {previous.by})", channel=channel
         )
+        self._due_now_if_held(scope)
         return Outcome(True, f"the freeze of {scope} is lifted (recurring windows still apply).")
+
+    def _due_now_if_held(self, scope: str) -> None:
+        """The releases a lifted freeze held go on at the next pass, not at the freeze's end."""
+        if scope == ALL_APPS:
+            releases = self._store.active_releases()
+        else:
+            releases = [stored] if (stored := self._store.active(scope)) else []
+        for stored in releases:
+            if freeze_hold.held_by_freeze(stored.release):
+                self._store.make_due(stored.release.id)
 
     def lock(
         self,
@@ -462,45 +493,119 @@ class ReleaseService:
         if (holder := self._store.active(app)) is not None:
             raise AppBusy(holder)
 
-    def tick(self) -> None:
-        """One scheduler pass: every release no other replica is working on is reconciled, gets
-        what has come due, and has its undelivered Slack messages posted (also those a replica
-        that died before telling Slack left behind)."""
-        read: list[Release] = []
-        for release_id in self._store.release_ids_to_tick():
-            with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
-                if stored is None:
-                    continue
-                read.append(stored.release)
-                with _working_on(stored.release):
-                    self._tick_one(stored)
+    def tick(self, wait_s: float | None = None) -> None:
+        """One scheduler pass: every release that is due (bot.core.schedule.next_due) and that no
+        other replica, nor an earlier pass still at work, is working on is reconciled, gets what
+        has come due, and has its undelivered Slack messages posted (also those a replica that
+        died before telling Slack left behind).
+
+        The releases are worked by a pool of `workers` threads, so a release whose calls hang
+        holds only its own worker. The pass waits for them `wait_s` at most (None: until all are
+        done); one still at work then carries on, and later passes leave it alone until it is
+        done. An unexpected error of a release the pass waited for is raised once all are done."""
+        if not self._indexed:  # releases saved before the due index existed join it once
+            self._store.index_unindexed()
+            self._indexed = True
+        started = [self._submit(release_id) for release_id in self._due_ids()]
+        futures = [future for future in started if future is not None]
+        done, _ = wait(futures, timeout=wait_s)
+        read = [release for future in done if (release := future.result()) is not None]
         telemetry.observe_pass(read)  # a failed pass (Redis down) leaves the last good reading
+
+    def _due_ids(self) -> list[str]:
+        with self._in_flight_lock:
+            busy = set(self._in_flight)
+        return [i for i in self._store.release_ids_due(self._clock()) if i not in busy]
+
+    def _submit(self, release_id: str) -> Future[Release | None] | None:
+        with self._in_flight_lock:
+            if release_id in self._in_flight:
+                return None
+            future = self._pool.submit(self._work, release_id)
+            self._in_flight[release_id] = future
+        future.add_done_callback(lambda _: self._finished(release_id))
+        return future
+
+    def _finished(self, release_id: str) -> None:
+        with self._in_flight_lock:
+            self._in_flight.pop(release_id, None)
+
+    def _work(self, release_id: str) -> Release | None:
+        """One release's part of a pass, on a pool thread; the release as read, or None when
+        another replica holds it."""
+        with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
+            if stored is None:
+                return None
+            with _working_on(stored.release):
+                try:
+                    self._tick_one(stored)
+                except Exception:
+                    log.exception("tick_crashed", release=release_id)
+                    raise
+            return stored.release
 
     def _tick_one(self, stored: StoredRelease) -> None:
         try:
-            if not self._tick_release(stored):
+            applied, reconciled = self._tick_release(stored)
+            if not applied:
                 # What earlier passes left unposted; what a person's action saves while we hold
                 # the lease is posted by the next pass.
-                self._deliver(stored)
+                delivered = self._deliver(stored)
+                if delivered is stored and reconciled:
+                    self._reschedule(stored)
+            if not reconciled:
+                self._store.make_due(stored.release.id)  # the next pass reconciles again
         except TemporaryError as error:
             log.warning("tick_retry_later", release=stored.release.id, error=str(error))
 
-    def _tick_release(self, stored: StoredRelease) -> bool:
-        """True when it applied an event: its _apply has delivered what was waiting."""
+    def _reschedule(self, stored: StoredRelease) -> None:
+        """A pass that saved nothing moves the release's due time on (nothing if already due)."""
+        now = self._clock()
+        due_at = self._due_at(stored.release, now=now)
+        if due_at is not None and due_at > now:
+            self._store.reschedule(stored, due_at)
+
+    def _due_at(self, release: Release, *, now: datetime | None = None) -> datetime | None:
+        """When the release next needs a pass, as the due index keeps it."""
+        now = self._clock() if now is None else now
+        app = self._config.apps.get(release.app)
+        hold_ends_at = None
+        if freeze_hold.held_by_freeze(release):
+            frozen = self.frozen(release.app)
+            hold_ends_at = now if frozen is None else frozen.until
+        return schedule.next_due(
+            release,
+            now=now,
+            check_interval_s=app.metrics.interval_s if app else self._resync_s,
+            resync_s=self._resync_s,
+            hold_ends_at=hold_ends_at,
+        )
+
+    def _tick_release(self, stored: StoredRelease) -> tuple[bool, bool]:
+        """(applied, reconciled): whether it applied an event (its _apply has delivered what was
+        waiting), and whether the cluster could be reconciled. A reconcile that fails for now
+        never keeps a due metric check from running: a failing check still rolls back."""
         if stored.release.phase.is_terminal:
-            return False  # only its last Slack messages were left to post
+            return False, True  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
+        observation: Observation | None = None
         try:
             observation = self._cluster.reconcile(stored.release, app)
         except PermanentError as error:
-            return self._apply(stored, Fail(reason=str(error)), actor="release-bot").applied
+            return self._apply(stored, Fail(reason=str(error)), actor=BOT_ACTOR).applied, True
+        except TemporaryError as error:
+            log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+        reconciled = observation is not None
         now = self._clock()
         if self._checks is not None and self._checks.due(stored.release, app, now=now):
             checked = self._checks.run(stored.release, app, now=now)
             # what comes due after the check is the next pass's business
-            return self._apply(stored, checked, actor="release-bot").applied
+            return self._apply(stored, checked, actor=BOT_ACTOR).applied, reconciled
+        if observation is None:
+            return False, False
         event = self._due_event(stored.release, observation, now=now)
-        return event is not None and self._apply(stored, event, actor="release-bot").applied
+        applied = event is not None and self._apply(stored, event, actor=BOT_ACTOR).applied
+        return applied, True
 
     def _due_event(
         self, release: Release, observation: Observation, *, now: datetime
@@ -628,7 +733,11 @@ class ReleaseService:
             )
             try:
                 saved = self._store.save(
-                    stored, release, entry=entry, finished=release.phase.is_terminal
+                    stored,
+                    release,
+                    entry=entry,
+                    finished=release.phase.is_terminal,
+                    due_at=self._due_at(release),
                 )
             except RevisionConflict:
                 reread = self._store.get(stored.release.id)
@@ -653,6 +762,10 @@ class ReleaseService:
             self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
         except ReleaseBotError as error:
             log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+            try:
+                self._store.make_due(stored.release.id)
+            except TemporaryError as unsaved:  # still due at its saved time, or retried then
+                log.warning("due_now_unsaved", release=stored.release.id, error=str(unsaved))
 
     def _deliver(self, stored: StoredRelease) -> StoredRelease:
         """Post the card and the outbox's thread messages under the release's lease, so two
@@ -702,7 +815,11 @@ class ReleaseService:
             )
             try:
                 return self._store.save(
-                    stored, delivered, entry=None, finished=delivered.phase.is_terminal
+                    stored,
+                    delivered,
+                    entry=None,
+                    finished=delivered.phase.is_terminal,
+                    due_at=self._due_at(delivered),
                 )
             except RevisionConflict:
                 reread = self._store.get(release.id)

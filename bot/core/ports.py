@@ -177,16 +177,28 @@ class StorePort(Protocol):
     """Release state, locks, deliveries and the audit trail (bot.redis.store.ReleaseStore)."""
 
     def create(
-        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+        self,
+        release: Release,
+        *,
+        entry: HistoryEntry,
+        through_lock: bool = False,
+        due_at: datetime | None = None,
     ) -> StoredRelease:
-        """Store a new active release; raises AppLocked (not when `through_lock`, a break-glass
-        override) or AppBusy."""
+        """Store a new active release, due for a pass at `due_at` (None: at once); raises
+        AppLocked (not when `through_lock`, a break-glass override) or AppBusy."""
         ...
 
     def save(
-        self, stored: StoredRelease, release: Release, *, entry: HistoryEntry | None, finished: bool
+        self,
+        stored: StoredRelease,
+        release: Release,
+        *,
+        entry: HistoryEntry | None,
+        finished: bool,
+        due_at: datetime | None = None,
     ) -> StoredRelease:
-        """Replace `stored` by `release`; raises RevisionConflict if someone saved meanwhile."""
+        """Replace `stored` by `release`, due for a pass at `due_at` (None: at once), in one
+        atomic write; raises RevisionConflict if someone saved meanwhile."""
         ...
 
     def get(self, release_id: str) -> StoredRelease | None: ...
@@ -195,7 +207,17 @@ class StorePort(Protocol):
 
     def active_releases(self) -> list[StoredRelease]: ...
 
-    def release_ids_to_tick(self) -> list[str]: ...
+    def release_ids_due(self, now: datetime) -> list[str]:
+        """The releases whose due time (bot.core.schedule.next_due) is `now` or earlier."""
+        ...
+
+    def reschedule(self, stored: StoredRelease, due_at: datetime) -> bool:
+        """Move the due time of a release nobody saved since `stored` was read."""
+        ...
+
+    def make_due(self, release_id: str) -> None: ...
+
+    def index_unindexed(self) -> int: ...
 
     def claim_delivery(self, key: str) -> bool: ...
 

@@ -5,6 +5,11 @@ Keys (prefix `rb:`):
   active:{app}    id of the app's one active release
   active          set of active release ids
   undelivered     set of release ids with Slack messages (card, thread replies) still to post
+  due             sorted set: release id -> when it next needs a scheduler pass (Unix seconds;
+                  0: at once), written by the same script as each create and save
+                  (bot.core.schedule.next_due decides it); a finished release with nothing left
+                  to post leaves it. A pass reads only what is due (ZRANGEBYSCORE), so an idle
+                  pass is one round trip however many releases exist
   history:{app}   list: the app's append-only audit trail (JSON entries, oldest first)
   lock:{app}      hash: by, reason, at (a deploy lock)
   freeze:{app}    hash: by, reason, at, until (a one-off freeze of the app; freeze:all of every
@@ -79,8 +84,9 @@ local function trim_history(key, cutoff, most)
 end
 """
 
+# KEYS: active:{app}, lock:{app}, release, history, active set, due index.
 # ARGV: release id, json, history entry, trim cutoff, trim batch, through lock (0/1: a
-# break-glass override lets the start through the app's deploy lock).
+# break-glass override lets the start through the app's deploy lock), due score.
 _CREATE = (
     _TRIM
     + """
@@ -95,13 +101,15 @@ redis.call('HSET', KEYS[3], 'json', ARGV[2], 'revision', 1)
 trim_history(KEYS[4], ARGV[4], tonumber(ARGV[5]))
 redis.call('RPUSH', KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[7], ARGV[1])
 return {'ok', '1'}
 """
 )
 
-# KEYS: release, history, active:{app}, active set, undelivered set.
+# KEYS: release, history, active:{app}, active set, undelivered set, due index.
 # ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
-# undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch.
+# undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch,
+# due score ('' : it leaves the due index).
 _SAVE = (
     _TRIM
     + """
@@ -119,6 +127,8 @@ if ARGV[4] == '1' then
 end
 if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5])
 else redis.call('SREM', KEYS[5], ARGV[5]) end
+if ARGV[9] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
+else redis.call('ZADD', KEYS[6], ARGV[9], ARGV[5]) end
 return {'ok', tostring(next_revision)}
 """
 )
@@ -144,6 +154,26 @@ if KEYS[2] then
   if record[1] then return {1, record[1], record[2]} end
 end
 return {1}
+"""
+
+# KEYS: release, due index. ARGV: revision read, due score, release id. A pass that changed
+# nothing moves the release's due time on, unless a save came in between (it set its own).
+_RESCHEDULE = """
+if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: active set, undelivered set, due index. Releases saved before the index existed join it
+# as due at once (NX: a release already indexed keeps its time).
+_INDEX_UNINDEXED = """
+local added = 0
+for _, set in ipairs({KEYS[1], KEYS[2]}) do
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    added = added + redis.call('ZADD', KEYS[3], 'NX', 0, id)
+  end
+end
+return added
 """
 
 _DROP_LEASE = """
@@ -247,6 +277,8 @@ class ReleaseStore:
         self._append = client.register_script(_APPEND)
         self._take_lease = client.register_script(_TAKE_LEASE)
         self._drop_lease = client.register_script(_DROP_LEASE)
+        self._reschedule = client.register_script(_RESCHEDULE)
+        self._index_unindexed = client.register_script(_INDEX_UNINDEXED)
 
     def ping(self) -> bool:
         """True when Redis answers PING within the client's timeouts (see `connect`); the
@@ -260,16 +292,22 @@ class ReleaseStore:
         return self._prefix + ":".join(parts)
 
     def create(
-        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+        self,
+        release: Release,
+        *,
+        entry: HistoryEntry,
+        through_lock: bool = False,
+        due_at: datetime | None = None,
     ) -> StoredRelease:
-        """Store a new active release; refuse if the app is locked (unless `through_lock`: a
-        break-glass override) or already has one."""
+        """Store a new active release, due for a pass at `due_at` (None: at once); refuse if
+        the app is locked (unless `through_lock`: a break-glass override) or already has one."""
         keys = [
             self._key("active", release.app),
             self._key("lock", release.app),
             self._key("release", release.id),
             self._key("history", release.app),
             self._key("active"),
+            self._key("due"),
         ]
         status, value = self._run(
             self._create,
@@ -280,6 +318,7 @@ class ReleaseStore:
                 entry.to_json(),
                 *self._trim_args(entry),
                 "1" if through_lock else "0",
+                _score(due_at),
             ],
         )
         if status == "locked":
@@ -302,9 +341,12 @@ class ReleaseStore:
         *,
         entry: HistoryEntry | None,
         finished: bool,
+        due_at: datetime | None = None,
     ) -> StoredRelease:
         """Replace `stored` by `release` if nobody saved since `stored` was read; `entry` goes to
-        the audit trail (None: a bookkeeping save, such as recording what Slack was sent)."""
+        the audit trail (None: a bookkeeping save, such as recording what Slack was sent). The
+        release is due for a pass at `due_at` (None: at once), or, once `finished` with nothing
+        left to post, leaves the due index."""
         release_key = self._key("release", release.id)
         keys = [
             release_key,
@@ -312,8 +354,10 @@ class ReleaseStore:
             self._key("active", release.app),
             self._key("active"),
             self._key("undelivered"),
+            self._key("due"),
         ]
         undelivered = bool(release.outbox) or release.card_stale
+        leaves_index = finished and not undelivered
         args = [
             str(stored.revision),
             release.model_dump_json(),
@@ -322,6 +366,7 @@ class ReleaseStore:
             release.id,
             "1" if undelivered else "0",
             *(self._trim_args(entry) if entry else ("", "0")),
+            "" if leaves_index else _score(due_at),
         ]
         status, value = self._run(self._save, keys, args)
         if status == "conflict":
@@ -379,10 +424,31 @@ class ReleaseStore:
         ids = sorted(self._call(self._redis.smembers, self._key("active")))
         return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
 
-    def release_ids_to_tick(self) -> list[str]:
-        """Active releases, and finished ones whose last Slack messages are not posted yet; the
-        scheduler reads each one as it takes its lease (take_lease_and_read)."""
-        return sorted(self._call(self._redis.sunion, self._key("active"), self._key("undelivered")))
+    def release_ids_due(self, now: datetime) -> list[str]:
+        """The releases due for a pass at `now` (active ones, and finished ones whose last Slack
+        messages are not posted yet), earliest first, in one round trip; the scheduler reads each
+        one as it takes its lease (take_lease_and_read)."""
+        due: list[str] = self._call(
+            self._redis.zrangebyscore, self._key("due"), "-inf", _score(now)
+        )
+        return due
+
+    def reschedule(self, stored: StoredRelease, due_at: datetime) -> bool:
+        """After a pass that saved nothing: the release is next due at `due_at`, unless it was
+        saved since `stored` was read (that save set its own due time). True when moved."""
+        keys = [self._key("release", stored.release.id), self._key("due")]
+        args = [str(stored.revision), _score(due_at), stored.release.id]
+        return bool(self._call(self._reschedule, keys=keys, args=args))
+
+    def make_due(self, release_id: str) -> None:
+        """The release needs a pass at once (its cluster could not be reconciled, a freeze
+        holding it was lifted)."""
+        self._call(self._redis.zadd, self._key("due"), {release_id: 0})
+
+    def index_unindexed(self) -> int:
+        """Releases stored before the due index existed join it, due at once; how many did."""
+        keys = [self._key("active"), self._key("undelivered"), self._key("due")]
+        return int(self._call(self._index_unindexed, keys=keys, args=[]))
 
     def append_history(self, app: str, entry: HistoryEntry) -> None:
         """Record an action that changed no release state (a refusal, a lock) in the audit
@@ -514,6 +580,11 @@ def entry_time(entry: HistoryEntry) -> datetime:
 def _with_app(entry: HistoryEntry, app: str) -> HistoryEntry:
     """Entries written before HistoryEntry had `app` take it from their list's key."""
     return entry if entry.app else replace(entry, app=app)
+
+
+def _score(due_at: datetime | None) -> str:
+    """A due time as the index's score: Unix seconds, to the millisecond; None (at once) is 0."""
+    return "0" if due_at is None else f"{due_at.timestamp():.3f}"
 
 
 def _lease_args(owner: str, ttl_s: float) -> list[str]:
