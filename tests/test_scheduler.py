@@ -104,7 +104,7 @@ def test_a_temporary_error_with_retry_after_is_waited_out_capped(
 def test_stop_ends_the_loop_promptly_in_the_middle_of_a_backoff() -> None:
     failing = threading.Event()
 
-    def tick() -> None:
+    def tick(wait_s: float) -> None:
         failing.set()
         raise TemporaryError("Redis is down", retry_after_s=1000)
 
