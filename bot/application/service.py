@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -136,7 +137,7 @@ class ReleaseService:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="release-worker")
         self._in_flight: dict[str, Future[Release | None]] = {}
         self._in_flight_lock = threading.Lock()
-        self._indexed = False
+        self._indexed_at: float | None = None
         self._resync_s = resync_s
         self._config = config
         self._membership = membership
@@ -503,14 +504,19 @@ class ReleaseService:
         holds only its own worker. The pass waits for them `wait_s` at most (None: until all are
         done); one still at work then carries on, and later passes leave it alone until it is
         done. An unexpected error of a release the pass waited for is raised once all are done."""
-        if not self._indexed:  # releases saved before the due index existed join it once
-            self._store.index_unindexed()
-            self._indexed = True
+        if self._indexed_at is None or time.monotonic() - self._indexed_at >= self._resync_s:
+            self.index_unindexed()
         started = [self._submit(release_id) for release_id in self._due_ids()]
         futures = [future for future in started if future is not None]
         done, _ = wait(futures, timeout=wait_s)
         read = [release for future in done if (release := future.result()) is not None]
         telemetry.observe_pass(read)  # a failed pass (Redis down) leaves the last good reading
+
+    def index_unindexed(self) -> None:
+        """Releases saved without a due time (by a bot from before the due index, during a
+        rolling upgrade) join the index, due at once: run by a pass once every resync period."""
+        self._store.index_unindexed()
+        self._indexed_at = time.monotonic()
 
     def _due_ids(self) -> list[str]:
         with self._in_flight_lock:
