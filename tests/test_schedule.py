@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.core.machine import ChecksInconclusive, ChecksPassed
-from bot.core.release import OutboxNotice, NoticeKind, Phase, Release
+from bot.core.release import NoticeKind, OutboxNotice, Phase, Release
 from bot.core.schedule import next_due
 from tests.releases import MINUTE, run_in
 
