@@ -3,16 +3,31 @@
 Called by the release service on every scheduler pass. It reads canary and stable side by side
 through a MetricsPort (Prometheus), judges them with bot.core.analysis, and turns the judgement into
 ChecksPassed, ChecksFailed or ChecksInconclusive. A check that fails yields its event without any
-further query, so nothing stands between the decision and the rollback.
+further query, so nothing stands between the decision and the rollback. At the start of a pass,
+`prefetch` asks for the readings of every release whose check is due, one batch per Prometheus
+(MetricsPort.read_many), so the queries of a pass do not grow with the number of releases.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 import structlog
 
-from bot.core.analysis import MetricsUnavailable, Trend, Verdict, judge, snapshot_text, summary_line
+from bot.core.analysis import (
+    MetricsUnavailable,
+    Reading,
+    Trend,
+    Verdict,
+    judge,
+    snapshot_text,
+    summary_line,
+)
 from bot.core.apps import AppConfig, MetricsConfig
 from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event
 from bot.core.ports import MetricsPort
@@ -22,6 +37,10 @@ from bot.core.schedule import checks_run
 log = structlog.get_logger(__name__)
 
 TREND_POINTS = 12
+
+ReadingOf = Callable[[], Reading]
+Submit = Callable[..., Future[Any]]
+"""ThreadPoolExecutor.submit: runs a batch's read_many on a thread of its own."""
 
 
 class CanaryChecks:
@@ -44,9 +63,39 @@ class CanaryChecks:
         unchecked = release.checks_passed == 0 and (stage_started is None or last < stage_started)
         return timer_up and unchecked
 
-    def run(self, release: Release, app: AppConfig, *, now: datetime) -> Event:
+    def prefetch(
+        self, due: Sequence[tuple[Release, AppConfig]], *, now: datetime, submit: Submit
+    ) -> dict[str, ReadingOf]:
+        """For every release of `due` whose check is due, its reading, asked for together with
+        those of every other release on the same Prometheus (one read_many per batch, started
+        with `submit` so that a hanging Prometheus holds only its own batch): release id -> a
+        call that waits for the reading (raising MetricsUnavailable as `read` would)."""
+        batches: dict[str, dict[str, AppConfig]] = defaultdict(dict)
+        checked: list[tuple[Release, AppConfig]] = []
+        for release, app in due:
+            if self.due(release, app, now=now):
+                batches[self._metrics.batch_of(app)][app.name] = app
+                checked.append((release, app))
+        answers = {
+            batch: submit(self._metrics.read_many, list(apps.values()), at=now)
+            for batch, apps in batches.items()
+        }
+        return {
+            release.id: partial(_reading_of, answers[self._metrics.batch_of(app)], app.name)
+            for release, app in checked
+        }
+
+    def run(
+        self,
+        release: Release,
+        app: AppConfig,
+        *,
+        now: datetime,
+        reading_of: ReadingOf | None = None,
+    ) -> Event:
+        """The check's event; `reading_of`: the reading prefetched for it (else it is read)."""
         try:
-            reading = self._metrics.read(app, at=now)
+            reading = reading_of() if reading_of else self._metrics.read(app, at=now)
         except MetricsUnavailable as error:
             return ChecksInconclusive(reason=str(error))
         judgement = judge(reading, _limits(release, app), public_traffic=release.stage.weight > 0)
@@ -81,6 +130,13 @@ class CanaryChecks:
         except MetricsUnavailable as error:
             log.warning("trend_unavailable", app=app.name, error=str(error))
             return None
+
+
+def _reading_of(answer: Future[dict[str, Reading | MetricsUnavailable]], app: str) -> Reading:
+    found = answer.result()[app]
+    if isinstance(found, MetricsUnavailable):
+        raise found
+    return found
 
 
 def _limits(release: Release, app: AppConfig) -> MetricsConfig:

@@ -23,7 +23,7 @@ from enum import StrEnum
 import structlog
 
 from bot.application import freeze_hold, telemetry
-from bot.application.checks import CanaryChecks
+from bot.application.checks import CanaryChecks, ReadingOf
 from bot.core import freezes, schedule
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
 from bot.core.authorization import Allowed, Right, SeenChannel, decide, groups_to_resolve
@@ -86,6 +86,8 @@ class CrashPoint(StrEnum):
 CANARY_READY_DEADLINE = timedelta(minutes=10)
 BOT_ACTOR = "release-bot"
 WORKERS_DEFAULT = 8
+METRICS_WORKERS = 4
+"""Batches of metric queries read at once (one per Prometheus a pass reads)."""
 RESYNC_S_DEFAULT = 60.0
 
 
@@ -135,6 +137,9 @@ class ReleaseService:
         if workers < 1:
             raise ValueError(f"a pass needs at least one worker, got {workers}")
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="release-worker")
+        self._metrics_pool = ThreadPoolExecutor(
+            max_workers=METRICS_WORKERS, thread_name_prefix="metrics-batch"
+        )
         self._in_flight: dict[str, Future[Release | None]] = {}
         self._in_flight_lock = threading.Lock()
         self._indexed_at: float | None = None
@@ -506,7 +511,9 @@ class ReleaseService:
         done. An unexpected error of a release the pass waited for is raised once all are done."""
         if self._indexed_at is None or time.monotonic() - self._indexed_at >= self._resync_s:
             self.index_unindexed()
-        started = [self._submit(release_id) for release_id in self._due_ids()]
+        due = self._due_ids()
+        readings = self._prefetch(due)
+        started = [self._submit(release_id, readings.get(release_id)) for release_id in due]
         futures = [future for future in started if future is not None]
         done, _ = wait(futures, timeout=wait_s)
         read = [release for future in done if (release := future.result()) is not None]
@@ -523,11 +530,27 @@ class ReleaseService:
             busy = set(self._in_flight)
         return [i for i in self._store.release_ids_due(self._clock()) if i not in busy]
 
-    def _submit(self, release_id: str) -> Future[Release | None] | None:
+    def _prefetch(self, due: list[str]) -> dict[str, ReadingOf]:
+        """The readings of the due releases' due checks, one batch per Prometheus, each on a
+        thread of the metrics pool (the records are read without their leases: the check itself
+        is decided again under the lease)."""
+        if self._checks is None or not due:
+            return {}
+        now = self._clock()
+        releases = [
+            (stored.release, self._config.apps[stored.release.app])
+            for stored in self._store.get_many(due)
+            if stored.release.app in self._config.apps and not stored.release.phase.is_terminal
+        ]
+        return self._checks.prefetch(releases, now=now, submit=self._metrics_pool.submit)
+
+    def _submit(
+        self, release_id: str, reading_of: ReadingOf | None
+    ) -> Future[Release | None] | None:
         with self._in_flight_lock:
             if release_id in self._in_flight:
                 return None
-            future = self._pool.submit(self._work, release_id)
+            future = self._pool.submit(self._work, release_id, reading_of)
             self._in_flight[release_id] = future
         future.add_done_callback(lambda _: self._finished(release_id))
         return future
@@ -536,7 +559,7 @@ class ReleaseService:
         with self._in_flight_lock:
             self._in_flight.pop(release_id, None)
 
-    def _work(self, release_id: str) -> Release | None:
+    def _work(self, release_id: str, reading_of: ReadingOf | None) -> Release | None:
         """One release's part of a pass, on a pool thread; the release as read, or None when
         another replica holds it."""
         with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
@@ -544,15 +567,15 @@ class ReleaseService:
                 return None
             with _working_on(stored.release):
                 try:
-                    self._tick_one(stored)
+                    self._tick_one(stored, reading_of)
                 except Exception:
                     log.exception("tick_crashed", release=release_id)
                     raise
             return stored.release
 
-    def _tick_one(self, stored: StoredRelease) -> None:
+    def _tick_one(self, stored: StoredRelease, reading_of: ReadingOf | None = None) -> None:
         try:
-            applied, reconciled = self._tick_release(stored)
+            applied, reconciled = self._tick_release(stored, reading_of)
             if not applied:
                 # What earlier passes left unposted; what a person's action saves while we hold
                 # the lease is posted by the next pass.
@@ -587,7 +610,9 @@ class ReleaseService:
             hold_ends_at=hold_ends_at,
         )
 
-    def _tick_release(self, stored: StoredRelease) -> tuple[bool, bool]:
+    def _tick_release(
+        self, stored: StoredRelease, reading_of: ReadingOf | None = None
+    ) -> tuple[bool, bool]:
         """(applied, reconciled): whether it applied an event (its _apply has delivered what was
         waiting), and whether the cluster could be reconciled. A reconcile that fails for now
         never keeps a due metric check from running: a failing check still rolls back."""
@@ -604,7 +629,7 @@ class ReleaseService:
         reconciled = observation is not None
         now = self._clock()
         if self._checks is not None and self._checks.due(stored.release, app, now=now):
-            checked = self._checks.run(stored.release, app, now=now)
+            checked = self._checks.run(stored.release, app, now=now, reading_of=reading_of)
             # what comes due after the check is the next pass's business
             return self._apply(stored, checked, actor=BOT_ACTOR).applied, reconciled
         if observation is None:

@@ -8,12 +8,13 @@ simulations; used by the release service (bot.application). Pure: no adapter is 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Protocol
 
-from bot.core.analysis import Reading, Trend
+from bot.core.analysis import MetricsUnavailable, Reading, Trend
 from bot.core.apps import AppConfig
 from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
@@ -95,6 +96,16 @@ class MetricsPort(Protocol):
     def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
         """`points` values per metric over the app's window ending at `at`;
         raises MetricsUnavailable."""
+        ...
+
+    def batch_of(self, app: AppConfig) -> str:
+        """Apps with the same batch can be read together by one read_many."""
+        ...
+
+    def read_many(
+        self, apps: Sequence[AppConfig], *, at: datetime
+    ) -> dict[str, Reading | MetricsUnavailable]:
+        """`read` of each app of one batch, by app name, in as few queries as one read."""
         ...
 
 
@@ -202,6 +213,8 @@ class StorePort(Protocol):
         ...
 
     def get(self, release_id: str) -> StoredRelease | None: ...
+
+    def get_many(self, release_ids: Sequence[str]) -> list[StoredRelease]: ...
 
     def active(self, app: str) -> StoredRelease | None: ...
 

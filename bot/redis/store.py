@@ -416,6 +416,14 @@ class ReleaseStore:
         )
         return None if fields[0] is None else _stored(*fields)
 
+    def get_many(self, release_ids: Sequence[str]) -> list[StoredRelease]:
+        """The releases that exist among `release_ids`, in one round trip."""
+        pipeline = self._redis.pipeline(transaction=False)
+        for release_id in release_ids:
+            pipeline.hmget(self._key("release", release_id), ["json", "revision"])
+        answers = self._call(pipeline.execute)
+        return [_stored(*fields) for fields in answers if fields[0] is not None]
+
     def active(self, app: str) -> StoredRelease | None:
         release_id = self._call(self._redis.get, self._key("active", app))
         return self.get(release_id) if release_id else None
