@@ -511,13 +511,13 @@ class ReleaseService:
         done. An unexpected error of a release the pass waited for is raised once all are done."""
         if self._indexed_at is None or time.monotonic() - self._indexed_at >= self._resync_s:
             self.index_unindexed()
-        due = self._due_ids()
+        due, counts = self._due_ids()
         readings = self._prefetch(due)
         started = [self._submit(release_id, readings.get(release_id)) for release_id in due]
         futures = [future for future in started if future is not None]
         done, _ = wait(futures, timeout=wait_s)
         read = [release for future in done if (release := future.result()) is not None]
-        telemetry.observe_pass(read)  # a failed pass (Redis down) leaves the last good reading
+        telemetry.observe_pass(read, counts)  # a failed pass (Redis down) leaves the last reading
 
     def index_unindexed(self) -> None:
         """Releases saved without a due time (by a bot from before the due index, during a
@@ -525,10 +525,12 @@ class ReleaseService:
         self._store.index_unindexed()
         self._indexed_at = time.monotonic()
 
-    def _due_ids(self) -> list[str]:
+    def _due_ids(self) -> tuple[list[str], dict[tuple[str, str], int]]:
+        """The due releases no worker of this replica has yet, and the releases' tally."""
         with self._in_flight_lock:
             busy = set(self._in_flight)
-        return [i for i in self._store.release_ids_due(self._clock()) if i not in busy]
+        due, counts = self._store.release_ids_due(self._clock())
+        return [release_id for release_id in due if release_id not in busy], counts
 
     def _prefetch(self, due: list[str]) -> dict[str, ReadingOf]:
         """The readings of the due releases' due checks, one batch per Prometheus, each on a

@@ -220,8 +220,9 @@ class StorePort(Protocol):
 
     def active_releases(self) -> list[StoredRelease]: ...
 
-    def release_ids_due(self, now: datetime) -> list[str]:
-        """The releases whose due time (bot.core.schedule.next_due) is `now` or earlier."""
+    def release_ids_due(self, now: datetime) -> tuple[list[str], dict[tuple[str, str], int]]:
+        """The releases whose due time (bot.core.schedule.next_due) is `now` or earlier, and how
+        many releases there are by (phase, kind), active or with messages still to post."""
         ...
 
     def reschedule(self, stored: StoredRelease, due_at: datetime) -> bool:

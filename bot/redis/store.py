@@ -10,6 +10,9 @@ Keys (prefix `rb:`):
                   (bot.core.schedule.next_due decides it); a finished release with nothing left
                   to post leaves it. A pass reads only what is due (ZRANGEBYSCORE), so an idle
                   pass is one round trip however many releases exist
+  tally           hash: "phase kind" -> how many releases of the due index are in that phase,
+                  kept by the same scripts (each release hash's `labels` field says which one
+                  it counts in), so the releases gauge costs no read of any release
   history:{app}   list: the app's append-only audit trail (JSON entries, oldest first)
   lock:{app}      hash: by, reason, at (a deploy lock)
   freeze:{app}    hash: by, reason, at, until (a one-off freeze of the app; freeze:all of every
@@ -84,9 +87,9 @@ local function trim_history(key, cutoff, most)
 end
 """
 
-# KEYS: active:{app}, lock:{app}, release, history, active set, due index.
+# KEYS: active:{app}, lock:{app}, release, history, active set, due index, tally.
 # ARGV: release id, json, history entry, trim cutoff, trim batch, through lock (0/1: a
-# break-glass override lets the start through the app's deploy lock), due score.
+# break-glass override lets the start through the app's deploy lock), due score, labels.
 _CREATE = (
     _TRIM
     + """
@@ -97,7 +100,8 @@ end
 local holder = redis.call('GET', KEYS[1])
 if holder then return {'busy', holder} end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], 'json', ARGV[2], 'revision', 1)
+redis.call('HSET', KEYS[3], 'json', ARGV[2], 'revision', 1, 'labels', ARGV[8])
+redis.call('HINCRBY', KEYS[7], ARGV[8], 1)
 trim_history(KEYS[4], ARGV[4], tonumber(ARGV[5]))
 redis.call('RPUSH', KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[1])
@@ -106,17 +110,21 @@ return {'ok', '1'}
 """
 )
 
-# KEYS: release, history, active:{app}, active set, undelivered set, due index.
+# KEYS: release, history, active:{app}, active set, undelivered set, due index, tally.
 # ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
 # undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch,
-# due score ('' : it leaves the due index).
+# due score ('' : it leaves the due index, and the tally), labels.
 _SAVE = (
     _TRIM
     + """
 local revision = redis.call('HGET', KEYS[1], 'revision')
 if revision ~= ARGV[1] then return {'conflict', revision or ''} end
 local next_revision = tonumber(revision) + 1
-redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', next_revision)
+if redis.call('ZSCORE', KEYS[6], ARGV[5]) then
+  local counted = redis.call('HGET', KEYS[1], 'labels')
+  if counted then redis.call('HINCRBY', KEYS[7], counted, -1) end
+end
+redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', next_revision, 'labels', ARGV[10])
 if ARGV[3] ~= '' then
   trim_history(KEYS[2], ARGV[7], tonumber(ARGV[8]))
   redis.call('RPUSH', KEYS[2], ARGV[3])
@@ -128,7 +136,10 @@ end
 if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5])
 else redis.call('SREM', KEYS[5], ARGV[5]) end
 if ARGV[9] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
-else redis.call('ZADD', KEYS[6], ARGV[9], ARGV[5]) end
+else
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[5])
+  redis.call('HINCRBY', KEYS[7], ARGV[10], 1)
+end
 return {'ok', tostring(next_revision)}
 """
 )
@@ -160,17 +171,27 @@ return {1}
 # nothing moves the release's due time on, unless a save came in between (it set its own).
 _RESCHEDULE = """
 if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
 return 1
 """
 
-# KEYS: active set, undelivered set, due index. Releases saved before the index existed join it
-# as due at once (NX: a release already indexed keeps its time).
+# KEYS: active set, undelivered set, due index, tally. ARGV: the release key's prefix. Releases
+# saved before the index existed join it as due at once (NX: a release already indexed keeps
+# its time), and the tally, under the phase and kind their record names.
 _INDEX_UNINDEXED = """
 local added = 0
 for _, set in ipairs({KEYS[1], KEYS[2]}) do
   for _, id in ipairs(redis.call('SMEMBERS', set)) do
-    added = added + redis.call('ZADD', KEYS[3], 'NX', 0, id)
+    if redis.call('ZADD', KEYS[3], 'NX', 0, id) == 1 then
+      added = added + 1
+      local key = ARGV[1] .. id
+      local ok, record = pcall(cjson.decode, redis.call('HGET', key, 'json') or '')
+      if ok and type(record) == 'table' then
+        local labels = tostring(record['phase']) .. ' ' .. tostring(record['kind'] or 'canary')
+        redis.call('HSET', key, 'labels', labels)
+        redis.call('HINCRBY', KEYS[4], labels, 1)
+      end
+    end
   end
 end
 return added
@@ -308,6 +329,7 @@ class ReleaseStore:
             self._key("history", release.app),
             self._key("active"),
             self._key("due"),
+            self._key("tally"),
         ]
         status, value = self._run(
             self._create,
@@ -319,6 +341,7 @@ class ReleaseStore:
                 *self._trim_args(entry),
                 "1" if through_lock else "0",
                 _score(due_at),
+                _labels(release),
             ],
         )
         if status == "locked":
@@ -355,6 +378,7 @@ class ReleaseStore:
             self._key("active"),
             self._key("undelivered"),
             self._key("due"),
+            self._key("tally"),
         ]
         undelivered = bool(release.outbox) or release.card_stale
         leaves_index = finished and not undelivered
@@ -367,6 +391,7 @@ class ReleaseStore:
             "1" if undelivered else "0",
             *(self._trim_args(entry) if entry else ("", "0")),
             "" if leaves_index else _score(due_at),
+            _labels(release),
         ]
         status, value = self._run(self._save, keys, args)
         if status == "conflict":
@@ -432,14 +457,20 @@ class ReleaseStore:
         ids = sorted(self._call(self._redis.smembers, self._key("active")))
         return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
 
-    def release_ids_due(self, now: datetime) -> list[str]:
+    def release_ids_due(self, now: datetime) -> tuple[list[str], dict[tuple[str, str], int]]:
         """The releases due for a pass at `now` (active ones, and finished ones whose last Slack
-        messages are not posted yet), earliest first, in one round trip; the scheduler reads each
-        one as it takes its lease (take_lease_and_read)."""
-        due: list[str] = self._call(
-            self._redis.zrangebyscore, self._key("due"), "-inf", _score(now)
-        )
-        return due
+        messages are not posted yet), earliest first, and how many releases the index holds by
+        (phase, kind), in one round trip; the scheduler reads each due one as it takes its lease
+        (take_lease_and_read)."""
+        pipeline = self._redis.pipeline(transaction=False)
+        pipeline.zrangebyscore(self._key("due"), "-inf", _score(now))
+        pipeline.hgetall(self._key("tally"))
+        due, tally = self._call(pipeline.execute)
+        counts = {}
+        for labels, count in tally.items():
+            phase, _, kind = labels.partition(" ")
+            counts[(phase, kind)] = int(count)
+        return due, counts
 
     def reschedule(self, stored: StoredRelease, due_at: datetime) -> bool:
         """After a pass that saved nothing: the release is next due at `due_at`, unless it was
@@ -450,13 +481,14 @@ class ReleaseStore:
 
     def make_due(self, release_id: str) -> None:
         """The release needs a pass at once (its cluster could not be reconciled, a freeze
-        holding it was lifted)."""
-        self._call(self._redis.zadd, self._key("due"), {release_id: 0})
+        holding it was lifted); a finished one that left the index stays out of it."""
+        self._call(self._redis.zadd, self._key("due"), {release_id: 0}, xx=True)
 
     def index_unindexed(self) -> int:
         """Releases stored before the due index existed join it, due at once; how many did."""
-        keys = [self._key("active"), self._key("undelivered"), self._key("due")]
-        return int(self._call(self._index_unindexed, keys=keys, args=[]))
+        keys = [self._key("active"), self._key("undelivered"), self._key("due"), self._key("tally")]
+        added = self._call(self._index_unindexed, keys=keys, args=[self._key("release", "")])
+        return int(added)
 
     def append_history(self, app: str, entry: HistoryEntry) -> None:
         """Record an action that changed no release state (a refusal, a lock) in the audit
@@ -588,6 +620,11 @@ def entry_time(entry: HistoryEntry) -> datetime:
 def _with_app(entry: HistoryEntry, app: str) -> HistoryEntry:
     """Entries written before HistoryEntry had `app` take it from their list's key."""
     return entry if entry.app else replace(entry, app=app)
+
+
+def _labels(release: Release) -> str:
+    """Which tally the release counts in: its phase and kind."""
+    return f"{release.phase.value} {release.kind.value}"
 
 
 def _score(due_at: datetime | None) -> str:
