@@ -1,14 +1,17 @@
-"""How much one scheduler pass costs: ReleaseService.tick() over 1,000 and 10,000 active releases.
+"""How much one scheduler pass costs: ReleaseService.tick() over 1,000, 10,000 and 100,000 releases.
 
 Run by hand from the repository root (`python bench/scheduler_pass.py`, see bench/README.md); not
 a pytest test. It starts Debian's redis-server on a free loopback port (no persistence), fills it
-with N releases running their first stage, and times one pass: wall time, and Redis round trips
-counted exactly on the client's connections (a pipeline is one round trip, a Lua script call is
-one). Two kinds of pass:
-  - idle: no timer is due, so the pass reads and leases every release and finds nothing to do;
+with N releases running their first stage (saved with their due times, as the bot saves them),
+and times one pass: wall time, Redis round trips counted exactly on the client's connections (a
+pipeline is one round trip, a Lua script call is one), and the process's resident memory. Two
+kinds of pass:
+  - idle: nothing is due; the baseline still lists, leases and reads every release, the due
+    index answers with none;
   - due: every stage timer is due, so every release moves to its next stage and posts to Slack.
-Each is measured for the code in bot/ ("now") and for the pass as it was before it was made
-cheaper ("baseline", copied below), side by side in one run, because machines are noisy.
+Each is measured for the code in bot/ ("now") and for the pass as it was before the due index
+and the worker pool ("baseline", copied below), side by side in one run, because machines are
+noisy.
 """
 
 from __future__ import annotations
