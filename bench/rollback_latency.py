@@ -65,6 +65,7 @@ CANARY_ERRORS = 0.5
 TICK_S = 0.25
 CHANNEL = "C0BENCH"
 SIZES = (1, 100)
+WATCHED_S = 60.0
 
 
 @dataclass
@@ -223,6 +224,8 @@ class Figures:
     to_stable_s: list[float]
     to_alert_s: list[float]
     bot_part_ms: list[float]
+    missed: int
+    """Releases not back at stable, or not alerted, within WATCHED_S."""
 
 
 def scenario(world: World, size: int, *, baseline: bool) -> Figures:
@@ -233,8 +236,7 @@ def scenario(world: World, size: int, *, baseline: bool) -> Figures:
     world.exporter.reset()
     world.slack.reset()
     serve(world, namespace, apps, canary_errors=0.0)
-    selector = f'http_requests_total{{namespace="{namespace}",track="stable"}}'
-    world.prometheus.wait_for_samples(selector, window_s=WINDOW_S, timeout_s=60)
+    scraped(world, namespace, size)
 
     marks = Marks()
     store = ReleaseStore(connect(world.redis.url), prefix=f"rb-{namespace}:")
@@ -269,17 +271,34 @@ def scenario(world: World, size: int, *, baseline: bool) -> Figures:
         )
         serve(world, namespace, apps, canary_errors=CANARY_ERRORS)
         first_bad = first_bad_sample(world, namespace)
-        stable_at, alert_at = watch(world, namespace, apps, deadline=first_bad + 60)
+        stable_at, alert_at = watch(world, namespace, apps, deadline=first_bad + WATCHED_S)
     finally:
         scheduler.stop()
-    missing = [app for app in apps if app not in stable_at or app not in alert_at]
-    if missing:
-        raise SystemExit(f"not rolled back and alerted within 60 s: {missing[:10]}")
+    never = first_bad + WATCHED_S  # not back (or not alerted) while watched: counted as that
     return Figures(
-        to_stable_s=[stable_at[app] - first_bad for app in apps],
-        to_alert_s=[alert_at[app] - first_bad for app in apps],
-        bot_part_ms=[(marks.patch_issued[app] - marks.verdict[app]) * 1000 for app in apps],
+        to_stable_s=[stable_at.get(app, never) - first_bad for app in apps],
+        to_alert_s=[alert_at.get(app, never) - first_bad for app in apps],
+        bot_part_ms=[
+            (marks.patch_issued[app] - marks.verdict[app]) * 1000
+            for app in apps
+            if app in marks.patch_issued and app in marks.verdict
+        ],
+        missed=sum(app not in stable_at or app not in alert_at for app in apps),
     )
+
+
+def scraped(world: World, namespace: str, size: int) -> None:
+    """Until Prometheus has every app's stable series, then one window more. (Not
+    wait_for_samples: with hundreds of series the exporter can miss a scrape on a busy machine.)"""
+    query = f'count(count by (app) (http_requests_total{{namespace="{namespace}"}}))'
+    client = world.prometheus.client()
+
+    def every_app() -> bool:
+        answer = client.custom_query(query)
+        return bool(answer) and int(float(answer[0]["value"][1])) >= size
+
+    wait_until(every_app, timeout_s=120, what=f"{size} apps' series in Prometheus")
+    time.sleep(WINDOW_S)
 
 
 def all_checked_once(store: ReleaseStore, apps: list[str]) -> bool:
@@ -324,6 +343,8 @@ def watch(
 
 
 def summary(values: list[float]) -> str:
+    if not values:
+        return "none"
     return f"{statistics.median(values):6.2f} / {max(values):6.2f}"
 
 
@@ -344,11 +365,12 @@ def main() -> None:
             for baseline in (True, False):
                 figures = scenario(bench_world, size, baseline=baseline)
                 bound = 2 * INTERVAL_S
+                missed = f"; {figures.missed} not done in {WATCHED_S:.0f} s" * bool(figures.missed)
                 print(
                     f"{size:>8} {'baseline' if baseline else 'now':>8} | "
                     f"{summary(figures.to_stable_s):>15} | {summary(figures.to_alert_s):>15} | "
                     f"{summary(figures.bot_part_ms):>15} | "
-                    f"max {max(figures.to_stable_s) / bound:.2f} of {bound} s",
+                    f"max {max(figures.to_stable_s) / bound:.2f} of {bound} s" + missed,
                     flush=True,
                 )
 
