@@ -263,3 +263,13 @@ def test_releases_saved_before_the_index_join_it_due_at_once(
     assert due_ids(store, NOW) == ["a"]  # b keeps its own time
     assert tally(store) == {"starting": 2}
     assert store.index_unindexed() == 0
+
+
+def test_a_bookkeeping_save_never_postpones_a_pass(store: ReleaseStore) -> None:
+    release = new_release()
+    stored = store.create(release, entry=entry(release, "start"), due_at=NOW)
+    later = NOW + timedelta(hours=1)
+    stored = store.save(stored, release, entry=None, finished=False, due_at=later, only_sooner=True)
+    assert due_ids(store, NOW) == ["r1"]  # still due at NOW
+    store.save(stored, release, entry=None, finished=False, due_at=later)
+    assert due_ids(store, NOW) == []

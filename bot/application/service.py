@@ -853,6 +853,7 @@ class ReleaseService:
                     entry=None,
                     finished=delivered.phase.is_terminal,
                     due_at=self._due_at(delivered),
+                    only_sooner=True,  # a reconcile that failed since wants the next pass
                 )
             except RevisionConflict:
                 reread = self._store.get(release.id)

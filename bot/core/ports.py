@@ -207,9 +207,11 @@ class StorePort(Protocol):
         entry: HistoryEntry | None,
         finished: bool,
         due_at: datetime | None = None,
+        only_sooner: bool = False,
     ) -> StoredRelease:
-        """Replace `stored` by `release`, due for a pass at `due_at` (None: at once), in one
-        atomic write; raises RevisionConflict if someone saved meanwhile."""
+        """Replace `stored` by `release`, due for a pass at `due_at` (None: at once; with
+        `only_sooner`, unless due sooner already), in one atomic write; raises RevisionConflict
+        if someone saved meanwhile."""
         ...
 
     def get(self, release_id: str) -> StoredRelease | None: ...

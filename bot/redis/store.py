@@ -113,7 +113,8 @@ return {'ok', '1'}
 # KEYS: release, history, active:{app}, active set, undelivered set, due index, tally.
 # ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
 # undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch,
-# due score ('' : it leaves the due index, and the tally), labels.
+# due score ('' : it leaves the due index, and the tally), labels, only sooner (1: the due time
+# only moves earlier, as ZADD LT).
 _SAVE = (
     _TRIM
     + """
@@ -136,6 +137,9 @@ end
 if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5])
 else redis.call('SREM', KEYS[5], ARGV[5]) end
 if ARGV[9] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
+elseif ARGV[11] == '1' then
+  redis.call('ZADD', KEYS[6], 'LT', ARGV[9], ARGV[5])
+  redis.call('HINCRBY', KEYS[7], ARGV[10], 1)
 else
   redis.call('ZADD', KEYS[6], ARGV[9], ARGV[5])
   redis.call('HINCRBY', KEYS[7], ARGV[10], 1)
@@ -365,11 +369,13 @@ class ReleaseStore:
         entry: HistoryEntry | None,
         finished: bool,
         due_at: datetime | None = None,
+        only_sooner: bool = False,
     ) -> StoredRelease:
         """Replace `stored` by `release` if nobody saved since `stored` was read; `entry` goes to
         the audit trail (None: a bookkeeping save, such as recording what Slack was sent). The
-        release is due for a pass at `due_at` (None: at once), or, once `finished` with nothing
-        left to post, leaves the due index."""
+        release is due for a pass at `due_at` (None: at once; `only_sooner`: unless it is due
+        sooner already, so a bookkeeping save never postpones the pass a failed reconcile asked
+        for), or, once `finished` with nothing left to post, leaves the due index."""
         release_key = self._key("release", release.id)
         keys = [
             release_key,
@@ -392,6 +398,7 @@ class ReleaseStore:
             *(self._trim_args(entry) if entry else ("", "0")),
             "" if leaves_index else _score(due_at),
             _labels(release),
+            "1" if only_sooner else "0",
         ]
         status, value = self._run(self._save, keys, args)
         if status == "conflict":
