@@ -10,9 +10,11 @@ is audited.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,8 +23,8 @@ from enum import StrEnum
 import structlog
 
 from bot.application import freeze_hold, telemetry
-from bot.application.checks import CanaryChecks
-from bot.core import freezes
+from bot.application.checks import CanaryChecks, ReadingOf
+from bot.core import freezes, schedule
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
 from bot.core.authorization import (
     APP_HOME,
@@ -104,6 +106,10 @@ CANARY_READY_DEADLINE = timedelta(minutes=10)
 LEASE_WAIT_S = 1.0  # a person's action waits this long for a scheduler pass to let go
 LEASE_RETRY_S = 0.02
 BOT_ACTOR = "release-bot"
+WORKERS_DEFAULT = 8
+METRICS_WORKERS = 4
+"""Batches of metric queries read at once (one per Prometheus a pass reads)."""
+RESYNC_S_DEFAULT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +172,25 @@ class ReleaseService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
         crash_at: CrashPoint | None = None,
+        workers: int = WORKERS_DEFAULT,
+        resync_s: float = RESYNC_S_DEFAULT,
     ) -> None:
         """`checks` None: no metrics source, so stages advance on their timers alone;
         `membership` None: no user group can be resolved, so rules naming one deny, and a group
         in `break_glass` lets nobody override (user ids do); `home_viewers` None: no App Home to
-        refresh after a transition."""
+        refresh after a transition. `workers`: how many releases one pass works at once
+        (RELEASE_BOT_WORKERS); `resync_s`: the longest a release goes without a pass, so drift
+        in the cluster is repaired within it."""
+        if workers < 1:
+            raise ValueError(f"a pass needs at least one worker, got {workers}")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="release-worker")
+        self._metrics_pool = ThreadPoolExecutor(
+            max_workers=METRICS_WORKERS, thread_name_prefix="metrics-batch"
+        )
+        self._in_flight: dict[str, Future[Release | None]] = {}
+        self._in_flight_lock = threading.Lock()
+        self._indexed_at: float | None = None
+        self._resync_s = resync_s
         self._config = config
         self._home_viewers = home_viewers
         self._membership = membership
@@ -371,7 +391,12 @@ class ReleaseService:
             entry = self._entry(
                 release, user, "start", "applied", detail, channel=channel, override=override
             )
-            stored = self._store.create(release, entry=entry, through_lock=override is not None)
+            stored = self._store.create(
+                release,
+                entry=entry,
+                through_lock=override is not None,
+                due_at=self._due_at(release),
+            )
             _log_applied(entry, app=app.name)
             self._refresh_home()
             with self._leases.hold_release(release.id) as leased:  # else another replica's pass
@@ -478,12 +503,23 @@ class ReleaseService:
         self._audit(
             scope, "-", user, "unfreeze", f"applied (frozen by {previous.by})", channel=channel
         )
+        self._due_now_if_held(scope)
         return Outcome(
             True,
             f"<@{user}> lifted the freeze of {scope} set by <@{previous.by}> "
             "(recurring windows still apply).",
             for_everyone=True,
         )
+
+    def _due_now_if_held(self, scope: str) -> None:
+        """The releases a lifted freeze held go on at the next pass, not at the freeze's end."""
+        if scope == ALL_APPS:
+            releases = self._store.active_releases()
+        else:
+            releases = [stored] if (stored := self._store.active(scope)) else []
+        for stored in releases:
+            if freeze_hold.held_by_freeze(stored.release):
+                self._store.make_due(stored.release.id)
 
     def lock(
         self,
@@ -714,46 +750,147 @@ class ReleaseService:
         if (holder := self._store.active(app)) is not None:
             raise AppBusy(holder)
 
-    def tick(self) -> None:
-        """One scheduler pass: every release no other replica is working on is reconciled, gets
-        what has come due, and has its undelivered Slack messages posted (also those a replica
-        that died before telling Slack left behind)."""
-        read: list[Release] = []
-        for release_id in self._store.release_ids_to_tick():
-            with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
-                if stored is None:
-                    continue
-                read.append(stored.release)
-                with _working_on(stored.release):
-                    self._tick_one(stored)
-        telemetry.observe_pass(read)  # a failed pass (Redis down) leaves the last good reading
+    def tick(self, wait_s: float | None = None) -> None:
+        """One scheduler pass: every release that is due (bot.core.schedule.next_due) and that no
+        other replica, nor an earlier pass still at work, is working on is reconciled, gets what
+        has come due, and has its undelivered Slack messages posted (also those a replica that
+        died before telling Slack left behind).
 
-    def _tick_one(self, stored: StoredRelease) -> None:
+        The releases are worked by a pool of `workers` threads, so a release whose calls hang
+        holds only its own worker. The pass waits for them `wait_s` at most (None: until all are
+        done); one still at work then carries on, and later passes leave it alone until it is
+        done. An unexpected error of a release the pass waited for is raised once all are done."""
+        if self._indexed_at is None or time.monotonic() - self._indexed_at >= self._resync_s:
+            self.index_unindexed()
+        due, counts = self._due_ids()
+        readings = self._prefetch(due)
+        started = [self._submit(release_id, readings.get(release_id)) for release_id in due]
+        futures = [future for future in started if future is not None]
+        done, _ = wait(futures, timeout=wait_s)
+        read = [release for future in done if (release := future.result()) is not None]
+        telemetry.observe_pass(read, counts)  # a failed pass (Redis down) leaves the last reading
+
+    def index_unindexed(self) -> None:
+        """Releases saved without a due time (by a bot from before the due index, during a
+        rolling upgrade) join the index, due at once: run by a pass once every resync period."""
+        self._store.index_unindexed()
+        self._indexed_at = time.monotonic()
+
+    def _due_ids(self) -> tuple[list[str], dict[tuple[str, str], int]]:
+        """The due releases no worker of this replica has yet, and the releases' tally."""
+        with self._in_flight_lock:
+            busy = set(self._in_flight)
+        due, counts = self._store.release_ids_due(self._clock())
+        return [release_id for release_id in due if release_id not in busy], counts
+
+    def _prefetch(self, due: list[str]) -> dict[str, ReadingOf]:
+        """The readings of the due releases' due checks, one batch per Prometheus, each on a
+        thread of the metrics pool (the records are read without their leases: the check itself
+        is decided again under the lease)."""
+        if self._checks is None or not due:
+            return {}
+        now = self._clock()
+        releases = [
+            (stored.release, self._config.apps[stored.release.app])
+            for stored in self._store.get_many(due)
+            if stored.release.app in self._config.apps and not stored.release.phase.is_terminal
+        ]
+        return self._checks.prefetch(releases, now=now, submit=self._metrics_pool.submit)
+
+    def _submit(
+        self, release_id: str, reading_of: ReadingOf | None
+    ) -> Future[Release | None] | None:
+        with self._in_flight_lock:
+            if release_id in self._in_flight:
+                return None
+            future = self._pool.submit(self._work, release_id, reading_of)
+            self._in_flight[release_id] = future
+        future.add_done_callback(lambda _: self._finished(release_id))
+        return future
+
+    def _finished(self, release_id: str) -> None:
+        with self._in_flight_lock:
+            self._in_flight.pop(release_id, None)
+
+    def _work(self, release_id: str, reading_of: ReadingOf | None) -> Release | None:
+        """One release's part of a pass, on a pool thread; the release as read, or None when
+        another replica holds it."""
+        with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
+            if stored is None:
+                return None
+            with _working_on(stored.release):
+                try:
+                    self._tick_one(stored, reading_of)
+                except Exception:
+                    log.exception("tick_crashed", release=release_id)
+                    raise
+            return stored.release
+
+    def _tick_one(self, stored: StoredRelease, reading_of: ReadingOf | None = None) -> None:
         try:
-            if not self._tick_release(stored):
+            applied, reconciled = self._tick_release(stored, reading_of)
+            if not applied:
                 # What earlier passes left unposted; what a person's action saves while we hold
                 # the lease is posted by the next pass.
-                self._deliver(stored)
+                delivered = self._deliver(stored)
+                if delivered is stored and reconciled:
+                    self._reschedule(stored)
+            if not reconciled:
+                self._store.make_due(stored.release.id)  # the next pass reconciles again
         except TemporaryError as error:
             log.warning("tick_retry_later", release=stored.release.id, error=str(error))
 
-    def _tick_release(self, stored: StoredRelease) -> bool:
-        """True when it applied an event: its _apply has delivered what was waiting."""
+    def _reschedule(self, stored: StoredRelease) -> None:
+        """A pass that saved nothing moves the release's due time on (nothing if already due)."""
+        now = self._clock()
+        due_at = self._due_at(stored.release, now=now)
+        if due_at is not None and due_at > now:
+            self._store.reschedule(stored, due_at)
+
+    def _due_at(self, release: Release, *, now: datetime | None = None) -> datetime | None:
+        """When the release next needs a pass, as the due index keeps it."""
+        now = self._clock() if now is None else now
+        app = self._config.apps.get(release.app)
+        hold_ends_at = None
+        if freeze_hold.held_by_freeze(release):
+            frozen = self.frozen(release.app)
+            hold_ends_at = now if frozen is None else frozen.until
+        return schedule.next_due(
+            release,
+            now=now,
+            check_interval_s=app.metrics.interval_s if app else self._resync_s,
+            resync_s=self._resync_s,
+            hold_ends_at=hold_ends_at,
+        )
+
+    def _tick_release(
+        self, stored: StoredRelease, reading_of: ReadingOf | None = None
+    ) -> tuple[bool, bool]:
+        """(applied, reconciled): whether it applied an event (its _apply has delivered what was
+        waiting), and whether the cluster could be reconciled. A reconcile that fails for now
+        never keeps a due metric check from running: a failing check still rolls back."""
         if stored.release.phase.is_terminal:
-            return False  # only its last Slack messages were left to post
+            return False, True  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
         reconciled_at = self._clock()
+        observation: Observation | None = None
         try:
             observation = self._cluster.reconcile(stored.release, app)
         except PermanentError as error:
-            return self._apply(stored, Fail(reason=str(error)), actor="release-bot").applied
+            return self._apply(stored, Fail(reason=str(error)), actor=BOT_ACTOR).applied, True
+        except TemporaryError as error:
+            log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+        reconciled = observation is not None
         now = self._clock()
         if self._checks is not None and self._checks.due(stored.release, app, now=now):
-            checked = self._checks.run(stored.release, app, now=now)
+            checked = self._checks.run(stored.release, app, now=now, reading_of=reading_of)
             # what comes due after the check is the next pass's business
-            return self._apply(stored, checked, actor="release-bot").applied
+            return self._apply(stored, checked, actor=BOT_ACTOR).applied, reconciled
+        if observation is None:
+            return False, False
         event = self._due_event(stored.release, observation, now=now, reconciled_at=reconciled_at)
-        return event is not None and self._apply(stored, event, actor="release-bot").applied
+        applied = event is not None and self._apply(stored, event, actor=BOT_ACTOR).applied
+        return applied, True
 
     def _due_event(
         self, release: Release, observation: Observation, *, now: datetime, reconciled_at: datetime
@@ -887,7 +1024,11 @@ class ReleaseService:
             )
             try:
                 saved = self._store.save(
-                    stored, release, entry=entry, finished=release.phase.is_terminal
+                    stored,
+                    release,
+                    entry=entry,
+                    finished=release.phase.is_terminal,
+                    due_at=self._due_at(release),
                 )
             except RevisionConflict:
                 reread = self._store.get(stored.release.id)
@@ -955,6 +1096,10 @@ class ReleaseService:
             return error
         except ReleaseBotError as error:
             log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+            try:
+                self._store.make_due(stored.release.id)
+            except TemporaryError as unsaved:  # still due at its saved time, or retried then
+                log.warning("due_now_unsaved", release=stored.release.id, error=str(unsaved))
             return None
 
     def _deliver(self, stored: StoredRelease) -> StoredRelease:
@@ -1014,7 +1159,12 @@ class ReleaseService:
             )
             try:
                 return self._store.save(
-                    stored, delivered, entry=None, finished=delivered.phase.is_terminal
+                    stored,
+                    delivered,
+                    entry=None,
+                    finished=delivered.phase.is_terminal,
+                    due_at=self._due_at(delivered),
+                    only_sooner=True,  # a reconcile that failed since wants the next pass
                 )
             except RevisionConflict:
                 reread = self._store.get(release.id)

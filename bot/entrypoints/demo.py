@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,7 @@ import structlog
 
 from bot.application.checks import CanaryChecks
 from bot.application.service import ReleaseService
-from bot.core.analysis import Metric, Reading, TrackReading, Trend
+from bot.core.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
 from bot.core.apps import (
     AppConfig,
     AuthorizationConfig,
@@ -450,6 +450,15 @@ class SimulatedMetrics:
     def covers(self, app: AppConfig) -> bool:
         """Every app has simulated metrics."""
         return True
+
+    def batch_of(self, app: AppConfig) -> str:
+        """Each app alone: nothing is queried, so there is nothing to batch."""
+        return app.name
+
+    def read_many(
+        self, apps: Sequence[AppConfig], *, at: datetime
+    ) -> dict[str, Reading | MetricsUnavailable]:
+        return {app.name: self.read(app, at=at) for app in apps}
 
     def read(self, app: AppConfig, *, at: datetime) -> Reading:
         traffic = self._cluster.canary_traffic(app)

@@ -133,11 +133,12 @@ def fatal(reason: str, exit_code: int) -> int:
     return exit_code
 
 
-def _pass(service: ReleaseService, home: AppHome) -> Callable[[], None]:
-    """One scheduler pass: the releases, then the App Home refreshes their changes made due."""
+def _pass(service: ReleaseService, home: AppHome) -> Callable[[float], None]:
+    """One scheduler pass (waiting at most `wait_s` for its releases): the releases, then the
+    App Home refreshes their changes made due."""
 
-    def run() -> None:
-        service.tick()
+    def run(wait_s: float) -> None:
+        service.tick(wait_s)
         home.publish_due()
 
     return run
@@ -187,6 +188,8 @@ def build_service(
         announcer=SlackAnnouncer(client=client, config=config),
         membership=SlackMembership(client=client),
         checks=CanaryChecks(metrics=metrics, charts=MatplotlibCharts()),
+        workers=settings.release_bot_workers,
+        resync_s=settings.release_bot_resync_seconds,
     )
     home = AppHome(
         service=service, viewers=viewers, publisher=SlackHome(client=client), clock=clock

@@ -230,6 +230,8 @@ def _dump(client: redis.Redis, key: str) -> Any:
         return client.lrange(key, 0, -1)
     if kind == "set":
         return sorted(client.smembers(key))
+    if kind == "zset":
+        return client.zrange(key, 0, -1, withscores=True)
     return client.get(key)
 
 
