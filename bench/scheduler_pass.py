@@ -1,14 +1,17 @@
-"""How much one scheduler pass costs: ReleaseService.tick() over 1,000 and 10,000 active releases.
+"""How much one scheduler pass costs: ReleaseService.tick() over 1,000, 10,000 and 100,000 releases.
 
 Run by hand from the repository root (`python bench/scheduler_pass.py`, see bench/README.md); not
 a pytest test. It starts Debian's redis-server on a free loopback port (no persistence), fills it
-with N releases running their first stage, and times one pass: wall time, and Redis round trips
-counted exactly on the client's connections (a pipeline is one round trip, a Lua script call is
-one). Two kinds of pass:
-  - idle: no timer is due, so the pass reads and leases every release and finds nothing to do;
+with N releases running their first stage (saved with their due times, as the bot saves them),
+and times one pass: wall time, Redis round trips counted exactly on the client's connections (a
+pipeline is one round trip, a Lua script call is one), and the process's resident memory. Two
+kinds of pass:
+  - idle: nothing is due; the baseline still lists, leases and reads every release, the due
+    index answers with none;
   - due: every stage timer is due, so every release moves to its next stage and posts to Slack.
-Each is measured for the code in bot/ ("now") and for the pass as it was before it was made
-cheaper ("baseline", copied below), side by side in one run, because machines are noisy.
+Each is measured for the code in bot/ ("now") and for the pass as it was before the due index
+and the worker pool ("baseline", copied below), side by side in one run, because machines are
+noisy.
 """
 
 from __future__ import annotations
@@ -23,8 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 import structlog
 
-from bot.application.service import ReleaseService
+from bot.application.service import RESYNC_S_DEFAULT, ReleaseService
 from bot.core.apps import (
     AppConfig,
     AuthorizationConfig,
@@ -46,16 +48,17 @@ from bot.core.apps import (
     MetricsConfig,
     ReplicasRouter,
 )
-from bot.core.errors import ReleaseBotError, TemporaryError
+from bot.core.errors import TemporaryError
 from bot.core.machine import Accepted, CanaryReady, Notify, start_release, transition
 from bot.core.plan import DEFAULT_PLAN
-from bot.core.ports import HistoryEntry, Observation, PreflightResult, SlackRefs, StoredRelease
-from bot.core.release import Release
+from bot.core.ports import HistoryEntry, Observation, PreflightResult, SlackRefs
+from bot.core.release import Release, ReleaseKind
+from bot.core.schedule import next_due
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
 from tests.infra.processes import ManagedProcess, free_port, wait_until
 
-SIZES = (1_000, 10_000)
+SIZES = (1_000, 10_000, 100_000)
 FILLED_AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CHANNEL = "C0BENCH"
 REQUESTER = "U0BENCH"
@@ -112,10 +115,10 @@ def start_redis(data_dir: Path) -> tuple[ManagedProcess, str]:
 class BenchCluster:
     """ClusterPort stand-in: every reconcile succeeds at once and observes nothing new."""
 
-    def stable_version(self, app: AppConfig) -> str:
+    def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
         return "v1"
 
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult:
+    def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult:
         return PreflightResult(blocked=False, summary="bench: no preflight")
 
     def reconcile(self, release: Release, app: AppConfig) -> Observation:
@@ -136,76 +139,34 @@ class BenchAnnouncer:
         self.notices[(release.id, notice.text)] += 1
 
 
-# ---------------------------------------------------------------- the pass before it was cheaper
-# Copies of the code as it was at commit bf864df, so both run side by side in one process. The
-# Lua scripts are today's: the lease script returns a list now, in the same one round trip.
-
-
-class BaselineLeases(Leases):
-    """hold as it was before: one renewer thread started and joined per lease taken."""
-
-    @contextmanager
-    def hold(self, release_id: str) -> Iterator[bool]:
-        held: set[str] = self._held.__dict__.setdefault("ids", set())
-        if release_id in held:
-            yield True
-            return
-        owner = self._owner()
-        if not self._store.take_lease(release_id, owner=owner, ttl_s=self._ttl_s):
-            yield False
-            return
-        held.add(release_id)
-        stop = threading.Event()
-        renewer = threading.Thread(
-            target=self._renew_one,
-            args=(release_id, owner, stop),
-            name="lease-renewer",
-            daemon=True,
-        )
-        renewer.start()
-        try:
-            yield True
-        finally:
-            stop.set()
-            renewer.join()
-            held.discard(release_id)
-            self._drop(release_id, owner)
-
-    def _renew_one(self, release_id: str, owner: str, stop: threading.Event) -> None:
-        while not stop.wait(self._ttl_s / 3):
-            try:
-                if not self._store.take_lease(release_id, owner=owner, ttl_s=self._ttl_s):
-                    log.error("lease_lost", release=release_id)
-                    return
-            except ReleaseBotError as error:
-                log.warning("lease_renewal_failed", release=release_id, error=str(error))
+# ---------------------------------------------------------------- the pass before the due index
+# A copy of the pass as it was at commit 4d6df89 (before the due-time index and the worker pool),
+# so both run side by side in one process on the same Redis.
 
 
 class BaselineReleaseStore(ReleaseStore):
-    """releases_to_tick as it was before: the id set, then one HMGET round trip per release."""
+    """release_ids_to_tick as it was: every active (or undelivered) release, every pass."""
 
-    def releases_to_tick(self) -> list[StoredRelease]:
-        ids = self._call(self._redis.sunion, self._key("active"), self._key("undelivered"))
-        return [stored for release_id in sorted(ids) if (stored := self.get(release_id))]
+    def release_ids_to_tick(self) -> list[str]:
+        return sorted(self._call(self._redis.sunion, self._key("active"), self._key("undelivered")))
 
 
 class BaselineReleaseService(ReleaseService):
-    """tick as it was before: the listed copy is read again after the lease is taken, and once
-    more before delivering, whether or not anything changed."""
+    """tick as it was: every listed release, one after the other, leased and read."""
 
     def __init__(self, *, store: BaselineReleaseStore, **kwargs: Any) -> None:
         super().__init__(store=store, **kwargs)
         self._baseline_store = store
 
-    def tick(self) -> None:
-        for listed in self._baseline_store.releases_to_tick():
-            with self._leases.hold(listed.release.id) as held:
-                stored = self._store.get(listed.release.id) if held else None
+    def tick(self, wait_s: float | None = None) -> None:
+        for release_id in self._baseline_store.release_ids_to_tick():
+            with self._leases.hold_release(release_id) as stored:
                 if stored is None:
                     continue
                 try:
-                    self._tick_release(stored)
-                    self._deliver(self._store.get(stored.release.id) or stored)
+                    applied, _ = self._tick_release(stored)
+                    if not applied:
+                        self._deliver(stored)
                 except TemporaryError as error:
                     log.warning("tick_retry_later", release=stored.release.id, error=str(error))
 
@@ -260,6 +221,8 @@ def running_releases(size: int) -> tuple[Release, ...]:
 
 
 def fill(client: redis.Redis, size: int) -> None:
+    """N running releases, saved as the bot saves them: with their due time (the resync, the
+    first stage's timer being later)."""
     client.flushall()
     store = ReleaseStore(client)
     for release in running_releases(size):
@@ -267,7 +230,8 @@ def fill(client: redis.Redis, size: int) -> None:
             at=FILLED_AT.isoformat(), release_id=release.id, actor=REQUESTER, action="start",
             outcome="applied",
         )  # fmt: skip
-        store.create(release, entry=entry)
+        due_at = next_due(release, now=FILLED_AT, check_interval_s=60, resync_s=RESYNC_S_DEFAULT)
+        store.create(release, entry=entry, due_at=due_at)
 
 
 def lease_elsewhere(client: redis.Redis, release_ids: list[str]) -> None:
@@ -283,6 +247,15 @@ def lease_elsewhere(client: redis.Redis, release_ids: list[str]) -> None:
 class Pass:
     seconds: float
     round_trips: int
+    rss_mib: float
+
+
+def resident_mib() -> float:
+    """This process's resident memory now (VmRSS), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def one_pass(
@@ -298,12 +271,13 @@ def one_pass(
     service = make_service(
         client, size=size, clock=lambda: now, announcer=announcer, baseline=baseline
     )
+    service.index_unindexed()  # once per resync period; not part of the measured pass
     client.ping()  # the pool's connection is open before counting starts
     before = CountingConnection.round_trips
     started = time.perf_counter()
     service.tick()
     seconds = time.perf_counter() - started
-    figures = Pass(seconds, CountingConnection.round_trips - before)
+    figures = Pass(seconds, CountingConnection.round_trips - before, resident_mib())
     check_pass(client, announcer, size=size, due=due, skipped=set(skipped))
     return figures
 
@@ -324,8 +298,7 @@ def make_service(
     }
     if baseline:
         store = BaselineReleaseStore(client)
-        leases = BaselineLeases(store=store)
-        return BaselineReleaseService(store=store, leases=leases, **ports)
+        return BaselineReleaseService(store=store, leases=Leases(store=store), **ports)
     store = ReleaseStore(client)
     return ReleaseService(store=store, leases=Leases(store=store), **ports)
 
@@ -368,35 +341,51 @@ def check_both(client: redis.Redis) -> None:
         one_pass(client, size=40, due=False, baseline=baseline, held_elsewhere=10)
 
 
-def measured(client: redis.Redis, *, size: int, due: bool, repeat: int) -> tuple[Pass, Pass]:
+def measured(
+    client: redis.Redis, *, size: int, due: bool, repeat: int, with_baseline: bool
+) -> tuple[Pass | None, Pass]:
     """Median seconds of `repeat` passes, baseline and now alternating, with their round trips
-    (always the same from one pass to the next)."""
+    (always the same from one pass to the next) and the resident memory after the last one."""
     baseline, now = [], []
     for _ in range(repeat):
-        baseline.append(one_pass(client, size=size, due=due, baseline=True))
+        if with_baseline:
+            baseline.append(one_pass(client, size=size, due=due, baseline=True))
         now.append(one_pass(client, size=size, due=due, baseline=False))
-    return median_pass(baseline), median_pass(now)
+    return (median_pass(baseline) if baseline else None), median_pass(now)
 
 
 def median_pass(passes: list[Pass]) -> Pass:
-    return Pass(statistics.median(p.seconds for p in passes), passes[0].round_trips)
+    seconds = statistics.median(p.seconds for p in passes)
+    return Pass(seconds, passes[0].round_trips, passes[-1].rss_mib)
 
 
-def report(client: redis.Redis, *, sizes: tuple[int, ...], repeat: int) -> None:
+def report(
+    client: redis.Redis, *, sizes: tuple[int, ...], repeat: int, baseline_up_to: int
+) -> None:
     load = ", ".join(f"{figure:.1f}" for figure in os.getloadavg())
-    print(f"One ReleaseService.tick() pass (median of {repeat}); rt = Redis round trips.")
+    print(f"One ReleaseService.tick() pass (median of {repeat}, 1 above {baseline_up_to:,});")
+    print("rt = Redis round trips; MiB = the bench process's resident memory after the pass.")
     print(f"{os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) before the first pass.")
-    columns = f"{'baseline s':>10} {'rt':>7} | {'now s':>7} {'rt':>7} | {'faster':>6}"
-    print(f"{'releases':>9} {'timers':>6} | {columns} | rt per release")
+    columns = f"{'baseline s':>10} {'rt':>8} {'MiB':>5} | {'now s':>8} {'rt':>7} {'MiB':>5}"
+    print(f"{'releases':>9} {'timers':>6} | {columns} | {'faster':>7} | rt ratio")
     for size in sizes:
         for due in (False, True):
-            before, after = measured(client, size=size, due=due, repeat=repeat)
+            with_baseline = size <= baseline_up_to
+            times = repeat if with_baseline else 1
+            before, after = measured(
+                client, size=size, due=due, repeat=times, with_baseline=with_baseline
+            )
+            old = (
+                f"{before.seconds:>10.3f} {before.round_trips:>8,} {before.rss_mib:>5.0f}"
+                if before
+                else f"{'(not run)':>10} {'':>8} {'':>5}"
+            )
+            faster = f"{before.seconds / after.seconds:>6.0f}x" if before else f"{'':>7}"
+            ratio = f"{before.round_trips / after.round_trips:,.2f}x fewer" if before else ""
             print(
-                f"{size:>9,} {'due' if due else 'idle':>6} | "
-                f"{before.seconds:>10.3f} {before.round_trips:>7,} | "
-                f"{after.seconds:>7.3f} {after.round_trips:>7,} | "
-                f"{before.seconds / after.seconds:>5.1f}x | "
-                f"{before.round_trips / size:.1f} -> {after.round_trips / size:.1f}",
+                f"{size:>9,} {'due' if due else 'idle':>6} | {old} | "
+                f"{after.seconds:>8.4f} {after.round_trips:>7,} {after.rss_mib:>5.0f} | "
+                f"{faster} | {ratio}",
                 flush=True,
             )
 
@@ -405,6 +394,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--repeat", type=int, default=3, help="passes per figure (median)")
+    parser.add_argument(
+        "--baseline-up-to", type=int, default=10_000, help="largest size the baseline runs at"
+    )
     args = parser.parse_args()
     # Warnings only (a pass that retries says so): 10,000 transition logs would be timed too.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -413,7 +405,12 @@ def main() -> None:
         client = counted_client(url)
         try:
             check_both(client)
-            report(client, sizes=tuple(args.sizes), repeat=args.repeat)
+            report(
+                client,
+                sizes=tuple(args.sizes),
+                repeat=args.repeat,
+                baseline_up_to=args.baseline_up_to,
+            )
         finally:
             client.close()
             server.stop()

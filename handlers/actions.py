@@ -65,12 +65,11 @@ def register(
     def handle_unknown_button(ack: Ack, respond: Respond, action: dict[str, Any]) -> None:
         ack()
         known = ", ".join(_EVENTS)
-        respond(
-            text=f":warning: release-bot has no button `{action.get('action_id')}` (it knows "
-            f"{known}); this message may come from an older version. Nothing was changed.",
-            response_type="ephemeral",
-            replace_original=False,
+        text = (
+            f":warning: release-bot has no button `{action.get('action_id')}` (it knows "
+            f"{known}); this message may come from an older version. Nothing was changed."
         )
+        answer_after_ack(after_ack=after_ack, respond=respond, answer=lambda: {"text": text})
 
     for action_id in _EVENTS:
         app.action(action_id)(handle_button)

@@ -1,7 +1,15 @@
 """Builds the Bolt app and registers every Slack listener on it.
 
 Called by bot.entrypoints.cli, which hands `build_app` to bot.entrypoints.server.serve (bot never
-imports handlers)."""
+imports handlers).
+
+The rule for every listener: it runs in its request's own thread and its acknowledgement goes
+out when it returns (Bolt's process_before_response: no hand-off to a listener pool, no polling
+for ack(); bench/README.md has the figures). So a listener parses, reads only what its
+acknowledgement shows, calls ack() and returns; anything slower, and anything that talks to
+Slack (respond, the Web API) or to the cluster, goes to `answer_after_ack` (handlers.commands),
+which carries it out on the after-ack pool. Bolt does not check signatures: the server's request
+guard has, before anything was parsed."""
 
 from __future__ import annotations
 
@@ -21,11 +29,7 @@ the cluster, Slack); more requests than this wait their turn, already acknowledg
 
 
 def build_app(
-    *,
-    signing_secret: str,
-    client: WebClient,
-    service: ReleaseService | None,
-    home: AppHome | None = None,
+    *, client: WebClient, service: ReleaseService | None, home: AppHome | None = None
 ) -> App:
     """A Bolt app with every listener registered; building it makes no network call.
 
@@ -36,8 +40,9 @@ def build_app(
     """
     app = App(
         client=client,
-        signing_secret=signing_secret,
         token_verification_enabled=False,
+        request_verification_enabled=False,  # the server's request guard has checked
+        process_before_response=True,  # the rule above
         logger=logging.getLogger("release_bot.slack"),
     )
     after_ack = ThreadPoolExecutor(max_workers=AFTER_ACK_WORKERS, thread_name_prefix="after-ack")

@@ -26,6 +26,7 @@ from bot.core import commands, machine
 from bot.core.commands import COMMAND, UsageError, parse_command, usage_for
 from bot.core.errors import ReleaseBotError
 from bot.core.ports import HistoryEntry
+from bot.core.release import ReleaseKind
 from bot.slack.cards import release_card
 from bot.slack.start_form import FormOrigin
 
@@ -40,6 +41,12 @@ INTERNAL_ERROR = ":x: release-bot hit an internal error; nothing more was done. 
 HISTORY_LINES = 20
 
 _READ_ONLY = (commands.Status, commands.ListActive, commands.History)
+_KINDS: dict[type[commands.Command], ReleaseKind] = {
+    commands.StartCanary: ReleaseKind.CANARY,
+    commands.StartBlueGreen: ReleaseKind.BLUE_GREEN,
+    commands.StartHybrid: ReleaseKind.HYBRID,
+}
+"""The release kind each start command asks for."""
 
 
 OpenForm = Callable[..., None]
@@ -95,9 +102,9 @@ def answer_after_ack(
     *, after_ack: Executor, respond: Respond, answer: Callable[[], dict[str, Any]]
 ) -> None:
     """Work out `answer` on the `after_ack` pool and send it to the person alone (nothing when
-    it has no text). Bolt runs every listener, ack() included, on one small pool: slow work
-    left in a listener holds up the acknowledgement of the requests queued behind it past
-    Slack's 3 s, and Slack then shows the person an error for a command that still runs."""
+    it has no text). A listener's acknowledgement is sent when it returns (handlers.app): slow
+    work left in it delays that acknowledgement, past Slack's 3 s when slow enough, and Slack
+    then shows the person an error for a command that still runs."""
 
     def answer_and_send() -> None:
         reply = answer()
@@ -186,19 +193,17 @@ def outcome_of(
     (the start form asks)."""
     where = {"channel": channel, "channel_name": channel_name}
     match command:
-        case commands.StartCanary():
+        case commands.StartCanary() | commands.StartBlueGreen() | commands.StartHybrid():
             return service.start(
                 app_name=command.app,
                 version=str(command.version),
-                plan_name=command.plan,
+                plan_name=getattr(command, "plan", None),  # blue-green walks its own plan
                 user=user,
-                **where,
+                channel=channel,
+                channel_name=channel_name,
                 override=command.override,
                 reason=reason,
-            )
-        case commands.StartBlueGreen():
-            return Outcome(
-                False, "blue-green releases are not available yet; use `/release canary`."
+                kind=_KINDS[type(command)],
             )
         case commands.Lock():
             return service.lock(app_name=command.app, user=user, reason=command.reason, **where)

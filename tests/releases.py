@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core.machine import (
     Accepted,
+    BlueRetentionElapsed,
     CanaryReady,
     Event,
     Fail,
@@ -22,11 +23,12 @@ from bot.core.machine import (
     Rollback,
     RollbackDone,
     StageTimerElapsed,
+    Switched,
     start_release,
     transition,
 )
-from bot.core.plan import DEFAULT_PLAN, Plan
-from bot.core.release import Phase, Release
+from bot.core.plan import DEFAULT_PLAN, Plan, blue_green_plan
+from bot.core.release import BlueGreenTimes, Phase, Release, ReleaseKind
 from bot.core.verification import Verification
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
@@ -56,9 +58,20 @@ class Run:
         return result.reason
 
 
+BLUE_GREEN_PLAN = blue_green_plan(
+    approvals=1, preview_checked=False, watch_s=1800, check_interval_s=None
+)
+BLUE_GREEN_TIMES = BlueGreenTimes(retention_s=24 * 3600, scale_down_grace_s=3600)
+
+
 def start(
-    *, four_eyes: bool = False, plan: Plan = DEFAULT_PLAN, approvers: tuple[str, ...] = ()
+    *,
+    four_eyes: bool = False,
+    plan: Plan = DEFAULT_PLAN,
+    approvers: tuple[str, ...] = (),
+    kind: ReleaseKind = ReleaseKind.CANARY,
 ) -> Run:
+    blue_green = BLUE_GREEN_TIMES if kind is ReleaseKind.BLUE_GREEN else None
     started = start_release(
         release_id="rel-1",
         app="shop-api",
@@ -70,6 +83,8 @@ def start(
         four_eyes=four_eyes,
         now=T0,
         approvers=approvers,
+        kind=kind,
+        blue_green=blue_green,
     )
     return Run(release=started.release, now=T0)
 
@@ -84,6 +99,11 @@ VERIFIED_PLAN = Plan(
 )
 """The default plan whose 50 % stage (index 2) runs the Job template `smoke` first."""
 VERIFIED_JOB = "shop-api-verify-rel-1-2"
+BLUE_GREEN_VERIFIED_PLAN = blue_green_plan(
+    approvals=1, preview_checked=False, watch_s=1800, check_interval_s=None, verification=SMOKE
+)
+"""Blue-green whose preview runs the Job template `smoke` against the preview Service first."""
+PREVIEW_JOB = "shop-api-verify-rel-1-0"
 
 TO_STAGE_3: list[tuple[Event, timedelta]] = [
     (CanaryReady(), MINUTE),
@@ -111,10 +131,48 @@ PATHS: dict[Phase, list[tuple[Event, timedelta]]] = {
 }
 
 
-def run_in(phase: Phase, *, four_eyes: bool = False) -> Run:
-    plan = VERIFIED_PLAN if phase is Phase.VERIFYING else DEFAULT_PLAN
-    run = start(four_eyes=four_eyes, plan=plan)
-    for event, after in PATHS[phase]:
+TO_PREVIEW: list[tuple[Event, timedelta]] = [(CanaryReady(), MINUTE)]
+TO_WATCH: list[tuple[Event, timedelta]] = [
+    *TO_PREVIEW,
+    (Promote(by=BOB), MINUTE),
+    (Switched(selector_s=0.2, endpoints_s=0.3), timedelta(seconds=1)),
+]
+TO_KEEPING_BLUE = [*TO_WATCH, (StageTimerElapsed(), timedelta(minutes=30))]
+BLUE_GREEN_PATHS: dict[Phase, list[tuple[Event, timedelta]]] = {
+    Phase.STARTING: [],
+    Phase.RUNNING: TO_WATCH,  # the watch window, green serving
+    Phase.AWAITING_APPROVAL: [*TO_PREVIEW, (StageTimerElapsed(), MINUTE)],
+    Phase.PAUSED: [*TO_WATCH, (Pause(by=BOB, reason="looking into it"), MINUTE)],
+    Phase.SWITCHING: [*TO_PREVIEW, (Promote(by=BOB), MINUTE)],
+    Phase.KEEPING_BLUE: TO_KEEPING_BLUE,
+    Phase.PROMOTING: [*TO_KEEPING_BLUE, (BlueRetentionElapsed(), timedelta(days=1))],
+    Phase.ROLLING_BACK: [*TO_WATCH, (Rollback(by=ANA, reason="error spike"), MINUTE)],
+    Phase.SUCCEEDED: [
+        *TO_KEEPING_BLUE,
+        (BlueRetentionElapsed(), timedelta(days=1)),
+        (PromotionDone(), timedelta(hours=1)),
+    ],
+    Phase.ROLLED_BACK: [*TO_WATCH, (Rollback(by=ANA), MINUTE), (RollbackDone(), MINUTE)],
+    Phase.FAILED: [*TO_WATCH, (Fail(reason="deployment deleted"), MINUTE)],
+}
+BLUE_GREEN_PATHS[Phase.VERIFYING] = TO_PREVIEW  # on BLUE_GREEN_VERIFIED_PLAN: before the preview
+BLUE_GREEN_ONLY = (Phase.SWITCHING, Phase.KEEPING_BLUE)
+
+
+def run_in(phase: Phase, *, four_eyes: bool = False, kind: ReleaseKind | None = None) -> Run:
+    """A release in `phase`: a canary on the default plan (VERIFYING: on VERIFIED_PLAN), unless
+    `kind` (or a phase only blue-green has) asks for a blue-green release (VERIFYING: on
+    BLUE_GREEN_VERIFIED_PLAN)."""
+    if kind is None:
+        kind = ReleaseKind.BLUE_GREEN if phase in BLUE_GREEN_ONLY else ReleaseKind.CANARY
+    blue_green = kind is ReleaseKind.BLUE_GREEN
+    verifying = phase is Phase.VERIFYING
+    if blue_green:
+        plan = BLUE_GREEN_VERIFIED_PLAN if verifying else BLUE_GREEN_PLAN
+    else:
+        plan = VERIFIED_PLAN if verifying else DEFAULT_PLAN
+    run = start(four_eyes=four_eyes, kind=kind, plan=plan)
+    for event, after in (BLUE_GREEN_PATHS if blue_green else PATHS)[phase]:
         run.accept(event, after=after)
     assert run.release.phase is phase
     return run

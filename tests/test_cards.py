@@ -7,6 +7,7 @@ the message as the JSON the announcer sends.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from bot.core.machine import (
     start_release,
 )
 from bot.core.plan import DEFAULT_PLAN, Plan, Stage
-from bot.core.release import Phase
+from bot.core.release import Phase, ReleaseKind
 from bot.slack.cards import (
     ACTION_ADVANCE,
     ACTION_APPROVE,
@@ -48,7 +49,7 @@ from bot.slack.cards import (
     rollback_alert,
     thread_notice,
 )
-from tests.releases import ANA, BOB, MINUTE, T0, Run, run_in, start
+from tests.releases import ANA, BLUE_GREEN_ONLY, BOB, MINUTE, T0, Run, run_in, start
 
 HOUR = timedelta(hours=1)
 LONG = "the canary " + "x" * 10_000  # far beyond every Slack limit
@@ -103,6 +104,7 @@ def walk_to_success() -> Run:
 # Status and buttons per phase (the walks of test_machine: the running release is in stage 3/4,
 # 50 %, which needs approval).
 
+CANARY_PHASES = [phase for phase in Phase if phase not in BLUE_GREEN_ONLY]
 EXPECTED_CARDS: dict[Phase, tuple[list[str], list[str]]] = {
     # phase: (the buttons, what the status says: its first line, then details)
     Phase.STARTING: ([ACTION_ROLLBACK], ["⏳ *Starting*", "no traffic yet"]),
@@ -137,7 +139,7 @@ EXPECTED_CARDS: dict[Phase, tuple[list[str], list[str]]] = {
 }
 
 
-@pytest.mark.parametrize("phase", list(Phase), ids=str)
+@pytest.mark.parametrize("phase", CANARY_PHASES, ids=str)
 def test_each_phase_shows_its_status_and_only_the_buttons_that_apply(phase: Phase) -> None:
     run = run_in(phase)
     card = release_card(run.release, now=run.now)
@@ -153,7 +155,7 @@ def test_each_phase_shows_its_status_and_only_the_buttons_that_apply(phase: Phas
         assert blocks_of(card, "actions") == []
 
 
-@pytest.mark.parametrize("phase", list(Phase), ids=str)
+@pytest.mark.parametrize("phase", CANARY_PHASES, ids=str)
 def test_every_button_carries_the_release_and_the_stage_it_was_shown_for(phase: Phase) -> None:
     run = run_in(phase)
     for button in buttons_of(release_card(run.release, now=run.now)):
@@ -282,6 +284,19 @@ def test_the_latest_snapshot_is_a_context_line_only_when_given() -> None:
     without = release_card(run.release, now=run.now)
     assert not any(text.startswith("📊") for text in context_texts(without))
     assert len(blocks_of(with_snapshot, "context")) == len(blocks_of(without, "context")) + 1
+
+
+def test_each_payload_is_the_blocks_own_dicts_and_a_fresh_copy() -> None:
+    run = run_in(Phase.RUNNING)
+    card = release_card(run.release, now=run.now)
+    first = card.payload()
+    first["blocks"][0]["text"]["text"] = "changed by a caller"
+    first["blocks"].clear()
+
+    assert card.payload() == {
+        "text": card.text,
+        "blocks": [block.to_dict() for block in card.blocks],
+    }
 
 
 # Button values.
@@ -524,3 +539,36 @@ def test_render_text_refuses_blocks_it_cannot_show() -> None:
     image = ImageBlock(image_url="https://example.com/chart.png", alt_text="chart")
     with pytest.raises(ValueError, match="cannot show a image block"):
         render_text([image])
+
+
+BLUE_GREEN_CARDS: dict[Phase, tuple[list[str], list[str]]] = {
+    Phase.AWAITING_APPROVAL: (
+        [ACTION_APPROVE, ACTION_PAUSE, ACTION_ROLLBACK],
+        ["✋ *Waiting for approval of the preview*", "🟢 Green* v2.4.1", "on its preview Service"],
+    ),
+    Phase.SWITCHING: ([ACTION_ROLLBACK], ["🔀 *Switching production to green*", "one update"]),
+    Phase.RUNNING: (
+        [ACTION_ADVANCE, ACTION_PAUSE, ACTION_ROLLBACK],
+        ["▶️ *Running the watch window*", "🟢 Green* v2.4.1", "serves production"],
+    ),
+    Phase.KEEPING_BLUE: (
+        [ACTION_ROLLBACK],
+        ["🟢 *Green serves production, blue kept*", "🔵 Blue* v2.4.0", "kept, idle"],
+    ),
+    Phase.PROMOTING: ([], ["🚀 *Retiring blue*", "scaled down"]),
+    Phase.SUCCEEDED: ([], ["✅ *Succeeded*", "retired"]),
+}
+
+
+@pytest.mark.parametrize("phase", list(BLUE_GREEN_CARDS), ids=str)
+def test_a_blue_green_card_shows_blue_and_green_side_by_side(phase: Phase) -> None:
+    run = run_in(phase, kind=ReleaseKind.BLUE_GREEN)
+    card = release_card(run.release, now=run.now)
+    expected_actions, phrases = BLUE_GREEN_CARDS[phase]
+    assert action_ids(card) == expected_actions
+    first_line, *details = phrases
+    shown = json.dumps(card.payload(), ensure_ascii=False)
+    assert status_of(card).startswith(f"{first_line}\n")
+    for detail in details:
+        assert detail in shown, detail
+    assert blocks_of(card, "header")[0]["text"]["text"] == "shop-api v2.4.1 · bluegreen release"

@@ -33,6 +33,7 @@ from bot.core.commands import (
     Rollback,
     StartBlueGreen,
     StartCanary,
+    StartHybrid,
     Status,
     Unfreeze,
     Unlock,
@@ -91,6 +92,11 @@ VALID: list[tuple[str, Command]] = [
     ),
     ("canary", OpenStartForm(strategy="canary")),
     ("BlueGreen  ", OpenStartForm(strategy="bluegreen")),
+    ("hybrid", OpenStartForm(strategy="hybrid")),
+    (
+        'hybrid shop-api v2.4.1 --plan fast --override "friday fix"',
+        StartHybrid(app="shop-api", version=tag("v2.4.1"), plan="fast", override="friday fix"),
+    ),
     ("status", Status(app=None)),
     ("STATUS shop-api", Status(app="shop-api")),
     ("list", ListActive()),
@@ -183,7 +189,11 @@ MISTAKES: list[tuple[str, str, str | None]] = [
     ("history", "`/release history` needs an app name", "history"),
     ("pause --for 30m", "`/release pause` needs an app name", "pause"),
     ("canary shop-api", f"`/release canary shop-api` {VERSION_NEEDED}", "canary"),
-    ("bluegreen shop-api --", "`/release bluegreen` takes no flags, but got `--`", "bluegreen"),
+    (
+        "bluegreen shop-api --",
+        "unknown flag `--` for `/release bluegreen`; it accepts `--override`",
+        "bluegreen",
+    ),
     ("bluegreen shop-api", f"`/release bluegreen shop-api` {VERSION_NEEDED}", "bluegreen"),
     (
         "canary shop-api v1..bad!",
@@ -300,7 +310,7 @@ MISTAKES: list[tuple[str, str, str | None]] = [
     ),
     (
         "bluegreen shop-api v1 --  v2",
-        "`/release bluegreen` takes no flags, but got `--`",
+        "unknown flag `--` for `/release bluegreen`; it accepts `--override`",
         "bluegreen",
     ),
     (
@@ -343,7 +353,17 @@ def test_a_pasted_blob_is_quoted_short_in_the_message() -> None:
 
 def test_usage_lists_every_subcommand_once_and_explains_app_and_version() -> None:
     lines = USAGE.splitlines()
-    names = ["help", "canary", "bluegreen", "status", "list", "history", "advance", "approve"]
+    names = [
+        "help",
+        "canary",
+        "bluegreen",
+        "hybrid",
+        "status",
+        "list",
+        "history",
+        "advance",
+        "approve",
+    ]
     names += ["pause", "resume", "rollback", "promote", "lock", "unlock"]
     for name in names:
         assert len([line for line in lines if line.split()[:2] == ["/release", name]]) == 1, name
@@ -358,6 +378,7 @@ def test_usage_for_one_subcommand_shows_its_line_and_only_the_notes_it_needs() -
     assert canary[1].startswith("/release canary <app> <version> [--plan NAME]  ")
     assert [line.split(":")[0].split(",")[0] for line in canary[2:]] == [
         "With nothing after it",
+        "Which",
         "<app>",
         "<version>",
     ]
@@ -629,5 +650,8 @@ def test_a_form_s_fields_are_read_by_the_same_grammar_one_word_each() -> None:
         with pytest.raises(UsageError) as refused:
             start_command(strategy, app=app, version=version, plan=None)
         assert refused.value.problem.startswith(problem)
-    assert STRATEGIES == ("canary", "bluegreen")
-    assert takes_plan("canary") and not takes_plan("bluegreen")
+    assert start_command("hybrid", app="shop-api", version="v2", plan="fast") == StartHybrid(
+        app="shop-api", version=tag("v2"), plan="fast"
+    )
+    assert STRATEGIES == ("canary", "bluegreen", "hybrid")
+    assert takes_plan("canary") and takes_plan("hybrid") and not takes_plan("bluegreen")

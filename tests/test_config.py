@@ -13,6 +13,7 @@ import pytest
 from bot.application.apps_file import ConfigError, load_config
 from bot.core.apps import (
     AppConfig,
+    BlueGreenConfig,
     BotConfig,
     ChannelRef,
     ErrorRateLimits,
@@ -79,9 +80,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_example_file_loads_into_typed_objects() -> None:
     config = load_config(EXAMPLE)
 
-    assert list(config.apps) == ["shop-api", "checkout", "image-resizer"]
+    assert list(config.apps) == ["shop-api", "checkout", "image-resizer", "ledger"]
     assert list(config.plans) == ["default", "fast", "careful", "verified"]
-    shop, checkout, resizer = (config.app(name) for name in config.apps)
+    shop, checkout, resizer, ledger = (config.app(name) for name in config.apps)
+    settings = ledger.bluegreen
+    assert (settings.service, settings.preview_service_of("ledger")) == ("ledger", "ledger-green")
+    assert (settings.approvals, settings.preview_checks) == (2, True)
+    assert (settings.watch_window_s, settings.check_interval_s) == (1800, 30)
+    assert (settings.retention_s, settings.scale_down_grace_s) == (86400, 3600)
+    assert shop.bluegreen == BlueGreenConfig()  # none given: `<app>-green`, 30m, 1d, 1h
 
     assert shop.namespace == "shop"
     assert shop.workload == "shop-api"
@@ -156,7 +163,7 @@ def test_check_config_cli_on_the_example_exits_zero_with_a_summary() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines[0] == "OK: 3 apps, 4 plans"
+    assert lines[0] == "OK: 4 apps, 4 plans"
     assert "  shop-api: shop/shop-api via istio, plan careful, channel #shop-releases" in lines
     assert (
         "  checkout: payments/checkout via gateway-api, plan verified, channel C0PAYMENTS" in lines

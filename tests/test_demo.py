@@ -60,10 +60,12 @@ def _finish(process: subprocess.Popen[str]) -> DemoRun:
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[str, DemoRun]]:
-    """Both scenarios, run side by side to halve the wait (each has its own redis-server)."""
+    """Every scenario, run side by side to cut the wait (each has its own redis-server)."""
     processes = {
         "canary": _demo_process(),
         "rollback": _demo_process("--scenario", "rollback"),
+        "bluegreen": _demo_process("--scenario", "bluegreen"),
+        "hybrid": _demo_process("--scenario", "hybrid"),
     }
     try:
         yield {scenario: _finish(process) for scenario, process in processes.items()}
@@ -72,7 +74,7 @@ def runs() -> Iterator[dict[str, DemoRun]]:
             process.kill()
 
 
-@pytest.mark.parametrize("scenario", ["canary", "rollback"])
+@pytest.mark.parametrize("scenario", ["canary", "rollback", "bluegreen", "hybrid"])
 def test_each_scenario_exits_0_without_a_traceback(runs: dict[str, DemoRun], scenario: str) -> None:
     run = runs[scenario]
     assert run.returncode == 0, run.stderr
@@ -242,3 +244,53 @@ def test_without_redis_server_it_says_how_to_install_it(tmp_path: Path) -> None:
     assert "apt-get install redis-server" in run.stderr
     assert "Traceback" not in run.stderr
     assert run.stdout == ""
+
+
+def test_bluegreen_switches_a_bad_green_back_by_itself_then_releases_a_good_one(
+    runs: dict[str, DemoRun],
+) -> None:
+    run = runs["bluegreen"]
+    run.in_order(
+        "release-bot demo (bluegreen scenario): two blue-green releases of shop-api v1.0.0",
+        "types: /release bluegreen shop-api v1.1.0",
+        "created Deployment shop-api-green (v1.1.0, 4 pods) beside blue",
+        "│ 🔵 Blue v1.0.0",
+        "│ 🟢 Green v1.1.0",
+        "on its preview Service",
+        "clicks [ Approve ]",
+        "Service shop-api selector now version: v1.1.0 (one update)",
+        "│ 🔀 Switched production to green in ",
+        "the watch window for 6s",
+        "Service shop-api selector now version: v1.0.0 (one update)",  # traffic first
+        "switching back to blue v1.0.0 automatically at the watch window: error rate is 12.4 %",
+        "! @here 🚨 shop-api v1.1.0: automatic rollback",
+        "shop-api is back on blue v1.0.0 for all traffic",
+        "types: /release bluegreen shop-api v1.1.1",
+        "Switched production to green in ",
+        "blue v1.0.0 is kept until",
+        "scaled blue Deployment shop-api (v1.0.0) to 0",
+        "deleted blue Deployment shop-api",
+        "shop-api v1.1.1 is released: green serves production and blue v1.0.0 is deleted",
+        "Demo finished in ",
+    )
+    assert run.stdout.count("[channel alert]") == 1  # the switch-back, nothing else
+
+
+def test_hybrid_previews_a_full_size_green_then_widens_it_in_canary_stages(
+    runs: dict[str, DemoRun],
+) -> None:
+    run = runs["hybrid"]
+    run.in_order(
+        "release-bot demo (hybrid scenario): a hybrid release of shop-api v1.0.0 (blue)",
+        "types: /release hybrid shop-api v1.1.0",
+        "created green Deployment shop-api-canary (v1.1.0, 4 pods, as big as blue)",
+        "the preview: green v1.1.0 is ready on its preview Service",
+        "clicks [ Approve ]",
+        "stable v1.0.0 95 % · canary v1.1.0 5 % (canary 4 of 4 pods)",
+        "stage 2/4 (5 %) for 5s: 5 % of traffic goes to green",
+        "stage 3/4 (50 %) for 2s: 50 % of traffic goes to green, then it waits for approval",
+        "clicks [ Approve ]",
+        "Demo finished in ",
+    )
+    assert "shop-api v1.1.0 released, stable runs it" in run.stdout
+    assert "[channel alert]" not in run.stdout

@@ -439,6 +439,7 @@ def test_rbac_rules_are_the_ones_of_deploy_rbac_yaml(kube_tools: KubeTools) -> N
         ("", "limitranges"),
         ("batch", "jobs"),
         ("", "pods/log"),
+        ("discovery.k8s.io", "endpointslices"),
         ("networking.istio.io", "virtualservices"),
         ("networking.istio.io", "destinationrules"),
         ("gateway.networking.k8s.io", "httproutes"),

@@ -1,14 +1,13 @@
 """Least privilege, on the real apiserver: release-bot's ServiceAccount, bound by deploy/rbac.yaml
 (cluster-wide) or by deploy/overlays/namespace-scoped/roles.yaml (one Role + RoleBinding per
-namespace an app names), runs whole canary releases with a TokenRequest token of its own, and may
-do nothing the releases do not need (read Secrets, delete Namespaces, exec into pods, touch
-Deployments where no app lives). tests/test_install.py keeps the four copies of the rules equal.
+namespace an app names), runs whole canary and blue-green releases with a TokenRequest token of
+its own, and may do nothing the releases do not need (read Secrets, delete Namespaces, exec into
+pods, touch Deployments where no app lives). tests/test_install.py keeps the four copies of the
+rules equal. Argo Rollouts will need its own rules and its own releases here.
 
-The canary and its verification Jobs so far: blue-green and Argo Rollouts will need their own
-rules and their own releases here. A verification Job runs with the app's ServiceAccount: the
-bot names it in the Job's pod template, which the apiserver allows to whoever may create Jobs
-(no `use` or `impersonate` right exists or is needed), and the account has no right on
-ServiceAccounts at all.
+A verification Job runs with the app's ServiceAccount: the bot names it in the Job's pod
+template, which the apiserver allows to whoever may create Jobs (no `use` or `impersonate` right
+exists or is needed), and the account has no right on ServiceAccounts at all.
 """
 
 from __future__ import annotations
@@ -190,6 +189,48 @@ def run_canary(world: World) -> None:
         canary_service = world.cluster.read(SERVICES, "shop-api-canary")
         assert canary_service["metadata"]["labels"][MANAGED_BY_LABEL] == MANAGED_BY
     world.wait_thread("shop-api v2 is released")
+
+
+def run_blue_green(world: World) -> None:
+    """A blue-green release to blue retired, checked with the admin's client: green and the
+    preview Service created, the switch (a Service update), the EndpointSlices waited on, blue
+    scaled down and deleted, the preview Service deleted."""
+    answer = world.command(f"bluegreen {APP} v2", user=ALICE)
+    assert answer.startswith(":white_check_mark: Started a blue-green release of shop-api v2"), (
+        answer
+    )
+    world.wait_for(Phase.AWAITING_APPROVAL, 0)
+    assert world.cluster.read(SERVICES, "shop-api-green")["spec"]["selector"]["version"] == "v2"
+    world.post(world.click(ACTION_APPROVE))
+    world.wait_thread("Switched production to green in")
+    world.wait_for(Phase.SUCCEEDED)
+    assert world.cluster.read(SERVICES, APP)["spec"]["selector"]["version"] == "v2"
+    assert world.image(APP) is None  # blue retired
+    assert world.image("shop-api-green") == "registry.example/shop/api:v2"
+    assert world.cluster.of(SERVICES).get("shop-api-green") is None
+
+
+BLUE_GREEN = "{watch_window: 1s, retention: 1s, scale_down_grace: 0s}"
+
+
+def test_a_blue_green_release_runs_with_the_cluster_wide_rules(
+    world_for: Any, bot_account: BotAccount, bind_cluster_wide: Callable[[], None]
+) -> None:
+    bind_cluster_wide()
+    world: World = world_for(
+        "bluegreen", PLAN, bluegreen=BLUE_GREEN, kubeconfig=bot_account.kubeconfig
+    )
+    run_blue_green(world)
+
+
+def test_a_blue_green_release_runs_with_the_namespace_scoped_rules(
+    world_for: Any, bot_account: BotAccount, kube_admin: k8s.ApiClient, namespace: str
+) -> None:
+    bind_in_namespace(kube_admin, bot_account, namespace)
+    world: World = world_for(
+        "bluegreen", PLAN, bluegreen=BLUE_GREEN, kubeconfig=bot_account.kubeconfig
+    )
+    run_blue_green(world)
 
 
 def plan_for(provider: str) -> str:

@@ -25,7 +25,7 @@ from bot.core.apps import (
     ReplicasRouter,
     Router,
 )
-from bot.core.errors import TemporaryError
+from bot.core.errors import PermanentError, TemporaryError
 from bot.core.machine import (
     Approve,
     CanaryReady,
@@ -40,7 +40,7 @@ from bot.core.machine import (
 )
 from bot.core.plan import Plan, Stage
 from bot.core.ports import Observation
-from bot.core.release import Phase
+from bot.core.release import Phase, ReleaseKind
 from bot.kube.client import (
     DEPLOYMENTS,
     DESTINATION_RULES,
@@ -50,7 +50,7 @@ from bot.kube.client import (
     Object,
     ResourceType,
 )
-from bot.kube.reconciler import KubernetesCluster
+from bot.kube.reconciler import KubernetesCluster, build_strategy
 from bot.kube.routers.replicas import replica_counts
 from tests.infra.kube import KubeCluster
 from tests.infra.processes import wait_until
@@ -447,7 +447,7 @@ def test_preflight_summary_blocks_a_deployment_without_readiness_probe_and_names
     cluster.create(DEPLOYMENTS, stable_deployment(replicas=2, readiness_probe=False))
     install_replicas(cluster)
 
-    refused = kube.preflight(app, "latest")
+    refused = kube.preflight(app, "latest", ReleaseKind.CANARY)
     assert refused.blocked
     first, second, *others = refused.summary.splitlines()
     assert first == (
@@ -461,13 +461,13 @@ def test_preflight_summary_blocks_a_deployment_without_readiness_probe_and_names
     assert "✅ The routing objects can split the traffic." in others
 
     cluster.create(DEPLOYMENTS, stable_deployment(replicas=2))
-    allowed = kube.preflight(app, NEW_VERSION)
+    allowed = kube.preflight(app, NEW_VERSION, ReleaseKind.CANARY)
     assert not allowed.blocked
     assert all(line.startswith("✅ ") for line in allowed.summary.splitlines())
     assert f"`app` goes from `registry.example/shop/api:v1` to `{NEW_IMAGE}`" in allowed.summary
 
     cluster.create(DEPLOYMENTS, stable_deployment(replicas=0))
-    idle = kube.preflight(app, NEW_VERSION)
+    idle = kube.preflight(app, NEW_VERSION, ReleaseKind.CANARY)
     assert idle.blocked
     assert idle.summary.startswith("⛔ Deployment `shop-api` runs 0 replicas")
 
@@ -516,7 +516,7 @@ def test_stable_version_is_the_version_label_else_the_first_containers_tag(
     app = app_config(cluster.namespace, SETUPS["replicas"])
     kube = kubernetes_cluster(kube_admin)
     cluster.create(DEPLOYMENTS, stable_deployment(replicas=0))
-    assert kube.stable_version(app) == "v1"
+    assert kube.stable_version(app, ReleaseKind.CANARY) == "v1"
 
     digest = "registry.example/shop/api@sha256:" + "ab12" * 16
     for image, version in (("registry.example/shop/api:v1.3.0", "v1.3.0"), (digest, digest)):
@@ -526,4 +526,14 @@ def test_stable_version_is_the_version_label_else_the_first_containers_tag(
             {"name": "proxy", "image": "envoyproxy/envoy:v1.31.0"}
         )
         cluster.create(DEPLOYMENTS, unlabelled)
-        assert kube.stable_version(app) == version
+        assert kube.stable_version(app, ReleaseKind.CANARY) == version
+
+
+def test_an_unknown_release_kind_is_an_error_naming_the_known_ones() -> None:
+    """The factory refuses before it touches the cluster: no apiserver is asked."""
+    app = app_config("shop", SETUPS["replicas"])
+    known = "canary, bluegreen, hybrid"
+    with pytest.raises(
+        PermanentError, match=f"unknown release kind 'rolling'; known kinds: {known}"
+    ):
+        build_strategy("rolling", k8s.ApiClient(), app)

@@ -31,7 +31,8 @@ class ScriptedTick:
         self.calls: list[float] = []
         self.done = threading.Event()
 
-    def __call__(self) -> None:
+    def __call__(self, wait_s: float) -> None:
+        assert wait_s == INTERVAL_S  # a pass waits for its releases one interval at most
         self.calls.append(time.monotonic())
         if not self._script:
             self.done.set()
@@ -103,7 +104,7 @@ def test_a_temporary_error_with_retry_after_is_waited_out_capped(
 def test_stop_ends_the_loop_promptly_in_the_middle_of_a_backoff() -> None:
     failing = threading.Event()
 
-    def tick() -> None:
+    def tick(wait_s: float) -> None:
         failing.set()
         raise TemporaryError("Redis is down", retry_after_s=1000)
 

@@ -112,9 +112,7 @@ class CodeFacts:
 
 def registered_listeners(monkeypatch: pytest.MonkeyPatch) -> list[Listener]:
     monkeypatch.setattr(handlers.app, "App", RecordingApp)
-    app = handlers.app.build_app(
-        signing_secret="unused", client=WebClient(token="xoxb-unused"), service=None
-    )
+    app = handlers.app.build_app(client=WebClient(token="xoxb-unused"), service=None)
     assert isinstance(app, RecordingApp)
     return app.listeners
 

@@ -92,7 +92,7 @@ def test_the_form_lists_only_the_apps_the_person_may_start(world_for: Any) -> No
 
     alice = open_form(world, ALICE)
     assert options(alice, "app") == ["billing", APP]  # not vault: only Bob may start it
-    assert options(alice, "strategy") == ["canary", "bluegreen"]
+    assert options(alice, "strategy") == ["canary", "bluegreen", "hybrid"]
     assert not any(block.get("block_id") == "plan" for block in alice["blocks"])  # no app yet
     assert options(open_form(world, BOB), "app") == ["billing", APP, "vault"]
     assert options(open_form(world, EVE), "app") == ["billing"]

@@ -4,7 +4,7 @@ delivery claims, locks and the audit trail."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -18,8 +18,8 @@ from bot.core.machine import (
     transition,
 )
 from bot.core.plan import DEFAULT_PLAN
-from bot.core.ports import AppBusy, AppLocked, HistoryEntry, RevisionConflict
-from bot.core.release import Phase, Release
+from bot.core.ports import AppBusy, AppLocked, HistoryEntry, RevisionConflict, StoredRelease
+from bot.core.release import NoticeKind, OutboxNotice, Phase, Release
 from bot.redis.store import ReleaseStore, StoreUnavailable, connect
 from tests.infra.processes import free_port
 
@@ -188,3 +188,88 @@ def test_redis_down_is_a_clear_temporary_error() -> None:
     store = ReleaseStore(connect(f"redis://127.0.0.1:{free_port()}/0"))
     with pytest.raises(StoreUnavailable, match="state store unavailable, nothing changed"):
         store.active("shop-api")
+
+
+def due_ids(store: ReleaseStore, now: datetime) -> list[str]:
+    return store.release_ids_due(now)[0]
+
+
+def tally(store: ReleaseStore) -> dict[str, int]:
+    counts = store.release_ids_due(NOW)[1]
+    return {phase: count for (phase, _), count in counts.items() if count}
+
+
+def test_each_save_writes_the_due_time_in_the_same_script(store: ReleaseStore) -> None:
+    release = new_release()
+    stored = store.create(release, entry=entry(release, "start"), due_at=NOW)
+    assert due_ids(store, NOW) == ["r1"]
+    assert tally(store) == {"starting": 1}
+    later = NOW + timedelta(minutes=5)
+    running = transition(stored.release, CanaryReady(), now=NOW).release
+    stored = store.save(
+        stored, running, entry=entry(running, "ready"), finished=False, due_at=later
+    )
+    assert due_ids(store, NOW) == []
+    assert due_ids(store, later) == ["r1"]
+    assert tally(store) == {"running": 1}
+    with pytest.raises(RevisionConflict):  # a save that loses changes no due time either
+        store.save(StoredRelease(release, 1), running, entry=None, finished=False, due_at=NOW)
+    assert due_ids(store, NOW) == []
+
+
+def test_a_finished_release_leaves_the_index_once_nothing_is_left_to_post(
+    store: ReleaseStore,
+) -> None:
+    release = new_release()
+    stored = store.create(release, entry=entry(release, "start"))
+    rolling = transition(stored.release, Rollback(by="U0ANA"), now=NOW).release
+    stored = store.save(stored, rolling, entry=None, finished=False)
+    done = transition(rolling, RollbackDone(), now=NOW).release
+    notice = OutboxNotice(id=1, kind=NoticeKind.ROLLED_BACK, text="rolled back")
+    stored = store.save(stored, done.evolve(outbox=(notice,)), entry=None, finished=True)
+    assert due_ids(store, NOW) == ["r1"]  # its last message is still to post
+    assert tally(store) == {"rolled_back": 1}
+    store.save(stored, done, entry=None, finished=True)
+    assert due_ids(store, NOW + timedelta(days=365)) == []
+    assert tally(store) == {}
+    store.make_due("r1")  # a finished release does not come back
+    assert due_ids(store, NOW) == []
+
+
+def test_reschedule_moves_only_a_release_nobody_saved_since(store: ReleaseStore) -> None:
+    release = new_release()
+    stored = store.create(release, entry=entry(release, "start"))
+    later = NOW + timedelta(minutes=1)
+    assert store.reschedule(stored, later)
+    assert due_ids(store, NOW) == []
+    store.make_due("r1")
+    assert due_ids(store, NOW) == ["r1"]
+    store.save(stored, release, entry=None, finished=False, due_at=NOW)  # revision 2 now
+    assert not store.reschedule(stored, later)  # read at revision 1: the save's time stands
+    assert due_ids(store, NOW) == ["r1"]
+
+
+def test_releases_saved_before_the_index_join_it_due_at_once(
+    store: ReleaseStore, redis_client: redis.Redis
+) -> None:
+    for name in ("a", "b"):
+        release = new_release(app=name, release_id=name)
+        store.create(release, entry=entry(release, "start"), due_at=NOW + timedelta(hours=1))
+    redis_client.zrem("rb:due", "a")  # as if saved by a bot without the index or its tally
+    redis_client.hdel("rb:release:a", "labels")
+    redis_client.hincrby("rb:tally", "starting canary", -1)
+    assert tally(store) == {"starting": 1}
+    assert store.index_unindexed() == 1
+    assert due_ids(store, NOW) == ["a"]  # b keeps its own time
+    assert tally(store) == {"starting": 2}
+    assert store.index_unindexed() == 0
+
+
+def test_a_bookkeeping_save_never_postpones_a_pass(store: ReleaseStore) -> None:
+    release = new_release()
+    stored = store.create(release, entry=entry(release, "start"), due_at=NOW)
+    later = NOW + timedelta(hours=1)
+    stored = store.save(stored, release, entry=None, finished=False, due_at=later, only_sooner=True)
+    assert due_ids(store, NOW) == ["r1"]  # still due at NOW
+    store.save(stored, release, entry=None, finished=False, due_at=later)
+    assert due_ids(store, NOW) == []

@@ -248,7 +248,7 @@ def test_every_scheduler_pass_is_timed_the_failed_ones_too() -> None:
     calls: list[int] = []
     done = threading.Event()
 
-    def tick() -> None:
+    def tick(wait_s: float) -> None:
         calls.append(1)
         time.sleep(0.02)
         if len(calls) == 1:

@@ -19,6 +19,10 @@ _DURATION_FIELDS = {
     "interval_s",
     "window_s",
     "snapshot_interval_s",
+    "watch_window_s",
+    "check_interval_s",
+    "retention_s",
+    "scale_down_grace_s",
     "lookback_s",
     "timeout_s",
 }
@@ -101,10 +105,10 @@ def _type_text(annotation: Any) -> str:
 
 def _default_text(field: FieldInfo, *, duration: bool) -> str:
     value = field.get_default(call_default_factory=True)
-    if duration:
-        return f"`{format_duration(value)}`"
     if value is None:
         return "none"
+    if duration:
+        return f"`{format_duration(value)}`"
     if value in ((), {}, ""):
         return "empty"
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"

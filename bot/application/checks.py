@@ -7,6 +7,9 @@ ChecksPassed, ChecksFailed or ChecksInconclusive. A check that fails its thresho
 without any further query, so nothing stands between the decision and the rollback. Only when
 the thresholds pass does an app's statistical judge (bot.core.judge) run, on per-interval
 samples of its lookback: a fail rolls back, marginal or missing data pauses, a pass passes.
+At the start of a pass, `prefetch` asks for the readings of every release whose check is due,
+one batch per Prometheus (MetricsPort.read_many), so the queries of a pass do not grow with the
+number of releases.
 
 Charts (bot.core.chart, drawn by a ChartRendererPort) are made when a message is delivered,
 after the transition is saved and the cluster reconciled: an upload never delays a rollback.
@@ -15,7 +18,12 @@ after the transition is saved and the cluster reconciled: an upload never delays
 from __future__ import annotations
 
 import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 import structlog
 
@@ -39,7 +47,8 @@ from bot.core.errors import ReleaseBotError
 from bot.core.judge import JudgeResult, Outcome, Overall, judge_statistically
 from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event, Notify
 from bot.core.ports import ChartRendererPort, MetricsPort
-from bot.core.release import NoticeKind, Phase, Release, desired_traffic
+from bot.core.release import NoticeKind, Release, desired_traffic
+from bot.core.schedule import checks_run
 
 log = structlog.get_logger(__name__)
 
@@ -47,9 +56,12 @@ TREND_POINTS = 12
 CHART_POINTS_MAX = 60
 CHART_SPAN_MAX_S = 6 * 3600
 """A chart shows the release from its first stage, at most this far back."""
-_CHECKED_PHASES = (Phase.VERIFYING, Phase.RUNNING, Phase.AWAITING_APPROVAL)
 _CHARTED_NOTICES = (NoticeKind.SNAPSHOT, NoticeKind.AUTO_ROLLBACK)
 _UNSAFE_IN_FILENAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+ReadingOf = Callable[[], Reading]
+Submit = Callable[..., Future[Any]]
+"""ThreadPoolExecutor.submit: runs a batch's read_many on a thread of its own."""
 
 
 class CanaryChecks:
@@ -65,19 +77,50 @@ class CanaryChecks:
         """Every `interval` while a stage runs or waits, and while a verification Job holds its
         gate (and while paused by missing metrics, to notice they are back); at once when the
         stage timer is up without a passing check."""
-        if not release.analysis_enabled or not _checked(release):
+        if not checks_run(release):
             return False
         last = release.last_check_at
-        if last is None or now - last >= timedelta(seconds=app.metrics.interval_s):
+        interval_s = release.stage.check_interval_s or app.metrics.interval_s
+        if last is None or now - last >= timedelta(seconds=interval_s):
             return True
         timer_up = release.stage_due_at is not None and now >= release.stage_due_at
         stage_started = release.stage_started_at
         unchecked = release.checks_passed == 0 and (stage_started is None or last < stage_started)
         return timer_up and unchecked
 
-    def run(self, release: Release, app: AppConfig, *, now: datetime) -> Event:
+    def prefetch(
+        self, due: Sequence[tuple[Release, AppConfig]], *, now: datetime, submit: Submit
+    ) -> dict[str, ReadingOf]:
+        """For every release of `due` whose check is due, its reading, asked for together with
+        those of every other release on the same Prometheus (one read_many per batch, started
+        with `submit` so that a hanging Prometheus holds only its own batch): release id -> a
+        call that waits for the reading (raising MetricsUnavailable as `read` would)."""
+        batches: dict[str, dict[str, AppConfig]] = defaultdict(dict)
+        checked: list[tuple[Release, AppConfig]] = []
+        for release, app in due:
+            if self.due(release, app, now=now):
+                batches[self._metrics.batch_of(app)][app.name] = app
+                checked.append((release, app))
+        answers = {
+            batch: submit(self._metrics.read_many, list(apps.values()), at=now)
+            for batch, apps in batches.items()
+        }
+        return {
+            release.id: partial(_reading_of, answers[self._metrics.batch_of(app)], app.name)
+            for release, app in checked
+        }
+
+    def run(
+        self,
+        release: Release,
+        app: AppConfig,
+        *,
+        now: datetime,
+        reading_of: ReadingOf | None = None,
+    ) -> Event:
+        """The check's event; `reading_of`: the reading prefetched for it (else it is read)."""
         try:
-            reading = self._metrics.read(app, at=now)
+            reading = reading_of() if reading_of else self._metrics.read(app, at=now)
         except MetricsUnavailable as error:
             return ChecksInconclusive(reason=str(error))
         weight = desired_traffic(release).canary_weight  # at a gate: the weight it holds
@@ -207,6 +250,13 @@ def _inconclusive_reason(verdict: JudgeResult) -> str:
     return escape("; ".join(lines))
 
 
+def _reading_of(answer: Future[dict[str, Reading | MetricsUnavailable]], app: str) -> Reading:
+    found = answer.result()[app]
+    if isinstance(found, MetricsUnavailable):
+        raise found
+    return found
+
+
 def _limits(release: Release, app: AppConfig) -> MetricsConfig:
     """At 100 % stable serves nobody, so limits relative to stable have nothing to compare."""
     limits = app.metrics
@@ -219,10 +269,3 @@ def _limits(release: Release, app: AppConfig) -> MetricsConfig:
             None if latency.max is None else latency.model_copy(update={"max_above_stable": None})
         )
     return limits.model_copy(update={"error_rate": error_rate, "p99_latency_ms": latency})
-
-
-def _checked(release: Release) -> bool:
-    if release.phase in _CHECKED_PHASES:
-        return True
-    pause = release.pause
-    return release.phase is Phase.PAUSED and pause is not None and pause.by is None

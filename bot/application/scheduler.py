@@ -1,8 +1,10 @@
 """The scheduler loop: a background thread that runs ReleaseService.tick every few seconds.
 
-Started by bot.entrypoints.server next to the HTTP server. Each pass reconciles every active release
-and delivers what has come due (canary ready, stage timers, promotion and rollback done); due times
-live in the release records in Redis, so a restarted bot picks up where the last one stopped.
+Started by bot.entrypoints.server next to the HTTP server. Each pass works the releases that have
+come due (canary ready, stage timers, metric checks, promotion and rollback done, messages to post);
+due times live in Redis with the release records, so a restarted bot picks up where the last one
+stopped. A pass waits for its releases one interval at most (`tick(wait_s)`): a release whose
+calls hang goes on in its own worker while the next passes work the others.
 
 A failed pass (e.g. Redis down) is retried by tenacity: the wait doubles from twice the interval
 up to MAX_BACKOFF_S, or is the failure's own TemporaryError.retry_after_s (capped the same), and
@@ -29,7 +31,7 @@ MAX_BACKOFF_S = 60.0
 
 
 class Scheduler:
-    def __init__(self, *, tick: Callable[[], None], interval_s: float) -> None:
+    def __init__(self, *, tick: Callable[[float], None], interval_s: float) -> None:
         self._tick = tick
         self._interval_s = interval_s
         self._stopping = threading.Event()
@@ -65,7 +67,7 @@ class Scheduler:
             return
         started = time.monotonic()
         try:
-            self._tick()
+            self._tick(self._interval_s)
         finally:
             telemetry.SCHEDULER_PASS_SECONDS.observe(time.monotonic() - started)
         self.passes += 1

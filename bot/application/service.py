@@ -10,8 +10,11 @@ is audited.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,8 +23,8 @@ from enum import StrEnum
 import structlog
 
 from bot.application import freeze_hold, telemetry, verification_gate
-from bot.application.checks import CanaryChecks
-from bot.core import freezes
+from bot.application.checks import CanaryChecks, ReadingOf
+from bot.core import freezes, schedule
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
 from bot.core.authorization import (
     APP_HOME,
@@ -41,6 +44,7 @@ from bot.core.machine import (
     Accepted,
     Advance,
     Approve,
+    BlueRetentionElapsed,
     CanaryReady,
     Effect,
     Event,
@@ -48,6 +52,7 @@ from bot.core.machine import (
     Notify,
     Pause,
     PauseTimerElapsed,
+    PodsObserved,
     Promote,
     PromotionDone,
     ReconcileCluster,
@@ -55,6 +60,7 @@ from bot.core.machine import (
     Resume,
     RollbackDone,
     StageTimerElapsed,
+    Switched,
     VerificationPassed,
     offers,
     start_release,
@@ -79,8 +85,9 @@ from bot.core.ports import (
     SlackRefs,
     StoredRelease,
     StorePort,
+    SwitchTiming,
 )
-from bot.core.release import NoticeKind, Phase, Release, ReleaseKind
+from bot.core.release import BlueGreenTimes, NoticeKind, Phase, Release, ReleaseKind
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +104,13 @@ class CrashPoint(StrEnum):
 
 
 CANARY_READY_DEADLINE = timedelta(minutes=10)
+LEASE_WAIT_S = 1.0  # a person's action waits this long for a scheduler pass to let go
+LEASE_RETRY_S = 0.02
 BOT_ACTOR = "release-bot"
+WORKERS_DEFAULT = 8
+METRICS_WORKERS = 4
+"""Batches of metric queries read at once (one per Prometheus a pass reads)."""
+RESYNC_S_DEFAULT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +173,25 @@ class ReleaseService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         canary_ready_deadline: timedelta = CANARY_READY_DEADLINE,
         crash_at: CrashPoint | None = None,
+        workers: int = WORKERS_DEFAULT,
+        resync_s: float = RESYNC_S_DEFAULT,
     ) -> None:
         """`checks` None: no metrics source, so stages advance on their timers alone;
         `membership` None: no user group can be resolved, so rules naming one deny, and a group
         in `break_glass` lets nobody override (user ids do); `home_viewers` None: no App Home to
-        refresh after a transition."""
+        refresh after a transition. `workers`: how many releases one pass works at once
+        (RELEASE_BOT_WORKERS); `resync_s`: the longest a release goes without a pass, so drift
+        in the cluster is repaired within it."""
+        if workers < 1:
+            raise ValueError(f"a pass needs at least one worker, got {workers}")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="release-worker")
+        self._metrics_pool = ThreadPoolExecutor(
+            max_workers=METRICS_WORKERS, thread_name_prefix="metrics-batch"
+        )
+        self._in_flight: dict[str, Future[Release | None]] = {}
+        self._in_flight_lock = threading.Lock()
+        self._indexed_at: float | None = None
+        self._resync_s = resync_s
         self._config = config
         self._home_viewers = home_viewers
         self._membership = membership
@@ -188,14 +215,17 @@ class ReleaseService:
         channel_name: str = "",
         override: str | None = None,
         reason: str = "",
+        kind: ReleaseKind = ReleaseKind.CANARY,
     ) -> Outcome:
-        """Start a canary; its card goes to the app's channel when the apps file gives its ID,
-        else to `channel`, where the command was typed (`channel_name`: its name, when the
-        request carries one, for rules that name channels by name). `override`: a break-glass
-        reason, which lets the start through a freeze and a deploy lock; `reason`: why (the
-        start form asks), kept in the audit trail."""
-        # the release's id joins once it exists; the strategy is the only one there is yet
-        context = {"app": app_name, "version": version, "strategy": ReleaseKind.CANARY.value}
+        """Start a release of `kind`; its card goes to the app's channel when the apps file
+        gives its ID, else to `channel`, where the command was typed (`channel_name`: its name,
+        when the request carries one, for rules that name channels by name). `override`: a
+        break-glass reason, which lets the start through a freeze and a deploy lock; `reason`:
+        why (the start form asks), kept in the audit trail. A blue-green release walks the
+        app's blue-green plan (`plan_name` is not used); a hybrid one the preview, then the
+        widening stages of `plan_name`'s plan (or the app's)."""
+        # the release's id joins once it exists
+        context = {"app": app_name, "version": version, "strategy": kind.value}
         with structlog.contextvars.bound_contextvars(**context):
             if override is not None and not self.may_break_glass(user):
                 if app_name not in self._config.apps:
@@ -216,6 +246,7 @@ class ReleaseService:
                     channel_name=channel_name,
                     override=override,
                     reason=reason,
+                    kind=kind,
                 )
             except _NOT_TAKEN_UP as refusal:
                 self._refused_start(refusal, app_name, user, channel=channel, override=override)
@@ -270,6 +301,7 @@ class ReleaseService:
         channel: str,
         channel_name: str,
         override: str | None,
+        kind: ReleaseKind = ReleaseKind.CANARY,
     ) -> StartProblem | None:
         """The refusals decided before the cluster is asked; raises AppBusy, AppLocked,
         UnknownPlan."""
@@ -282,7 +314,7 @@ class ReleaseService:
                 f"{app.name}'s slack_channel is given by name ({app.slack_channel}), so its card "
                 "has no channel to go to from App Home; start it from that channel",
             )
-        plan = self._config.plan(plan_name) if plan_name else app.plan
+        plan, _ = _SHAPES[kind](self._config, app, plan_name)
         if refusal := plan_refusal(app, plan):
             return StartProblem(StartField.PLAN, refusal)
         if override is None and (frozen := self.frozen(app.name)) is not None:
@@ -304,6 +336,7 @@ class ReleaseService:
         channel_name: str,
         override: str | None,
         reason: str,
+        kind: ReleaseKind,
     ) -> Outcome:
         app = self._config.app(app_name)
         problem = self._start_problem(
@@ -313,14 +346,15 @@ class ReleaseService:
             channel=channel,
             channel_name=channel_name,
             override=override,
+            kind=kind,
         )
         if problem is not None:
             return Outcome(False, problem.message, not_taken_up=problem.not_taken_up)
-        plan = self._config.plan(plan_name) if plan_name else app.plan
-        previous = self._cluster.stable_version(app)
+        plan, blue_green = _SHAPES[kind](self._config, app, plan_name)
+        previous = self._cluster.stable_version(app, kind)
         if previous == version:
             return Outcome(False, f"{app.name} already runs {version}; nothing to release")
-        preflight = self._cluster.preflight(app, version)
+        preflight = self._cluster.preflight(app, version, kind)
         if preflight.blocked:
             refused = f"refused by preflight: {preflight.summary}"
             self._audit(app.name, "-", user, "start", refused, channel=channel)
@@ -341,6 +375,8 @@ class ReleaseService:
             approvers=app.authorization.approve,
             now=now,
             analysis_enabled=self._checks is not None and self._checks.covers(app),
+            kind=kind,
+            blue_green=blue_green,
         )
         preflight_notice = Notify(kind=NoticeKind.PREFLIGHT, text=preflight.summary)
         effects: tuple[Effect, ...] = (*started.effects, preflight_notice)
@@ -356,7 +392,12 @@ class ReleaseService:
             entry = self._entry(
                 release, user, "start", "applied", detail, channel=channel, override=override
             )
-            stored = self._store.create(release, entry=entry, through_lock=override is not None)
+            stored = self._store.create(
+                release,
+                entry=entry,
+                through_lock=override is not None,
+                due_at=self._due_at(release),
+            )
             _log_applied(entry, app=app.name)
             self._refresh_home()
             with self._leases.hold_release(release.id) as leased:  # else another replica's pass
@@ -365,7 +406,9 @@ class ReleaseService:
                     self._reconcile(leased)
                     self._reached(CrashPoint.RECONCILED)
                     stored = self._deliver(leased)
-        return Outcome(True, f"Started a canary of {app.name} {version}.", stored.release)
+        return Outcome(
+            True, f"Started {_KIND_NAMES[kind]} of {app.name} {version}.", stored.release
+        )
 
     def act(
         self,
@@ -461,12 +504,23 @@ class ReleaseService:
         self._audit(
             scope, "-", user, "unfreeze", f"applied (frozen by {previous.by})", channel=channel
         )
+        self._due_now_if_held(scope)
         return Outcome(
             True,
             f"<@{user}> lifted the freeze of {scope} set by <@{previous.by}> "
             "(recurring windows still apply).",
             for_everyone=True,
         )
+
+    def _due_now_if_held(self, scope: str) -> None:
+        """The releases a lifted freeze held go on at the next pass, not at the freeze's end."""
+        if scope == ALL_APPS:
+            releases = self._store.active_releases()
+        else:
+            releases = [stored] if (stored := self._store.active(scope)) else []
+        for stored in releases:
+            if freeze_hold.held_by_freeze(stored.release):
+                self._store.make_due(stored.release.id)
 
     def lock(
         self,
@@ -697,50 +751,156 @@ class ReleaseService:
         if (holder := self._store.active(app)) is not None:
             raise AppBusy(holder)
 
-    def tick(self) -> None:
-        """One scheduler pass: every release no other replica is working on is reconciled, gets
-        what has come due, and has its undelivered Slack messages posted (also those a replica
-        that died before telling Slack left behind)."""
-        read: list[Release] = []
-        for release_id in self._store.release_ids_to_tick():
-            with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
-                if stored is None:
-                    continue
-                read.append(stored.release)
-                with _working_on(stored.release):
-                    self._tick_one(stored)
-        telemetry.observe_pass(read)  # a failed pass (Redis down) leaves the last good reading
+    def tick(self, wait_s: float | None = None) -> None:
+        """One scheduler pass: every release that is due (bot.core.schedule.next_due) and that no
+        other replica, nor an earlier pass still at work, is working on is reconciled, gets what
+        has come due, and has its undelivered Slack messages posted (also those a replica that
+        died before telling Slack left behind).
 
-    def _tick_one(self, stored: StoredRelease) -> None:
+        The releases are worked by a pool of `workers` threads, so a release whose calls hang
+        holds only its own worker. The pass waits for them `wait_s` at most (None: until all are
+        done); one still at work then carries on, and later passes leave it alone until it is
+        done. An unexpected error of a release the pass waited for is raised once all are done."""
+        if self._indexed_at is None or time.monotonic() - self._indexed_at >= self._resync_s:
+            self.index_unindexed()
+        due, counts = self._due_ids()
+        readings = self._prefetch(due)
+        started = [self._submit(release_id, readings.get(release_id)) for release_id in due]
+        futures = [future for future in started if future is not None]
+        done, _ = wait(futures, timeout=wait_s)
+        read = [release for future in done if (release := future.result()) is not None]
+        telemetry.observe_pass(read, counts)  # a failed pass (Redis down) leaves the last reading
+
+    def index_unindexed(self) -> None:
+        """Releases saved without a due time (by a bot from before the due index, during a
+        rolling upgrade) join the index, due at once: run by a pass once every resync period."""
+        self._store.index_unindexed()
+        self._indexed_at = time.monotonic()
+
+    def _due_ids(self) -> tuple[list[str], dict[tuple[str, str], int]]:
+        """The due releases no worker of this replica has yet, and the releases' tally."""
+        with self._in_flight_lock:
+            busy = set(self._in_flight)
+        due, counts = self._store.release_ids_due(self._clock())
+        return [release_id for release_id in due if release_id not in busy], counts
+
+    def _prefetch(self, due: list[str]) -> dict[str, ReadingOf]:
+        """The readings of the due releases' due checks, one batch per Prometheus, each on a
+        thread of the metrics pool (the records are read without their leases: the check itself
+        is decided again under the lease)."""
+        if self._checks is None or not due:
+            return {}
+        now = self._clock()
+        releases = [
+            (stored.release, self._config.apps[stored.release.app])
+            for stored in self._store.get_many(due)
+            if stored.release.app in self._config.apps and not stored.release.phase.is_terminal
+        ]
+        return self._checks.prefetch(releases, now=now, submit=self._metrics_pool.submit)
+
+    def _submit(
+        self, release_id: str, reading_of: ReadingOf | None
+    ) -> Future[Release | None] | None:
+        with self._in_flight_lock:
+            if release_id in self._in_flight:
+                return None
+            future = self._pool.submit(self._work, release_id, reading_of)
+            self._in_flight[release_id] = future
+        future.add_done_callback(lambda _: self._finished(release_id))
+        return future
+
+    def _finished(self, release_id: str) -> None:
+        with self._in_flight_lock:
+            self._in_flight.pop(release_id, None)
+
+    def _work(self, release_id: str, reading_of: ReadingOf | None) -> Release | None:
+        """One release's part of a pass, on a pool thread; the release as read, or None when
+        another replica holds it."""
+        with self._leases.hold_release(release_id) as stored:  # read as the lease is taken
+            if stored is None:
+                return None
+            with _working_on(stored.release):
+                try:
+                    self._tick_one(stored, reading_of)
+                except Exception:
+                    log.exception("tick_crashed", release=release_id)
+                    raise
+            return stored.release
+
+    def _tick_one(self, stored: StoredRelease, reading_of: ReadingOf | None = None) -> None:
         try:
-            if not self._tick_release(stored):
+            applied, reconciled = self._tick_release(stored, reading_of)
+            if not applied:
                 # What earlier passes left unposted; what a person's action saves while we hold
                 # the lease is posted by the next pass.
-                self._deliver(stored)
+                delivered = self._deliver(stored)
+                if delivered is stored and reconciled:
+                    self._reschedule(stored)
+            if not reconciled:
+                self._store.make_due(stored.release.id)  # the next pass reconciles again
         except TemporaryError as error:
             log.warning("tick_retry_later", release=stored.release.id, error=str(error))
 
-    def _tick_release(self, stored: StoredRelease) -> bool:
-        """True when it applied an event: its _apply has delivered what was waiting."""
+    def _reschedule(self, stored: StoredRelease) -> None:
+        """A pass that saved nothing moves the release's due time on (nothing if already due)."""
+        now = self._clock()
+        due_at = self._due_at(stored.release, now=now)
+        if due_at is not None and due_at > now:
+            self._store.reschedule(stored, due_at)
+
+    def _due_at(self, release: Release, *, now: datetime | None = None) -> datetime | None:
+        """When the release next needs a pass, as the due index keeps it."""
+        now = self._clock() if now is None else now
+        app = self._config.apps.get(release.app)
+        hold_ends_at = None
+        if freeze_hold.held_by_freeze(release):
+            frozen = self.frozen(release.app)
+            hold_ends_at = now if frozen is None else frozen.until
+        return schedule.next_due(
+            release,
+            now=now,
+            check_interval_s=app.metrics.interval_s if app else self._resync_s,
+            resync_s=self._resync_s,
+            hold_ends_at=hold_ends_at,
+        )
+
+    def _tick_release(
+        self, stored: StoredRelease, reading_of: ReadingOf | None = None
+    ) -> tuple[bool, bool]:
+        """(applied, reconciled): whether it applied an event (its _apply has delivered what was
+        waiting), and whether the cluster could be reconciled. A reconcile that fails for now
+        never keeps a due metric check from running: a failing check still rolls back."""
         if stored.release.phase.is_terminal:
-            return False  # only its last Slack messages were left to post
+            return False, True  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
+        reconciled_at = self._clock()
+        observation: Observation | None = None
         try:
             observation = self._cluster.reconcile(stored.release, app)
         except PermanentError as error:
-            return self._apply(stored, Fail(reason=str(error)), actor="release-bot").applied
+            return self._apply(stored, Fail(reason=str(error)), actor=BOT_ACTOR).applied, True
+        except TemporaryError as error:
+            log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+        reconciled = observation is not None
         now = self._clock()
         if self._checks is not None and self._checks.due(stored.release, app, now=now):
-            checked = self._checks.run(stored.release, app, now=now)
+            checked = self._checks.run(stored.release, app, now=now, reading_of=reading_of)
             # what comes due after the check is the next pass's business
-            return self._apply(stored, checked, actor="release-bot").applied
-        event = self._due_event(stored.release, observation, now=now)
-        return event is not None and self._apply(stored, event, actor="release-bot").applied
+            return self._apply(stored, checked, actor=BOT_ACTOR).applied, reconciled
+        if observation is None:
+            return False, False
+        event = self._due_event(stored.release, observation, now=now, reconciled_at=reconciled_at)
+        applied = event is not None and self._apply(stored, event, actor=BOT_ACTOR).applied
+        return applied, True
 
     def _due_event(
-        self, release: Release, observation: Observation, *, now: datetime
+        self, release: Release, observation: Observation, *, now: datetime, reconciled_at: datetime
     ) -> Event | None:
         match release.phase:
+            case Phase.SWITCHING if observation.switched is not None:
+                return _switched(release, observation.switched, reconciled_at)
+            case Phase.KEEPING_BLUE if release.blue_due_at and now >= release.blue_due_at:
+                return BlueRetentionElapsed()
             case Phase.STARTING if observation.canary_ready and self._held_before_traffic(release):
                 return None  # ready and taking no traffic, the canary waits out the freeze
             case Phase.STARTING if observation.canary_ready:
@@ -762,6 +922,8 @@ class ReleaseService:
                 return PromotionDone()
             case Phase.ROLLING_BACK if observation.rollback_complete:
                 return RollbackDone()
+        if observation.pods is not None and observation.pods != release.pods:
+            return PodsObserved(pods=observation.pods)
         return None
 
     def _verification_event(
@@ -874,7 +1036,11 @@ class ReleaseService:
             )
             try:
                 saved = self._store.save(
-                    stored, release, entry=entry, finished=release.phase.is_terminal
+                    stored,
+                    release,
+                    entry=entry,
+                    finished=release.phase.is_terminal,
+                    due_at=self._due_at(release),
                 )
             except RevisionConflict:
                 reread = self._store.get(stored.release.id)
@@ -887,19 +1053,66 @@ class ReleaseService:
             telemetry.count_transition(action, applied=True)
             telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
-            if ReconcileCluster() in decided.effects:
-                self._reconcile(saved)  # nothing (no Slack call, no query) before the traffic
-            self._reached(CrashPoint.RECONCILED)
-            saved = self._deliver(saved)
+            # under the lease, so no scheduler pass reconciles it meanwhile and takes the
+            # reconcile's findings (the switch and its times) for its own
+            with self._lease_soon(saved.release.id) as leased:
+                reconciled_at = self._clock()
+                reconciled = None
+                if ReconcileCluster() in decided.effects:  # nothing (no Slack call) before it
+                    reconciled = self._reconcile(saved if leased is None else leased)
+                self._reached(CrashPoint.RECONCILED)
+                saved = self._deliver(saved)
+                if leased is not None:
+                    return self._after_reconcile(saved, action, reconciled, reconciled_at)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
 
-    def _reconcile(self, stored: StoredRelease) -> None:
-        """Bring the cluster to the saved state now; if it fails, the next pass does it again."""
+    @contextmanager
+    def _lease_soon(self, release_id: str) -> Iterator[StoredRelease | None]:
+        """The release's lease, waiting a moment for a scheduler pass that holds it; None when
+        it is still held after LEASE_WAIT_S."""
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while True:
+            with self._leases.hold_release(release_id) as held:
+                if held is not None or time.monotonic() >= deadline:
+                    yield held
+                    return
+            time.sleep(LEASE_RETRY_S)
+
+    def _after_reconcile(
+        self,
+        saved: StoredRelease,
+        action: str,
+        reconciled: Observation | PermanentError | None,
+        reconciled_at: datetime,
+    ) -> Outcome:
+        """What the reconcile right after a person's action found comes next: a permanent
+        refusal (the release fails, or a refused switch goes back to waiting), a switch done."""
+        app = saved.release.app
+        if isinstance(reconciled, PermanentError):
+            self._apply(saved, Fail(reason=str(reconciled)), actor=BOT_ACTOR)
+            return Outcome(False, f"the cluster refused {action} for {app}: {reconciled}")
+        if isinstance(reconciled, Observation) and reconciled.switched is not None:
+            switched = _switched(saved.release, reconciled.switched, reconciled_at)
+            self._apply(saved, switched, actor=BOT_ACTOR)
+        return Outcome(True, f"{action} applied to {app}.", saved.release)
+
+    def _reconcile(self, stored: StoredRelease) -> Observation | PermanentError | None:
+        """Bring the cluster to the saved state now: what it saw, or the permanent error that
+        stopped it (the caller fails the release at once); on a temporary one (None) the next
+        pass does it again."""
         try:
-            self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
+            return self._cluster.reconcile(stored.release, self._config.app(stored.release.app))
+        except PermanentError as error:
+            log.warning("reconcile_refused", release=stored.release.id, error=str(error))
+            return error
         except ReleaseBotError as error:
             log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
+            try:
+                self._store.make_due(stored.release.id)
+            except TemporaryError as unsaved:  # still due at its saved time, or retried then
+                log.warning("due_now_unsaved", release=stored.release.id, error=str(unsaved))
+            return None
 
     def _deliver(self, stored: StoredRelease) -> StoredRelease:
         """Post the card and the outbox's thread messages under the release's lease, so two
@@ -958,7 +1171,12 @@ class ReleaseService:
             )
             try:
                 return self._store.save(
-                    stored, delivered, entry=None, finished=delivered.phase.is_terminal
+                    stored,
+                    delivered,
+                    entry=None,
+                    finished=delivered.phase.is_terminal,
+                    due_at=self._due_at(delivered),
+                    only_sooner=True,  # a reconcile that failed since wants the next pass
                 )
             except RevisionConflict:
                 reread = self._store.get(release.id)
@@ -1042,6 +1260,49 @@ def _log_applied(entry: HistoryEntry, *, app: str) -> None:
         actor=entry.actor,
         stage=entry.stage,
         phase=entry.phase,
+    )
+
+
+def _canary_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    return (config.plan(plan_name) if plan_name else app.plan), None
+
+
+def _blue_green_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    return app.bluegreen.plan(), app.bluegreen.times()
+
+
+def _hybrid_shape(
+    config: BotConfig, app: AppConfig, plan_name: str | None
+) -> tuple[Plan, BlueGreenTimes | None]:
+    canary, _ = _canary_shape(config, app, plan_name)
+    return app.bluegreen.hybrid_plan(canary), None
+
+
+_SHAPES = {
+    ReleaseKind.CANARY: _canary_shape,
+    ReleaseKind.BLUE_GREEN: _blue_green_shape,
+    ReleaseKind.HYBRID: _hybrid_shape,
+}
+"""A release kind's plan and blue-green timers for an app (and the `--plan` asked for)."""
+_KIND_NAMES = {
+    ReleaseKind.CANARY: "a canary",
+    ReleaseKind.BLUE_GREEN: "a blue-green release",
+    ReleaseKind.HYBRID: "a hybrid release",
+}
+
+
+def _switched(release: Release, timing: SwitchTiming, reconciled_at: datetime) -> Switched:
+    """The switch's times counted from its request (the approval's arrival), not from the
+    reconcile that made it."""
+    requested = release.switch_requested_at or reconciled_at
+    before = max((reconciled_at - requested).total_seconds(), 0.0)
+    return Switched(
+        selector_s=None if timing.selector_s is None else before + timing.selector_s,
+        endpoints_s=None if timing.endpoints_s is None else before + timing.endpoints_s,
     )
 
 

@@ -1,11 +1,12 @@
 """The release service's and scheduler's own Prometheus metrics; recorded by bot.application.
 
 bot.application.service counts transitions and rollbacks and, on each scheduler pass, refreshes
-the gauges from the releases the pass read; bot.application.scheduler times each pass. They
+the gauges at each pass; bot.application.scheduler times each pass. They
 live in prometheus_client's default registry, which bot.entrypoints.server serves on /metrics.
 
-- release_bot_releases{phase,strategy}: releases read by the latest scheduler pass, by phase and
-  strategy (the release's `kind`: "canary" today). Every phase/strategy pair is present (0 when
+- release_bot_releases{phase,strategy}: releases active (or with Slack messages still to post)
+  at the latest scheduler pass, by phase and strategy (the release's `kind`: canary, bluegreen
+  or hybrid), as the store tallies them with each save. Every phase/strategy pair is present (0 when
   none), so a release leaving a phase drops its series to 0 rather than leaving it stale.
 - release_bot_transitions_total{event,outcome}: state-machine events offered to a release by
   event class (CanaryReady, Rollback, ...; "start" for a new release), outcome "applied" (saved)
@@ -25,14 +26,13 @@ live in prometheus_client's default registry, which bot.entrypoints.server serve
 
 from __future__ import annotations
 
-from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from bot.core.machine import ChecksFailed, Event, Fail, Rollback, VerificationFailed
-from bot.core.release import Phase, Release, ReleaseKind
+from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
 
 
 class RollbackReason(StrEnum):
@@ -92,9 +92,11 @@ def rollback_reason(before: Release, after: Release, event: Event) -> RollbackRe
     if before.phase is Phase.ROLLING_BACK:
         return None  # already counted when it began
     if isinstance(event, Fail):
-        return RollbackReason.FAILURE
+        return RollbackReason.FAILURE if after.phase is Phase.FAILED else None
     if after.phase is not Phase.ROLLING_BACK:
         return None
+    if desired_traffic(before).canary_weight == 100 and before.kind is ReleaseKind.BLUE_GREEN:
+        return RollbackReason.SWITCH_BACK
     if isinstance(event, Rollback):
         return RollbackReason.MANUAL
     if isinstance(event, ChecksFailed):
@@ -104,13 +106,13 @@ def rollback_reason(before: Release, after: Release, event: Event) -> RollbackRe
     return None
 
 
-def observe_pass(releases: Iterable[Release]) -> None:
-    """Refresh the gauges from the releases one scheduler pass read."""
-    read = list(releases)
-    by_label = Tally((release.phase.value, release.kind.value) for release in read)
+def observe_pass(releases: Iterable[Release], counts: Mapping[tuple[str, str], int]) -> None:
+    """Refresh the gauges: the releases by (phase, kind) as the store counts them, and the
+    outbox of the releases one scheduler pass read (every release with messages to post is
+    due, so it is read by the pass)."""
     for phase in Phase:
         for kind in ReleaseKind:
             RELEASES.labels(phase=phase.value, strategy=kind.value).set(
-                by_label[(phase.value, kind.value)]
+                counts.get((phase.value, kind.value), 0)
             )
-    OUTBOX_DEPTH.set(sum(len(release.outbox) for release in read))
+    OUTBOX_DEPTH.set(sum(len(release.outbox) for release in releases))

@@ -25,10 +25,11 @@ from pydantic import (
     model_validator,
 )
 
-from bot.core.durations import PositiveDuration
+from bot.core.durations import PositiveDuration, StageDuration
 from bot.core.errors import ReleaseBotError
 from bot.core.freezes import Window, parse_rule
-from bot.core.plan import Plan
+from bot.core.plan import Plan, blue_green_plan, hybrid_plan
+from bot.core.release import BlueGreenTimes
 from bot.core.verification import template_problems
 
 
@@ -371,6 +372,57 @@ class MetricsConfig(FrozenModel):
     """A statistical judge of canary against stable, after the thresholds pass; none by default."""
 
 
+class BlueGreenConfig(FrozenModel):
+    """How `/release bluegreen` runs for the app: green beside blue, a preview Service, one
+    selector switch, a watch window, then blue kept as the rollback path before it is removed."""
+
+    service: ServiceName | None = None
+    """The production Service whose selector is switched from blue to green; default: the
+    workload's name."""
+    preview_service: ServiceName | None = None
+    """The Service that selects only green's pods, for verifying green before the switch;
+    default: `<app>-green`."""
+    approvals: Annotated[int, Field(ge=1)] = 1
+    """How many distinct people approve the switch (under four-eyes none of them the requester)."""
+    preview_checks: bool = False
+    """Metric checks of green's preview traffic gate the switch (a passing check is needed)."""
+    watch_window_s: PositiveDuration = Field(default=1800, alias="watch_window")
+    """How long production traffic on green is checked after the switch; a failing check
+    switches back to blue by itself."""
+    check_interval_s: PositiveDuration | None = Field(default=None, alias="check_interval")
+    """How often green is checked (preview and watch window); default: `metrics.interval`."""
+    retention_s: StageDuration = Field(default=86400, alias="retention")
+    """How long blue is kept at full size after the watch window, as the instant rollback path."""
+    scale_down_grace_s: StageDuration = Field(default=3600, alias="scale_down_grace")
+    """How long blue stays scaled to 0 after its retention before it is deleted."""
+
+    def preview_service_of(self, app: str) -> str:
+        return self.preview_service or f"{app}-green"
+
+    def plan(self) -> Plan:
+        """The two stages a blue-green release of the app walks (bot.core.plan)."""
+        return blue_green_plan(
+            approvals=self.approvals,
+            preview_checked=self.preview_checks,
+            watch_s=self.watch_window_s,
+            check_interval_s=self.check_interval_s,
+        )
+
+    def hybrid_plan(self, canary: Plan) -> Plan:
+        """The preview (with these gates), then `canary`'s stages with public traffic."""
+        return hybrid_plan(
+            canary,
+            approvals=self.approvals,
+            preview_checked=self.preview_checks,
+            check_interval_s=self.check_interval_s,
+        )
+
+    def times(self) -> BlueGreenTimes:
+        return BlueGreenTimes(
+            retention_s=self.retention_s, scale_down_grace_s=self.scale_down_grace_s
+        )
+
+
 class AuthorizationConfig(FrozenModel):
     """Who may change production, by Slack user ID (U...) and user-group ID (S...), enforced on
     every command and click; anyone in an allowed channel may pause, resume and roll back."""
@@ -477,6 +529,7 @@ class AppSettings(FrozenModel):
     alert_mention: AlertMention = "<!here>"
     """Prepended to auto-rollback alerts in the channel; '' for none."""
     authorization: AuthorizationConfig = AuthorizationConfig()
+    bluegreen: BlueGreenConfig = BlueGreenConfig()
     freezes: FreezeWindows = ()
     """The app's recurring freeze windows (besides the top-level `freezes`, which apply to all)."""
     verification: VerificationSettings = VerificationSettings()

@@ -65,6 +65,18 @@ class StartCanary:
 class StartBlueGreen:
     app: str
     version: ImageVersion
+    override: str | None = None
+    """`--override "<reason>"`: break glass through a freeze or a lock (the reason)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartHybrid:
+    app: str
+    version: ImageVersion
+    plan: str | None
+    """The canary plan whose stages with public traffic follow the preview; None: the app's."""
+    override: str | None = None
+    """`--override "<reason>"`: break glass through a freeze or a lock (the reason)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +174,7 @@ Command = (
     | StartCanary
     | StartBlueGreen
     | OpenStartForm
+    | StartHybrid
     | Status
     | ListActive
     | History
@@ -417,7 +430,9 @@ class _Arguments:
             return
         extra = shown(" ".join(word.text for word in self._positionals))
         if self._took_version:
-            plan_hint = " (to choose a plan, write `--plan NAME`)" if self._syntax.flags else ""
+            plan_hint = (
+                " (to choose a plan, write `--plan NAME`)" if "--plan" in self._syntax.flags else ""
+            )
             raise self.fail(
                 f"version given twice: `{shown(self._taken[-1])}`, then `{extra}`; a release "
                 f"deploys one version{plan_hint}"
@@ -477,12 +492,38 @@ _GRAMMAR = {
         _Syntax(
             name="bluegreen",
             arguments="<app> <version>",
-            summary="start a blue-green release",
+            summary=(
+                "start a blue-green release: green beside blue, one switch after approval"
+                f"{_OVERRIDE_SUMMARY}"
+            ),
             build=lambda args: (
                 OpenStartForm(strategy="bluegreen")
                 if args.empty()
-                else StartBlueGreen(app=args.app(), version=args.version())
+                else StartBlueGreen(
+                    app=args.app(), version=args.version(), override=args.override()
+                )
             ),
+            flags={"--override": '"<reason>"'},
+            starts=True,
+        ),
+        _Syntax(
+            name="hybrid",
+            arguments="<app> <version> [--plan NAME]",
+            summary=(
+                "start a hybrid release: green beside blue on its preview, then canary stages "
+                f"onto it{_OVERRIDE_SUMMARY}"
+            ),
+            build=lambda args: (
+                OpenStartForm(strategy="hybrid")
+                if args.empty()
+                else StartHybrid(
+                    app=args.app(),
+                    version=args.version(),
+                    plan=args.plan(),
+                    override=args.override(),
+                )
+            ),
+            flags={"--plan": "NAME", "--override": '"<reason>"'},
             starts=True,
         ),
         _Syntax(
@@ -535,7 +576,7 @@ _GRAMMAR = {
         _Syntax(
             name="rollback",
             arguments="<app> [reason]",
-            summary="back to the stable version now",
+            summary="back to the stable version now (blue-green: back to blue while blue exists)",
             build=lambda args: Rollback(app=args.app(), reason=args.reason),
             takes_reason=True,
         ),
@@ -593,8 +634,16 @@ _FORM_NOTE = (
     "a form to start a release, listing the apps you may start."
 )
 _OVERRIDE_NOTE = (
-    '--override "<reason>" (canary, approve, promote): break glass through a freeze (and a '
-    "lock, for a start); only the apps file's break_glass may, and it is announced in the channel."
+    '--override "<reason>" (canary, bluegreen, hybrid, approve, promote): break glass through a '
+    "freeze (and a lock, for a start); only the apps file's break_glass may, and it is announced "
+    "in the channel."
+)
+_STRATEGY_NOTE = (
+    "Which: canary for frequent releases (a little real traffic first, widened stage by stage); "
+    "bluegreen for critical infrastructure and strict compliance (green verified on its preview "
+    "Service, then production switched in one step, blue kept as the instant way back; twice "
+    "the pods); hybrid for a new stack: green previewed like blue-green, then its production "
+    "traffic widened in the canary plan's stages."
 )
 
 
@@ -615,6 +664,7 @@ USAGE = "\n".join(
         *(_usage_line(syntax) for syntax in _GRAMMAR.values()),
         _FORM_NOTE,
         _OVERRIDE_NOTE,
+        _STRATEGY_NOTE,
         _APP_NOTE,
         _VERSION_NOTE,
     ]
@@ -636,7 +686,7 @@ def usage_for(subcommand: str) -> str:
     syntax = _known_subcommand(subcommand)
     lines = ["Usage:", _usage_line(syntax)]
     if syntax.starts:
-        lines.append(_FORM_NOTE)
+        lines.extend((_FORM_NOTE, _STRATEGY_NOTE))
     if "<app" in syntax.arguments:
         lines.append(_APP_NOTE)
     if "<version>" in syntax.arguments:

@@ -2,9 +2,12 @@
 
 Called by the Slack handlers and the scheduler through the release store, which saves the new
 release and then carries out the effects in order. Pure: no I/O and no clock, `now` is passed in.
-Every (phase, event type) pair the machine accepts is listed in TRANSITIONS; anything else is
-refused with a reason meant for the person who asked. The machine decides; every text it gives a
-person (thread notices, refusal reasons) is worded by bot.core.thread_wording.
+Every (phase, event type) pair the machine accepts is listed in its kind's table
+(TRANSITIONS_BY_KIND: CANARY_TRANSITIONS, BLUE_GREEN_TRANSITIONS); anything else is refused with
+a reason meant for the person who asked. A blue-green release walks a two-stage plan (the
+preview, then the watch window at 100 %) with SWITCHING between them and KEEPING_BLUE after.
+The machine decides; every text it gives a person (thread notices, refusal reasons) is worded by
+bot.core.thread_wording.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from bot.core import thread_wording as wording
 from bot.core.plan import Plan
 from bot.core.release import (
     Approval,
+    BlueGreenPods,
+    BlueGreenTimes,
     NoticeKind,
     OutboxNotice,
     PauseInfo,
     Phase,
     Release,
+    ReleaseKind,
     VerificationRun,
     desired_traffic,
 )
@@ -151,6 +157,29 @@ class VerificationFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Switched:
+    """Blue-green: the apiserver serves the production selector on green (from the reconciler).
+    `selector_s`: seconds from the switch's request to the apiserver serving the new selector;
+    `endpoints_s`: to the EndpointSlices listing only green pods; None when not measured (the
+    selector had been moved by an earlier pass)."""
+
+    selector_s: float | None = None
+    endpoints_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodsObserved:
+    """Blue-green: blue's and green's pods changed (from the reconciler); the card shows them."""
+
+    pods: BlueGreenPods
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlueRetentionElapsed:
+    """Blue-green: blue's retention is over, it is retired (from the scheduler)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fail:
     """The bot cannot carry the release on (e.g. a permanent cluster error); a person must look."""
 
@@ -174,6 +203,9 @@ Event = (
     | ChecksInconclusive
     | VerificationPassed
     | VerificationFailed
+    | Switched
+    | PodsObserved
+    | BlueRetentionElapsed
     | Fail
 )
 
@@ -251,8 +283,12 @@ def start_release(
     now: datetime,
     analysis_enabled: bool = False,
     approvers: tuple[str, ...] = (),
+    kind: ReleaseKind = ReleaseKind.CANARY,
+    blue_green: BlueGreenTimes | None = None,
 ) -> Accepted:
-    """A new canary release in STARTING; raises pydantic.ValidationError naming any bad field.
+    """A new release of `kind` in STARTING; raises pydantic.ValidationError naming any bad
+    field. A blue-green release walks `plan` from bot.core.plan.blue_green_plan and needs
+    `blue_green`, its retention timers; a hybrid one walks bot.core.plan.hybrid_plan.
 
     `four_eyes` (from the app's policy) is fixed for the release's life: when set, the person
     who requested it cannot approve its gates, nor promote past them. `analysis_enabled`: metric
@@ -273,6 +309,8 @@ def start_release(
         approvers=approvers,
         started_at=now,
         analysis_enabled=analysis_enabled,
+        kind=kind,
+        blue_green=blue_green,
     )
     notice = _notice(NoticeKind.STARTED, wording.started(release))
     return _Change(release=release, reconcile=True, notices=(notice,)).accepted()
@@ -298,7 +336,7 @@ def transition(release: Release, event: Event, *, now: datetime) -> Accepted | R
     """Apply `event` to `release` at `now` (timezone-aware); no phase and event makes it raise."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    entry = TRANSITIONS.get((release.phase, type(event)))
+    entry = TRANSITIONS_BY_KIND[release.kind].get((release.phase, type(event)))
     if entry is None:
         return Refused(reason=wording.refusal(release, type(event).__name__, now))
     decided = entry.step(release, event, now)
@@ -325,11 +363,31 @@ def _stage_timer_elapsed(
     assert release.stage_due_at is not None  # Release guarantees it while RUNNING
     if now < release.stage_due_at:
         return Refused(reason=wording.stage_timer_not_due(release, now))
-    if release.analysis_enabled and release.checks_passed == 0:
-        return Refused(reason=wording.no_passing_check_yet(release))
-    if _gate_is_closed(release):
-        return _await_approval(release)
+    for gate in STAGE_GATES:
+        if (held := gate(release)) is not None:
+            return held
     return _leave_stage(release, now, by=None)
+
+
+def _passing_check_gate(release: Release) -> _Change | Refused | None:
+    """A checked stage ends only after a passing metric check."""
+    if release.analysis_enabled and release.stage.checked and release.checks_passed == 0:
+        return Refused(reason=wording.no_passing_check_yet(release))
+    return None
+
+
+def _approval_gate(release: Release) -> _Change | Refused | None:
+    """A stage needing approvals waits for them (last: an approval's arrival opens the way)."""
+    return _await_approval(release) if _gate_is_closed(release) else None
+
+
+Gate = Callable[[Release], "_Change | Refused | None"]
+STAGE_GATES: tuple[Gate, ...] = (_passing_check_gate, _approval_gate)
+"""What must hold, in order, before a stage whose timer is up is left (for blue-green's preview:
+before the switch); each returns None when open, else the refusal or the change that waits.
+The approval gate stays last. A verification Job is not among them: a stage naming one is
+entered through VERIFYING (_move_to_stage), so its Job has passed before the stage's timer runs
+(blue-green's and hybrid's preview: after green is ready, before the approval is asked)."""
 
 
 def _advance(release: Release, event: Advance, now: datetime) -> _Change | Refused:
@@ -385,7 +443,7 @@ def _promote(release: Release, event: Promote, now: datetime) -> _Change | Refus
             return Refused(reason=wording.promote_short_of_approvals(release, index, missing))
     approved = _with_approvals(release, by=event.by, now=now, stage_indexes=gates)
     if event.full:
-        return _begin_promotion(approved, by=event.by)
+        return _EXITS[release.kind].finish(approved, now, event.by)
     notice = _notice(NoticeKind.ADVANCED, wording.promoted_past_stage(release, event.by))
     return _leave_stage(approved, now, by=event.by).preceded_by(notice)
 
@@ -527,6 +585,45 @@ def _verification_failed(
     return change.followed_by(_notice(NoticeKind.VERIFICATION_LOG, log_text))
 
 
+def _switched(release: Release, event: Switched, now: datetime) -> _Change:
+    text = wording.switched(release, event.selector_s, event.endpoints_s)
+    return _enter_stage(release, release.stage_index + 1, now).preceded_by(
+        _notice(NoticeKind.SWITCHED, text)
+    )
+
+
+def _pods_observed(release: Release, event: PodsObserved, now: datetime) -> _Change:
+    return _Change(release=release.evolve(pods=event.pods))
+
+
+def _switch_refused(release: Release, event: Fail, now: datetime) -> _Change:
+    """The apiserver refused the switch: blue still serves, and the preview waits for a fresh
+    approval (the one given is spent) once the cause is fixed."""
+    waiting = release.evolve(
+        phase=Phase.AWAITING_APPROVAL,
+        switch_requested_at=None,
+        approvals=tuple(a for a in release.approvals if a.stage_index != release.stage_index),
+    )
+    text = wording.switch_refused(release, event.reason)
+    return _Change(
+        release=waiting,
+        reconcile=True,
+        notices=(_notice(NoticeKind.SWITCH_REFUSED, text, in_channel=True),),
+    )
+
+
+def _blue_retention_elapsed(
+    release: Release, event: BlueRetentionElapsed, now: datetime
+) -> _Change | Refused:
+    assert release.blue_due_at is not None and release.blue_green is not None
+    if now < release.blue_due_at:
+        return Refused(reason=wording.blue_retention_not_due(release, now))
+    delete_at = now + timedelta(seconds=release.blue_green.scale_down_grace_s)
+    retiring = release.evolve(phase=Phase.PROMOTING, blue_due_at=delete_at)
+    notice = _notice(NoticeKind.PROMOTING, wording.retiring_blue(release, delete_at, now))
+    return _Change(release=retiring, reconcile=True, notices=(notice,))
+
+
 def _fail(release: Release, event: Fail, now: datetime) -> _Change:
     failed = release.evolve(
         phase=Phase.FAILED,
@@ -534,6 +631,7 @@ def _fail(release: Release, event: Fail, now: datetime) -> _Change:
         stage_due_at=None,
         pause=None,
         verification=None,
+        blue_due_at=None,
         outcome_by=None,
         outcome_reason=event.reason,
     )
@@ -581,16 +679,23 @@ def _tolerated_or_rolled_back(phase: Phase) -> frozenset[Phase]:
     return _to(phase, Phase.ROLLING_BACK)
 
 
-TRANSITIONS: dict[tuple[Phase, type[Event]], Transition] = {
-    (Phase.STARTING, CanaryReady): Transition(_canary_ready, _ENTERING_A_STAGE),
+TransitionTable = dict[tuple[Phase, type[Event]], Transition]
+
+_VERIFYING_TRANSITIONS: TransitionTable = {
     (Phase.VERIFYING, VerificationPassed): Transition(_verification_passed, _to(Phase.RUNNING)),
     (Phase.VERIFYING, VerificationFailed): Transition(
         _verification_failed, _to(Phase.ROLLING_BACK)
     ),
-    # The canary keeps the traffic it held, so it is checked meanwhile: a failing check rolls
-    # back (below, as in every unfinished phase), a passing one is recorded.
+    # The canary (or green, on preview) keeps the traffic it held, so it is checked meanwhile:
+    # a failing check rolls back (as in every unfinished phase), a passing one is recorded.
     (Phase.VERIFYING, ChecksPassed): Transition(_checks_passed, _to(Phase.VERIFYING)),
     (Phase.VERIFYING, ChecksInconclusive): Transition(_inconclusive_at_gate, _to(Phase.VERIFYING)),
+}
+"""A stage naming a verification Job is entered through VERIFYING, in every kind's table."""
+
+CANARY_TRANSITIONS: TransitionTable = {
+    (Phase.STARTING, CanaryReady): Transition(_canary_ready, _ENTERING_A_STAGE),
+    **_VERIFYING_TRANSITIONS,
     (Phase.RUNNING, StageTimerElapsed): Transition(_stage_timer_elapsed, _LEAVING_A_STAGE),
     (Phase.RUNNING, Advance): Transition(_advance, _LEAVING_A_STAGE),
     (Phase.RUNNING, Approve): Transition(
@@ -634,11 +739,96 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], Transition] = {
     },
     **{(phase, Fail): Transition(_fail, _to(Phase.FAILED)) for phase in _UNFINISHED},
 }
+TRANSITIONS = CANARY_TRANSITIONS
+
+_BG_UNFINISHED = (*_UNFINISHED, Phase.SWITCHING, Phase.KEEPING_BLUE)
+_BG_STAGE_PHASES = (Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED)
+_BG_LEAVING_A_STAGE = _to(Phase.AWAITING_APPROVAL, Phase.SWITCHING, Phase.KEEPING_BLUE)
+_BG_MOVED_ON = _to(Phase.SWITCHING, Phase.KEEPING_BLUE)
+_BG_ROLLBACK_FROM = (
+    Phase.STARTING,
+    Phase.VERIFYING,
+    *_BG_STAGE_PHASES,
+    Phase.SWITCHING,
+    Phase.KEEPING_BLUE,
+)
+
+BLUE_GREEN_TRANSITIONS: TransitionTable = {
+    # green starting beside blue, its verification Job against the preview Service when the
+    # plan names one, then the preview (stage 1: blue serves, green on preview)
+    (Phase.STARTING, CanaryReady): Transition(_canary_ready, _ENTERING_A_STAGE),
+    **_VERIFYING_TRANSITIONS,
+    (Phase.RUNNING, StageTimerElapsed): Transition(_stage_timer_elapsed, _BG_LEAVING_A_STAGE),
+    (Phase.RUNNING, Advance): Transition(_advance, _BG_LEAVING_A_STAGE),
+    (Phase.RUNNING, Approve): Transition(
+        _approve,
+        _to(Phase.RUNNING),
+        offered=lambda release: _gate_is_closed(release),  # noqa: PLW0108 (defined below)
+    ),
+    (Phase.AWAITING_APPROVAL, Approve): Transition(
+        _approve, _to(Phase.AWAITING_APPROVAL, *_BG_MOVED_ON)
+    ),
+    (Phase.RUNNING, Promote): Transition(_promote, _BG_MOVED_ON),
+    (Phase.AWAITING_APPROVAL, Promote): Transition(_promote, _BG_MOVED_ON),
+    # the switch: one selector update; a refusal leaves blue serving and the preview waiting
+    (Phase.SWITCHING, Switched): Transition(_switched, _to(Phase.RUNNING)),
+    (Phase.SWITCHING, Fail): Transition(_switch_refused, _to(Phase.AWAITING_APPROVAL)),
+    # the watch window (stage 2, 100 % on green), then blue kept as the rollback path
+    (Phase.KEEPING_BLUE, BlueRetentionElapsed): Transition(
+        _blue_retention_elapsed, _to(Phase.PROMOTING)
+    ),
+    (Phase.PROMOTING, PromotionDone): Transition(_promotion_done, _to(Phase.SUCCEEDED)),
+    **{
+        (phase, Pause): Transition(_pause, _to(Phase.PAUSED))
+        for phase in (Phase.RUNNING, Phase.AWAITING_APPROVAL)
+    },
+    (Phase.PAUSED, Resume): Transition(_resume, _BACK_FROM_A_PAUSE),
+    (Phase.PAUSED, PauseTimerElapsed): Transition(_pause_timer_elapsed, _BACK_FROM_A_PAUSE),
+    **{
+        (phase, ChecksInconclusive): Transition(_checks_inconclusive, _to(Phase.PAUSED))
+        for phase in (Phase.RUNNING, Phase.AWAITING_APPROVAL)
+    },
+    (Phase.PAUSED, ChecksInconclusive): Transition(_recheck_while_paused, _to(Phase.PAUSED)),
+    (Phase.RUNNING, ChecksPassed): Transition(_checks_passed, _to(Phase.RUNNING)),
+    (Phase.AWAITING_APPROVAL, ChecksPassed): Transition(
+        _checks_passed, _to(Phase.AWAITING_APPROVAL)
+    ),
+    (Phase.PAUSED, ChecksPassed): Transition(
+        _checks_passed, _to(Phase.PAUSED, *_BACK_FROM_A_PAUSE)
+    ),
+    **{
+        (phase, ChecksFailed): Transition(_checks_failed, _to(phase, Phase.ROLLING_BACK))
+        for phase in (Phase.STARTING, Phase.VERIFYING, *_BG_STAGE_PHASES)
+    },
+    # switching back to blue works while blue exists: not once it is being retired
+    **{
+        (phase, Rollback): Transition(_rollback, _to(Phase.ROLLING_BACK))
+        for phase in _BG_ROLLBACK_FROM
+    },
+    (Phase.ROLLING_BACK, Rollback): Transition(_repeat_rollback, _to(Phase.ROLLING_BACK)),
+    (Phase.ROLLING_BACK, RollbackDone): Transition(_rollback_done, _to(Phase.ROLLED_BACK)),
+    **{
+        (phase, Fail): Transition(_fail, _to(Phase.FAILED))
+        for phase in _BG_UNFINISHED
+        if phase is not Phase.SWITCHING
+    },
+    **{
+        (phase, PodsObserved): Transition(_pods_observed, _to(phase), offered=lambda _: False)
+        for phase in _BG_UNFINISHED
+    },
+}
+
+TRANSITIONS_BY_KIND: dict[ReleaseKind, TransitionTable] = {
+    ReleaseKind.CANARY: CANARY_TRANSITIONS,
+    ReleaseKind.BLUE_GREEN: BLUE_GREEN_TRANSITIONS,
+    # hybrid walks a canary's stages; its first one is the preview, gated like blue-green's
+    ReleaseKind.HYBRID: CANARY_TRANSITIONS,
+}
 
 
 def offers(release: Release, action: type[Event]) -> bool:
     """True when a person should be offered `action` on this release now (a card's buttons)."""
-    entry = TRANSITIONS.get((release.phase, action))
+    entry = TRANSITIONS_BY_KIND[release.kind].get((release.phase, action))
     return entry is not None and entry.offered(release)
 
 
@@ -694,9 +884,58 @@ def _enter_stage(release: Release, index: int, now: datetime) -> _Change:
 
 
 def _leave_stage(release: Release, now: datetime, *, by: str | None) -> _Change:
+    exits = _EXITS[release.kind]
     if release.is_last_stage:
-        return _begin_promotion(release, by=by)
-    return _move_to_stage(release, release.stage_index + 1, now)
+        return exits.finish(release, now, by)
+    return exits.next_stage(release, now, by)
+
+
+def _begin_switch(release: Release, now: datetime, by: str | None) -> _Change:
+    """Blue-green leaves its preview: production moves to green in one selector update."""
+    switching = release.evolve(phase=Phase.SWITCHING, stage_due_at=None, switch_requested_at=now)
+    notice = _notice(NoticeKind.STAGE_STARTED, wording.switching(release, by))
+    return _Change(release=switching, reconcile=True, notices=(notice,))
+
+
+def _keep_blue(release: Release, now: datetime, by: str | None) -> _Change:
+    """Blue-green's watch window passed: green serves, blue is kept for its retention."""
+    assert release.blue_green is not None  # every blue-green release has its times
+    due = now + timedelta(seconds=release.blue_green.retention_s)
+    reason = wording.promotion_reason(release, by)
+    keeping = release.evolve(
+        phase=Phase.KEEPING_BLUE,
+        stage_due_at=None,
+        blue_due_at=due,
+        outcome_by=by,
+        outcome_reason=reason,
+    )
+    notice = _notice(NoticeKind.BLUE_KEPT, wording.keeping_blue(release, reason, due, now))
+    return _Change(release=keeping, reconcile=True, notices=(notice,))
+
+
+@dataclass(frozen=True, slots=True)
+class _Exits:
+    """How a kind leaves a stage: into the next one, and past the last."""
+
+    next_stage: Callable[[Release, datetime, str | None], _Change]
+    finish: Callable[[Release, datetime, str | None], _Change]
+
+
+_CANARY_EXITS = _Exits(
+    next_stage=lambda release, now, by: _move_to_stage(release, release.stage_index + 1, now),
+    finish=lambda release, now, by: _begin_promotion(release, by=by),
+)
+_EXITS = {
+    ReleaseKind.CANARY: _CANARY_EXITS,
+    ReleaseKind.HYBRID: _CANARY_EXITS,
+    # leaving the preview, or promoting past it with --full, is the switch
+    ReleaseKind.BLUE_GREEN: _Exits(
+        next_stage=_begin_switch,
+        finish=lambda release, now, by: (
+            _keep_blue(release, now, by) if release.stage_index else _begin_switch(release, now, by)
+        ),
+    ),
+}
 
 
 def _await_approval(release: Release) -> _Change:

@@ -30,6 +30,11 @@ class Stage:
     verification: Verification | None = None
     """A Job that must pass before the release enters this stage; traffic stays as it was
     until then, and its failure rolls the release back."""
+    checked: bool = True
+    """Metric checks run in this stage (when the release has a metrics source) and gate its end;
+    a blue-green preview whose app does not gate on preview metrics is not checked."""
+    check_interval_s: int | None = None
+    """How often the stage is checked; None: the app's metrics interval."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 100:
@@ -71,3 +76,68 @@ DEFAULT_PLAN = Plan(
         Stage(weight=100, duration_s=0),
     ),
 )
+
+BLUE_GREEN_PLAN_NAME = "blue-green"
+HYBRID_PLAN_SUFFIX = "+preview"
+
+
+def _preview_stage(
+    *,
+    approvals: int,
+    preview_checked: bool,
+    check_interval_s: int | None,
+    verification: Verification | None,
+) -> Stage:
+    """Green beside blue, reachable only through its preview Service, until the gates open;
+    `verification`: a Job run against the preview Service once green is ready, before the
+    preview's gates (the approval last)."""
+    return Stage(
+        weight=0,
+        duration_s=0,
+        needs_approval=True,
+        approvals_needed=approvals,
+        checked=preview_checked,
+        check_interval_s=check_interval_s,
+        verification=verification,
+    )
+
+
+def blue_green_plan(
+    *,
+    approvals: int,
+    preview_checked: bool,
+    watch_s: int,
+    check_interval_s: int | None,
+    verification: Verification | None = None,
+) -> Plan:
+    """A blue-green release's two stages: the preview (blue serves, green on its preview
+    Service; left through the gates, the approval last) and the watch window (green serves
+    production, checked on production traffic, switched back to blue on a failing check)."""
+    preview = _preview_stage(
+        approvals=approvals,
+        preview_checked=preview_checked,
+        check_interval_s=check_interval_s,
+        verification=verification,
+    )
+    watch = Stage(weight=100, duration_s=watch_s, check_interval_s=check_interval_s)
+    return Plan(name=BLUE_GREEN_PLAN_NAME, stages=(preview, watch))
+
+
+def hybrid_plan(
+    canary: Plan,
+    *,
+    approvals: int,
+    preview_checked: bool,
+    check_interval_s: int | None,
+    verification: Verification | None = None,
+) -> Plan:
+    """A hybrid release's stages: the blue-green preview, then the canary plan's stages that
+    give green public traffic (its 0 % ones are what the preview replaces)."""
+    preview = _preview_stage(
+        approvals=approvals,
+        preview_checked=preview_checked,
+        check_interval_s=check_interval_s,
+        verification=verification,
+    )
+    widening = tuple(stage for stage in canary.stages if stage.weight > 0)
+    return Plan(name=f"{canary.name}{HYBRID_PLAN_SUFFIX}", stages=(preview, *widening))

@@ -8,21 +8,32 @@ simulations; used by the release service (bot.application). Pure: no adapter is 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Protocol
 
-from bot.core.analysis import Reading, Trend
+from bot.core.analysis import MetricsUnavailable, Reading, Trend
 from bot.core.apps import AppConfig
 from bot.core.chart import Chart, ChartImage
 from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
-from bot.core.release import Release
+from bot.core.release import BlueGreenPods, Release, ReleaseKind
 from bot.core.verification import VerificationStatus
 
 # ---------------------------------------------------------------- the cluster
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchTiming:
+    """Blue-green: the production selector serves green. Seconds from the start of the reconcile
+    that switched it: to the apiserver serving the new selector (None: an earlier reconcile had
+    switched it), and to the EndpointSlices listing only green pods (None: not seen in time)."""
+
+    selector_s: float | None
+    endpoints_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,9 @@ class Observation:
     rollback_complete: bool = False
     verification: VerificationStatus | None = None
     """The verification Job at the release's gate, while it is VERIFYING."""
+    switched: SwitchTiming | None = None
+    pods: BlueGreenPods | None = None
+    """Blue-green: blue's and green's pods."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +57,11 @@ class PreflightResult:
 
 
 class ClusterPort(Protocol):
-    def stable_version(self, app: AppConfig) -> str: ...
+    def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
+        """The version production runs now (the stable Deployment's, or blue's)."""
+        ...
 
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult: ...
+    def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult: ...
 
     def reconcile(self, release: Release, app: AppConfig) -> Observation: ...
 
@@ -163,6 +179,16 @@ class MetricsPort(Protocol):
         raises MetricsUnavailable."""
         ...
 
+    def batch_of(self, app: AppConfig) -> str:
+        """Apps with the same batch can be read together by one read_many."""
+        ...
+
+    def read_many(
+        self, apps: Sequence[AppConfig], *, at: datetime
+    ) -> dict[str, Reading | MetricsUnavailable]:
+        """`read` of each app of one batch, by app name, in as few queries as one read."""
+        ...
+
 
 # ---------------------------------------------------------------- release state
 
@@ -243,25 +269,52 @@ class StorePort(Protocol):
     """Release state, locks, deliveries and the audit trail (bot.redis.store.ReleaseStore)."""
 
     def create(
-        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+        self,
+        release: Release,
+        *,
+        entry: HistoryEntry,
+        through_lock: bool = False,
+        due_at: datetime | None = None,
     ) -> StoredRelease:
-        """Store a new active release; raises AppLocked (not when `through_lock`, a break-glass
-        override) or AppBusy."""
+        """Store a new active release, due for a pass at `due_at` (None: at once); raises
+        AppLocked (not when `through_lock`, a break-glass override) or AppBusy."""
         ...
 
     def save(
-        self, stored: StoredRelease, release: Release, *, entry: HistoryEntry | None, finished: bool
+        self,
+        stored: StoredRelease,
+        release: Release,
+        *,
+        entry: HistoryEntry | None,
+        finished: bool,
+        due_at: datetime | None = None,
+        only_sooner: bool = False,
     ) -> StoredRelease:
-        """Replace `stored` by `release`; raises RevisionConflict if someone saved meanwhile."""
+        """Replace `stored` by `release`, due for a pass at `due_at` (None: at once; with
+        `only_sooner`, unless due sooner already), in one atomic write; raises RevisionConflict
+        if someone saved meanwhile."""
         ...
 
     def get(self, release_id: str) -> StoredRelease | None: ...
+
+    def get_many(self, release_ids: Sequence[str]) -> list[StoredRelease]: ...
 
     def active(self, app: str) -> StoredRelease | None: ...
 
     def active_releases(self) -> list[StoredRelease]: ...
 
-    def release_ids_to_tick(self) -> list[str]: ...
+    def release_ids_due(self, now: datetime) -> tuple[list[str], dict[tuple[str, str], int]]:
+        """The releases whose due time (bot.core.schedule.next_due) is `now` or earlier, and how
+        many releases there are by (phase, kind), active or with messages still to post."""
+        ...
+
+    def reschedule(self, stored: StoredRelease, due_at: datetime) -> bool:
+        """Move the due time of a release nobody saved since `stored` was read."""
+        ...
+
+    def make_due(self, release_id: str) -> None: ...
+
+    def index_unindexed(self) -> int: ...
 
     def claim_delivery(self, key: str) -> bool: ...
 

@@ -19,9 +19,11 @@ NonBlank = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
 
 
 class ReleaseKind(StrEnum):
-    """How the new version reaches users; blue-green will join canary here."""
+    """How the new version reaches users; bot.core.machine keeps one transition table per kind."""
 
     CANARY = "canary"
+    BLUE_GREEN = "bluegreen"
+    HYBRID = "hybrid"  # green beside blue and previewed, then canary stages onto it
 
 
 class Phase(StrEnum):
@@ -32,7 +34,9 @@ class Phase(StrEnum):
     RUNNING = "running"  # in a stage, stage timer counting
     AWAITING_APPROVAL = "awaiting_approval"  # stage time is up and the stage needs approval
     PAUSED = "paused"  # held by a person or by inconclusive checks, timer stopped
-    PROMOTING = "promoting"  # stable being rolled to the new version, canary takes 100 %
+    SWITCHING = "switching"  # blue-green: the production Service's selector moving to green
+    KEEPING_BLUE = "keeping_blue"  # blue-green: green serves, blue kept as the rollback path
+    PROMOTING = "promoting"  # canary: stable rolled to the new version; blue-green: blue retired
     ROLLING_BACK = "rolling_back"  # all traffic to stable, canary being removed
     SUCCEEDED = "succeeded"
     ROLLED_BACK = "rolled_back"
@@ -65,6 +69,9 @@ class NoticeKind(StrEnum):
     VERIFICATION = "verification"
     VERIFICATION_LOG = "verification_log"
     OVERRIDE = "override"
+    SWITCHED = "switched"
+    SWITCH_REFUSED = "switch_refused"
+    BLUE_KEPT = "blue_kept"
 
 
 class _Record(BaseModel):
@@ -115,6 +122,24 @@ class Override(_Record):
     at: AwareDatetime
     action: str
     """What was overridden: `start`, `Approve`, `Promote`."""
+
+
+class BlueGreenTimes(_Record):
+    """A blue-green release's durable timers after the switch (copied from the app at start)."""
+
+    retention_s: int = Field(ge=0)
+    """How long blue is kept, at full size, as the instant rollback path after the watch window."""
+    scale_down_grace_s: int = Field(ge=0)
+    """How long blue stays scaled to 0 before it is deleted."""
+
+
+class BlueGreenPods(_Record):
+    """Ready and wanted pods of blue and green, as the reconciler last saw them (for the card)."""
+
+    blue_ready: int = Field(ge=0)
+    blue_desired: int = Field(ge=0)
+    green_ready: int = Field(ge=0)
+    green_desired: int = Field(ge=0)
 
 
 class OutboxNotice(_Record):
@@ -202,6 +227,15 @@ class Release(_Record):
     overrides: tuple[Override, ...] = ()
     """Every `--override` used on this release (set by the release service, not the machine);
     the card shows them for the release's life."""
+    blue_green: BlueGreenTimes | None = None
+    """Set exactly for a blue-green release."""
+    switch_requested_at: AwareDatetime | None = None
+    """Blue-green: when the last gate before the switch opened (an approval's arrival)."""
+    pods: BlueGreenPods | None = None
+    """Blue-green: blue's and green's pods as last observed."""
+    blue_due_at: AwareDatetime | None = None
+    """Blue-green: while KEEPING_BLUE, when blue's retention ends; while PROMOTING, when the
+    scaled-down blue is deleted."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -221,11 +255,20 @@ class Release(_Record):
             raise ValueError(f"verification must be set exactly when verifying ({self.phase})")
         if (self.finished_at is not None) != self.phase.is_terminal:
             raise ValueError(f"finished_at must be set exactly when finished (phase {self.phase})")
+        if (self.blue_green is not None) != (self.kind is ReleaseKind.BLUE_GREEN):
+            raise ValueError(f"blue_green times must be set exactly for a {ReleaseKind.BLUE_GREEN}")
+        if self.phase is Phase.KEEPING_BLUE and self.blue_due_at is None:
+            raise ValueError("blue_due_at must be set while keeping blue")
         return self
 
     @property
     def stage(self) -> Stage:
         return self.plan.stages[self.stage_index]
+
+    def previews(self, stage_index: int) -> bool:
+        """Stage `stage_index` is a blue-green or hybrid preview (the first stage): green is
+        reachable through its preview Service only."""
+        return stage_index == 0 and self.kind in (ReleaseKind.BLUE_GREEN, ReleaseKind.HYBRID)
 
     @property
     def is_last_stage(self) -> bool:
@@ -250,15 +293,17 @@ class Release(_Record):
 
 
 _STAGE_PHASES = {Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED}
+_NEW_VERSION_SERVES = {Phase.SWITCHING, Phase.KEEPING_BLUE, Phase.PROMOTING}
 
 
 def desired_traffic(release: Release) -> DesiredTraffic:
     """The traffic split the reconciler must bring the router to for this release's phase.
 
     While a verification Job runs at a stage's gate, the traffic it held. Outside the stages the
-    canary takes everything while stable is rolled (PROMOTING) and nothing otherwise: before it
-    is ready, while rolling back, and once finished (after a success the stable Deployment runs
-    the new version).
+    canary (green) takes everything while stable is rolled (PROMOTING), and green while it is
+    switched to, then serves with blue kept (SWITCHING, KEEPING_BLUE); nothing otherwise: before
+    it is ready, while rolling back, and once finished (after a success the stable Deployment
+    runs the new version).
     """
     if release.phase in _STAGE_PHASES:
         return DesiredTraffic(
@@ -266,6 +311,6 @@ def desired_traffic(release: Release) -> DesiredTraffic:
         )
     if release.verification is not None:
         return release.verification.held
-    if release.phase is Phase.PROMOTING:
+    if release.phase in _NEW_VERSION_SERVES:
         return DesiredTraffic(canary_weight=100, header_routing=False)
     return DesiredTraffic(canary_weight=0, header_routing=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bot.core.durations import format_duration
-from bot.core.release import Approval, DesiredTraffic, Phase, Release, VerificationRun
+from bot.core.release import Approval, DesiredTraffic, Phase, Release, ReleaseKind, VerificationRun
 from bot.core.text import amount, count, mention, percent, plan_text, principal_mention
 
 # Notices: the thread messages of accepted events.
@@ -19,6 +19,20 @@ from bot.core.text import amount, count, mention, percent, plan_text, principal_
 def started(release: Release) -> str:
     previous = release.previous_version
     replacing = f" (replacing {previous})" if previous else ""
+    if release.kind is ReleaseKind.HYBRID:
+        return (
+            f"{mention(release.requested_by)} started a hybrid release of {release.app} "
+            f"{release.version}{replacing}: green comes up beside blue at full size, reachable "
+            f"through its preview Service; once approved, production traffic moves onto it in "
+            f"canary stages: {plan_text(release.plan)}"
+        )
+    if release.kind is ReleaseKind.BLUE_GREEN:
+        return (
+            f"{mention(release.requested_by)} started a blue-green release of {release.app} "
+            f"{release.version}{replacing}: green comes up beside blue, reachable through its "
+            f"preview Service; production switches to it once approved, then is watched for "
+            f"{format_duration(release.plan.stages[-1].duration_s)}"
+        )
     return (
         f"{mention(release.requested_by)} started a canary of {release.app} {release.version}"
         f"{replacing}, plan {release.plan.name}: {plan_text(release.plan)}"
@@ -28,13 +42,78 @@ def started(release: Release) -> str:
 def stage_started(release: Release) -> str:
     """The release has just entered its current stage."""
     stage = release.stage
+    if release.kind is ReleaseKind.BLUE_GREEN or _is_preview(release, release.stage_index):
+        return _blue_green_stage_started(release)
     if stage.header_routed and stage.weight == 0:
         traffic = "no public traffic, the canary is reachable by header"
     else:
-        traffic = f"{percent(stage.weight)} of traffic goes to the canary"
+        target = "green" if release.kind is ReleaseKind.HYBRID else "the canary"
+        traffic = f"{percent(stage.weight)} of traffic goes to {target}"
     span = f" for {format_duration(stage.duration_s)}" if stage.duration_s else ""
     gate = ", then it waits for approval" if stage.needs_approval else ""
     return f"{stage_label(release)}{span}: {traffic}{gate}"
+
+
+def _is_preview(release: Release, index: int) -> bool:
+    """The first stage of a blue-green or hybrid release: green on its preview Service only."""
+    return release.previews(index)
+
+
+def _blue_green_stage_started(release: Release) -> str:
+    if release.stage_index == 0:
+        return (
+            f"{stage_label(release)}: green {release.version} is ready on its preview Service, "
+            f"blue {release.previous_version} serves production; production traffic moves onto "
+            "green once approved"
+        )
+    return (
+        f"{stage_label(release)} for {format_duration(release.stage.duration_s)}: production "
+        f"traffic is checked on green; a failing check switches back to blue by itself"
+    )
+
+
+def switching(release: Release, by: str | None) -> str:
+    """`release` before the switch."""
+    who = f" ({mention(by)})" if by else ""
+    return f"switching production of {release.app} to green {release.version}{who}"
+
+
+def switched(release: Release, selector_s: float | None, endpoints_s: float | None) -> str:
+    """Green took production; the times are measured from the switch's request."""
+    if selector_s is None:
+        return f"Switched production of {release.app} to green {release.version}"
+    text = f"Switched production to green in {selector_s:.2f} s"
+    if endpoints_s is not None:
+        text += f" (EndpointSlices listed only green pods after {endpoints_s:.2f} s)"
+    return text
+
+
+def switch_refused(release: Release, reason: str) -> str:
+    return (
+        f"the apiserver refused to switch production of {release.app} to green "
+        f"{release.version}: {reason}. Blue {release.previous_version} still serves production; "
+        f"fix the cause and approve again (/release approve {release.app}), or roll back"
+    )
+
+
+def keeping_blue(release: Release, reason: str, due: datetime, now: datetime) -> str:
+    return (
+        f"green {release.version} passed the watch window ({reason}); blue "
+        f"{release.previous_version} is kept until {_clock(due, now)} as the rollback path: "
+        f"/release rollback {release.app} switches back at once"
+    )
+
+
+def retiring_blue(release: Release, delete_at: datetime, now: datetime) -> str:
+    return (
+        f"blue {release.previous_version}'s retention is over: it is scaled down to 0, and "
+        f"deleted at {_clock(delete_at, now)}"
+    )
+
+
+def blue_retention_not_due(release: Release, now: datetime) -> str:
+    assert release.blue_due_at is not None
+    return f"blue of {release.app} is kept until {_clock(release.blue_due_at, now)}"
 
 
 def ended_early(release: Release, by: str) -> str:
@@ -100,6 +179,8 @@ def promotion_reason(release: Release, by: str | None) -> str:
     """Why the release, still in its last stage passed, is promoted (kept as its outcome)."""
     stage_count = len(release.plan.stages)
     skipped = stage_count - 1 - release.stage_index
+    if by is None and release.kind is ReleaseKind.BLUE_GREEN:
+        return "the watch window passed"
     if by is None:
         return f"all {stage_count} stages passed"
     if skipped:
@@ -200,16 +281,28 @@ def checks_failed_reason(reading: str) -> str:
 def rolling_back_automatically(release: Release, reading: str) -> str:
     """`release` as it was before the rollback."""
     what = f"{release.app} {release.version}"
+    if release.kind is ReleaseKind.BLUE_GREEN and release.stage_index == 1:
+        return (
+            f"{what} is switching back to blue {release.previous_version} automatically "
+            f"{_where(release)}: {reading}"
+        )
     return f"{what} is rolling back automatically {_where(release)}: {reading}"
 
 
 def verification_started(release: Release, run: VerificationRun) -> str:
     """`release` at the gate it has just reached."""
     verification = run.verification
+    if release.previews(release.stage_index):
+        held = (
+            f"it tests green {release.version} through its preview Service, blue "
+            f"{release.previous_version} serves production"
+        )
+    else:
+        held = _held_text(run.held)
     return (
         f"{stage_label(release)} waits for verification Job `{run.job_name}` "
         f"({verification.label}, up to {format_duration(verification.timeout_s)}): "
-        f"{_held_text(run.held)} until it passes"
+        f"{held} until it passes"
     )
 
 
@@ -229,10 +322,13 @@ def verification_timed_out(timeout_s: int) -> str:
 def rolling_back_after_verification(release: Release, job: str, reason: str) -> str:
     """`release` as it was before the rollback: the alert, naming the Job and why."""
     what = f"{release.app} {release.version}"
-    return (
-        f"{what} is rolling back automatically {_where(release)}: verification Job `{job}` "
-        f"failed: {reason}"
-    )
+    failed = f"verification Job `{job}` failed: {reason}"
+    if release.previews(release.stage_index):
+        return (
+            f"{what} is rolling back automatically before the switch: {failed}; green is "
+            f"removed, blue {release.previous_version} goes on serving production"
+        )
+    return f"{what} is rolling back automatically {_where(release)}: {failed}"
 
 
 def verification_log(job: str, log_tail: tuple[str, ...]) -> str:
@@ -245,11 +341,21 @@ def verification_log(job: str, log_tail: tuple[str, ...]) -> str:
 
 
 def released(release: Release) -> str:
+    if release.kind is ReleaseKind.BLUE_GREEN:
+        return (
+            f"{release.app} {release.version} is released: green serves production and blue "
+            f"{release.previous_version} is deleted"
+        )
     return f"{release.app} {release.version} is released: stable runs it and the canary is removed"
 
 
 def rolled_back(release: Release) -> str:
     stable = release.previous_version or "the previous version"
+    if release.kind is ReleaseKind.BLUE_GREEN:
+        return (
+            f"{release.app} is back on blue {stable} for all traffic; green {release.version} "
+            "and its preview Service are removed"
+        )
     return f"{release.app} is back on {stable} for all traffic; canary {release.version} is removed"
 
 
@@ -386,6 +492,8 @@ _STILL_PHASE_TEXTS = {
     Phase.VERIFYING: "its verification Job is running",
     Phase.PROMOTING: "it is being promoted",
     Phase.ROLLING_BACK: "it is rolling back",
+    Phase.SWITCHING: "production is switching to green",
+    Phase.KEEPING_BLUE: "green serves production, blue is kept as the rollback path",
 }
 
 
@@ -397,6 +505,8 @@ def _phase_text(release: Release) -> str:
         return f"{stage_label(release)} waits for approval"
     if release.phase is Phase.PAUSED:
         return f"it is {_pause_text(release)}"
+    if release.phase is Phase.PROMOTING and release.kind is ReleaseKind.BLUE_GREEN:
+        return "blue is being retired: release a new version instead"
     return _STILL_PHASE_TEXTS[release.phase]
 
 
@@ -434,6 +544,10 @@ def _where(release: Release) -> str:
             return f"at the gate of {stage_label(release)}"
         case Phase.PROMOTING:
             return "during promotion"
+        case Phase.SWITCHING:
+            return "during the switch"
+        case Phase.KEEPING_BLUE:
+            return "while blue is kept"
         case Phase.ROLLING_BACK:
             return "while rolling back"
         case _:
@@ -455,6 +569,10 @@ def _reason_suffix(reason: str) -> str:
 def stage_label(release: Release, index: int | None = None) -> str:
     index = release.stage_index if index is None else index
     stage = release.plan.stages[index]
+    if _is_preview(release, index):
+        return "the preview"
+    if release.kind is ReleaseKind.BLUE_GREEN:
+        return "the watch window"
     return f"stage {index + 1}/{len(release.plan.stages)} ({percent(stage.weight)})"
 
 

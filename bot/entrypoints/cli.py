@@ -44,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--scenario",
-        choices=("canary", "rollback"),
+        choices=("canary", "rollback", "bluegreen", "hybrid"),
         default="canary",
         help="canary: a good release, approved and promoted (default); "
-        "rollback: a bad canary rolled back automatically",
+        "rollback: a bad canary rolled back automatically; "
+        "bluegreen: a bad green switched back by itself, then a good one released; "
+        "hybrid: a previewed green, then canary stages onto it",
     )
     audit = commands.add_parser("audit", help="the audit trail kept in Redis")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

@@ -6,7 +6,10 @@ compressed to seconds. What would need Kubernetes, Prometheus and Slack is simul
 SimulatedCluster stands in for the cluster, SimulatedMetrics for Prometheus (the bot's real analysis
 checks its readings every second), a simulated person clicks Approve, and TerminalAnnouncer prints
 the Slack messages the bot would post. `--scenario rollback` runs a bad canary whose error rate
-climbs past the threshold: the analysis rolls it back."""
+climbs past the threshold: the analysis rolls it back. `--scenario bluegreen` runs two blue-green
+releases: a bad green, switched back to blue by the watch window's checks, then a good one,
+switched to, watched, blue kept and then retired. `--scenario hybrid` previews a full-size green
+beside blue, then widens its production traffic in the canary stages."""
 
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -33,10 +36,11 @@ import structlog
 
 from bot.application.checks import CanaryChecks
 from bot.application.service import ReleaseService
-from bot.core.analysis import Metric, Reading, TrackReading, Trend
+from bot.core.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
 from bot.core.apps import (
     AppConfig,
     AuthorizationConfig,
+    BlueGreenConfig,
     BotConfig,
     ChannelRef,
     IstioRouter,
@@ -47,8 +51,8 @@ from bot.core.durations import format_duration
 from bot.core.errors import ReleaseBotError
 from bot.core.machine import Approve, Notify
 from bot.core.plan import Plan, Stage
-from bot.core.ports import Observation, PreflightResult, SlackRefs
-from bot.core.release import Phase, Release, desired_traffic
+from bot.core.ports import Observation, PreflightResult, SlackRefs, SwitchTiming
+from bot.core.release import BlueGreenPods, Phase, Release, ReleaseKind, desired_traffic
 from bot.core.text import percent, plan_text
 from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
@@ -69,6 +73,7 @@ EXIT_INTERRUPTED = 130
 APP = "shop-api"
 STABLE_VERSION = "v1.0.0"
 NEW_VERSION = "v1.1.0"
+FIXED_VERSION = "v1.1.1"  # the blue-green scenario's second, good release
 DEMO_CHANNEL = "C0DEMOCHAN"
 REQUESTER = "U0DEMODEV"  # simulated person who starts the release
 APPROVER = "U0DEMOLEAD"  # simulated person who clicks Approve (four-eyes: not the requester)
@@ -114,6 +119,15 @@ DEMO_APP = AppConfig(
     metrics=DEMO_METRICS,
     alert_mention="<!here>",
     authorization=AuthorizationConfig(four_eyes=True),
+    bluegreen=BlueGreenConfig.model_validate(
+        {
+            "preview_checks": True,
+            "watch_window": "6s",  # time for four checks: a bad green fails the fourth
+            "check_interval": "1s",
+            "retention": "2s",
+            "scale_down_grace": "1s",
+        }
+    ),
 )
 
 
@@ -229,7 +243,7 @@ class SimulatedCluster:
         self._transcript = transcript
         self._apps: dict[str, _SimulatedApp] = {}
 
-    def stable_version(self, app: AppConfig) -> str:
+    def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
         return self._app(app).stable_version
 
     def canary_traffic(self, app: AppConfig) -> CanaryTraffic:
@@ -237,7 +251,7 @@ class SimulatedCluster:
         state = self._app(app)  # a canary not yet or no longer there has weight 0, no header
         return CanaryTraffic(weight=state.canary_weight, header_routed=state.header_routed)
 
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult:
+    def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult:
         summary = (
             f"Preflight on the simulated cluster passed for {app.namespace}/{app.workload} "
             f"{version}: readiness probes, version label, versioned ConfigMaps, quota room."
@@ -246,6 +260,8 @@ class SimulatedCluster:
 
     def reconcile(self, release: Release, app: AppConfig) -> Observation:
         state = self._app(app)
+        if release.kind is ReleaseKind.BLUE_GREEN:
+            return self._blue_green(state, release)
         match release.phase:
             case Phase.STARTING:
                 return self._start_canary(state, release)
@@ -263,7 +279,14 @@ class SimulatedCluster:
         return self._apps.setdefault(app.name, _SimulatedApp(stable_version=STABLE_VERSION))
 
     def _start_canary(self, state: _SimulatedApp, release: Release) -> Observation:
-        if state.canary_version != release.version:
+        if state.canary_version != release.version and release.kind is ReleaseKind.HYBRID:
+            state.canary_version, state.canary_ready = release.version, False
+            self._say(
+                f"created green Deployment {release.app}-canary ({release.version}, "
+                f"{STABLE_PODS} pods, as big as blue) and Service {release.app}-green selecting "
+                "only its pods; the VirtualService sends it nothing yet"
+            )
+        elif state.canary_version != release.version:
             state.canary_version, state.canary_ready = release.version, False
             self._say(f"created Deployment {release.app}-canary ({release.version}, 1 pod)")
         elif not state.canary_ready:
@@ -279,6 +302,8 @@ class SimulatedCluster:
         state.canary_weight, state.header_routed = wanted
         header = ", header x-canary: always goes to the canary" if state.header_routed else ""
         pods = max(1, math.ceil(STABLE_PODS * state.canary_weight / 100))
+        if release.kind is ReleaseKind.HYBRID:
+            pods = STABLE_PODS  # green is as big as blue from the start
         self._say(
             f"VirtualService {release.app}: stable {state.stable_version} "
             f"{100 - state.canary_weight} % · canary {release.version} {state.canary_weight} %"
@@ -309,12 +334,73 @@ class SimulatedCluster:
         self._say(f"deleted Deployment {release.app}-canary; stable {state.stable_version} only")
         return Observation(rollback_complete=True)
 
+    def _blue_green(self, state: _SimulatedApp, release: Release) -> Observation:
+        """Blue runs the stable version; green, beside it, takes production after the switch."""
+        seen = self._blue_green_step(state, release)
+        return replace(seen, pods=_pods(state))
+
+    def _blue_green_step(self, state: _SimulatedApp, release: Release) -> Observation:
+        match release.phase:
+            case Phase.STARTING:
+                return self._start_green(state, release)
+            case Phase.SWITCHING:
+                return self._switch(state, release, to=release.version)
+            case Phase.PROMOTING:
+                return self._retire_blue(state, release)
+            case Phase.ROLLING_BACK:
+                if state.canary_weight:
+                    self._switch(state, release, to=state.stable_version)
+                if state.canary_version is not None:
+                    self._remove_canary(state, release)
+                    self._say(f"deleted Deployment {release.app}-green and its preview Service")
+                return Observation(rollback_complete=True)
+        return Observation(canary_ready=state.canary_ready)
+
+    def _start_green(self, state: _SimulatedApp, release: Release) -> Observation:
+        if state.canary_version != release.version:
+            state.canary_version, state.canary_ready = release.version, False
+            self._say(
+                f"created Deployment {release.app}-green ({release.version}, {STABLE_PODS} pods) "
+                f"beside blue, and Service {release.app}-green selecting only its pods"
+            )
+        elif not state.canary_ready:
+            state.canary_ready, state.header_routed = True, True
+            self._say(
+                f"{release.app}-green's {STABLE_PODS} pods are ready; testers use the preview"
+            )
+        return Observation(canary_ready=state.canary_ready)
+
+    def _switch(self, state: _SimulatedApp, release: Release, *, to: str) -> Observation:
+        serving = release.version if to == release.version else state.stable_version
+        state.canary_weight = 100 if to == release.version else 0
+        state.header_routed = False
+        self._say(f"Service {release.app} selector now version: {serving} (one update)")
+        return Observation(switched=SwitchTiming(selector_s=0.004, endpoints_s=0.021))
+
+    def _retire_blue(self, state: _SimulatedApp, release: Release) -> Observation:
+        if not state.stable_rolling:
+            state.stable_rolling = True
+            self._say(f"scaled blue Deployment {release.app} ({state.stable_version}) to 0")
+            return Observation()
+        self._say(f"deleted blue Deployment {release.app} and Service {release.app}-green")
+        state.stable_version, state.stable_rolling = release.version, False
+        self._remove_canary(state, release)
+        return Observation(promotion_complete=True)
+
     def _remove_canary(self, state: _SimulatedApp, release: Release) -> None:
         state.canary_version, state.canary_ready, state.draining = None, False, False
         state.canary_weight, state.header_routed = 0, False
 
     def _say(self, text: str) -> None:
         self._transcript.aside("simulated cluster", text)
+
+
+def _pods(state: _SimulatedApp) -> BlueGreenPods:
+    green = STABLE_PODS if state.canary_ready else 0
+    blue = 0 if state.stable_rolling else STABLE_PODS
+    return BlueGreenPods(
+        blue_ready=blue, blue_desired=blue, green_ready=green, green_desired=green or STABLE_PODS
+    )
 
 
 class _Answers(NamedTuple):
@@ -357,9 +443,22 @@ class SimulatedMetrics:
         self._readings: list[Reading] = []
         self._public_readings = 0
 
+    def next_release(self, *, bad: bool) -> None:
+        """The next release's canary (or green) is good or bad; its readings start afresh."""
+        self._bad_canary, self._public_readings, self._readings = bad, 0, []
+
     def covers(self, app: AppConfig) -> bool:
         """Every app has simulated metrics."""
         return True
+
+    def batch_of(self, app: AppConfig) -> str:
+        """Each app alone: nothing is queried, so there is nothing to batch."""
+        return app.name
+
+    def read_many(
+        self, apps: Sequence[AppConfig], *, at: datetime
+    ) -> dict[str, Reading | MetricsUnavailable]:
+        return {app.name: self.read(app, at=at) for app in apps}
 
     def read(self, app: AppConfig, *, at: datetime) -> Reading:
         traffic = self._cluster.canary_traffic(app)
@@ -445,15 +544,43 @@ def _described(track: TrackReading) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Scenario:
-    name: str
-    bad_canary: bool
+class DemoRelease:
+    """One release a scenario runs, and how it must end."""
+
+    version: str
+    bad: bool
     intended: Phase
 
 
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    kind: ReleaseKind
+    releases: tuple[DemoRelease, ...]
+
+    @property
+    def bad_canary(self) -> bool:
+        return self.releases[0].bad
+
+
 _SCENARIOS = {
-    "canary": Scenario(name="canary", bad_canary=False, intended=Phase.SUCCEEDED),
-    "rollback": Scenario(name="rollback", bad_canary=True, intended=Phase.ROLLED_BACK),
+    "canary": Scenario(
+        "canary", ReleaseKind.CANARY, (DemoRelease(NEW_VERSION, False, Phase.SUCCEEDED),)
+    ),
+    "rollback": Scenario(
+        "rollback", ReleaseKind.CANARY, (DemoRelease(NEW_VERSION, True, Phase.ROLLED_BACK),)
+    ),
+    "hybrid": Scenario(
+        "hybrid", ReleaseKind.HYBRID, (DemoRelease(NEW_VERSION, False, Phase.SUCCEEDED),)
+    ),
+    "bluegreen": Scenario(
+        "bluegreen",
+        ReleaseKind.BLUE_GREEN,
+        (
+            DemoRelease(NEW_VERSION, True, Phase.ROLLED_BACK),
+            DemoRelease(FIXED_VERSION, False, Phase.SUCCEEDED),
+        ),
+    ),
 }
 
 
@@ -469,8 +596,9 @@ class DemoRun:
         self._store = store
         self._transcript = transcript
         self._waiting_since: float | None = None
+        self._kind = scenario.kind
         cluster = SimulatedCluster(transcript=transcript)
-        metrics = SimulatedMetrics(
+        self._metrics = SimulatedMetrics(
             cluster=cluster, bad_canary=scenario.bad_canary, transcript=transcript
         )
         self._service = ReleaseService(
@@ -479,12 +607,13 @@ class DemoRun:
             leases=Leases(store=store),
             cluster=cluster,
             announcer=TerminalAnnouncer(config=config, transcript=transcript),
-            checks=CanaryChecks(metrics=metrics),
+            checks=CanaryChecks(metrics=self._metrics),
         )
 
-    def run(self) -> Release:
+    def run(self, planned: DemoRelease) -> Release:
         """The release once finished; DemoError when it does not finish in time."""
-        release = self._start()
+        self._metrics.next_release(bad=planned.bad)
+        release = self._start(planned.version)
         deadline = time.monotonic() + DEADLINE_S
         while not release.phase.is_terminal:
             if time.monotonic() > deadline:
@@ -498,11 +627,16 @@ class DemoRun:
             release = self._current(release)
         return release
 
-    def _start(self) -> Release:
-        command = f"/release canary {APP} {NEW_VERSION}"
+    def _start(self, version: str) -> Release:
+        command = f"/release {self._kind.value} {APP} {version}"
         self._transcript.line(f"\n@{REQUESTER} (a simulated person) types: {command}")
         outcome = self._service.start(
-            app_name=APP, version=NEW_VERSION, plan_name=None, user=REQUESTER, channel=DEMO_CHANNEL
+            app_name=APP,
+            version=version,
+            plan_name=None,
+            user=REQUESTER,
+            channel=DEMO_CHANNEL,
+            kind=self._kind,
         )
         if outcome.release is None:
             raise DemoError(f"the release did not start: {outcome.message}")
@@ -606,7 +740,13 @@ def run_demo(*, scenario: str) -> int:
         with temporary_redis() as url:
             _introduce(chosen, url, transcript)
             store = ReleaseStore(connect(url))
-            release = DemoRun(scenario=chosen, store=store, transcript=transcript).run()
+            demo = DemoRun(scenario=chosen, store=store, transcript=transcript)
+            for planned in chosen.releases:
+                release = demo.run(planned)
+                if release.phase is not planned.intended:
+                    break
+                if planned is not chosen.releases[-1]:
+                    _between_releases(release, transcript)
     except MissingRedis as error:
         print(f"release-bot demo: {error}", file=sys.stderr)
         return EXIT_MISSING_REDIS
@@ -634,6 +774,28 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _introduce(scenario: Scenario, url: str, transcript: Transcript) -> None:
+    if scenario.kind is ReleaseKind.HYBRID:
+        plan = DEMO_APP.bluegreen.hybrid_plan(DEMO_PLAN)
+        what = (
+            f"a hybrid release of {APP} {STABLE_VERSION} (blue) → {NEW_VERSION} (green): green "
+            f"comes up beside blue at full size and is previewed, then production traffic moves "
+            f"onto it in canary stages ({plan_text(plan)}; times compressed)."
+        )
+    elif scenario.kind is ReleaseKind.BLUE_GREEN:
+        settings = DEMO_APP.bluegreen
+        what = (
+            f"two blue-green releases of {APP} {STABLE_VERSION} (blue): green {NEW_VERSION} is "
+            f"previewed, switched to once approved, then breaks under production traffic and is "
+            f"switched back by itself; then green {FIXED_VERSION}, watched for "
+            f"{format_duration(settings.watch_window_s)}, blue kept "
+            f"{format_duration(settings.retention_s)} and then retired (times compressed)."
+        )
+    else:
+        what = _canary_introduction(scenario)
+    _introduce_parts(f"({scenario.name} scenario): {what}", url, transcript)
+
+
+def _canary_introduction(scenario: Scenario) -> str:
     plan = plan_text(DEMO_PLAN)
     metrics = DEMO_APP.metrics
     limit = percent(metrics.error_rate.max * 100)
@@ -642,9 +804,17 @@ def _introduce(scenario: Scenario, url: str, transcript: Transcript) -> None:
         bad = (
             f" The canary is bad: once it takes public traffic, its error rate climbs past {limit}."
         )
+    return (
+        f"a canary release of {APP} {STABLE_VERSION} → {NEW_VERSION}, stages compressed to "
+        f"seconds ({plan}).{bad}"
+    )
+
+
+def _introduce_parts(what: str, url: str, transcript: Transcript) -> None:
+    metrics = DEMO_APP.metrics
+    limit = percent(metrics.error_rate.max * 100)
     transcript.line(
-        f"release-bot demo ({scenario.name} scenario): a canary release of {APP} "
-        f"{STABLE_VERSION} → {NEW_VERSION}, stages compressed to seconds ({plan}).{bad}\n"
+        f"release-bot demo {what}\n"
         f"  state store: a real, temporary redis-server at {url}\n"
         f"  cluster:     simulated in memory, no Kubernetes is touched\n"
         f"  metrics:     simulated, no Prometheus is asked; the bot's real analysis judges canary\n"
@@ -655,10 +825,23 @@ def _introduce(scenario: Scenario, url: str, transcript: Transcript) -> None:
     )
 
 
+def _between_releases(release: Release, transcript: Transcript) -> None:
+    transcript.line(
+        f"\n{APP} {release.version} was switched back to blue {release.previous_version} by "
+        f"itself ({release.outcome_reason}). The team fixes it and releases {FIXED_VERSION}."
+    )
+
+
 def _conclude(scenario: Scenario, release: Release, seconds: float, transcript: Transcript) -> int:
     why = release.outcome_reason or "no reason given"
     took = f"{seconds:.1f} s"
-    if release.phase is Phase.SUCCEEDED:
+    intended = next(p.intended for p in scenario.releases if p.version == release.version)
+    if release.phase is Phase.SUCCEEDED and release.kind is ReleaseKind.BLUE_GREEN:
+        transcript.line(
+            f"\nDemo finished in {took}: {APP} {release.version} released, green serves "
+            f"production and blue is retired ({why}); the first green was switched back by itself."
+        )
+    elif release.phase is Phase.SUCCEEDED:
         transcript.line(
             f"\nDemo finished in {took}: {APP} {release.version} released, stable runs it ({why})."
         )
@@ -670,10 +853,10 @@ def _conclude(scenario: Scenario, release: Release, seconds: float, transcript: 
         )
     else:
         transcript.line(f"\nDemo finished in {took}: {APP} {release.version} {release.phase}.")
-    if release.phase is not scenario.intended:
+    if release.phase is not intended:
         print(
-            f"release-bot demo: the {scenario.name} scenario should end {scenario.intended}, "
-            f"but the release ended {release.phase}",
+            f"release-bot demo: the {scenario.name} scenario's release {release.version} should "
+            f"end {intended}, but it ended {release.phase}",
             file=sys.stderr,
         )
         return EXIT_DEMO_BROKE

@@ -1,16 +1,18 @@
-"""WSGI middleware in front of Bolt's /slack/events handler; called by server.build_wsgi_app.
+"""The WSGI application of /slack/events: checks a request, then hands it to Bolt's dispatch.
 
-Every request to /slack/events passes these checks, in this order, before Bolt sees it:
+Called by server.build_wsgi_app. Every request passes these checks, in this order, before Bolt
+sees it:
 
 1. POST only (405 otherwise);
 2. a Content-Length of at most MAX_BODY_BYTES (1 MiB; Slack's payloads are a few KiB): 400,
    and the body is not read;
 3. Slack's signature (`X-Slack-Signature`, HMAC-SHA256 of `v0:{timestamp}:{body}` with the
    signing secret) and a timestamp within MAX_CLOCK_SKEW_S (5 min) of now: 401 otherwise, so a
-   forged, tampered or replayed request never reaches a parser or a listener;
+   forged, tampered or replayed request never reaches a parser or a listener. This is the one
+   signature check: the Bolt app is built with request_verification_enabled=False;
 4. a body Bolt can read: UTF-8, `application/x-www-form-urlencoded` or `application/json`, and
    parsed by Bolt's own BoltRequest without error (a `payload` that is not a JSON object...):
-   400 otherwise.
+   400 otherwise. That BoltRequest is the one dispatched: the body is parsed once.
 
 A rejection is answered with a short JSON error and logged as one line naming the reason: no
 traceback, and nothing from the body or the headers (which may carry a token).
@@ -20,16 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import structlog
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.request import BoltRequest
+from slack_bolt.response import BoltResponse
 
 MAX_BODY_BYTES = 1024 * 1024
 """The largest body accepted on /slack/events; Slack's own payloads stay far below."""
@@ -55,45 +57,46 @@ class Rejected(Exception):
         self.reason = reason
 
 
+Dispatch = Callable[[BoltRequest], BoltResponse]
+"""Bolt's App.dispatch: runs the listeners of a request, returns the acknowledgement."""
+
+
 def guard_slack_events(
-    handler: SlackRequestHandler, *, signing_secret: str, clock: Callable[[], float] = time.time
+    dispatch: Dispatch, *, signing_secret: str, clock: Callable[[], float] = time.time
 ) -> WSGIApplication:
-    """`handler` behind the checks above; `signing_secret` is the one its Bolt app verifies
-    with (SLACK_SIGNING_SECRET)."""
-    return SlackEventsGuard(handler, signing_secret=signing_secret, clock=clock)
+    """Bolt's `dispatch` behind the checks above; `signing_secret` is SLACK_SIGNING_SECRET."""
+    return SlackEventsGuard(dispatch, signing_secret=signing_secret, clock=clock)
 
 
 class SlackEventsGuard:
-    """The WSGI application that checks a request, then hands it to Bolt (see the module doc)."""
+    """The WSGI application that checks a request, then dispatches it (see the module doc)."""
 
     def __init__(
         self,
-        events: WSGIApplication,
+        dispatch: Dispatch,
         *,
         signing_secret: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._events = events
+        self._dispatch = dispatch
         self._secret = signing_secret.encode()
         self._clock = clock
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            body = self._checked_body(environ)
+            request = self._checked_request(environ)
         except Rejected as rejected:
             log.warning("slack_request_rejected", status=rejected.status, reason=rejected.reason)
             headers = [("Allow", "POST")] if rejected.status.startswith("405") else []
             return _respond(start_response, rejected.status, {"error": rejected.reason}, headers)
-        checked = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
-        return self._events(checked, start_response)
+        return _answer(start_response, self._dispatch(request))
 
-    def _checked_body(self, environ: WSGIEnvironment) -> bytes:
+    def _checked_request(self, environ: WSGIEnvironment) -> BoltRequest:
         if environ.get("REQUEST_METHOD") != "POST":
             raise Rejected("405 Method Not Allowed", "only POST is accepted")
         body = _read_body(environ)
         self._verify_signature(environ, body)
-        _check_parses(environ, body)
-        return body
+        return _parsed(environ, body)
 
     def _verify_signature(self, environ: WSGIEnvironment, body: bytes) -> None:
         timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
@@ -122,18 +125,46 @@ def _read_body(environ: WSGIEnvironment) -> bytes:
     return body
 
 
-def _check_parses(environ: WSGIEnvironment, body: bytes) -> None:
+def _parsed(environ: WSGIEnvironment, body: bytes) -> BoltRequest:
     """Bolt's own parsing of the request, done here so its failure is a 400, not a crash."""
     content_type = environ.get("CONTENT_TYPE", "")
     if content_type.split(";", 1)[0].strip().lower() not in ACCEPTED_CONTENT_TYPES:
         raise Rejected("400 Bad Request", "unsupported Content-Type")
     try:
         text = body.decode("utf-8")
-        request = BoltRequest(body=text, headers={"content-type": content_type})
+        request = BoltRequest(
+            body=text, query=environ.get("QUERY_STRING", ""), headers=_headers(environ)
+        )
     except Exception as error:  # whatever Bolt's parser trips on: a JSON error, a wrong shape
         raise Rejected("400 Bad Request", "malformed request body") from error
     if not isinstance(request.body, dict):
         raise Rejected("400 Bad Request", "malformed request body")
+    return request
+
+
+def _headers(environ: WSGIEnvironment) -> dict[str, str | Sequence[str]]:
+    """The request's headers as Bolt names them (lower case, dashes), as its WSGI adapter does."""
+    headers: dict[str, str | Sequence[str]] = {"content-type": environ.get("CONTENT_TYPE", "")}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].lower().replace("_", "-")] = value
+    return headers
+
+
+def _answer(start_response: StartResponse, response: BoltResponse) -> list[bytes]:
+    """Bolt's acknowledgement as the WSGI answer."""
+    payload = response.body.encode()
+    headers = [
+        (name, value)
+        for name, values in response.headers.items()
+        if name.lower() != "content-length"
+        for value in values
+    ]
+    status = HTTPStatus(response.status)
+    start_response(
+        f"{status.value} {status.phrase}", [*headers, ("Content-Length", str(len(payload)))]
+    )
+    return [payload]
 
 
 def _respond(

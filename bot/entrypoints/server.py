@@ -28,7 +28,6 @@ import structlog
 from prometheus_client import Histogram, make_wsgi_app
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
@@ -51,7 +50,7 @@ from bot.entrypoints.exit_codes import (
     EXIT_SLACK_REFUSED,
     EXIT_SLACK_UNREACHABLE,
 )
-from bot.entrypoints.request_guard import guard_slack_events
+from bot.entrypoints.request_guard import Dispatch, guard_slack_events
 from bot.entrypoints.settings import Settings, SettingsError, load_settings
 from bot.kube.client import apiserver_ready, build_api_client
 from bot.kube.reconciler import KubernetesCluster
@@ -70,6 +69,11 @@ READINESS_TIMEOUT_S = 0.5
 """How long /readyz waits for Redis or the apiserver before counting it as down."""
 READINESS_MAX_AGE_S = 1.0
 """How long one answer of Redis or the apiserver stands for /readyz, so probes stay cheap."""
+
+HTTP_THREADS = 16
+"""waitress's worker threads: requests answered at once. A listener's thread mostly waits on
+Redis (handlers.app: it answers in its own thread), so more threads than cores keep the CPU
+busy; bench/acks.py measured 4 (waitress's default) against 16."""
 
 SLACK_EVENTS_PATH = "/slack/events"
 """Where Slack sends commands, clicks and events in HTTP mode (deploy/slack-app-manifest.yaml)."""
@@ -113,9 +117,7 @@ def serve() -> int:
     except (ConfigError, ReleaseBotError) as error:
         return fatal(str(error), EXIT_BAD_CONFIG)
     service, home = wired if wired else (None, None)
-    app = build_app(
-        signing_secret=settings.signing_secret, client=client, service=service, home=home
-    )
+    app = build_app(client=client, service=service, home=home)
     scheduler = (
         Scheduler(tick=_pass(service, home), interval_s=settings.release_bot_tick_seconds)
         if service and home
@@ -131,11 +133,12 @@ def fatal(reason: str, exit_code: int) -> int:
     return exit_code
 
 
-def _pass(service: ReleaseService, home: AppHome) -> Callable[[], None]:
-    """One scheduler pass: the releases, then the App Home refreshes their changes made due."""
+def _pass(service: ReleaseService, home: AppHome) -> Callable[[float], None]:
+    """One scheduler pass (waiting at most `wait_s` for its releases): the releases, then the
+    App Home refreshes their changes made due."""
 
-    def run() -> None:
-        service.tick()
+    def run(wait_s: float) -> None:
+        service.tick(wait_s)
         home.publish_due()
 
     return run
@@ -185,6 +188,8 @@ def build_service(
         announcer=SlackAnnouncer(client=client, config=config),
         membership=SlackMembership(client=client),
         checks=CanaryChecks(metrics=metrics, charts=MatplotlibCharts()),
+        workers=settings.release_bot_workers,
+        resync_s=settings.release_bot_resync_seconds,
     )
     home = AppHome(
         service=service, viewers=viewers, publisher=SlackHome(client=client), clock=clock
@@ -217,12 +222,18 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
     mode = "socket" if socket_mode else "http"
     log.info("starting", mode=mode, port=settings.port, slack_api_url=settings.slack_api_url)
     wsgi_app = build_wsgi_app(
-        slack_events=None if socket_mode else SlackRequestHandler(app),
+        slack_events=None if socket_mode else app.dispatch,
         signing_secret=settings.signing_secret,
         readiness=readiness,
     )
     try:  # bind first: a taken port fails at once, before anything talks to Slack
-        server = create_server(wsgi_app, host="0.0.0.0", port=settings.port, ident="release-bot")
+        server = create_server(
+            wsgi_app,
+            host="0.0.0.0",
+            port=settings.port,
+            ident="release-bot",
+            threads=HTTP_THREADS,
+        )
     except OSError as error:
         return fatal(
             f"cannot listen on PORT {settings.port}: {error.strerror or error}; another process "
@@ -453,10 +464,11 @@ def _log_auth_test_retry(state: RetryCallState) -> None:
 
 
 def build_wsgi_app(
-    *, slack_events: SlackRequestHandler | None, signing_secret: str, readiness: Readiness
+    *, slack_events: Dispatch | None, signing_secret: str, readiness: Readiness
 ) -> WSGIApplication:
-    """Route /healthz, /readyz, /metrics and (when given) /slack/events; 404 for anything else.
-    /slack/events goes through request_guard first (signature, size and body checks)."""
+    """Route /healthz, /readyz, /metrics and (when given Bolt's dispatch) /slack/events; 404 for
+    anything else. /slack/events goes through request_guard first (signature, size and body
+    checks), which hands Bolt the request it parsed."""
     metrics = make_wsgi_app()
     events = None
     if slack_events is not None:

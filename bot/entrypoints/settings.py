@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.application.service import RESYNC_S_DEFAULT, WORKERS_DEFAULT
+
 SLACK_API_URL_DEFAULT = "https://slack.com/api/"
 PORT_DEFAULT = 3000
 TICK_SECONDS_DEFAULT = 5.0
@@ -38,6 +40,8 @@ _HELP = {
     "PORT": "the HTTP port to listen on",
     "RELEASE_BOT_TICK_SECONDS": "seconds between two scheduler passes over the active releases",
     "RELEASE_BOT_LEASE_SECONDS": "how long a replica's claim on a release outlives the replica",
+    "RELEASE_BOT_WORKERS": "releases one replica works at once (a hanging one holds only its own)",
+    "RELEASE_BOT_RESYNC_SECONDS": "the longest a release goes without a pass (drift repair)",
     "REDIS_URL": "release state, locks, leases and audit trail (redis://host:port/db; use AOF "
     "persistence); or REDIS_SENTINELS for Sentinel",
     "REDIS_SENTINELS": "Sentinel addresses, host:port,host:port,... (instead of REDIS_URL)",
@@ -81,6 +85,10 @@ class Settings(BaseSettings):
     release_bot_config: Path | None = None
     release_bot_tick_seconds: float = Field(default=TICK_SECONDS_DEFAULT, gt=0, le=3600)
     release_bot_lease_seconds: float = Field(default=LEASE_SECONDS_DEFAULT, gt=0, le=3600)
+    release_bot_workers: int = Field(default=WORKERS_DEFAULT, ge=1, le=256)
+    """The release service's worker pool (bot.application.service.ReleaseService `workers`)."""
+    release_bot_resync_seconds: float = Field(default=RESYNC_S_DEFAULT, gt=0, le=86400)
+    """ReleaseService `resync_s`: a release nothing is due for is still reconciled this often."""
     release_bot_crash_at: Literal["saved", "reconciled"] | None = None
     """Recovery drills only: die at that point of the next transition (see
     bot.application.service)."""

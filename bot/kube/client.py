@@ -38,15 +38,19 @@ from bot.kube.telemetry import KUBE_CALL_ERRORS, KUBE_CALL_SECONDS
 
 Object = dict[str, Any]
 
-REQUEST_TIMEOUT_S = (5.0, 30.0)  # (connect, read): a hung apiserver must not hang a release
-RETRY_ATTEMPTS = 5
+REQUEST_TIMEOUT_S = (3.0, 10.0)  # (connect, read): a hung apiserver must not hang a release
+RETRY_ATTEMPTS = 4
+RETRY_BUDGET_S = 15.0
+"""No retry starts once this long has passed since the first attempt: one call holds its
+caller (one release's worker, bot.application.service) for at most about this plus one read
+timeout, even while an admission webhook or the apiserver itself hangs."""
 TEMPORARY_STATUSES = frozenset({408, 425, 429})  # and every 5xx; a 409 conflict too
 _ABSENCE_IS_AN_ANSWER = frozenset({"get", "delete"})  # their 404 is no error (bot.kube.telemetry)
 
 # Only TemporaryError is retried: a PermanentError (or any other exception) leaves at once.
 _retry_temporary = tenacity.retry(
     retry=tenacity.retry_if_exception_type(TemporaryError),
-    stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
+    stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS) | tenacity.stop_after_delay(RETRY_BUDGET_S),
     wait=tenacity.wait_exponential(multiplier=0.1, max=2),
     reraise=True,
 )
@@ -126,6 +130,7 @@ HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes")
 CONFIG_MAPS = ResourceType("", "v1", "configmaps")
 RESOURCE_QUOTAS = ResourceType("", "v1", "resourcequotas")
 LIMIT_RANGES = ResourceType("", "v1", "limitranges")
+ENDPOINT_SLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices")
 NAMESPACES = ResourceType("", "v1", "namespaces", namespaced=False)
 
 

@@ -31,6 +31,7 @@ from kubernetes.utils import parse_quantity
 
 from bot.core.errors import PermanentError, TemporaryError
 from bot.core.images import parse_version
+from bot.core.ports import PreflightResult
 from bot.kube.client import (
     CONFIG_MAPS,
     DEPLOYMENTS,
@@ -143,6 +144,21 @@ def run_preflight(
     if routing is not None and new_image is not None:
         findings += _guarded("routing", lambda: _check_routing(routing))
     return report(new_image, findings)
+
+
+_SEVERITY_MARKS = {Severity.BLOCK: "⛔", Severity.WARN: "⚠️", Severity.PASS: "✅"}
+_SEVERITY_ORDER = (Severity.BLOCK, Severity.WARN, Severity.PASS)
+
+
+def preflight_result(findings: Sequence[Finding]) -> PreflightResult:
+    """What the release service gets: blocked or not, and one mrkdwn line per finding with its
+    mark, blocking ones first, then warnings."""
+    ordered = sorted(findings, key=lambda finding: _SEVERITY_ORDER.index(finding.severity))
+    summary = "\n".join(
+        f"{_SEVERITY_MARKS[finding.severity]} {finding.message}" for finding in ordered
+    )
+    blocked = any(finding.severity is Severity.BLOCK for finding in findings)
+    return PreflightResult(blocked=blocked, summary=summary)
 
 
 def _validate_arguments(*, kind: str, extra_replicas: int | None) -> None:

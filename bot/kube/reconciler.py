@@ -3,13 +3,16 @@
 `KubernetesCluster` implements bot.core.ports.ClusterPort. The server (bot.entrypoints.server)
 builds one around the bot's ApiClient and hands it to the ReleaseService (bot.application),
 which calls `stable_version` and `preflight` when a release starts, and `reconcile` after every
-transition and on every scheduler tick.
+transition and on every scheduler tick. Each call goes to the strategy of the release's kind
+(`build_strategy`: the canary's below, blue-green's in bot.kube.bluegreen), one per app and kind.
+
+The canary strategy, by phase:
 
 `reconcile` is level-triggered: it reads what the cluster runs, brings it towards what the
 release's phase wants (bot.core.release.desired_traffic) and reports what it sees. Every step is an
 idempotent call of bot.kube.workloads or bot.kube.routers, so a second call in a row changes
 nothing, and a crash between two steps is repaired by the next call, which redoes the steps
-still needed. By phase:
+still needed.
 - STARTING, RUNNING, AWAITING_APPROVAL, PAUSED: canary, routes, the stage's weight;
 - VERIFYING: the same at the traffic held, and the gate's verification Job (bot.kube.verification),
   whose status the observation carries;
@@ -24,24 +27,26 @@ on the next tick and fails the release on the second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from kubernetes import client as k8s
 
 from bot.core.apps import AppConfig, ReplicasRouter
 from bot.core.errors import PermanentError
-from bot.core.images import parse_version
 from bot.core.ports import Observation, PreflightResult
-from bot.core.release import Phase, Release, desired_traffic
-from bot.kube.client import DEPLOYMENTS, NamespacedResources, Object
-from bot.kube.preflight import Finding, Severity, run_preflight
+from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
+from bot.kube.bluegreen import BlueGreenStrategy, PreviewService
+from bot.kube.client import DEPLOYMENTS, SERVICES, NamespacedResources, Object
+from bot.kube.preflight import Finding, Severity, preflight_result, run_preflight
 from bot.kube.routers import RouterOptions, TrafficRouter, build_router
 from bot.kube.verification import VerificationJobs
 from bot.kube.workloads import (
     STABLE_TRACK,
     AppWorkload,
     CanaryWorkloads,
+    image_version,
     resolve_version,
     version_keys,
 )
@@ -49,11 +54,26 @@ from bot.kube.workloads import (
 _CANARY_PHASES = frozenset(
     {Phase.STARTING, Phase.VERIFYING, Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED}
 )
-_SEVERITY_MARKS = {Severity.BLOCK: "⛔", Severity.WARN: "⚠️", Severity.PASS: "✅"}
-_SEVERITY_ORDER = (Severity.BLOCK, Severity.WARN, Severity.PASS)
 # The replicas router does not wait for a side it grew: until it is ready, set_weight raises
 # TemporaryError having scaled nothing down, and the next pass resumes.
 _ROUTER_OPTIONS = RouterOptions(ready_timeout_s=0)
+
+
+class ReleaseStrategy(Protocol):
+    """One app's releases of one kind on the cluster."""
+
+    @property
+    def config(self) -> AppConfig:
+        """The app's configuration the strategy was built from."""
+        ...
+
+    def stable_version(self) -> str:
+        """The version production runs now."""
+        ...
+
+    def preflight(self, version: str) -> PreflightResult: ...
+
+    def reconcile(self, release: Release) -> Observation: ...
 
 
 class KubernetesCluster:
@@ -63,92 +83,133 @@ class KubernetesCluster:
 
     def __init__(self, api: k8s.ApiClient) -> None:
         self._api = api
-        self._apps: dict[str, _AppCluster] = {}
+        self._strategies: dict[tuple[str, ReleaseKind], ReleaseStrategy] = {}
 
-    def stable_version(self, app: AppConfig) -> str:
+    def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
+        return self._strategy(app, kind).stable_version()
+
+    def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult:
+        return self._strategy(app, kind).preflight(version)
+
+    def reconcile(self, release: Release, app: AppConfig) -> Observation:
+        return self._strategy(app, release.kind).reconcile(release)
+
+    def _strategy(self, app: AppConfig, kind: ReleaseKind) -> ReleaseStrategy:
+        """Built on first use and again only when the app's configuration changes."""
+        cached = self._strategies.get((app.name, kind))
+        if cached is None or cached.config != app:
+            cached = self._strategies[app.name, kind] = build_strategy(kind, self._api, app)
+        return cached
+
+
+def build_strategy(kind: str, api: k8s.ApiClient, app: AppConfig) -> ReleaseStrategy:
+    """The strategy for release kind `kind`; an unknown kind is an error, never a default."""
+    build = _STRATEGIES.get(kind)
+    if build is None:
+        known = ", ".join(_STRATEGIES)
+        raise PermanentError(f"unknown release kind {kind!r}; known kinds: {known}")
+    return build(api, app)
+
+
+def _canary_strategy(api: k8s.ApiClient, app: AppConfig) -> _CanaryStrategy:
+    deployments = NamespacedResources(api, DEPLOYMENTS, app.namespace)
+    container = app.container
+    if container is None:
+        stable = deployments.get(app.workload)
+        if stable is None:
+            raise PermanentError(
+                f"stable Deployment {app.namespace}/{app.workload} not found: check the "
+                f"namespace and workload of app {app.name} in the bot's configuration"
+            )
+        container = _first_container(stable)
+    workload = AppWorkload(
+        namespace=app.namespace, stable_deployment=app.workload, container=container
+    )
+    workloads = CanaryWorkloads(api, workload)
+    router = build_router(app.router, api=api, workloads=workloads, options=_ROUTER_OPTIONS)
+    return _CanaryStrategy(
+        config=app,
+        api=api,
+        deployments=deployments,
+        workloads=workloads,
+        router=router,
+        verifications=VerificationJobs(api, app),
+    )
+
+
+def _blue_green_strategy(api: k8s.ApiClient, app: AppConfig) -> ReleaseStrategy:
+    return BlueGreenStrategy(app, api=api)
+
+
+def _hybrid_strategy(api: k8s.ApiClient, app: AppConfig) -> ReleaseStrategy:
+    services = NamespacedResources(api, SERVICES, app.namespace)
+    preview = PreviewService(
+        services,
+        name=app.bluegreen.preview_service_of(app.name),
+        production=app.bluegreen.service or app.workload,
+    )
+    return _HybridStrategy(canary=_canary_strategy(api, app), preview=preview)
+
+
+_STRATEGIES: dict[str, Callable[[k8s.ApiClient, AppConfig], ReleaseStrategy]] = {
+    ReleaseKind.CANARY: _canary_strategy,
+    ReleaseKind.BLUE_GREEN: _blue_green_strategy,
+    ReleaseKind.HYBRID: _hybrid_strategy,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _CanaryStrategy:
+    """One app's Deployments and traffic router, and the steps of each phase."""
+
+    config: AppConfig
+    api: k8s.ApiClient
+    deployments: NamespacedResources
+    workloads: CanaryWorkloads
+    router: TrafficRouter
+    verifications: VerificationJobs
+
+    def stable_version(self) -> str:
         """The stable pod template's version label, else the tag of the released container."""
-        workloads = self._app_cluster(app).workloads
-        labels = workloads.stable_pod_labels()
+        labels = self.workloads.stable_pod_labels()
         label = labels.get(version_keys(labels)[0])
-        return label or _image_version(workloads.stable_image())
+        return label or image_version(self.workloads.stable_image())
 
-    def preflight(self, app: AppConfig, version: str) -> PreflightResult:
+    def preflight(self, version: str) -> PreflightResult:
+        return preflight_result(self.findings(version))
+
+    def findings(self, version: str) -> list[Finding]:
         """Preflight of a canary whose pods peak at the stable's count (at promotion), and of
         everything its router needs."""
-        stable = NamespacedResources(self._api, DEPLOYMENTS, app.namespace).get(app.workload)
+        app = self.config
+        stable = self.deployments.get(app.workload)
         replicas = int(stable["spec"].get("replicas", 1)) if stable else 1
         report = run_preflight(
-            api=self._api,
+            api=self.api,
             namespace=app.namespace,
             deployment=app.workload,
             container=app.container or (_first_container(stable) if stable else None),
             version=version,
             kind="canary",
             extra_replicas=max(replicas, 1),
-            routing=lambda: self._app_cluster(app).router.check(version),
+            routing=lambda: self.router.check(version),
         )
         findings = list(report.findings)
         if stable is not None and replicas == 0:
             findings.append(_scaled_to_zero(app.workload))
-        blocked = any(finding.severity is Severity.BLOCK for finding in findings)
-        return PreflightResult(blocked=blocked, summary=_preflight_summary(findings))
+        return findings
 
-    def reconcile(self, release: Release, app: AppConfig) -> Observation:
-        cluster = self._app_cluster(app)
+    def reconcile(self, release: Release) -> Observation:
         if release.phase in _CANARY_PHASES:
-            return cluster.run_canary(release)
+            return self.run_canary(release)
         if release.phase is Phase.PROMOTING:
-            return cluster.promote(release)
+            return self.promote(release)
         if release.phase in (Phase.ROLLING_BACK, Phase.FAILED):
-            return cluster.roll_back(release)
+            return self.roll_back(release)
         if release.phase is Phase.SUCCEEDED:
-            cluster.retreat(release)
-            return Observation(promotion_complete=cluster.promotion_complete(release.version))
+            self.retreat(release)
+            return Observation(promotion_complete=self.promotion_complete(release.version))
         return Observation()  # ROLLED_BACK: the rollback left nothing to do
-
-    def _app_cluster(self, app: AppConfig) -> _AppCluster:
-        """Built on first use and again only when the app's configuration changes."""
-        cached = self._apps.get(app.name)
-        if cached is None or cached.config != app:
-            cached = self._apps[app.name] = self._build(app)
-        return cached
-
-    def _build(self, app: AppConfig) -> _AppCluster:
-        deployments = NamespacedResources(self._api, DEPLOYMENTS, app.namespace)
-        container = app.container
-        if container is None:
-            stable = deployments.get(app.workload)
-            if stable is None:
-                raise PermanentError(
-                    f"stable Deployment {app.namespace}/{app.workload} not found: check the "
-                    f"namespace and workload of app {app.name} in the bot's configuration"
-                )
-            container = _first_container(stable)
-        workload = AppWorkload(
-            namespace=app.namespace, stable_deployment=app.workload, container=container
-        )
-        workloads = CanaryWorkloads(self._api, workload)
-        router = build_router(
-            app.router, api=self._api, workloads=workloads, options=_ROUTER_OPTIONS
-        )
-        return _AppCluster(
-            config=app,
-            deployments=deployments,
-            workloads=workloads,
-            router=router,
-            verifications=VerificationJobs(self._api, app),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _AppCluster:
-    """One app's Deployments and traffic router, and the steps of each phase."""
-
-    config: AppConfig
-    deployments: NamespacedResources
-    workloads: CanaryWorkloads
-    router: TrafficRouter
-    verifications: VerificationJobs
 
     def run_canary(self, release: Release) -> Observation:
         """Canary running, routes in place, the phase's weight (the held one while a verification
@@ -221,29 +282,52 @@ class _AppCluster:
         return self.deployments.get(self.workloads.app.canary_deployment) is None
 
 
+@dataclass(frozen=True, slots=True)
+class _HybridStrategy:
+    """A canary whose canary is green: as big as blue from the start (a mesh router keeps it at
+    0 % meanwhile), reachable through its preview Service until the release ends; then the
+    canary's stages shift production traffic onto it."""
+
+    canary: _CanaryStrategy
+    preview: PreviewService
+
+    @property
+    def config(self) -> AppConfig:
+        return self.canary.config
+
+    def stable_version(self) -> str:
+        return self.canary.stable_version()
+
+    def preflight(self, version: str) -> PreflightResult:
+        findings = [*self.canary.findings(version), *self.preview.findings(self.config.name)]
+        if isinstance(self.config.router, ReplicasRouter):
+            findings.append(_green_needs_a_mesh(self.config.name))
+        return preflight_result(findings)
+
+    def reconcile(self, release: Release) -> Observation:
+        seen = self.canary.reconcile(release)
+        if release.phase in _CANARY_PHASES or release.phase is Phase.PROMOTING:
+            canary = self.canary.deployments.get(self.canary.workloads.app.canary_deployment)
+            if canary is not None:
+                self.preview.ensure(dict(canary["spec"]["selector"]["matchLabels"]))
+        else:
+            self.preview.remove()
+        return seen
+
+
+def _green_needs_a_mesh(app: str) -> Finding:
+    return Finding(
+        "router",
+        Severity.BLOCK,
+        f"a hybrid release keeps green as big as blue with no production traffic until the "
+        f"preview is approved; router `replicas` splits by pod count and cannot: give "
+        f"apps.{app}.router provider istio or gateway-api, or run /release bluegreen.",
+    )
+
+
 def _first_container(deployment: Object) -> str:
     name: str = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
     return name
-
-
-def _image_version(image: str) -> str:
-    """The tag of `image`; an image pinned by digest only is its own version (a full reference
-    that can be released again); no tag at all means `latest`."""
-    try:
-        reference = parse_version(image)
-    except ValueError:
-        return image  # the apiserver accepts image strings the reference grammar does not
-    if reference.tag:
-        return reference.tag
-    return image if reference.digest else "latest"
-
-
-def _preflight_summary(findings: Iterable[Finding]) -> str:
-    """One mrkdwn line per finding with its mark, blocking ones first, then warnings."""
-    ordered = sorted(findings, key=lambda finding: _SEVERITY_ORDER.index(finding.severity))
-    return "\n".join(
-        f"{_SEVERITY_MARKS[finding.severity]} {finding.message}" for finding in ordered
-    )
 
 
 def _scaled_to_zero(deployment: str) -> Finding:

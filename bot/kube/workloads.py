@@ -113,6 +113,18 @@ def with_version(labels: Mapping[str, str], keys: Iterable[str], value: str) -> 
     return {**labels, **dict.fromkeys(keys, value)}
 
 
+def image_version(image: str) -> str:
+    """The tag of `image`; an image pinned by digest only is its own version (a full reference
+    that can be released again); no tag at all means `latest`."""
+    try:
+        reference = parse_version(image)
+    except ValueError:
+        return image  # the apiserver accepts image strings the reference grammar does not
+    if reference.tag:
+        return reference.tag
+    return image if reference.digest else "latest"
+
+
 def _repository(image: str) -> str:
     """`registry:5000/shop/api:v1@sha256:...` -> `registry:5000/shop/api`."""
     without_digest = image.split("@", 1)[0]
@@ -221,7 +233,7 @@ class CanaryWorkloads:
     def rolled_out(self, track: Track) -> bool:
         """True when `track` exists and every replica runs its current template, available."""
         deployment = self._deployments.get(self._name(track))
-        return deployment is not None and _rolled_out(deployment)
+        return deployment is not None and is_rolled_out(deployment)
 
     def roll_stable(self, version: str) -> None:
         """Start rolling the stable Deployment to `version` (image and version label)."""
@@ -284,7 +296,7 @@ class CanaryWorkloads:
         deadline = time.monotonic() + deadline_s
         while True:
             deployment = self._deployments.get(self._name(track))
-            if deployment is not None and _rolled_out(deployment):
+            if deployment is not None and is_rolled_out(deployment):
                 return
             if time.monotonic() >= deadline:
                 raise NotReadyError(self._not_ready_message(track, deployment, deadline_s))
@@ -385,7 +397,7 @@ def _owner_reference(stable: Object) -> Object:
     }
 
 
-def _rolled_out(deployment: Object) -> bool:
+def is_rolled_out(deployment: Object) -> bool:
     """Like `kubectl rollout status`: the controller saw the latest spec, and every wanted
     replica runs the current template and is available (no old replica left)."""
     wanted = deployment["spec"].get("replicas", 1)

@@ -8,6 +8,10 @@ Decisions:
 - Queries are PromQL templates per metrics provider (PRESETS), filled with the app's namespace,
   workload and window: another provider is one more entry. Each query answers for both tracks
   at once, so a reading costs three queries (requests, 5xx requests, p99 latency).
+- Checks of many apps on one Prometheus are batched (read_many): the same three queries for all
+  of them, grouped by the labels that tell apps apart, then split per app; each app's reading is
+  the one `read` gives (the same series summed the same way), so queries per check interval do
+  not grow with the number of releases.
 - QPS and error rate are computed here from the request counts (qps = requests / window,
   error rate = 5xx / all): no requests gives None, where PromQL would give NaN or nothing.
 - One read() or trend() shares one deadline of `timeout_s` among its queries, and the client
@@ -69,6 +73,14 @@ class QueryPreset:
     """Requests answered with a 5xx over $range."""
     p99_ms: str
     """99th percentile latency over $range, in milliseconds."""
+    namespace_label: str
+    workload_label: str | None
+    """With the namespace (and the track), which app a series of a batched query is; None when
+    the track label's value names the workload itself."""
+    batch: dict[QueryKind, str]
+    """The same queries for many apps at once: $namespaces and $workloads are regular
+    expressions of the apps' namespaces and workloads (the workload label's values, or the track
+    label's), and each series keeps the labels that tell the apps apart."""
 
 
 PRESETS: dict[str, QueryPreset] = {
@@ -84,6 +96,17 @@ PRESETS: dict[str, QueryPreset] = {
         p99_ms="1000 * histogram_quantile(0.99, sum by (track, le) (rate("
         'http_request_duration_seconds_bucket{namespace="$namespace", app="$workload"}'
         "[$range])))",
+        namespace_label="namespace",
+        workload_label="app",
+        batch={
+            "requests": "sum by (namespace, app, track) (increase(http_requests_total{"
+            'namespace=~"$namespaces", app=~"$workloads"}[$range]))',
+            "errors": "sum by (namespace, app, track) (increase(http_requests_total{"
+            'namespace=~"$namespaces", app=~"$workloads", code=~"5.."}[$range]))',
+            "p99_ms": "1000 * histogram_quantile(0.99, sum by (namespace, app, track, le) (rate("
+            'http_request_duration_seconds_bucket{namespace=~"$namespaces", app=~"$workloads"}'
+            "[$range])))",
+        },
     ),
     # Istio's standard metrics as the server-side sidecar reports them, per Deployment.
     "istio": QueryPreset(
@@ -101,6 +124,22 @@ PRESETS: dict[str, QueryPreset] = {
         'istio_request_duration_milliseconds_bucket{reporter="destination",'
         ' destination_workload_namespace="$namespace",'
         ' destination_workload=~"$workload_re|$workload_re-canary"}[$range])))',
+        namespace_label="destination_workload_namespace",
+        workload_label=None,
+        batch={
+            "requests": "sum by (destination_workload_namespace, destination_workload) ("
+            'increase(istio_requests_total{reporter="destination",'
+            ' destination_workload_namespace=~"$namespaces", destination_workload=~"$workloads"}'
+            "[$range]))",
+            "errors": "sum by (destination_workload_namespace, destination_workload) ("
+            'increase(istio_requests_total{reporter="destination",'
+            ' destination_workload_namespace=~"$namespaces", destination_workload=~"$workloads",'
+            ' response_code=~"5.."}[$range]))',
+            "p99_ms": "histogram_quantile(0.99, sum by (destination_workload_namespace,"
+            " destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{"
+            'reporter="destination", destination_workload_namespace=~"$namespaces",'
+            ' destination_workload=~"$workloads"}[$range])))',
+        },
     ),
 }
 
@@ -124,16 +163,37 @@ class PrometheusMetrics:
         queries = _QueryFiller(app, range_ms=window_s * _MS_PER_S)
         call = self._call(app)
         values = {kind: queries.by_track(call.instant(q, at=at)) for kind, q in queries.all()}
-        tracks = {
-            track: _track_reading(
-                requests=values["requests"].get(track),
-                errors=values["errors"].get(track),
-                p99_ms=values["p99_ms"].get(track),
-                seconds=window_s,
+        return _reading(values, window_s=window_s, at=at)
+
+    def batch_of(self, app: AppConfig) -> str:
+        """Apps with the same batch are read by one read_many: the same Prometheus, provider
+        and window."""
+        return f"{self._url(app)} {app.metrics.provider} {app.metrics.window_s}s"
+
+    def read_many(
+        self, apps: Sequence[AppConfig], *, at: datetime
+    ) -> dict[str, Reading | MetricsUnavailable]:
+        """`read` of every app of one batch (see batch_of), with one query per metric for all of
+        them; each app's reading is what `read` would give. A failed query fails every app's."""
+        if not apps:
+            return {}
+        if len({self.batch_of(app) for app in apps}) != 1:
+            raise ValueError("read_many reads the apps of one batch (batch_of) at a time")
+        window_s = apps[0].metrics.window_s
+        queries = _BatchFiller(apps, range_ms=window_s * _MS_PER_S)
+        try:
+            call = self._call(apps[0])
+            values = {kind: queries.by_app(call.instant(q, at=at)) for kind, q in queries.all()}
+        except MetricsUnavailable as error:
+            return {app.name: error for app in apps}
+        return {
+            app.name: _reading(
+                {kind: found.get(app.name, {}) for kind, found in values.items()},
+                window_s=window_s,
+                at=at,
             )
-            for track in TRACKS
+            for app in apps
         }
-        return Reading(canary=tracks["canary"], stable=tracks["stable"], window_s=window_s, at=at)
 
     def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
         if points < 1:
@@ -192,7 +252,8 @@ class _QueryFiller:
         }
         canary = Template(self._preset.canary).substitute(workload=app.workload)
         stable = Template(self._preset.stable).substitute(workload=app.workload)
-        self._tracks: dict[str, Track] = {canary: "canary", stable: "stable"}
+        self.tracks: dict[str, Track] = {canary: "canary", stable: "stable"}
+        """Which track a series is, by its track label's value."""
 
     def all(self) -> list[tuple[QueryKind, str]]:
         kinds: tuple[QueryKind, ...] = ("requests", "errors", "p99_ms")
@@ -202,13 +263,62 @@ class _QueryFiller:
         """Each track's value among the answered series; a track without a series is left out."""
         found: dict[Track, Value] = {}
         for labels, value in series:
-            track = self._tracks.get(labels.get(self._preset.track_label, ""))
+            track = self.tracks.get(labels.get(self._preset.track_label, ""))
             if track is not None:
                 found[track] = value
         return found
 
     def _fill(self, template: str) -> str:
         return Template(template).substitute(self._values)
+
+
+class _BatchFiller:
+    """The batched queries of several apps that share a preset and a window, and which app and
+    track each answered series is."""
+
+    def __init__(self, apps: Sequence[AppConfig], *, range_ms: int) -> None:
+        self._preset = preset = PRESETS[apps[0].metrics.provider]
+        self._series: dict[tuple[str, str, str], tuple[str, Track]] = {}
+        workloads = set()
+        for app in apps:
+            for value, track in _QueryFiller(app, range_ms=range_ms).tracks.items():
+                workload = app.workload if preset.workload_label else ""
+                self._series[(app.namespace, workload, value)] = (app.name, track)
+                workloads.add(app.workload if preset.workload_label else value)
+        namespaces = {app.namespace for app in apps}
+        self._values = {
+            "namespaces": _promql_string(_alternatives(namespaces)),
+            "workloads": _promql_string(_alternatives(workloads)),
+            "range": _promql_duration(range_ms),
+        }
+
+    def all(self) -> list[tuple[QueryKind, str]]:
+        return [
+            (kind, Template(template).substitute(self._values))
+            for kind, template in self._preset.batch.items()
+        ]
+
+    def by_app(
+        self, series: Sequence[tuple[dict[str, str], Value]]
+    ) -> dict[str, dict[Track, Value]]:
+        """Each app's tracks' values among the answered series (series of no app left out)."""
+        preset = self._preset
+        found: dict[str, dict[Track, Value]] = {}
+        for labels, value in series:
+            key = (
+                labels.get(preset.namespace_label, ""),
+                labels.get(preset.workload_label, "") if preset.workload_label else "",
+                labels.get(preset.track_label, ""),
+            )
+            if (owner := self._series.get(key)) is not None:
+                app, track = owner
+                found.setdefault(app, {})[track] = value
+        return found
+
+
+def _alternatives(values: set[str]) -> str:
+    """A regular expression matching exactly these values (PromQL anchors it)."""
+    return "|".join(re.escape(value) for value in sorted(values))
 
 
 def _promql_string(text: str) -> str:
@@ -480,6 +590,21 @@ def _step_values(samples: object, steps: _Steps) -> list[float | None]:
         if index is not None:
             values[index] = value
     return values
+
+
+def _reading(
+    values: dict[QueryKind, dict[Track, float | None]], *, window_s: int, at: datetime
+) -> Reading:
+    tracks = {
+        track: _track_reading(
+            requests=values["requests"].get(track),
+            errors=values["errors"].get(track),
+            p99_ms=values["p99_ms"].get(track),
+            seconds=window_s,
+        )
+        for track in TRACKS
+    }
+    return Reading(canary=tracks["canary"], stable=tracks["stable"], window_s=window_s, at=at)
 
 
 def _track_reading(

@@ -6,6 +6,14 @@ Keys (prefix `rb:`):
   active          set of active release ids
   undelivered     set of release ids with Slack messages (card, thread replies) still to post
   finished        list: the ids of the last FINISHED_KEPT releases that finished, newest first
+  due             sorted set: release id -> when it next needs a scheduler pass (Unix seconds;
+                  0: at once), written by the same script as each create and save
+                  (bot.core.schedule.next_due decides it); a finished release with nothing left
+                  to post leaves it. A pass reads only what is due (ZRANGEBYSCORE), so an idle
+                  pass is one round trip however many releases exist
+  tally           hash: "phase kind" -> how many releases of the due index are in that phase,
+                  kept by the same scripts (each release hash's `labels` field says which one
+                  it counts in), so the releases gauge costs no read of any release
   history:{app}   list: the app's append-only audit trail (JSON entries, oldest first)
   lock:{app}      hash: by, reason, at (a deploy lock)
   freeze:{app}    hash: by, reason, at, until (a one-off freeze of the app; freeze:all of every
@@ -81,8 +89,9 @@ local function trim_history(key, cutoff, most)
 end
 """
 
+# KEYS: active:{app}, lock:{app}, release, history, active set, due index, tally.
 # ARGV: release id, json, history entry, trim cutoff, trim batch, through lock (0/1: a
-# break-glass override lets the start through the app's deploy lock).
+# break-glass override lets the start through the app's deploy lock), due score, labels.
 _CREATE = (
     _TRIM
     + """
@@ -93,25 +102,32 @@ end
 local holder = redis.call('GET', KEYS[1])
 if holder then return {'busy', holder} end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], 'json', ARGV[2], 'revision', 1)
+redis.call('HSET', KEYS[3], 'json', ARGV[2], 'revision', 1, 'labels', ARGV[8])
+redis.call('HINCRBY', KEYS[7], ARGV[8], 1)
 trim_history(KEYS[4], ARGV[4], tonumber(ARGV[5]))
 redis.call('RPUSH', KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[7], ARGV[1])
 return {'ok', '1'}
 """
 )
 
-# KEYS: release, history, active:{app}, active set, undelivered set, finished list.
-# ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
+# KEYS: release, history, active:{app}, active set, undelivered set, due index, tally, finished
+# list. ARGV: expected revision, json, history entry ('' for none), finished (0/1), release id,
 # undelivered (0/1: the release has Slack messages still to post), trim cutoff, trim batch,
-# finished ids kept.
+# due score ('' : it leaves the due index, and the tally), labels, only sooner (1: the due time
+# only moves earlier, as ZADD LT), finished ids kept.
 _SAVE = (
     _TRIM
     + """
 local revision = redis.call('HGET', KEYS[1], 'revision')
 if revision ~= ARGV[1] then return {'conflict', revision or ''} end
 local next_revision = tonumber(revision) + 1
-redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', next_revision)
+if redis.call('ZSCORE', KEYS[6], ARGV[5]) then
+  local counted = redis.call('HGET', KEYS[1], 'labels')
+  if counted then redis.call('HINCRBY', KEYS[7], counted, -1) end
+end
+redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', next_revision, 'labels', ARGV[10])
 if ARGV[3] ~= '' then
   trim_history(KEYS[2], ARGV[7], tonumber(ARGV[8]))
   redis.call('RPUSH', KEYS[2], ARGV[3])
@@ -119,12 +135,20 @@ end
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
   if redis.call('SREM', KEYS[4], ARGV[5]) == 1 then
-    redis.call('LPUSH', KEYS[6], ARGV[5])
-    redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[9]) - 1)
+    redis.call('LPUSH', KEYS[8], ARGV[5])
+    redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[12]) - 1)
   end
 end
 if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5])
 else redis.call('SREM', KEYS[5], ARGV[5]) end
+if ARGV[9] == '' then redis.call('ZREM', KEYS[6], ARGV[5])
+elseif ARGV[11] == '1' then
+  redis.call('ZADD', KEYS[6], 'LT', ARGV[9], ARGV[5])
+  redis.call('HINCRBY', KEYS[7], ARGV[10], 1)
+else
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[5])
+  redis.call('HINCRBY', KEYS[7], ARGV[10], 1)
+end
 return {'ok', tostring(next_revision)}
 """
 )
@@ -150,6 +174,44 @@ if KEYS[2] then
   if record[1] then return {1, record[1], record[2]} end
 end
 return {1}
+"""
+
+# KEYS[1]: the app's active-release key; ARGV[1]: the release hashes' key prefix. The release's
+# json and revision in one round trip (a status answer waits on it), nil when none is active.
+_ACTIVE = """
+local release_id = redis.call('GET', KEYS[1])
+if not release_id then return nil end
+return redis.call('HMGET', ARGV[1] .. release_id, 'json', 'revision')
+"""
+
+# KEYS: release, due index. ARGV: revision read, due score, release id. A pass that changed
+# nothing moves the release's due time on, unless a save came in between (it set its own).
+_RESCHEDULE = """
+if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: active set, undelivered set, due index, tally. ARGV: the release key's prefix. Releases
+# saved before the index existed join it as due at once (NX: a release already indexed keeps
+# its time), and the tally, under the phase and kind their record names.
+_INDEX_UNINDEXED = """
+local added = 0
+for _, set in ipairs({KEYS[1], KEYS[2]}) do
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('ZADD', KEYS[3], 'NX', 0, id) == 1 then
+      added = added + 1
+      local key = ARGV[1] .. id
+      local ok, record = pcall(cjson.decode, redis.call('HGET', key, 'json') or '')
+      if ok and type(record) == 'table' then
+        local labels = tostring(record['phase']) .. ' ' .. tostring(record['kind'] or 'canary')
+        redis.call('HSET', key, 'labels', labels)
+        redis.call('HINCRBY', KEYS[4], labels, 1)
+      end
+    end
+  end
+end
+return added
 """
 
 _DROP_LEASE = """
@@ -253,6 +315,9 @@ class ReleaseStore:
         self._append = client.register_script(_APPEND)
         self._take_lease = client.register_script(_TAKE_LEASE)
         self._drop_lease = client.register_script(_DROP_LEASE)
+        self._active = client.register_script(_ACTIVE)
+        self._reschedule = client.register_script(_RESCHEDULE)
+        self._index_unindexed = client.register_script(_INDEX_UNINDEXED)
 
     def ping(self) -> bool:
         """True when Redis answers PING within the client's timeouts (see `connect`); the
@@ -266,16 +331,23 @@ class ReleaseStore:
         return self._prefix + ":".join(parts)
 
     def create(
-        self, release: Release, *, entry: HistoryEntry, through_lock: bool = False
+        self,
+        release: Release,
+        *,
+        entry: HistoryEntry,
+        through_lock: bool = False,
+        due_at: datetime | None = None,
     ) -> StoredRelease:
-        """Store a new active release; refuse if the app is locked (unless `through_lock`: a
-        break-glass override) or already has one."""
+        """Store a new active release, due for a pass at `due_at` (None: at once); refuse if
+        the app is locked (unless `through_lock`: a break-glass override) or already has one."""
         keys = [
             self._key("active", release.app),
             self._key("lock", release.app),
             self._key("release", release.id),
             self._key("history", release.app),
             self._key("active"),
+            self._key("due"),
+            self._key("tally"),
         ]
         status, value = self._run(
             self._create,
@@ -286,6 +358,8 @@ class ReleaseStore:
                 entry.to_json(),
                 *self._trim_args(entry),
                 "1" if through_lock else "0",
+                _score(due_at),
+                _labels(release),
             ],
         )
         if status == "locked":
@@ -308,9 +382,14 @@ class ReleaseStore:
         *,
         entry: HistoryEntry | None,
         finished: bool,
+        due_at: datetime | None = None,
+        only_sooner: bool = False,
     ) -> StoredRelease:
         """Replace `stored` by `release` if nobody saved since `stored` was read; `entry` goes to
-        the audit trail (None: a bookkeeping save, such as recording what Slack was sent)."""
+        the audit trail (None: a bookkeeping save, such as recording what Slack was sent). The
+        release is due for a pass at `due_at` (None: at once; `only_sooner`: unless it is due
+        sooner already, so a bookkeeping save never postpones the pass a failed reconcile asked
+        for), or, once `finished` with nothing left to post, leaves the due index."""
         release_key = self._key("release", release.id)
         keys = [
             release_key,
@@ -318,9 +397,12 @@ class ReleaseStore:
             self._key("active", release.app),
             self._key("active"),
             self._key("undelivered"),
+            self._key("due"),
+            self._key("tally"),
             self._key("finished"),
         ]
         undelivered = bool(release.outbox) or release.card_stale
+        leaves_index = finished and not undelivered
         args = [
             str(stored.revision),
             release.model_dump_json(),
@@ -329,6 +411,9 @@ class ReleaseStore:
             release.id,
             "1" if undelivered else "0",
             *(self._trim_args(entry) if entry else ("", "0")),
+            "" if leaves_index else _score(due_at),
+            _labels(release),
+            "1" if only_sooner else "0",
             str(FINISHED_KEPT),
         ]
         status, value = self._run(self._save, keys, args)
@@ -379,9 +464,19 @@ class ReleaseStore:
         )
         return None if fields[0] is None else _stored(*fields)
 
+    def get_many(self, release_ids: Sequence[str]) -> list[StoredRelease]:
+        """The releases that exist among `release_ids`, in one round trip."""
+        pipeline = self._redis.pipeline(transaction=False)
+        for release_id in release_ids:
+            pipeline.hmget(self._key("release", release_id), ["json", "revision"])
+        answers = self._call(pipeline.execute)
+        return [_stored(*fields) for fields in answers if fields[0] is not None]
+
     def active(self, app: str) -> StoredRelease | None:
-        release_id = self._call(self._redis.get, self._key("active", app))
-        return self.get(release_id) if release_id else None
+        fields = self._call(
+            self._active, keys=[self._key("active", app)], args=[self._key("release", "")]
+        )
+        return None if not fields or fields[0] is None else _stored(*fields)
 
     def active_releases(self) -> list[StoredRelease]:
         ids = sorted(self._call(self._redis.smembers, self._key("active")))
@@ -392,10 +487,38 @@ class ReleaseStore:
         ids = self._call(self._redis.lrange, self._key("finished"), 0, limit - 1)
         return [stored for release_id in ids if (stored := self.get(release_id)) is not None]
 
-    def release_ids_to_tick(self) -> list[str]:
-        """Active releases, and finished ones whose last Slack messages are not posted yet; the
-        scheduler reads each one as it takes its lease (take_lease_and_read)."""
-        return sorted(self._call(self._redis.sunion, self._key("active"), self._key("undelivered")))
+    def release_ids_due(self, now: datetime) -> tuple[list[str], dict[tuple[str, str], int]]:
+        """The releases due for a pass at `now` (active ones, and finished ones whose last Slack
+        messages are not posted yet), earliest first, and how many releases the index holds by
+        (phase, kind), in one round trip; the scheduler reads each due one as it takes its lease
+        (take_lease_and_read)."""
+        pipeline = self._redis.pipeline(transaction=False)
+        pipeline.zrangebyscore(self._key("due"), "-inf", _score(now))
+        pipeline.hgetall(self._key("tally"))
+        due, tally = self._call(pipeline.execute)
+        counts = {}
+        for labels, count in tally.items():
+            phase, _, kind = labels.partition(" ")
+            counts[(phase, kind)] = int(count)
+        return due, counts
+
+    def reschedule(self, stored: StoredRelease, due_at: datetime) -> bool:
+        """After a pass that saved nothing: the release is next due at `due_at`, unless it was
+        saved since `stored` was read (that save set its own due time). True when moved."""
+        keys = [self._key("release", stored.release.id), self._key("due")]
+        args = [str(stored.revision), _score(due_at), stored.release.id]
+        return bool(self._call(self._reschedule, keys=keys, args=args))
+
+    def make_due(self, release_id: str) -> None:
+        """The release needs a pass at once (its cluster could not be reconciled, a freeze
+        holding it was lifted); a finished one that left the index stays out of it."""
+        self._call(self._redis.zadd, self._key("due"), {release_id: 0}, xx=True)
+
+    def index_unindexed(self) -> int:
+        """Releases stored before the due index existed join it, due at once; how many did."""
+        keys = [self._key("active"), self._key("undelivered"), self._key("due"), self._key("tally")]
+        added = self._call(self._index_unindexed, keys=keys, args=[self._key("release", "")])
+        return int(added)
 
     def append_history(self, app: str, entry: HistoryEntry) -> None:
         """Record an action that changed no release state (a refusal, a lock) in the audit
@@ -527,6 +650,16 @@ def entry_time(entry: HistoryEntry) -> datetime:
 def _with_app(entry: HistoryEntry, app: str) -> HistoryEntry:
     """Entries written before HistoryEntry had `app` take it from their list's key."""
     return entry if entry.app else replace(entry, app=app)
+
+
+def _labels(release: Release) -> str:
+    """Which tally the release counts in: its phase and kind."""
+    return f"{release.phase.value} {release.kind.value}"
+
+
+def _score(due_at: datetime | None) -> str:
+    """A due time as the index's score: Unix seconds, to the millisecond; None (at once) is 0."""
+    return "0" if due_at is None else f"{due_at.timestamp():.3f}"
 
 
 def _lease_args(owner: str, ttl_s: float) -> list[str]:

@@ -8,9 +8,10 @@ slack_sdk validates each message when it is built.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from slack_sdk.models.blocks import (
 from bot.core.durations import format_duration
 from bot.core.freezes import held_by_freeze
 from bot.core.machine import Advance, Approve, Event, Notify, Pause, Resume, Rollback, offers
-from bot.core.release import NoticeKind, Phase, Release, desired_traffic
+from bot.core.release import NoticeKind, Phase, Release, ReleaseKind, desired_traffic
 from bot.core.text import percent, principal_mention
 
 ACTION_APPROVE = "release.approve"
@@ -85,21 +86,26 @@ class CardMessage:
     """A message to post: `text` is the notification and fallback text, `blocks` what Slack shows.
 
     Building one validates it: slack_sdk raises SlackObjectFormationError on a broken limit.
+    That validation (Block.to_dict) is most of a status answer's cost, so it runs once: its
+    JSON is kept for payload().
     """
 
     text: str
     blocks: tuple[Block, ...]
+    _blocks_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.text or len(self.text) > FALLBACK_TEXT_MAX:
             raise ValueError(f"message text must be 1..{FALLBACK_TEXT_MAX} characters")
         if not 0 < len(self.blocks) <= MESSAGE_BLOCKS_MAX:
             raise ValueError(f"a message holds 1..{MESSAGE_BLOCKS_MAX} blocks")
-        self.payload()  # to_dict validates every block and element; the dicts are dropped
+        validated = [block.to_dict() for block in self.blocks]  # raises on a broken limit
+        object.__setattr__(self, "_blocks_json", json.dumps(validated))
 
     def payload(self) -> dict[str, Any]:
-        """The arguments of chat.postMessage / chat.update besides the channel (and ts)."""
-        return {"text": self.text, "blocks": [block.to_dict() for block in self.blocks]}
+        """The arguments of chat.postMessage / chat.update besides the channel (and ts); a new
+        dict each call, so a caller may change it."""
+        return {"text": self.text, "blocks": json.loads(self._blocks_json)}
 
 
 # The card.
@@ -139,6 +145,8 @@ _PHASE_EMOJI = {
     Phase.AWAITING_APPROVAL: "✋",
     Phase.PAUSED: "⏸️",
     Phase.PROMOTING: "🚀",
+    Phase.SWITCHING: "🔀",
+    Phase.KEEPING_BLUE: "🟢",
     Phase.ROLLING_BACK: "↩️",
     Phase.SUCCEEDED: "✅",
     Phase.ROLLED_BACK: "⏪",
@@ -158,29 +166,30 @@ def _origin_text(release: Release) -> str:
     return " · ".join(parts)
 
 
+_STAGE_HEADLINES = {
+    Phase.RUNNING: "Running {stage}",
+    Phase.AWAITING_APPROVAL: "Waiting for approval of {stage}",
+    Phase.PAUSED: "Paused at {stage}",
+    Phase.VERIFYING: "Verifying before {stage}",
+}
+_HEADLINES = {
+    Phase.STARTING: "Starting",
+    Phase.PROMOTING: "Promoting",
+    Phase.SWITCHING: "Switching production to green",
+    Phase.KEEPING_BLUE: "Green serves production, blue kept",
+    Phase.ROLLING_BACK: "Rolling back",
+    Phase.SUCCEEDED: "Succeeded",
+    Phase.ROLLED_BACK: "Rolled back",
+    Phase.FAILED: "Failed",
+}
+
+
 def _headline(release: Release) -> str:
-    stage = _stage_name(release, release.stage_index)
-    match release.phase:
-        case Phase.RUNNING:
-            return f"Running {stage}"
-        case Phase.AWAITING_APPROVAL:
-            return f"Waiting for approval of {stage}"
-        case Phase.PAUSED:
-            return f"Paused at {stage}"
-        case Phase.STARTING:
-            return "Starting"
-        case Phase.VERIFYING:
-            return f"Verifying before {stage}"
-        case Phase.PROMOTING:
-            return "Promoting"
-        case Phase.ROLLING_BACK:
-            return "Rolling back"
-        case Phase.SUCCEEDED:
-            return "Succeeded"
-        case Phase.ROLLED_BACK:
-            return "Rolled back"
-        case Phase.FAILED:
-            return "Failed"
+    if release.phase is Phase.PROMOTING and release.kind is ReleaseKind.BLUE_GREEN:
+        return "Retiring blue"
+    if (template := _STAGE_HEADLINES.get(release.phase)) is not None:
+        return template.format(stage=_stage_name(release, release.stage_index))
+    return _HEADLINES[release.phase]
 
 
 def _status_text(release: Release) -> str:
@@ -190,6 +199,8 @@ def _status_text(release: Release) -> str:
 
 def _status_detail(release: Release) -> str:
     outcome = release.outcome_reason or "no reason given"
+    if release.kind is ReleaseKind.BLUE_GREEN and (detail := _blue_green_detail(release)):
+        return detail
     match release.phase:
         case Phase.STARTING:
             return "The canary's pods are coming up; it takes no traffic yet."
@@ -221,11 +232,38 @@ def _status_detail(release: Release) -> str:
                 f"{_finished_at(release)} · {outcome}. "
                 "All traffic is sent to stable; someone needs to look at the cluster."
             )
+    raise AssertionError("only blue-green releases switch or keep blue: worded above")
+
+
+def _blue_green_detail(release: Release) -> str | None:
+    """What a blue-green release's phases say differently; None: as a canary's."""
+    match release.phase:
+        case Phase.STARTING:
+            return "Green's pods are coming up beside blue, which serves production."
+        case Phase.VERIFYING:
+            assert release.verification is not None  # Release guarantees it while VERIFYING
+            return (
+                f"Verification Job `{release.verification.job_name}` tests green through its "
+                "preview Service; blue serves production until it passes."
+            )
+        case Phase.SWITCHING:
+            return "The production Service's selector is moving to green in one update."
+        case Phase.KEEPING_BLUE:
+            assert release.blue_due_at is not None  # Release guarantees it while keeping blue
+            return (
+                f"Blue is kept as the rollback path until {_slack_time(release.blue_due_at)} "
+                f"({release.outcome_reason}); Rollback switches back at once."
+            )
+        case Phase.PROMOTING:
+            return "Blue is scaled down, then deleted; green serves production."
+    return None
 
 
 def _running_detail(release: Release) -> str:
     index = release.stage_index
-    upcoming = "promotion" if release.is_last_stage else _stage_name(release, index + 1)
+    upcoming = _stage_name(release, index + 1) if not release.is_last_stage else "promotion"
+    if release.is_last_stage and release.kind is ReleaseKind.BLUE_GREEN:
+        upcoming = "keeping blue as the rollback path"
     if not release.stage.needs_approval:
         return f"Moves on to {upcoming} when its time is up."
     if release.stage.approvals_required > 1:
@@ -285,10 +323,30 @@ def _finished_at(release: Release) -> str:
 
 
 def _stage_fields(release: Release, now: datetime) -> list[str]:
-    fields = [f"*Traffic*\n{_traffic_text(release)}"]
+    if release.kind is ReleaseKind.BLUE_GREEN:
+        fields = _blue_green_fields(release)
+    else:
+        fields = [f"*Traffic*\n{_traffic_text(release)}"]
     if stage_time := _stage_time_text(release, now):
         fields.append(f"*Stage time*\n{stage_time}")
     return fields
+
+
+def _blue_green_fields(release: Release) -> list[str]:
+    """Blue and green side by side: version, ready pods, which one serves production."""
+    green_serves = desired_traffic(release).canary_weight == 100 or release.phase is Phase.SUCCEEDED
+    pods = release.pods
+    blue_pods = green_pods = "pods not seen yet"
+    if pods is not None:
+        blue_pods = f"{pods.blue_ready}/{pods.blue_desired} pods ready"
+        green_pods = f"{pods.green_ready}/{pods.green_desired} pods ready"
+    blue_role = "retired" if release.phase is Phase.SUCCEEDED else "kept, idle"
+    blue = f"*🔵 Blue* {release.previous_version or ''}\n{blue_pods}"
+    green = f"*🟢 Green* {release.version}\n{green_pods}"
+    if green_serves:
+        return [f"{blue} · {blue_role}", f"{green} · serves production"]
+    green_role = "removed" if release.phase.is_terminal else "on its preview Service"
+    return [f"{blue} · serves production", f"{green} · {green_role}"]
 
 
 def _traffic_text(release: Release) -> str:
@@ -331,11 +389,12 @@ _CURRENT_STAGE_MARKS = {
     Phase.RUNNING: "▶",
     Phase.AWAITING_APPROVAL: "⏸ approval",
     Phase.PAUSED: "⏸ paused",
+    Phase.SWITCHING: "🔀 switching",
     Phase.ROLLING_BACK: "✗",
     Phase.ROLLED_BACK: "✗",
     Phase.FAILED: "✗",
 }
-_PROMOTED = {Phase.PROMOTING, Phase.SUCCEEDED}
+_PROMOTED = {Phase.PROMOTING, Phase.SUCCEEDED, Phase.KEEPING_BLUE}
 
 
 def _progress_line(release: Release) -> str:
@@ -384,6 +443,10 @@ def _latest_lines(lines: list[str], limit: int) -> str:
 
 def _stage_name(release: Release, index: int) -> str:
     stages = release.plan.stages
+    if index == 0 and release.kind in (ReleaseKind.BLUE_GREEN, ReleaseKind.HYBRID):
+        return "the preview"
+    if release.kind is ReleaseKind.BLUE_GREEN:
+        return "the watch window"
     return f"stage {index + 1}/{len(stages)} ({percent(stages[index].weight)})"
 
 
@@ -520,10 +583,14 @@ _NOTICE_EMOJI = {
     NoticeKind.VERIFICATION: "🧪",
     NoticeKind.VERIFICATION_LOG: "📜",
     NoticeKind.OVERRIDE: "🔓",
+    NoticeKind.SWITCHED: "🔀",
+    NoticeKind.SWITCH_REFUSED: "⛔",
+    NoticeKind.BLUE_KEPT: "🔵",
 }
 _NOTICES_ASKING_FOR_ACTION = {NoticeKind.APPROVAL_REQUESTED, NoticeKind.PAUSED}
 _ALERT_TITLES = {
     NoticeKind.AUTO_ROLLBACK: "automatic rollback",
+    NoticeKind.SWITCH_REFUSED: "switch refused",
     NoticeKind.PAUSED: "paused itself",
     NoticeKind.FAILED: "release failed",
     NoticeKind.OVERRIDE: "break-glass override",

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -192,12 +192,30 @@ class MetricsExporter(Collector):
 
         A change keeps the series and their totals: from now on they grow at the new rates.
         """
-        key = _traffic_key(namespace=namespace, app=app, version=version, track=track)
-        profile = _traffic_profile(qps=qps, error_ratio=error_ratio, p99_s=p99_s)
+        change = {"app": app, "version": version, "track": track, "qps": qps,
+                  "error_ratio": error_ratio, "p99_s": p99_s, "namespace": namespace}  # fmt: skip
+        self.set_traffics([change])
+
+    def set_traffics(self, changes: Iterable[Mapping[str, Any]]) -> None:
+        """set_traffic for each set of its keywords, all at the same instant (one step of the
+        exporter's clock): many apps' canaries can turn bad at once, and setting the traffic of
+        hundreds of apps does not wait for a scrape between any two of them."""
+        profiles = []
+        for change in changes:
+            key = _traffic_key(
+                namespace=change.get("namespace", "default"), app=change["app"],
+                version=change["version"], track=change["track"],
+            )  # fmt: skip
+            profile = _traffic_profile(
+                qps=change["qps"], error_ratio=change.get("error_ratio", 0.0),
+                p99_s=change.get("p99_s", 0.1),
+            )  # fmt: skip
+            profiles.append((key, profile))
         with self._lock:
             self._advance()
-            self._profiles[key] = profile
-            self._served.setdefault(key, {})
+            for key, profile in profiles:
+                self._profiles[key] = profile
+                self._served.setdefault(key, {})
 
     def stop_traffic(
         self, *, app: str, version: str, track: str, namespace: str = "default"

@@ -41,6 +41,7 @@ PHASE_TIMEOUT_S = 45.0
 
 ROUTER_YAML = {
     "replicas": "{provider: replicas, service: shop-api}",
+    "bluegreen": "{provider: replicas, service: shop-api}",  # a blue-green app needs a router too
     "istio": "{provider: istio, virtual_service: shop-api, destination_rule: shop-api, "
     "host: shop-api}",
     "gateway-api": "{provider: gateway-api, http_route: shop-api, stable_service: shop-api-stable, "
@@ -229,6 +230,8 @@ def _dump(client: redis.Redis, key: str) -> Any:
         return client.lrange(key, 0, -1)
     if kind == "set":
         return sorted(client.smembers(key))
+    if kind == "zset":
+        return client.zrange(key, 0, -1, withscores=True)
     return client.get(key)
 
 
@@ -247,12 +250,13 @@ def _button_value(message: dict[str, Any], action_id: str) -> str:
     raise AssertionError(f"no {action_id} button on the card: {message.get('text')}")
 
 
-def _config(  # noqa: PLR0917 (private; the fixture passes each part)
+def _config(  # noqa: PLR0917 (private; the fixture passes every block)
     namespace: str,
     provider: str,
     stages: str,
     metrics: str,
     authorization: str,
+    bluegreen: str,
     verification: str,
     more: str,
 ) -> str:
@@ -263,6 +267,7 @@ def _config(  # noqa: PLR0917 (private; the fixture passes each part)
         + (f"    metrics: {metrics}\n" if metrics else "")
         + (f"    authorization: {authorization}\n" if authorization else "")
         + (f"    verification: {verification}\n" if verification else "")
+        + (f"    bluegreen: {bluegreen}\n" if bluegreen else "")
         + more
     )
 
@@ -270,7 +275,7 @@ def _config(  # noqa: PLR0917 (private; the fixture passes each part)
 def _install_app(cluster: Cluster, provider: str) -> None:
     cluster.create(DEPLOYMENTS, stable_deployment(image=STABLE_IMAGE, readiness_probe=True))
     cluster.rolled_out(APP)
-    if provider == "replicas":
+    if provider in ("replicas", "bluegreen"):
         cluster.create(SERVICES, service(APP, {"app": APP}))
     elif provider == "istio":
         cluster.create(VIRTUAL_SERVICES, _virtual_service())
@@ -321,16 +326,17 @@ def world_for(
         metrics: str = "",
         authorization: str = "",
         verification: str = "",
+        bluegreen: str = "",
         prometheus_url: str | None = None,
         bot_env: Mapping[str, str] | None = None,
         kubeconfig: Path | None = None,
         more_apps: str = "",
         install: Callable[[Cluster], None] | None = None,
     ) -> World:
-        """`metrics`, `authorization`, `verification`: the app's blocks as YAML flow text (none:
-        the defaults, anyone in the app's channel may do anything, no verification Jobs);
-        `prometheus_url`: the bot's PROMETHEUS_URL (None: no metrics source, stages advance on
-        their timers alone);
+        """`metrics`, `authorization`, `bluegreen`, `verification`: the app's blocks as YAML flow
+        text (none: the defaults, anyone in the app's channel may do anything, no verification
+        Jobs); `prometheus_url`: the bot's PROMETHEUS_URL (None: no metrics source, stages
+        advance on their timers alone);
         `bot_env`: more variables for the first bot only (World.relaunch starts without them);
         `kubeconfig`: the bots' KUBECONFIG (None: the admin's; the world itself reads and
         prepares the cluster as the admin either way); `more_apps`: more entries of the apps
@@ -341,7 +347,16 @@ def world_for(
         (install or partial(_install_app, provider=provider))(cluster)
         config = tmp_path / "apps.yaml"
         config.write_text(
-            _config(namespace, provider, stages, metrics, authorization, verification, more_apps)
+            _config(
+                namespace,
+                provider,
+                stages,
+                metrics,
+                authorization,
+                bluegreen,
+                verification,
+                more_apps,
+            )
         )
         environment = {
             "REDIS_URL": redis_server.url,

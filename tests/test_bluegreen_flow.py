@@ -1,0 +1,347 @@
+"""Blue-green and hybrid releases end to end, as a team runs them from Slack: signed requests
+reach a real `release-bot serve`, state is in the real Redis, the real apiserver (controllers,
+kwok pods) runs blue and green (a hybrid's green behind Istio), Prometheus scrapes the tests'
+exporter, and the Slack stand-in gets the messages. Everything the cluster holds is read back
+with the kubernetes client itself, never through the bot's own code. The watch window and blue's
+retention are compressed to seconds."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from bot.core.release import Phase
+from tests.infra.exporter import MetricsExporter
+from tests.infra.processes import wait_until
+from tests.infra.prometheus_server import PrometheusServer
+from tests.infra.release_world import APP, World
+from tests.infra.slack_requests import BOB, RELEASES
+from tests.kube_objects import service
+
+GREEN = f"{APP}-green"
+PLAN = "    - {weight: 100, duration: 0s}\n"  # the app's canary plan; blue-green walks its own
+WINDOW_S = 4
+METRICS = (
+    f"{{provider: generic, interval: 1s, window: {WINDOW_S}s, min_requests: 10, "
+    "failure_limit: 0, snapshot_interval: 1m}"
+)
+
+
+# ---------------------------------------------------------------- reading the cluster back
+
+
+def selector(world: World, service: str) -> dict[str, str] | None:
+    found = _core(world).list_namespaced_service(
+        world.cluster.namespace, field_selector=f"metadata.name={service}"
+    )
+    return dict(found.items[0].spec.selector) if found.items else None
+
+
+def deployment(world: World, name: str) -> k8s.V1Deployment | None:
+    found = k8s.AppsV1Api(world.kube_admin).list_namespaced_deployment(
+        world.cluster.namespace, field_selector=f"metadata.name={name}"
+    )
+    return found.items[0] if found.items else None
+
+
+def pods_of(world: World, version: str) -> set[str]:
+    pods = _core(world).list_namespaced_pod(
+        world.cluster.namespace, label_selector=f"app={APP},version={version}"
+    )
+    return {pod.metadata.name for pod in pods.items if pod.metadata.deletion_timestamp is None}
+
+
+def endpoint_pods(world: World, service: str) -> set[str]:
+    slices = k8s.DiscoveryV1Api(world.kube_admin).list_namespaced_endpoint_slice(
+        world.cluster.namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return {
+        endpoint.target_ref.name
+        for endpoint_slice in slices.items
+        for endpoint in endpoint_slice.endpoints or []
+        if endpoint.target_ref is not None
+    }
+
+
+def wait_endpoints_only(world: World, service: str, version: str) -> None:
+    def only() -> bool:
+        listed, wanted = endpoint_pods(world, service), pods_of(world, version)
+        return bool(listed) and listed == wanted
+
+    wait_until(only, timeout_s=20, what=f"{service}'s EndpointSlices listing only {version} pods")
+
+
+def _core(world: World) -> k8s.CoreV1Api:
+    return k8s.CoreV1Api(world.kube_admin)
+
+
+def switch_times(world: World) -> tuple[float, float]:
+    """The seconds the thread reports for the switch: to the selector, to the EndpointSlices."""
+    for text in world.thread_texts():
+        found = re.search(r"green in ([0-9.]+) s \(EndpointSlices .* after ([0-9.]+) s\)", text)
+        if found:
+            return float(found[1]), float(found[2])
+    raise AssertionError(f"no switch time in the thread: {world.thread_texts()}")
+
+
+def start_and_preview(world: World, version: str) -> None:
+    """Start a blue-green release; green comes up beside blue and waits on its preview."""
+    answer = world.command(f"bluegreen {APP} {version}")
+    assert answer.startswith(f":white_check_mark: Started a blue-green release of {APP} {version}")
+    world.wait_for(Phase.AWAITING_APPROVAL, 0)
+
+
+# ---------------------------------------------------------------- the tests
+
+
+@pytest.fixture
+def analysed(
+    world_for: Any, prometheus_server: PrometheusServer, clean_exporter: MetricsExporter
+) -> Any:
+    def build(bluegreen: str) -> tuple[World, MetricsExporter]:
+        world: World = world_for(
+            "bluegreen",
+            PLAN,
+            metrics=METRICS,
+            bluegreen=bluegreen,
+            prometheus_url=prometheus_server.url,
+        )
+        return world, clean_exporter
+
+    return build
+
+
+def serve(exporter: MetricsExporter, namespace: str, *, green_errors: float = 0.0) -> None:
+    """Blue as the exporter's stable track, green as its canary track."""
+    exporter.set_traffic(
+        app=APP, version="v1", track="stable", qps=60, p99_s=0.1, namespace=namespace
+    )
+    exporter.set_traffic(
+        app=APP,
+        version="v2",
+        track="canary",
+        qps=20,
+        error_ratio=green_errors,
+        p99_s=0.12,
+        namespace=namespace,
+    )
+
+
+def test_green_is_previewed_switched_to_and_switched_back_by_a_failing_check(
+    analysed: Any, prometheus_server: PrometheusServer
+) -> None:
+    world, exporter = analysed("{watch_window: 2m, check_interval: 1s}")
+    namespace = world.cluster.namespace
+    serve(exporter, namespace)
+    prometheus_server.wait_for_samples(
+        f'http_requests_total{{namespace="{namespace}",code="200"}}', window_s=WINDOW_S
+    )
+
+    start_and_preview(world, "v2")
+    green = deployment(world, GREEN)
+    assert green is not None
+    assert green.spec.template.spec.containers[0].image == "registry.example/shop/api:v2"
+    assert green.spec.template.metadata.labels["version"] == "v2"
+    assert selector(world, APP) == {"app": APP, "version": "v1"}  # pinned to blue, same pods
+    assert selector(world, GREEN) == {"app": APP, "version": "v2"}
+    wait_endpoints_only(world, GREEN, "v2")
+    wait_endpoints_only(world, APP, "v1")
+    card = world.card()
+    assert "🔵 Blue* v1" in str(card["blocks"]) and "🟢 Green* v2" in str(card["blocks"])
+
+    assert world.command(f"approve {APP}", user=BOB).startswith(":white_check_mark:")
+    world.wait_for(Phase.RUNNING, 1)
+    assert selector(world, APP) == {"app": APP, "version": "v2"}
+    wait_endpoints_only(world, APP, "v2")
+    world.wait_thread("Switched production to green in")
+    selector_s, endpoints_s = switch_times(world)
+    print(f"switch: selector {selector_s:.3f} s, EndpointSlices {endpoints_s:.3f} s")
+    assert selector_s <= endpoints_s < 3.0
+
+    serve(exporter, namespace, green_errors=0.4)  # green breaks on production traffic
+    world.wait_for(Phase.ROLLED_BACK)
+    assert selector(world, APP) == {"app": APP, "version": "v1"}
+    wait_endpoints_only(world, APP, "v1")
+    assert deployment(world, GREEN) is None
+    assert selector(world, GREEN) is None
+    alerts = [m["text"] for m in world.slack.messages(RELEASES.id)[1:]]
+    assert any("switching back to blue v1 automatically" in a and "error rate" in a for a in alerts)
+    world.wait_thread("is back on blue v1 for all traffic")
+
+
+def test_a_manual_rollback_switches_back_and_the_next_release_retires_blue(world_for: Any) -> None:
+    world: World = world_for(
+        "bluegreen", PLAN, bluegreen="{watch_window: 1s, retention: 3s, scale_down_grace: 1s}"
+    )
+    start_and_preview(world, "v2")
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.KEEPING_BLUE)
+    assert selector(world, APP) == {"app": APP, "version": "v2"}
+    blue = deployment(world, APP)
+    assert blue is not None and blue.spec.replicas == 4  # kept at full size
+
+    assert world.command(f"rollback {APP} green looks wrong").startswith(":white_check_mark:")
+    world.wait_for(Phase.ROLLED_BACK)
+    assert selector(world, APP) == {"app": APP, "version": "v1"}
+    wait_endpoints_only(world, APP, "v1")
+    assert deployment(world, GREEN) is None
+
+    start_and_preview(world, "v3")
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.KEEPING_BLUE)
+    done = world.wait_for(Phase.SUCCEEDED)  # retention over: blue scaled down, then deleted
+    assert deployment(world, APP) is None
+    green = deployment(world, GREEN)
+    assert green is not None and green.spec.template.spec.containers[0].image.endswith(":v3")
+    assert selector(world, APP) == {"app": APP, "version": "v3"}
+    wait_endpoints_only(world, APP, "v3")
+    assert selector(world, GREEN) is None  # the preview Service is gone too
+    actions = [e.action for e in world.store.history(APP, limit=200) if e.release_id == done.id]
+    assert "BlueRetentionElapsed" in actions and "PromotionDone" in actions
+
+
+VAP = "admissionregistration.k8s.io/v1"
+
+
+def freeze_production_selector(world: World) -> str:
+    """A ValidatingAdmissionPolicy that refuses any change of the production Service's selector
+    in this namespace; returns its name, once the apiserver enforces it."""
+    name = f"selector-freeze-{world.cluster.namespace}"
+    policy = {
+        "apiVersion": VAP,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["UPDATE"],
+                        "resources": ["services"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": f"object.metadata.name != '{APP}' || "
+                    "object.spec.selector == oldObject.spec.selector",
+                    "message": "change freeze: the production selector stays as it is",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": VAP,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": world.cluster.namespace}
+                }
+            },
+        },
+    }
+    admission = k8s.AdmissionregistrationV1Api(world.kube_admin)
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
+
+    def enforced() -> bool:
+        try:
+            _core(world).patch_namespaced_service(
+                APP,
+                world.cluster.namespace,
+                {"spec": {"selector": {"version": "probe"}}},
+                dry_run="All",
+            )
+        except k8s.ApiException as refused:
+            return "change freeze" in str(refused.body)
+        return False
+
+    wait_until(enforced, timeout_s=20, what="the admission policy enforced")
+    return name
+
+
+def test_a_switch_the_apiserver_refuses_leaves_blue_serving_and_says_why(world_for: Any) -> None:
+    world: World = world_for("bluegreen", PLAN, bluegreen="{watch_window: 1m}")
+    start_and_preview(world, "v2")
+    policy = freeze_production_selector(world)
+
+    answer = world.command(f"approve {APP}", user=BOB)
+    assert answer.startswith(":no_entry_sign:") and "change freeze" in answer, answer
+    refused = world.wait_for(Phase.AWAITING_APPROVAL, 0)
+    assert refused.approvals == ()  # the approval given is spent; the next one switches
+    assert selector(world, APP) == {"app": APP, "version": "v1"}
+    wait_endpoints_only(world, APP, "v1")
+    world.wait_thread("the apiserver refused to switch production")
+    assert any(
+        "change freeze" in m["text"] for m in world.slack.messages(RELEASES.id)[1:]
+    )  # said in the channel too
+
+    admission = k8s.AdmissionregistrationV1Api(world.kube_admin)
+    admission.delete_validating_admission_policy_binding(policy)
+    admission.delete_validating_admission_policy(policy)
+    wait_until(
+        lambda: world.command(f"approve {APP}", user=BOB).startswith(":white_check_mark:"),
+        timeout_s=20,
+        what="an approval that switches once the policy is gone",
+    )
+    world.wait_for(Phase.RUNNING, 1)
+    assert selector(world, APP) == {"app": APP, "version": "v2"}
+
+
+# ---------------------------------------------------------------- hybrid
+
+HYBRID_PLAN = "    - {weight: 25, duration: 1s}\n    - {weight: 50, duration: 1s, approval: true}\n"
+
+
+def route_weights(world: World) -> dict[str, int]:
+    """The VirtualService's weights by subset, read with the kubernetes client."""
+    route = k8s.CustomObjectsApi(world.kube_admin).get_namespaced_custom_object(
+        "networking.istio.io", "v1", world.cluster.namespace, "virtualservices", APP
+    )
+    main = next(entry for entry in route["spec"]["http"] if entry.get("name") == "main")
+    return {target["destination"]["subset"]: target.get("weight", 100) for target in main["route"]}
+
+
+def test_a_hybrid_release_previews_green_beside_blue_then_widens_it_in_canary_stages(
+    world_for: Any,
+) -> None:
+    world: World = world_for("istio", HYBRID_PLAN)
+    _core(world).create_namespaced_service(
+        world.cluster.namespace, service(APP, {"app": APP, "track": "stable"})
+    )
+    answer = world.command(f"hybrid {APP} v2")
+    assert answer.startswith(":white_check_mark: Started a hybrid release of shop-api v2"), answer
+
+    world.wait_for(Phase.AWAITING_APPROVAL, 0)  # the preview: green full size, no users
+    green = deployment(world, f"{APP}-canary")
+    assert green is not None and green.spec.replicas == 4
+    assert selector(world, GREEN) == {"app": APP, "track": "canary"}
+    wait_endpoints_only(world, GREEN, "v2")
+    assert route_weights(world) == {"stable": 100, "canary": 0}
+    world.wait_thread("the preview: green v2 is ready on its preview Service")
+
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.RUNNING, 1)
+    wait_until(
+        lambda: route_weights(world) == {"stable": 75, "canary": 25},
+        timeout_s=20,
+        what="25 % of production on green",
+    )
+    world.wait_for(Phase.AWAITING_APPROVAL, 2)
+    assert route_weights(world) == {"stable": 50, "canary": 50}
+    world.command(f"approve {APP}", user=BOB)
+
+    world.wait_for(Phase.SUCCEEDED)
+    blue = deployment(world, APP)
+    assert blue is not None and blue.spec.template.spec.containers[0].image.endswith(":v2")
+    assert deployment(world, f"{APP}-canary") is None
+    wait_until(lambda: selector(world, GREEN) is None, timeout_s=10, what="preview Service gone")
