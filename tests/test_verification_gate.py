@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.application.verification_gate import DEADLINE_GRACE, due_event
+from bot.application.verification_gate import due_event
 from bot.core.machine import VerificationFailed, VerificationPassed
 from bot.core.release import Phase
-from bot.core.verification import VerificationState, VerificationStatus
+from bot.core.verification import DEADLINE_GRACE_S, VerificationState, VerificationStatus
 from tests.releases import VERIFIED_JOB, run_in
 
 TIMEOUT = timedelta(minutes=5)  # VERIFIED_PLAN's smoke Job
@@ -33,7 +33,7 @@ def test_the_jobs_own_outcome_decides() -> None:
 def test_a_running_job_waits_until_its_timeout_then_fails() -> None:
     run = run_in(Phase.VERIFYING)
     running = status(VerificationState.RUNNING)
-    deadline = run.now + TIMEOUT + DEADLINE_GRACE
+    deadline = run.now + TIMEOUT + timedelta(seconds=DEADLINE_GRACE_S)
 
     assert due_event(run.release, running, now=deadline - timedelta(seconds=1)) is None
     assert due_event(run.release, None, now=deadline - timedelta(seconds=1)) is None

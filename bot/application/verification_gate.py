@@ -3,17 +3,12 @@ release service on every scheduler pass of a VERIFYING release (any strategy's g
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from bot.core import thread_wording as wording
 from bot.core.machine import Event, VerificationFailed, VerificationPassed
 from bot.core.release import Release
 from bot.core.verification import VerificationState, VerificationStatus
-
-DEADLINE_GRACE = timedelta(seconds=15)
-"""The Job's own activeDeadlineSeconds ends it at the timeout, and its failure then brings its
-log lines; the bot's deadline, this much later, covers a Job that never got that far (no pod
-scheduled, no Job controller)."""
 
 
 def due_event(
@@ -31,7 +26,7 @@ def due_event(
             return VerificationFailed(
                 job_name=run.job_name, reason=status.reason, log_tail=status.log_tail
             )
-    if now - run.started_at >= timedelta(seconds=verification.timeout_s) + DEADLINE_GRACE:
+    if now >= run.deadline:
         reason = wording.verification_timed_out(verification.timeout_s)
         return VerificationFailed(job_name=run.job_name, reason=reason)
     return None

@@ -7,13 +7,14 @@ break-glass `overrides`); read by the store, the reconciler
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
 
 from bot.core.plan import Plan, Stage
-from bot.core.verification import Verification
+from bot.core.verification import DEADLINE_GRACE_S, Verification
 
 NonBlank = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
 
@@ -167,6 +168,11 @@ class VerificationRun(_Record):
     job_name: NonBlank
     started_at: AwareDatetime
     held: DesiredTraffic
+
+    @property
+    def deadline(self) -> datetime:
+        """When the gate fails the Job whatever the cluster says: its timeout, plus a grace."""
+        return self.started_at + timedelta(seconds=self.verification.timeout_s + DEADLINE_GRACE_S)
 
 
 class Release(_Record):
