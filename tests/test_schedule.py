@@ -10,7 +10,6 @@ import pytest
 from bot.core.machine import ChecksInconclusive, ChecksPassed
 from bot.core.release import NoticeKind, OutboxNotice, Phase, Release
 from bot.core.schedule import next_due
-from bot.core.verification import DEADLINE_GRACE_S, POLL_S
 from tests.releases import MINUTE, run_in
 
 CHECK_S = 30.0
@@ -106,29 +105,12 @@ def test_a_release_held_by_a_freeze_is_due_when_the_freeze_ends() -> None:
     assert due(waiting, run.now, hold_ends_at=ends) == ends
 
 
-def test_a_release_waiting_on_its_verification_job_is_due_at_the_job_s_poll() -> None:
-    run = run_in(Phase.VERIFYING)  # the Job `smoke` (timeout 5m) holds the gate of stage 3
+def test_a_release_waiting_on_its_verification_job_is_due_every_pass() -> None:
+    """The Job's outcome is read by the reconcile: a failed Job rolls back within a pass, a
+    passed one starts its stage, and neither waits for the resync."""
+    run = run_in(Phase.VERIFYING)  # the Job `smoke` holds the gate of stage 3
     waiting = delivered(run.release)
-    assert waiting.stage_due_at is None  # no stage timer counts: only the Job's poll
-    assert due(waiting, run.now) == run.now + timedelta(seconds=POLL_S)
-    later = run.now + timedelta(minutes=3)
-    assert due(waiting, later) == later + timedelta(seconds=POLL_S)
-
-
-def test_a_verification_job_past_its_deadline_is_due_at_once() -> None:
-    run = run_in(Phase.VERIFYING)
-    waiting = delivered(run.release)
-    assert waiting.verification is not None
-    deadline = run.now + timedelta(seconds=300 + DEADLINE_GRACE_S)
-    assert waiting.verification.deadline == deadline
-    almost = deadline - timedelta(seconds=POLL_S / 2)
-    assert due(waiting, almost) == deadline  # not a poll later
-    assert due(waiting, deadline + MINUTE) == deadline  # overdue: at once
-
-
-def test_metric_checks_stay_due_while_a_job_holds_the_gate() -> None:
-    run = run_in(Phase.VERIFYING)
-    checked = delivered(run.release).evolve(
-        analysis_enabled=True, last_check_at=run.now - timedelta(seconds=29)
-    )
-    assert due(checked, run.now) == run.now + timedelta(seconds=1)  # before the Job's poll
+    assert (waiting.stage_due_at, waiting.pause) == (None, None)  # no timer would call it back
+    assert due(waiting, run.now) == run.now
+    checked = waiting.evolve(analysis_enabled=True, last_check_at=run.now)
+    assert due(checked, run.now + timedelta(minutes=3)) == run.now + timedelta(minutes=3)

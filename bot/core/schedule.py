@@ -9,9 +9,9 @@ A release is due:
 - at once while it has Slack messages to post (outbox, a stale card): delivery is retried every
   pass until Slack takes them;
 - at once while the cluster must be watched until something is observed (starting: the canary
-  becoming ready; a blue-green switch; promoting, or retiring blue; rolling back);
-- every verification.POLL_S while a verification Job holds its gate (verifying), and at the
-  gate's deadline at the latest, so a Job's outcome is read within seconds, never at the resync;
+  becoming ready; verifying: the gate's Job ending, read every pass so a failed one rolls back
+  within a pass, never at the resync; a blue-green switch; promoting, or retiring blue; rolling
+  back);
 - when its stage timer ends (running), when its pause's duration ends (paused `--for`), when the
   freeze that holds it ends, when blue's retention ends (blue-green, keeping blue);
 - when its next metric check is due (`check_interval_s` after the last one; at once if none ran
@@ -26,9 +26,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from bot.core.release import Phase, Release
-from bot.core.verification import POLL_S
 
-WATCHED_PHASES = frozenset({Phase.STARTING, Phase.SWITCHING, Phase.PROMOTING, Phase.ROLLING_BACK})
+WATCHED_PHASES = frozenset(
+    {Phase.STARTING, Phase.VERIFYING, Phase.SWITCHING, Phase.PROMOTING, Phase.ROLLING_BACK}
+)
 """Reconciled every pass until the reconciler observes what the phase waits for."""
 CHECKED_PHASES = frozenset({Phase.VERIFYING, Phase.RUNNING, Phase.AWAITING_APPROVAL})
 
@@ -56,8 +57,6 @@ def next_due(
         candidates.append(pause.resume_due_at)
     if release.blue_due_at is not None:
         candidates.append(release.blue_due_at)
-    if (run := release.verification) is not None:
-        candidates.append(min(now + timedelta(seconds=POLL_S), run.deadline))
     if hold_ends_at is not None:
         candidates.append(hold_ends_at)
     if checks_run(release):

@@ -17,8 +17,6 @@ from enum import StrEnum
 from typing import Any
 
 DEFAULT_TIMEOUT_S = 600
-POLL_S = 2.0
-"""How often the scheduler reads a running verification Job (bot.core.schedule)."""
 DEADLINE_GRACE_S = 15
 """The Job's own activeDeadlineSeconds ends it at the timeout, and its failure then brings its
 log lines; the bot's deadline, this much later, covers a Job that never got that far (no pod
