@@ -15,9 +15,10 @@ from kubernetes import client as k8s
 
 from bot.core.release import Phase
 from tests.infra.exporter import MetricsExporter
+from tests.infra.kwok_config import LOG_LINES, smoke_job
 from tests.infra.processes import wait_until
 from tests.infra.prometheus_server import PrometheusServer
-from tests.infra.release_world import APP, World
+from tests.infra.release_world import APP, World, is_card
 from tests.infra.slack_requests import BOB, RELEASES
 from tests.kube_objects import service
 
@@ -345,3 +346,92 @@ def test_a_hybrid_release_previews_green_beside_blue_then_widens_it_in_canary_st
     assert blue is not None and blue.spec.template.spec.containers[0].image.endswith(":v2")
     assert deployment(world, f"{APP}-canary") is None
     wait_until(lambda: selector(world, GREEN) is None, timeout_s=10, what="preview Service gone")
+
+
+# ---------------------------------------------------------------- a verification Job on the preview
+
+PREVIEW_JOB = "{verification: {job: smoke, timeout: 1m, log_lines: 3}}"
+
+
+def job_env(world: World, name: str) -> dict[str, str]:
+    job = k8s.BatchV1Api(world.kube_admin).read_namespaced_job(name, world.cluster.namespace)
+    container = job.spec.template.spec.containers[0]
+    return {variable.name: variable.value for variable in container.env or []}
+
+
+def start_and_verify(world: World, version: str) -> str:
+    """Start a blue-green release whose preview names a Job; returns the Job's name once it
+    exists, production still on blue."""
+    answer = world.command(f"bluegreen {APP} {version}")
+    assert answer.startswith(f":white_check_mark: Started a blue-green release of {APP} {version}")
+    verifying = world.wait_for(Phase.VERIFYING, 0)
+    assert verifying.verification is not None
+    name = verifying.verification.job_name
+    jobs = k8s.BatchV1Api(world.kube_admin)
+    wait_until(
+        lambda: bool(
+            jobs.list_namespaced_job(
+                world.cluster.namespace, field_selector=f"metadata.name={name}"
+            ).items
+        ),
+        timeout_s=10,
+        what="the preview's verification Job",
+    )
+    env = job_env(world, name)
+    namespace = world.cluster.namespace
+    assert env["RELEASE_TARGET_URL"] == f"http://{GREEN}.{namespace}.svc"  # the preview Service
+    assert not env["RELEASE_CANARY_HEADER"]  # green is reached by its Service, no header
+    assert selector(world, APP) == {"app": APP, "version": "v1"}  # blue serves meanwhile
+    assert selector(world, GREEN) == {"app": APP, "version": version}
+    return name
+
+
+def test_a_failing_preview_job_ends_the_release_before_the_switch_with_blue_serving(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "bluegreen",
+        PLAN,
+        bluegreen=PREVIEW_JOB,
+        verification=smoke_job(fails=True, runs_for="1s"),
+    )
+    name = start_and_verify(world, "v2")
+
+    done = world.wait_for(Phase.ROLLED_BACK)
+    assert done.outcome_by is None and name in (done.outcome_reason or "")
+    assert done.switch_requested_at is None  # the switch was never asked for
+    assert selector(world, APP) == {"app": APP, "version": "v1"}  # read back: still blue
+    wait_endpoints_only(world, APP, "v1")
+    assert deployment(world, GREEN) is None
+    assert selector(world, GREEN) is None
+    jobs = k8s.BatchV1Api(world.kube_admin).list_namespaced_job(world.cluster.namespace)
+    assert [
+        job.metadata.name for job in jobs.items if job.metadata.deletion_timestamp is None
+    ] == []
+    alerts = [m["text"] for m in world.slack.messages(RELEASES.id) if not is_card(m)]
+    assert any(
+        name in alert and "before the switch" in alert and "blue v1 goes on serving" in alert
+        for alert in alerts
+    ), alerts
+    world.wait_thread("of verification Job")
+    thread = "\n".join(world.thread_texts())
+    for line in LOG_LINES[-3:]:  # log_lines: 3, served by kwok through pods/log
+        assert line in thread
+
+
+def test_a_passing_preview_job_opens_the_approval_which_switches(world_for: Any) -> None:
+    world: World = world_for(
+        "bluegreen",
+        PLAN,
+        bluegreen=PREVIEW_JOB,
+        verification=smoke_job(fails=False, runs_for="2s"),
+    )
+    name = start_and_verify(world, "v2")
+
+    world.wait_for(Phase.AWAITING_APPROVAL, 0)
+    world.wait_thread(f"verification Job `{name}` passed")
+    assert selector(world, APP) == {"app": APP, "version": "v1"}  # passing is not the switch
+    assert world.command(f"approve {APP}", user=BOB).startswith(":white_check_mark:")
+    world.wait_for(Phase.RUNNING, 1)
+    assert selector(world, APP) == {"app": APP, "version": "v2"}
+    wait_endpoints_only(world, APP, "v2")

@@ -88,6 +88,9 @@ def test_example_file_loads_into_typed_objects() -> None:
     assert (settings.approvals, settings.preview_checks) == (2, True)
     assert (settings.watch_window_s, settings.check_interval_s) == (1800, 30)
     assert (settings.retention_s, settings.scale_down_grace_s) == (86400, 3600)
+    preview = settings.plan().stages[0]  # its Job runs against ledger-green before the approval
+    assert preview.verification == Verification(job="smoke", timeout_s=300)
+    assert sorted(ledger.verification.jobs) == ["smoke"]
     assert shop.bluegreen == BlueGreenConfig()  # none given: `<app>-green`, 30m, 1d, 1h
 
     assert shop.namespace == "shop"
@@ -779,4 +782,47 @@ plans:
     assert plan_refusal(app, loaded) == (  # `--plan loaded` at start
         "cart: plan 'loaded' runs verification Job template(s) load, which the app does not "
         "define under verification.jobs (it defines: smoke)"
+    )
+
+
+def test_a_blue_green_preview_may_name_a_job_which_hybrid_runs_too(tmp_path: Path) -> None:
+    text = (
+        VERIFIED_APP
+        + f"""    verification: {{jobs: {{smoke: {SMOKE_TEMPLATE}}}}}
+    bluegreen: {{verification: {{job: smoke, timeout: 3m, log_lines: 7}}}}
+plans:
+  checked:
+    - {{weight: 10, duration: 1m}}
+"""
+    )
+    app = load_config(write_config(tmp_path, text)).app("cart")
+
+    smoke = Verification(job="smoke", timeout_s=180, log_lines=7)
+    preview, watch = app.bluegreen.plan().stages
+    assert (preview.verification, watch.verification) == (smoke, None)
+    hybrid = app.bluegreen.hybrid_plan(app.plan).stages
+    assert [stage.verification for stage in hybrid] == [smoke, None, None]
+    assert BlueGreenConfig().plan().stages[0].verification is None  # none unless named
+
+
+def test_a_blue_green_preview_job_is_checked_like_a_stage_s(tmp_path: Path) -> None:
+    text = (
+        VERIFIED_APP
+        + f"""    verification: {{jobs: {{smoke: {SMOKE_TEMPLATE}}}}}
+    bluegreen: {{verification: {{job: load}}}}
+plans:
+  checked:
+    - {{weight: 10, duration: 1m}}
+"""
+    )
+    problems = problems_in(write_config(tmp_path, text))
+    assert problems == [
+        f"{tmp_path / 'apps.yaml'}:9:17: apps.cart.bluegreen.verification: plan 'blue-green' runs "
+        "verification Job template(s) load, which the app does not define under "
+        "verification.jobs (it defines: smoke)"
+    ]
+    neither = text.replace("{verification: {job: load}}", "{verification: {timeout: 1m}}")
+    assert any(
+        "apps.cart.bluegreen.verification: name the Job with 'job: <template name>'" in p
+        for p in problems_in(write_config(tmp_path, neither))
     )

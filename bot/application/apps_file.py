@@ -69,6 +69,7 @@ from bot.core.apps import (
     AppConfig,
     AppSettings,
     AuthorizationConfig,
+    BlueGreenConfig,
     BotConfig,
     DnsLabel,
     ErrorRateLimits,
@@ -77,20 +78,19 @@ from bot.core.apps import (
     FrozenModel,
     GatewayApiRouter,
     IstioRouter,
-    JobTemplate,
     LatencyLimits,
     MetricsConfig,
     Principals,
     QpsLimits,
     ReplicasRouter,
     VerificationSettings,
+    VerificationSpec,
     plan_problem,
     verification_problem,
 )
-from bot.core.durations import PositiveDuration, StageDuration
+from bot.core.durations import StageDuration
 from bot.core.plan import DEFAULT_PLAN, Plan, Stage
 from bot.core.text import count
-from bot.core.verification import DEFAULT_LOG_LINES, DEFAULT_TIMEOUT_S, MAX_LOG_LINES, Verification
 
 Loc = tuple[str | int, ...]
 _Value = TypeVar("_Value")
@@ -130,35 +130,6 @@ def _not_builtin_plan(name: str) -> str:
 PlanRef = Annotated[DnsLabel, AfterValidator(_known_plan)]
 
 
-class _VerificationSpec(FrozenModel):
-    job: DnsLabel | None = None
-    """Run the app's Job template of this name (`apps.NAME.verification.jobs`) before the stage
-    starts; traffic stays as it was until the Job succeeds, and its failure rolls back."""
-    template: JobTemplate | None = None
-    """Instead of `job`: an inline Job spec, the same for every app of the plan."""
-    timeout_s: PositiveDuration = Field(default=DEFAULT_TIMEOUT_S, alias="timeout")
-    """Longest the Job may run; past it the Job counts as failed (and is stopped)."""
-    log_lines: Annotated[int, Field(ge=1, le=MAX_LOG_LINES)] = DEFAULT_LOG_LINES
-    """How many of the Job's last log lines the thread shows when it fails."""
-
-    @model_validator(mode="after")
-    def _one_job(self) -> _VerificationSpec:
-        if (self.job is None) == (self.template is None):
-            raise ValueError(
-                "name the Job with 'job: <template name>' (one of the app's verification.jobs) "
-                "or give it inline with 'template:', not both or neither"
-            )
-        return self
-
-    def verification(self) -> Verification:
-        return Verification(
-            job=self.job,
-            template=self.template,
-            timeout_s=self.timeout_s,
-            log_lines=self.log_lines,
-        )
-
-
 class _StageSpec(FrozenModel):
     weight: Annotated[int, Field(ge=0, le=100)]
     """Percent of public traffic on the canary, 0..100, never decreasing from stage to stage."""
@@ -173,7 +144,7 @@ class _StageSpec(FrozenModel):
     approval stage."""
     header_routed: bool = False
     """Internal validation (weight 0 only): no public traffic, the canary reachable by header."""
-    verification: _VerificationSpec | None = None
+    verification: VerificationSpec | None = None
 
     @field_validator("duration_s")
     @classmethod
@@ -278,8 +249,9 @@ _SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     _FileSpec,
     _AppSpec,
     _StageSpec,
-    _VerificationSpec,
+    VerificationSpec,
     VerificationSettings,
+    BlueGreenConfig,
     ReplicasRouter,
     IstioRouter,
     GatewayApiRouter,
@@ -680,6 +652,9 @@ def _merge(parts: Sequence[_Part], plan_names: list[str]) -> tuple[BotConfig, li
         for problem in (plan_problem(app.router, plan), verification_problem(app, plan)):
             if problem:
                 problems.append(entry.part.locate(("apps", entry.name, "plan"), problem))
+        if problem := verification_problem(app, app.bluegreen.plan()):
+            where = ("apps", entry.name, "bluegreen", "verification")
+            problems.append(entry.part.locate(where, problem))
         apps[entry.name] = AppConfig(
             name=entry.name,
             plan=plan,

@@ -908,8 +908,10 @@ class ReleaseService:
             case Phase.STARTING if now - release.started_at > self._canary_ready_deadline:
                 limit = int(self._canary_ready_deadline.total_seconds())
                 return Fail(reason=f"the canary was not ready within {limit} s")
-            case Phase.VERIFYING:
-                return self._verification_event(release, observation, now=now)
+            case Phase.VERIFYING if (
+                verdict := self._verification_event(release, observation, now=now)
+            ) is not None:
+                return verdict  # while the Job runs, blue-green's pods still reach the card
             case Phase.RUNNING if release.stage_due_at is not None and now >= release.stage_due_at:
                 return StageTimerElapsed()
             case Phase.PAUSED if _resume_due(release, now):

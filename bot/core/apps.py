@@ -30,7 +30,13 @@ from bot.core.errors import ReleaseBotError
 from bot.core.freezes import Window, parse_rule
 from bot.core.plan import Plan, blue_green_plan, hybrid_plan
 from bot.core.release import BlueGreenTimes
-from bot.core.verification import template_problems
+from bot.core.verification import (
+    DEFAULT_LOG_LINES,
+    DEFAULT_TIMEOUT_S,
+    MAX_LOG_LINES,
+    Verification,
+    template_problems,
+)
 
 
 class UnknownApp(ReleaseBotError):
@@ -372,6 +378,49 @@ class MetricsConfig(FrozenModel):
     """A statistical judge of canary against stable, after the thresholds pass; none by default."""
 
 
+def _job_template(value: object) -> dict[str, Any]:
+    if problems := template_problems(value):
+        raise ValueError("; ".join(problems))
+    assert isinstance(value, Mapping)  # template_problems refuses anything else
+    return dict(value)
+
+
+JobTemplate = Annotated[dict[str, Any], PlainValidator(_job_template)]
+"""A Job's spec as a Job manifest writes it (`template.spec.containers`, `backoffLimit`...)."""
+
+
+class VerificationSpec(FrozenModel):
+    """A verification Job a gate runs: a plan stage's `verification`, or a blue-green preview's."""
+
+    job: DnsLabel | None = None
+    """Run the app's Job template of this name (`apps.NAME.verification.jobs`) at the gate:
+    before the stage starts (blue-green: before the switch's approval is asked), traffic staying
+    as it was until the Job succeeds; its failure rolls back."""
+    template: JobTemplate | None = None
+    """Instead of `job`: an inline Job spec (in a plan: the same for every app of the plan)."""
+    timeout_s: PositiveDuration = Field(default=DEFAULT_TIMEOUT_S, alias="timeout")
+    """Longest the Job may run; past it the Job counts as failed (and is stopped)."""
+    log_lines: Annotated[int, Field(ge=1, le=MAX_LOG_LINES)] = DEFAULT_LOG_LINES
+    """How many of the Job's last log lines the thread shows when it fails."""
+
+    @model_validator(mode="after")
+    def _one_job(self) -> VerificationSpec:
+        if (self.job is None) == (self.template is None):
+            raise ValueError(
+                "name the Job with 'job: <template name>' (one of the app's verification.jobs) "
+                "or give it inline with 'template:', not both or neither"
+            )
+        return self
+
+    def verification(self) -> Verification:
+        return Verification(
+            job=self.job,
+            template=self.template,
+            timeout_s=self.timeout_s,
+            log_lines=self.log_lines,
+        )
+
+
 class BlueGreenConfig(FrozenModel):
     """How `/release bluegreen` runs for the app: green beside blue, a preview Service, one
     selector switch, a watch window, then blue kept as the rollback path before it is removed."""
@@ -395,6 +444,10 @@ class BlueGreenConfig(FrozenModel):
     """How long blue is kept at full size after the watch window, as the instant rollback path."""
     scale_down_grace_s: StageDuration = Field(default=3600, alias="scale_down_grace")
     """How long blue stays scaled to 0 after its retention before it is deleted."""
+    verification: VerificationSpec | None = None
+    """A verification Job run against the preview Service once green is ready, before the
+    switch's approval is asked (hybrid: before the widening stages); its failure ends the
+    release with green removed and blue serving. Its RELEASE_TARGET_URL is the preview Service."""
 
     def preview_service_of(self, app: str) -> str:
         return self.preview_service or f"{app}-green"
@@ -406,6 +459,7 @@ class BlueGreenConfig(FrozenModel):
             preview_checked=self.preview_checks,
             watch_s=self.watch_window_s,
             check_interval_s=self.check_interval_s,
+            verification=self._verification(),
         )
 
     def hybrid_plan(self, canary: Plan) -> Plan:
@@ -415,7 +469,11 @@ class BlueGreenConfig(FrozenModel):
             approvals=self.approvals,
             preview_checked=self.preview_checks,
             check_interval_s=self.check_interval_s,
+            verification=self._verification(),
         )
+
+    def _verification(self) -> Verification | None:
+        return self.verification.verification() if self.verification else None
 
     def times(self) -> BlueGreenTimes:
         return BlueGreenTimes(
@@ -487,17 +545,6 @@ class FreezeWindow(FrozenModel):
 
 
 FreezeWindows = Annotated[tuple[FreezeWindow, ...], Strict(False)]
-
-
-def _job_template(value: object) -> dict[str, Any]:
-    if problems := template_problems(value):
-        raise ValueError("; ".join(problems))
-    assert isinstance(value, Mapping)  # template_problems refuses anything else
-    return dict(value)
-
-
-JobTemplate = Annotated[dict[str, Any], PlainValidator(_job_template)]
-"""A Job's spec as a Job manifest writes it (`template.spec.containers`, `backoffLimit`...)."""
 
 
 class VerificationSettings(FrozenModel):

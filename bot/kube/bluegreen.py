@@ -9,14 +9,17 @@ is one update of its selector (with the resourceVersion it was read at); the pre
 (`<app>-green` by default) selects only green's pods.
 
 What each phase wants (bot.core.release.desired_traffic's weight says which colour serves):
-- STARTING and the preview (weight 0): production pinned to blue's version, green and the preview
-  Service in place; `canary_ready` once green is rolled out.
+- STARTING, VERIFYING and the preview (weight 0): production pinned to blue's version, green and
+  the preview Service in place; `canary_ready` once green is rolled out. While VERIFYING, the
+  preview's verification Job too (bot.kube.verification, aimed at the preview Service), whose
+  status the observation carries.
 - SWITCHING: the selector moves to green in one update, then the reconcile waits (at most
   ENDPOINTS_WAIT_S) for the EndpointSlices to list only green's pods, and reports both times.
 - the watch window, KEEPING_BLUE (weight 100): production on green; blue left as it is.
 - PROMOTING (blue retired): blue scaled to 0; once its pods are gone and its grace is over
   (`blue_due_at`), blue and the preview Service are deleted.
-- ROLLING_BACK, FAILED: production back on blue first, then green and the preview Service deleted.
+- ROLLING_BACK, FAILED: production back on blue first, then green, the preview Service and the
+  release's verification Jobs deleted (blue retired: the Jobs too).
 Every step reads what is there and writes only what differs, so a repeat changes nothing.
 """
 
@@ -42,6 +45,7 @@ from bot.kube.client import (
     Object,
 )
 from bot.kube.preflight import Finding, Severity, preflight_result, run_preflight
+from bot.kube.verification import VerificationJobs
 from bot.kube.workloads import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -150,6 +154,7 @@ class BlueGreenStrategy:
             production=self._service,
         )
         self._slots = (app.workload, f"{app.workload}{SLOT_SUFFIX}")
+        self._verifications = VerificationJobs(api, app)
 
     def stable_version(self) -> str:
         """Blue's version label, else the tag of its released container."""
@@ -181,7 +186,7 @@ class BlueGreenStrategy:
         pair = self._pair(release)
         match release.phase:
             case Phase.ROLLING_BACK | Phase.FAILED:
-                return self._back_to_blue(pair)
+                return self._back_to_blue(pair, release)
             case Phase.SUCCEEDED | Phase.ROLLED_BACK:
                 return Observation()
             case Phase.PROMOTING:
@@ -200,7 +205,10 @@ class BlueGreenStrategy:
         self._point_production(blue)
         green = self._ensure_green(pair.green_name, blue, release)
         self._ensure_preview(green)
-        return Observation(canary_ready=is_rolled_out(green), pods=self._pods_of(pair))
+        verification = self._verifications.run(release) if release.verification else None
+        return Observation(
+            canary_ready=is_rolled_out(green), pods=self._pods_of(pair), verification=verification
+        )
 
     def _switch(self, pair: _Pair, started: float) -> Observation:
         green = _require(pair.green, pair.green_name, "green")
@@ -224,9 +232,10 @@ class BlueGreenStrategy:
                 return Observation(pods=self._pods_of(pair))
             self._deployments.delete(pair.blue_name)
         self._preview.remove()
+        self._verifications.remove(release.id)
         return Observation(promotion_complete=True, pods=self._pods_of(pair))
 
-    def _back_to_blue(self, pair: _Pair) -> Observation:
+    def _back_to_blue(self, pair: _Pair, release: Release) -> Observation:
         if pair.blue is None:
             return Observation()  # blue is gone (retired): green goes on serving
         self._point_production(pair.blue)
@@ -234,6 +243,7 @@ class BlueGreenStrategy:
             _require_managed(pair.green, "green")
             self._deployments.delete(pair.green_name)
         self._preview.remove()
+        self._verifications.remove(release.id)
         return Observation(rollback_complete=pair.green is None, pods=self._pods_of(pair))
 
     # the objects

@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 
 from bot.core.apps import AppConfig, GatewayApiRouter, IstioRouter, ReplicasRouter
 from bot.core.errors import PermanentError, ReleaseBotError
-from bot.core.release import Release
+from bot.core.release import Release, ReleaseKind
 from bot.core.verification import Verification, VerificationState, VerificationStatus
 from bot.kube.client import DEPLOYMENTS, JOBS, PODS, NamespacedResources, Object
 from bot.kube.routers import DEFAULT_OPTIONS
@@ -45,10 +45,11 @@ VERIFICATION_ENV = {
     "RELEASE_PREVIOUS_VERSION": "the version stable runs",
     "RELEASE_STAGE": "the stage the Job gates (1 for the first)",
     "RELEASE_STAGE_WEIGHT": "that stage's canary weight in percent",
-    "RELEASE_TARGET_URL": "where to send test traffic: the canary's Service where the router "
-    "has one (gateway-api), else the app's Service or mesh host",
+    "RELEASE_TARGET_URL": "where to send test traffic: green's preview Service for a blue-green "
+    "release and a hybrid one's preview, else the canary's Service where the router has one "
+    "(gateway-api), else the app's Service or mesh host",
     "RELEASE_CANARY_HEADER": "`name: value` of the header that reaches the canary while the "
-    "release routes by header (istio, gateway-api); empty otherwise",
+    "release routes by header (istio, gateway-api, not on a preview); empty otherwise",
 }
 """The variables every container of a verification Job gets, and what each holds."""
 
@@ -130,20 +131,30 @@ class VerificationJobs:
             "RELEASE_PREVIOUS_VERSION": release.previous_version or "",
             "RELEASE_STAGE": str(release.stage_index + 1),
             "RELEASE_STAGE_WEIGHT": str(release.stage.weight),
-            "RELEASE_TARGET_URL": self._target_url(),
+            "RELEASE_TARGET_URL": self._target_url(release),
             "RELEASE_CANARY_HEADER": (
-                f"{header.name}: {header.value}" if _routes_by_header(self._app) else ""
+                f"{header.name}: {header.value}" if self._routes_by_header(release) else ""
             ),
         }
 
-    def _target_url(self) -> str:
+    def _target_url(self, release: Release) -> str:
         router, namespace = self._app.router, self._app.namespace
+        if release.previews(release.stage_index):
+            return (
+                f"http://{self._app.bluegreen.preview_service_of(self._app.name)}.{namespace}.svc"
+            )
         if isinstance(router, GatewayApiRouter):
             return f"http://{router.canary_service}.{namespace}.svc"
         if isinstance(router, IstioRouter):
             return f"http://{router.host}"
         service = router.service if isinstance(router, ReplicasRouter) else None
         return f"http://{service or self._app.workload}.{namespace}.svc"
+
+    def _routes_by_header(self, release: Release) -> bool:
+        """A blue-green release, or a hybrid one's preview, reaches green by its Service only."""
+        if release.kind is ReleaseKind.BLUE_GREEN or release.previews(release.stage_index):
+            return False
+        return isinstance(self._app.router, IstioRouter | GatewayApiRouter)
 
     def _status(self, job: Object, verification: Verification) -> VerificationStatus:
         name = job["metadata"]["name"]
@@ -174,10 +185,6 @@ class VerificationJobs:
         except ReleaseBotError as error:
             states = _container_states(pod)
             return [f"(the pod's log could not be read: {error})", *states][: lines + 1]
-
-
-def _routes_by_header(app: AppConfig) -> bool:
-    return isinstance(app.router, IstioRouter | GatewayApiRouter)
 
 
 def _failed_first(pod: Object) -> tuple[bool, str]:
