@@ -359,11 +359,9 @@ def job_env(world: World, name: str) -> dict[str, str]:
     return {variable.name: variable.value for variable in container.env or []}
 
 
-def start_and_verify(world: World, version: str) -> str:
-    """Start a blue-green release whose preview names a Job; returns the Job's name once it
-    exists, production still on blue."""
-    answer = world.command(f"bluegreen {APP} {version}")
-    assert answer.startswith(f":white_check_mark: Started a blue-green release of {APP} {version}")
+def preview_job(world: World) -> str:
+    """The name of the preview's verification Job, once the apiserver has it; its target is the
+    preview Service, reached with no header."""
     verifying = world.wait_for(Phase.VERIFYING, 0)
     assert verifying.verification is not None
     name = verifying.verification.job_name
@@ -381,6 +379,15 @@ def start_and_verify(world: World, version: str) -> str:
     namespace = world.cluster.namespace
     assert env["RELEASE_TARGET_URL"] == f"http://{GREEN}.{namespace}.svc"  # the preview Service
     assert not env["RELEASE_CANARY_HEADER"]  # green is reached by its Service, no header
+    return name
+
+
+def start_and_verify(world: World, version: str) -> str:
+    """Start a blue-green release whose preview names a Job; returns the Job's name once it
+    exists, production still on blue."""
+    answer = world.command(f"bluegreen {APP} {version}")
+    assert answer.startswith(f":white_check_mark: Started a blue-green release of {APP} {version}")
+    name = preview_job(world)
     assert selector(world, APP) == {"app": APP, "version": "v1"}  # blue serves meanwhile
     assert selector(world, GREEN) == {"app": APP, "version": version}
     return name
@@ -410,7 +417,9 @@ def test_a_failing_preview_job_ends_the_release_before_the_switch_with_blue_serv
     ] == []
     alerts = [m["text"] for m in world.slack.messages(RELEASES.id) if not is_card(m)]
     assert any(
-        name in alert and "before the switch" in alert and "blue v1 goes on serving" in alert
+        name in alert
+        and "before production reached green" in alert
+        and "blue v1 goes on serving" in alert
         for alert in alerts
     ), alerts
     world.wait_thread("of verification Job")
@@ -435,3 +444,31 @@ def test_a_passing_preview_job_opens_the_approval_which_switches(world_for: Any)
     world.wait_for(Phase.RUNNING, 1)
     assert selector(world, APP) == {"app": APP, "version": "v2"}
     wait_endpoints_only(world, APP, "v2")
+
+
+def test_a_failing_hybrid_preview_job_ends_the_release_before_any_user_reaches_green(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "istio",
+        HYBRID_PLAN,
+        bluegreen=PREVIEW_JOB,
+        verification=smoke_job(fails=True, runs_for="1s"),
+    )
+    _core(world).create_namespaced_service(
+        world.cluster.namespace, service(APP, {"app": APP, "track": "stable"})
+    )
+    answer = world.command(f"hybrid {APP} v2")
+    assert answer.startswith(":white_check_mark: Started a hybrid release of shop-api v2"), answer
+    name = preview_job(world)
+    assert route_weights(world) == {"stable": 100, "canary": 0}  # no user on green meanwhile
+
+    done = world.wait_for(Phase.ROLLED_BACK)
+    assert done.stage_index == 0 and name in (done.outcome_reason or "")
+    assert route_weights(world) == {"stable": 100}  # the route back to stable alone
+    assert deployment(world, f"{APP}-canary") is None
+    wait_until(lambda: selector(world, GREEN) is None, timeout_s=10, what="preview Service gone")
+    alerts = [m["text"] for m in world.slack.messages(RELEASES.id) if not is_card(m)]
+    assert any(name in alert and "before production reached green" in alert for alert in alerts), (
+        alerts
+    )

@@ -234,9 +234,9 @@ def test_a_failed_preview_job_rolls_back_before_the_switch_naming_it_and_its_log
     assert desired_traffic(run.release).canary_weight == 0  # blue serves, green goes
     alerts = [e for e in result.effects if getattr(e, "in_channel", False)]
     assert [alert.text for alert in alerts] == [
-        f"shop-api v2.4.1 is rolling back automatically before the switch: verification Job "
-        f"`{PREVIEW_JOB}` failed: BackoffLimitExceeded; green is removed, blue v2.4.0 goes on "
-        "serving production"
+        "shop-api v2.4.1 is rolling back automatically before production reached green: "
+        f"verification Job `{PREVIEW_JOB}` failed: BackoffLimitExceeded; green is removed, blue "
+        "v2.4.0 goes on serving production"
     ]
     log = [e for e in result.effects if getattr(e, "kind", None) is NoticeKind.VERIFICATION_LOG]
     assert log and "GET / 503\nFAIL" in log[0].text and not log[0].in_channel

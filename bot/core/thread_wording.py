@@ -325,8 +325,8 @@ def rolling_back_after_verification(release: Release, job: str, reason: str) -> 
     failed = f"verification Job `{job}` failed: {reason}"
     if release.previews(release.stage_index):
         return (
-            f"{what} is rolling back automatically before the switch: {failed}; green is "
-            f"removed, blue {release.previous_version} goes on serving production"
+            f"{what} is rolling back automatically before production reached green: {failed}; "
+            f"green is removed, blue {release.previous_version} goes on serving production"
         )
     return f"{what} is rolling back automatically {_where(release)}: {failed}"
 
