@@ -542,6 +542,14 @@ def test_render_text_refuses_blocks_it_cannot_show() -> None:
 
 
 BLUE_GREEN_CARDS: dict[Phase, tuple[list[str], list[str]]] = {
+    Phase.VERIFYING: (
+        [ACTION_ROLLBACK],
+        [
+            "🧪 *Verifying before the preview*",
+            "Verification Job `shop-api-verify-rel-1-0` tests green through its preview Service",
+            "blue serves production until it passes",
+        ],
+    ),
     Phase.AWAITING_APPROVAL: (
         [ACTION_APPROVE, ACTION_PAUSE, ACTION_ROLLBACK],
         ["✋ *Waiting for approval of the preview*", "🟢 Green* v2.4.1", "on its preview Service"],
