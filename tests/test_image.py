@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "examples" / "apps.yaml"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 BUILDAH_ENV = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
-SIZE_BUDGET_MB = 300  # 247 MB at the start: Debian base 129 MB, the venv the rest
+SIZE_BUDGET_MB = 600
+"""247 MB at first (Debian base 129 MB, the venv the rest); charts and the statistical judge add
+numpy, scipy, matplotlib and Pillow, about 310 MB installed (their own test suites removed)."""
 
 # A cold build (debootstrap base, wheelhouse, image) runs in the first test's setup.
 pytestmark = pytest.mark.timeout(1500)

@@ -322,7 +322,7 @@ def _denied_everywhere(api: k8s.ApiClient, namespace: str) -> list[tuple[str, ..
         {"verb": "get", "resource": "pods", "subresource": "exec", "namespace": namespace},
         {"verb": "create", "resource": "pods", "namespace": namespace},
         {"verb": "delete", "resource": "pods", "namespace": namespace},
-        # one Service at a time (blue-green's preview Service), never a namespace's all at once
+        # blue-green deletes its preview Service by name; never all Services at once
         {"verb": "deletecollection", "resource": "services", "namespace": namespace},
         {"verb": "watch", "group": "apps", "resource": "deployments", "namespace": namespace},
         {
