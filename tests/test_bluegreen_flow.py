@@ -8,6 +8,7 @@ retention are compressed to seconds."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -403,6 +404,22 @@ def test_a_failing_preview_job_ends_the_release_before_the_switch_with_blue_serv
         verification=smoke_job(fails=True, runs_for="1s"),
     )
     name = start_and_verify(world, "v2")
+    jobs = k8s.BatchV1Api(world.kube_admin)
+
+    def job_failed() -> bool:
+        job = jobs.read_namespaced_job(name, world.cluster.namespace)
+        conditions = job.status.conditions or []
+        return any(c.type in ("FailureTarget", "Failed") and c.status == "True" for c in conditions)
+
+    wait_until(job_failed, timeout_s=20, what="the preview's Job failing", interval_s=0.02)
+    failed_at = time.monotonic()
+    wait_until(
+        lambda: deployment(world, GREEN) is None,
+        timeout_s=20,
+        what="green removed",
+        interval_s=0.02,
+    )
+    print(f"\npreview Job failed -> green Deployment deleted: {time.monotonic() - failed_at:.2f} s")
 
     done = world.wait_for(Phase.ROLLED_BACK)
     assert done.outcome_by is None and name in (done.outcome_reason or "")
