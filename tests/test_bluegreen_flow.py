@@ -163,7 +163,7 @@ def test_green_is_previewed_switched_to_and_switched_back_by_a_failing_check(
 
     serve(exporter, namespace, green_errors=0.4)  # green breaks on production traffic
     world.wait_for(Phase.ROLLED_BACK)
-    assert selector(world, APP) == {"app": APP, "version": "v1"}
+    assert selector(world, APP) == {"app": APP}  # the pin is dropped with green
     wait_endpoints_only(world, APP, "v1")
     assert deployment(world, GREEN) is None
     assert selector(world, GREEN) is None
@@ -185,7 +185,7 @@ def test_a_manual_rollback_switches_back_and_the_next_release_retires_blue(world
 
     assert world.command(f"rollback {APP} green looks wrong").startswith(":white_check_mark:")
     world.wait_for(Phase.ROLLED_BACK)
-    assert selector(world, APP) == {"app": APP, "version": "v1"}
+    assert selector(world, APP) == {"app": APP}
     wait_endpoints_only(world, APP, "v1")
     assert deployment(world, GREEN) is None
 
@@ -196,11 +196,44 @@ def test_a_manual_rollback_switches_back_and_the_next_release_retires_blue(world
     assert deployment(world, APP) is None
     green = deployment(world, GREEN)
     assert green is not None and green.spec.template.spec.containers[0].image.endswith(":v3")
-    assert selector(world, APP) == {"app": APP, "version": "v3"}
+    assert selector(world, APP) == {"app": APP}
     wait_endpoints_only(world, APP, "v3")
     assert selector(world, GREEN) is None  # the preview Service is gone too
     actions = [e.action for e in world.store.history(APP, limit=200) if e.release_id == done.id]
     assert "BlueRetentionElapsed" in actions and "PromotionDone" in actions
+
+
+def test_after_blue_green_serves_the_green_slot_a_canary_and_a_blue_green_release_it(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "bluegreen", PLAN, bluegreen="{watch_window: 1s, retention: 1s, scale_down_grace: 1s}"
+    )
+    start_and_preview(world, "v2")
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.SUCCEEDED)
+    assert deployment(world, APP) is None  # production runs in the slot shop-api-green
+    assert selector(world, APP) == {"app": APP}  # the pin is dropped with blue
+
+    answer = world.command(f"canary {APP} v3")
+    assert answer.startswith(":white_check_mark:"), answer
+    world.wait_for(Phase.SUCCEEDED)
+    serving = deployment(world, GREEN)
+    assert serving is not None and serving.spec.template.spec.containers[0].image.endswith(":v3")
+    assert serving.spec.template.metadata.labels["version"] == "v3"
+    assert deployment(world, f"{GREEN}-canary") is None
+    assert deployment(world, APP) is None and deployment(world, f"{APP}-canary") is None
+    wait_endpoints_only(world, APP, "v3")
+
+    start_and_preview(world, "v4")  # green goes into the free slot: shop-api again
+    green = deployment(world, APP)
+    assert green is not None and green.spec.template.spec.containers[0].image.endswith(":v4")
+    assert selector(world, APP) == {"app": APP, "version": "v3"}
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.SUCCEEDED)
+    assert deployment(world, GREEN) is None
+    assert selector(world, APP) == {"app": APP}
+    wait_endpoints_only(world, APP, "v4")
 
 
 VAP = "admissionregistration.k8s.io/v1"

@@ -488,7 +488,7 @@ def test_preflight_refuses_what_the_router_would_and_nothing_is_created(
     route_kind = VIRTUAL_SERVICES if provider == "istio" else HTTP_ROUTES
     objects_before = {kind.plural: versions(cluster, kind) for kind in ROUTING_KINDS}
 
-    refused = kube.preflight(app, NEW_VERSION)
+    refused = kube.preflight(app, NEW_VERSION, ReleaseKind.CANARY)
     assert refused.blocked
     [blocking] = [line for line in refused.summary.splitlines() if line.startswith("⛔")]
     field = "virtual_service" if provider == "istio" else "http_route"
@@ -497,7 +497,7 @@ def test_preflight_refuses_what_the_router_would_and_nothing_is_created(
     assert {kind.plural: versions(cluster, kind) for kind in ROUTING_KINDS} == objects_before
 
     setup.install(cluster)
-    allowed = kube.preflight(app, NEW_VERSION)
+    allowed = kube.preflight(app, NEW_VERSION, ReleaseKind.CANARY)
     assert not allowed.blocked, allowed.summary
 
 
