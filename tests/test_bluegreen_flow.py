@@ -236,6 +236,28 @@ def test_after_blue_green_serves_the_green_slot_a_canary_and_a_blue_green_releas
     wait_endpoints_only(world, APP, "v4")
 
 
+def test_an_app_without_a_router_releases_by_blue_green_and_is_told_what_a_canary_needs(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "bluegreen-only", PLAN, bluegreen="{watch_window: 1s, retention: 1s, scale_down_grace: 1s}"
+    )
+    for kind in ("canary", "hybrid"):
+        answer = world.command(f"{kind} {APP} v2")
+        assert not answer.startswith(":white_check_mark:"), answer
+        assert "add `router:` to the app in the apps file" in answer, answer
+        assert deployment(world, f"{APP}-canary") is None  # refused: nothing created
+        assert selector(world, GREEN) is None
+
+    start_and_preview(world, "v2")
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.SUCCEEDED)
+    green = deployment(world, GREEN)
+    assert green is not None and green.spec.template.spec.containers[0].image.endswith(":v2")
+    assert deployment(world, APP) is None
+    wait_endpoints_only(world, APP, "v2")
+
+
 VAP = "admissionregistration.k8s.io/v1"
 
 

@@ -101,6 +101,20 @@ def test_every_object_an_app_names_is_found(
     assert found["cart"][-1].message == "plan 'steps': 4 pods honour every stage weight"
 
 
+def test_an_app_without_a_router_is_checked_as_blue_green_only(
+    kube_admin: k8s.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    set_up(kube_admin, namespace)
+    text = apps_file(namespace, prometheus_url="http://x:1").replace(
+        "    plan: steps\n    router: {provider: replicas}\n", ""
+    )
+
+    assert [f.message for f in check_app_live(kube_admin, apps(tmp_path, text)["cart"])] == [
+        f"Deployment {namespace}/cart found, container app",
+        "router none: blue-green only (a canary or hybrid start needs a router)",
+    ]
+
+
 def test_a_weight_the_pod_count_cannot_honour_lists_the_shares_near_it(
     kube_admin: k8s.ApiClient, namespace: str, tmp_path: Path
 ) -> None:

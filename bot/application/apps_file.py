@@ -7,8 +7,8 @@ returns to the release service.
 File layout (see deploy/examples/apps.yaml for every field, commented):
 
     apps:           # required, at least one; key = app name used in `/release canary <app>`
-      shop-api: {namespace, workload, container?, router, slack_channel, plan?, metrics?,
-                 alert_mention?, authorization?, freezes?}
+      shop-api: {namespace, workload, container?, router?, slack_channel, plan?, metrics?,
+                 alert_mention?, authorization?, bluegreen?, freezes?}  # no router: blue-green
     plans:          # optional; key = plan name, value = list of stages
       fast: [{weight, duration, approval?, approvals?, header_routed?}, ...]
     default_plan:   # optional; the plan of apps that name none (default: "default")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
-from bot.core.apps import AppConfig, ReplicasRouter
+from bot.core.apps import AppConfig, NoRouter, ReplicasRouter
 from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.bluegreen import ProductionSlots
 from bot.kube.client import DEPLOYMENTS, NAMESPACES, NamespacedResources, Object
@@ -64,6 +64,9 @@ def _checks(api: k8s.ApiClient, app: AppConfig) -> Iterator[LiveFinding]:
         yield container
         return
     yield container
+    if isinstance(app.router, NoRouter):
+        yield _ok("router none: blue-green only (a canary or hybrid start needs a router)")
+        return
     yield from _routing(api, app, stable)
     if isinstance(app.router, ReplicasRouter):
         yield from _replica_shares(stable, app, where)
