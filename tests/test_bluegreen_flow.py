@@ -117,14 +117,15 @@ def analysed(
 
 
 def serve(exporter: MetricsExporter, namespace: str, *, green_errors: float = 0.0) -> None:
-    """Blue as the exporter's stable track, green as its canary track."""
+    """Blue's pods and green's, told apart only by their version label: green's pods copy blue's
+    labels, track included (the checks compare green with blue by version)."""
     exporter.set_traffic(
         app=APP, version="v1", track="stable", qps=60, p99_s=0.1, namespace=namespace
     )
     exporter.set_traffic(
         app=APP,
         version="v2",
-        track="canary",
+        track="stable",
         qps=20,
         error_ratio=green_errors,
         p99_s=0.12,
@@ -165,7 +166,7 @@ def test_green_is_previewed_switched_to_and_switched_back_by_a_failing_check(
 
     serve(exporter, namespace, green_errors=0.4)  # green breaks on production traffic
     world.wait_for(Phase.ROLLED_BACK)
-    assert selector(world, APP) == {"app": APP, "version": "v1"}
+    assert selector(world, APP) == {"app": APP}  # the pin is dropped with green
     wait_endpoints_only(world, APP, "v1")
     assert deployment(world, GREEN) is None
     assert selector(world, GREEN) is None
@@ -187,7 +188,7 @@ def test_a_manual_rollback_switches_back_and_the_next_release_retires_blue(world
 
     assert world.command(f"rollback {APP} green looks wrong").startswith(":white_check_mark:")
     world.wait_for(Phase.ROLLED_BACK)
-    assert selector(world, APP) == {"app": APP, "version": "v1"}
+    assert selector(world, APP) == {"app": APP}
     wait_endpoints_only(world, APP, "v1")
     assert deployment(world, GREEN) is None
 
@@ -198,11 +199,66 @@ def test_a_manual_rollback_switches_back_and_the_next_release_retires_blue(world
     assert deployment(world, APP) is None
     green = deployment(world, GREEN)
     assert green is not None and green.spec.template.spec.containers[0].image.endswith(":v3")
-    assert selector(world, APP) == {"app": APP, "version": "v3"}
+    assert selector(world, APP) == {"app": APP}
     wait_endpoints_only(world, APP, "v3")
     assert selector(world, GREEN) is None  # the preview Service is gone too
     actions = [e.action for e in world.store.history(APP, limit=200) if e.release_id == done.id]
     assert "BlueRetentionElapsed" in actions and "PromotionDone" in actions
+
+
+def test_after_blue_green_serves_the_green_slot_a_canary_and_a_blue_green_release_it(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "bluegreen", PLAN, bluegreen="{watch_window: 1s, retention: 1s, scale_down_grace: 1s}"
+    )
+    start_and_preview(world, "v2")
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.SUCCEEDED)
+    assert deployment(world, APP) is None  # production runs in the slot shop-api-green
+    assert selector(world, APP) == {"app": APP}  # the pin is dropped with blue
+
+    answer = world.command(f"canary {APP} v3")
+    assert answer.startswith(":white_check_mark:"), answer
+    world.wait_for(Phase.SUCCEEDED)
+    serving = deployment(world, GREEN)
+    assert serving is not None and serving.spec.template.spec.containers[0].image.endswith(":v3")
+    assert serving.spec.template.metadata.labels["version"] == "v3"
+    assert deployment(world, f"{GREEN}-canary") is None
+    assert deployment(world, APP) is None and deployment(world, f"{APP}-canary") is None
+    wait_endpoints_only(world, APP, "v3")
+
+    start_and_preview(world, "v4")  # green goes into the free slot: shop-api again
+    green = deployment(world, APP)
+    assert green is not None and green.spec.template.spec.containers[0].image.endswith(":v4")
+    assert selector(world, APP) == {"app": APP, "version": "v3"}
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.SUCCEEDED)
+    assert deployment(world, GREEN) is None
+    assert selector(world, APP) == {"app": APP}
+    wait_endpoints_only(world, APP, "v4")
+
+
+def test_an_app_without_a_router_releases_by_blue_green_and_is_told_what_a_canary_needs(
+    world_for: Any,
+) -> None:
+    world: World = world_for(
+        "bluegreen-only", PLAN, bluegreen="{watch_window: 1s, retention: 1s, scale_down_grace: 1s}"
+    )
+    for kind in ("canary", "hybrid"):
+        answer = world.command(f"{kind} {APP} v2")
+        assert not answer.startswith(":white_check_mark:"), answer
+        assert "add `router:` to the app in the apps file" in answer, answer
+        assert deployment(world, f"{APP}-canary") is None  # refused: nothing created
+        assert selector(world, GREEN) is None
+
+    start_and_preview(world, "v2")
+    world.command(f"approve {APP}", user=BOB)
+    world.wait_for(Phase.SUCCEEDED)
+    green = deployment(world, GREEN)
+    assert green is not None and green.spec.template.spec.containers[0].image.endswith(":v2")
+    assert deployment(world, APP) is None
+    wait_endpoints_only(world, APP, "v2")
 
 
 VAP = "admissionregistration.k8s.io/v1"

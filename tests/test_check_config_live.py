@@ -51,7 +51,7 @@ def set_up(api: k8s.ApiClient, namespace: str) -> Cluster:
     for name in ("cart", "shop-api", "checkout"):
         cluster.create(DEPLOYMENTS, stable_deployment(name=name, replicas=4))
     cluster.create(SERVICES, service("cart", {"app": "cart"}))
-    cluster.create(SERVICES, service("shop-api-stable", {"app": "checkout"}))
+    cluster.create(SERVICES, service("shop-api-stable", {"app": "checkout", "version": "v1"}))
     cluster.create(VIRTUAL_SERVICES, users_virtual_service())
     rule = {
         "apiVersion": "networking.istio.io/v1",
@@ -95,14 +95,24 @@ def test_every_object_an_app_names_is_found(
     }
     assert [f.message for f in found["shop-api"]] == [
         f"Deployment {namespace}/shop-api found, container app",
-        f"VirtualService {namespace}/shop-api found, route [1] of 2",
-        f"DestinationRule {namespace}/shop-api found",
+        "router istio: a canary can be routed",
     ]
-    assert found["checkout"][-1].message == (
-        f"Service {namespace}/checkout-canary absent: the first release creates it from the "
-        "stable one"
-    )
+    assert found["checkout"][-1].message == "router gateway-api: a canary can be routed"
     assert found["cart"][-1].message == "plan 'steps': 4 pods honour every stage weight"
+
+
+def test_an_app_without_a_router_is_checked_as_blue_green_only(
+    kube_admin: k8s.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    set_up(kube_admin, namespace)
+    text = apps_file(namespace, prometheus_url="http://x:1").replace(
+        "    plan: steps\n    router: {provider: replicas}\n", ""
+    )
+
+    assert [f.message for f in check_app_live(kube_admin, apps(tmp_path, text)["cart"])] == [
+        f"Deployment {namespace}/cart found, container app",
+        "router none: blue-green only (a canary or hybrid start needs a router)",
+    ]
 
 
 def test_a_weight_the_pod_count_cannot_honour_lists_the_shares_near_it(
@@ -131,13 +141,15 @@ def test_missing_objects_are_named(
     elsewhere = apps(tmp_path, apps_file("no-such-namespace", prometheus_url="http://x:1"))
 
     assert problems(check_app_live(kube_admin, config["cart"])) == [
-        f"Service {namespace}/cart does not exist"
+        f"router replicas: services {namespace}/cart not found: name the Service in front of the "
+        "app's pods in the router's service (default: the workload's name)"
     ]
-    assert problems(check_app_live(kube_admin, config["shop-api"])) == [
-        f"DestinationRule {namespace}/shop-api does not exist"
-    ]
+    # the istio router creates a missing DestinationRule at the first release: no problem
+    assert problems(check_app_live(kube_admin, config["shop-api"])) == []
     assert problems(check_app_live(kube_admin, config["checkout"])) == [
-        f"HTTPRoute {namespace}/shop-api does not exist"
+        f"router gateway-api: httproutes.gateway.networking.k8s.io {namespace}/shop-api not "
+        "found: name the HTTPRoute in the router's http_route; release-bot adopts an existing "
+        "HTTPRoute (it holds the parentRefs to your Gateway)"
     ]
     assert problems(check_app_live(kube_admin, elsewhere["cart"])) == [
         "namespace no-such-namespace does not exist"
@@ -177,7 +189,7 @@ def test_check_config_live_reports_ok_lines_and_each_failing_app(
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert f"  OK cart: Service {namespace}/cart found" in result.stdout.splitlines()
+    assert "  OK cart: router replicas: a canary can be routed" in result.stdout.splitlines()
     for app in ("cart", "shop-api", "checkout"):
         assert f"  OK {app}: Prometheus {prometheus_server.url} answers the three queries" in (
             result.stdout.splitlines()
@@ -196,8 +208,9 @@ def test_check_config_live_reports_ok_lines_and_each_failing_app(
     assert lines[0] == "live: 2 problems:"
     assert lines[1].startswith(f"  cart: Prometheus at {closed} cannot be reached"), lines
     assert lines[2] == (
-        f"  shop-api: VirtualService {namespace}/shop-api has 2 http entries, so it has no "
-        "route [2] to weight (the app's router names route index 2)"
+        f"  shop-api: router istio: virtualservices.networking.istio.io {namespace}/shop-api "
+        "spec.http has 2 entries; index 2 is out of range: set the router's route_index to the "
+        "entry to split (0: the first)"
     )
     assert f"  OK checkout: Prometheus {prometheus_server.url} answers the three queries" in (
         result.stdout.splitlines()

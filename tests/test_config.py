@@ -21,6 +21,7 @@ from bot.core.apps import (
     IstioRouter,
     LatencyLimits,
     MetricsConfig,
+    NoRouter,
     QpsLimits,
     ReplicasRouter,
     UnknownApp,
@@ -193,7 +194,20 @@ def test_check_config_cli_lists_every_problem_and_exits_one() -> None:
     assert len(lines) == 8
     assert lines[5] == (
         "  tests/data/config-many-mistakes.yaml:21:7: apps.shop-api.router.provider: "
-        "unknown provider 'linkerd'; expected one of 'replicas', 'istio', 'gateway-api'"
+        "unknown provider 'linkerd'; expected one of 'replicas', 'istio', 'gateway-api', 'none'"
+    )
+
+
+def test_an_app_without_a_router_is_blue_green_only_and_check_config_says_so(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, VALID_APP.partition("    router:")[0])
+
+    assert load_config(path).apps["shop-api"].router == NoRouter(provider="none")
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "  shop-api: shop/shop-api no router: blue-green only, channel #releases" in (
+        result.stdout.splitlines()
     )
 
 
@@ -222,7 +236,7 @@ MISTAKES = {
     "wrong provider": (
         VALID_APP.replace("provider: istio", "provider: linkerd"),
         "7:7: apps.shop-api.router.provider: unknown provider 'linkerd'; "
-        "expected one of 'replicas', 'istio', 'gateway-api'",
+        "expected one of 'replicas', 'istio', 'gateway-api', 'none'",
     ),
     "missing provider": (
         VALID_APP.replace("      provider: istio\n", ""),
@@ -501,7 +515,6 @@ def test_a_key_written_twice_points_at_the_copy_safe_load_keeps(tmp_path: Path) 
     assert problems_in(path) == [
         f"{path}:11:3: apps.shop-api: key written twice (first on line 2)",
         f"{path}:11:3: apps.shop-api.workload: required field is missing",
-        f"{path}:11:3: apps.shop-api.router: required field is missing",
         f"{path}:11:3: apps.shop-api.slack_channel: required field is missing",
     ]
 

@@ -133,7 +133,6 @@ def test_cross_field_problems_come_out_with_the_field_problems(tmp_path: Path) -
         "apps.cart.plan",
         "apps.storefront.workload",
         "apps.broken.workload",
-        "apps.broken.router",
         "apps.broken.slack_channel",
         "apps.broken.namespace",
         "plans.slow[0].duration",

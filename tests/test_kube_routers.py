@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pytest
 from kubernetes import client as k8s
 
-from bot.core.apps import GatewayApiRouter, IstioRouter, ReplicasRouter
+from bot.core.apps import GatewayApiRouter, IstioRouter, NoRouter, ReplicasRouter
 from bot.core.errors import PermanentError, TemporaryError
 from bot.kube.client import (
     DEPLOYMENTS,
@@ -25,7 +25,6 @@ from bot.kube.client import (
 )
 from bot.kube.routers import (
     PROVIDERS,
-    NoRouting,
     RouterOptions,
     TrafficRouter,
     TrafficSplit,
@@ -697,7 +696,8 @@ def test_unknown_provider_is_an_error_not_a_silent_default(
 def test_noop_router_splits_nothing_and_says_so(
     kube_admin: k8s.ApiClient, workloads: CanaryWorkloads
 ) -> None:
-    router = build_router(NoRouting(), api=kube_admin, workloads=workloads)
+    router = build_router(NoRouter(provider="none"), api=kube_admin, workloads=workloads)
+    assert "add `router:` to the app" in router.check("v2")[0]
     router.ensure_routes()
     router.set_weight(canary_weight=0, header_routed=False)
     assert router.current_split() == TrafficSplit(100, 0, False)

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from bot.application.checks import CanaryChecks
-from bot.core.analysis import judge
+from bot.application.checks import CanaryChecks, sides_of
+from bot.core.analysis import BY_TRACK, Sides, judge
 from bot.core.apps import AppConfig, AuthorizationConfig, ChannelRef, MetricsConfig, ReplicasRouter
 from bot.core.machine import CanaryReady
 from bot.core.plan import DEFAULT_PLAN
-from bot.core.release import Release
+from bot.core.release import Release, ReleaseKind
 from bot.metrics import prometheus as prometheus_adapter
 from bot.metrics.prometheus import PrometheusMetrics
 from tests.infra.exporter import MetricsExporter
@@ -32,6 +32,10 @@ APPS = (
     ("shop-us", US, "shop", 40, 10, 0.02),  # the same workload name in another namespace
     ("lone", US, "lone", 50, None, 0.0),  # a canary that never served: no series at all
 )
+# Blue-green: green's pods copy blue's labels (track: stable too), only the version differs.
+# (app name, namespace, workload, blue qps, green qps, green error ratio)
+BLUE_GREEN = (("ledger", EU, "ledger", 60, 30, 0.2), ("vault", US, "vault", 40, 20, 0.0))
+GREEN_AGAINST_BLUE = Sides(canary_version="v7", stable_version="v1")
 
 
 def app_config(name: str, namespace: str, workload: str, provider: str, url: str) -> AppConfig:
@@ -57,6 +61,12 @@ def serving(prometheus_server: PrometheusServer, metrics_exporter: MetricsExport
             metrics_exporter.set_traffic(
                 namespace=namespace, app=workload, version="v2", track="canary", qps=canary_qps,
                 error_ratio=errors, p99_s=0.2,
+            )  # fmt: skip
+    for _, namespace, workload, blue_qps, green_qps, errors in BLUE_GREEN:
+        for version, qps, error_ratio in (("v1", blue_qps, 0.0), ("v7", green_qps, errors)):
+            metrics_exporter.set_traffic(
+                namespace=namespace, app=workload, version=version, track="stable", qps=qps,
+                error_ratio=error_ratio,
             )  # fmt: skip
     for namespace in (EU, US):
         selector = f'http_requests_total{{namespace="{namespace}",track="stable"}}'
@@ -92,7 +102,7 @@ def test_a_batched_reading_is_each_apps_own_reading(
 
     alone = {app.name: metrics.read(app, at=serving) for app in apps}
     assert queries.count == 3 * len(apps)
-    together = metrics.read_many(apps, at=serving)
+    together = metrics.read_many([(app, BY_TRACK) for app in apps], at=serving)
     assert queries.count == 3 * len(apps) + 3  # one query per metric for all of them
 
     assert together == alone
@@ -138,7 +148,45 @@ def test_apps_of_different_prometheus_or_windows_are_not_read_together(
     other = app_config("shop", EU, "shop", "generic", "http://127.0.0.1:1")
     assert metrics.batch_of(base) != metrics.batch_of(other)
     with pytest.raises(ValueError, match="one batch"):
-        metrics.read_many([base, other], at=datetime.now(UTC))
+        metrics.read_many([(base, BY_TRACK), (other, BY_TRACK)], at=datetime.now(UTC))
+    assert metrics.batch_of(base) != metrics.batch_of(base, GREEN_AGAINST_BLUE)
+
+
+@pytest.mark.parametrize("provider", ["generic", "istio"])
+def test_blue_green_compares_green_with_blue_by_version_batched_or_not(
+    provider: str,
+    serving: datetime,
+    prometheus_server: PrometheusServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    apps = [app_config(*row[:3], provider, prometheus_server.url) for row in BLUE_GREEN]
+    metrics = PrometheusMetrics(default_url=None)
+    queries = CountedQueries(monkeypatch)
+
+    alone = {app.name: metrics.read(app, at=serving, sides=GREEN_AGAINST_BLUE) for app in apps}
+    together = metrics.read_many([(app, GREEN_AGAINST_BLUE) for app in apps], at=serving)
+    assert queries.count == 3 * len(apps) + 3
+    assert together == alone
+
+    ledger = alone["ledger"]
+    assert ledger.canary.error_rate == pytest.approx(0.2, abs=0.05)  # green's own errors
+    assert ledger.stable.error_rate == 0.0
+    assert ledger.canary.qps == pytest.approx(30, rel=0.25)
+    assert ledger.stable.qps == pytest.approx(60, rel=0.25)
+    by_track = metrics.read(apps[0], at=serving)  # what the track queries saw: no green at all
+    assert by_track.canary.requests is None
+
+
+def test_a_blue_green_release_is_checked_green_against_blue_by_version() -> None:
+    release = start().release.model_copy(
+        update={"kind": ReleaseKind.BLUE_GREEN, "version": "v7", "previous_version": "v1"}
+    )
+    assert sides_of(release) == GREEN_AGAINST_BLUE
+    digest = "registry.local/ledger@sha256:" + "ab" * 32
+    pinned = release.model_copy(update={"version": digest})
+    assert sides_of(pinned).canary_version == "sha256-abababababab"  # the pods' label value
+    for kind in (ReleaseKind.CANARY, ReleaseKind.HYBRID):  # green carries track: canary there
+        assert sides_of(release.model_copy(update={"kind": kind})) == BY_TRACK
 
 
 def running(app: str) -> Release:

@@ -7,8 +7,9 @@ returns to the release service.
 File layout (see deploy/examples/apps.yaml for every field, commented):
 
     apps:           # required, at least one; key = app name used in `/release canary <app>`
-      shop-api: {namespace, workload, container?, router, slack_channel, plan?, metrics?,
-                 alert_mention?, authorization?, freezes?, verification?}
+      shop-api: {namespace, workload, container?, router?, slack_channel, plan?, metrics?,
+                 alert_mention?, authorization?, bluegreen?, freezes?, verification?}
+                 # no router: blue-green only
     plans:          # optional; key = plan name, value = list of stages
       fast: [{weight, duration, approval?, approvals?, header_routed?, verification?}, ...]
     default_plan:   # optional; the plan of apps that name none (default: "default")

@@ -10,10 +10,17 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from bot.application.apps_file import _AppSpec, _FileSpec, _StageSpec
-from bot.core.apps import ChannelRef, GatewayApiRouter, IstioRouter, JobTemplate, ReplicasRouter
+from bot.core.apps import (
+    ChannelRef,
+    GatewayApiRouter,
+    IstioRouter,
+    JobTemplate,
+    NoRouter,
+    ReplicasRouter,
+)
 from bot.core.durations import format_duration
 
-_ROUTERS = (ReplicasRouter, IstioRouter, GatewayApiRouter)
+_ROUTERS = (ReplicasRouter, IstioRouter, GatewayApiRouter, NoRouter)
 _DURATION_FIELDS = {
     "duration_s",
     "interval_s",

@@ -28,9 +28,11 @@ from typing import Any
 import structlog
 
 from bot.core.analysis import (
+    BY_TRACK,
     Judgement,
     MetricsUnavailable,
     Reading,
+    Sides,
     Trend,
     Verdict,
     display,
@@ -44,10 +46,11 @@ from bot.core.analysis import (
 from bot.core.apps import AppConfig, JudgeConfig, MetricsConfig
 from bot.core.chart import ChartImage, chart_of, chart_span_s, plain
 from bot.core.errors import ReleaseBotError
+from bot.core.images import parse_version
 from bot.core.judge import JudgeResult, Outcome, Overall, judge_statistically
 from bot.core.machine import ChecksFailed, ChecksInconclusive, ChecksPassed, Event, Notify
 from bot.core.ports import ChartRendererPort, MetricsPort
-from bot.core.release import NoticeKind, Release, desired_traffic
+from bot.core.release import NoticeKind, Release, ReleaseKind, desired_traffic
 from bot.core.schedule import checks_run
 
 log = structlog.get_logger(__name__)
@@ -95,19 +98,21 @@ class CanaryChecks:
         those of every other release on the same Prometheus (one read_many per batch, started
         with `submit` so that a hanging Prometheus holds only its own batch): release id -> a
         call that waits for the reading (raising MetricsUnavailable as `read` would)."""
-        batches: dict[str, dict[str, AppConfig]] = defaultdict(dict)
-        checked: list[tuple[Release, AppConfig]] = []
+        batches: dict[str, dict[str, tuple[AppConfig, Sides]]] = defaultdict(dict)
+        checked: list[tuple[Release, str, str]] = []
         for release, app in due:
             if self.due(release, app, now=now):
-                batches[self._metrics.batch_of(app)][app.name] = app
-                checked.append((release, app))
+                sides = sides_of(release)
+                batch = self._metrics.batch_of(app, sides)
+                batches[batch][app.name] = (app, sides)
+                checked.append((release, batch, app.name))
         answers = {
             batch: submit(self._metrics.read_many, list(apps.values()), at=now)
             for batch, apps in batches.items()
         }
         return {
-            release.id: partial(_reading_of, answers[self._metrics.batch_of(app)], app.name)
-            for release, app in checked
+            release.id: partial(_reading_of, answers[batch], name)
+            for release, batch, name in checked
         }
 
     def run(
@@ -120,7 +125,8 @@ class CanaryChecks:
     ) -> Event:
         """The check's event; `reading_of`: the reading prefetched for it (else it is read)."""
         try:
-            reading = reading_of() if reading_of else self._metrics.read(app, at=now)
+            sides = sides_of(release)
+            reading = reading_of() if reading_of else self._metrics.read(app, at=now, sides=sides)
         except MetricsUnavailable as error:
             return ChecksInconclusive(reason=str(error))
         weight = desired_traffic(release).canary_weight  # at a gate: the weight it holds
@@ -165,7 +171,9 @@ class CanaryChecks:
         points = max(2, min(CHART_POINTS_MAX, span_s // metrics.interval_s))
         failed = notice.kind is NoticeKind.AUTO_ROLLBACK
         try:
-            trend = self._metrics.trend(_looking_back(app, span_s), at=at, points=points)
+            trend = self._metrics.trend(
+                _looking_back(app, span_s), at=at, points=points, sides=sides_of(release)
+            )
             drawn = chart_of(
                 release, app, trend, at=at, span_s=span_s, verdict=plain(notice.text), failed=failed
             )
@@ -194,7 +202,7 @@ class CanaryChecks:
     ) -> ChecksPassed:
         if not self._snapshot_due(release, app, now=now):
             return ChecksPassed(summary=summary)
-        snapshot = snapshot_text(judgement, reading, self._trend(app, now=now))
+        snapshot = snapshot_text(judgement, reading, self._trend(app, sides_of(release), now=now))
         if verdict is not None:
             snapshot += "\n🧮 " + escape(verdict.explanation)
         return ChecksPassed(summary=summary, snapshot=snapshot)
@@ -213,12 +221,22 @@ class CanaryChecks:
             return True
         return now - last >= timedelta(seconds=app.metrics.snapshot_interval_s)
 
-    def _trend(self, app: AppConfig, *, now: datetime) -> Trend | None:
+    def _trend(self, app: AppConfig, sides: Sides, *, now: datetime) -> Trend | None:
         try:
-            return self._metrics.trend(app, at=now, points=TREND_POINTS)
+            return self._metrics.trend(app, at=now, points=TREND_POINTS, sides=sides)
         except MetricsUnavailable as error:
             log.warning("trend_unavailable", app=app.name, error=str(error))
             return None
+
+
+def sides_of(release: Release) -> Sides:
+    """What a release's checks compare: blue-green's green (pods labelled with the release's
+    version) against blue (the version it replaces), whatever slot each runs in; a canary's and
+    a hybrid's green (`track: canary`, a canary Deployment) against stable by track."""
+    if release.kind is not ReleaseKind.BLUE_GREEN or release.previous_version is None:
+        return BY_TRACK
+    green = parse_version(release.version).label
+    return Sides(canary_version=green, stable_version=release.previous_version)
 
 
 def _looking_back(app: AppConfig, span_s: int) -> AppConfig:

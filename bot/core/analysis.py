@@ -65,6 +65,24 @@ class Trend:
     stable: dict[Metric, tuple[float | None, ...]]
 
 
+@dataclass(frozen=True, slots=True)
+class Sides:
+    """Which pods a reading compares. By track label (the default): a canary's pods
+    (`track: canary`) against stable's. By version: the pods whose version label is
+    `canary_version` (blue-green's green) against those with `stable_version` (blue), whatever
+    Deployment slot they run in."""
+
+    canary_version: str | None = None
+    stable_version: str | None = None
+
+    @property
+    def by_version(self) -> bool:
+        return self.canary_version is not None
+
+
+BY_TRACK = Sides()
+
+
 class MetricsUnavailable(TemporaryError):
     """Prometheus could not answer (unreachable, timed out, query error): checks are
     inconclusive, never passed."""

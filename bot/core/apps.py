@@ -251,7 +251,15 @@ class GatewayApiRouter(FrozenModel):
         return self
 
 
-Router = ReplicasRouter | IstioRouter | GatewayApiRouter
+class NoRouter(FrozenModel):
+    """No traffic splitting: the app releases by blue-green only (the `bluegreen` block)."""
+
+    provider: Literal["none"]
+    """`none` (what an app without a `router` gets): blue-green only; a canary or hybrid
+    start is refused until the app names one of the routers above."""
+
+
+Router = ReplicasRouter | IstioRouter | GatewayApiRouter | NoRouter
 ROUTER_PROVIDERS = frozenset(
     get_args(model.model_fields["provider"].annotation)[0] for model in get_args(Router)
 )
@@ -568,8 +576,9 @@ class AppSettings(FrozenModel):
     """The stable Deployment."""
     container: DnsLabel | None = None
     """The container whose image changes; default: the Deployment's first container."""
-    router: Annotated[Router, Field(discriminator="provider")]
-    """How traffic is split between stable and canary: one of the `router.*` blocks below."""
+    router: Annotated[Router, Field(discriminator="provider")] = NoRouter(provider="none")
+    """How traffic is split between stable and canary: one of the `router.*` blocks below;
+    without one the app releases by blue-green only."""
     slack_channel: Channel
     """Where the release card and alerts go: a channel ID (C0123ABCD) or a name (#releases)."""
     metrics: MetricsConfig = MetricsConfig()

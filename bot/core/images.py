@@ -55,6 +55,14 @@ class ImageVersion:
         """True for a bare tag, to be put on the app's current image repository."""
         return self.repository is None
 
+    @property
+    def label(self) -> str:
+        """The pods' version label value for it: the tag, else `<algorithm>-<12 hex digits>`."""
+        if self.tag:
+            return self.tag
+        algorithm, _, hex_digest = (self.digest or "").partition(":")
+        return f"{algorithm}-{hex_digest[:12]}"
+
     def __str__(self) -> str:
         return self.text
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Protocol
 
-from bot.core.analysis import MetricsUnavailable, Reading, Trend
+from bot.core.analysis import BY_TRACK, MetricsUnavailable, Reading, Sides, Trend
 from bot.core.apps import AppConfig
 from bot.core.chart import Chart, ChartImage
 from bot.core.errors import ReleaseBotError, TemporaryError
@@ -169,24 +169,25 @@ class MetricsPort(Protocol):
         """True when the app has a metrics source (its own or the bot's default)."""
         ...
 
-    def read(self, app: AppConfig, *, at: datetime) -> Reading:
-        """Canary and stable side by side over the app's window ending at `at`;
-        raises MetricsUnavailable."""
+    def read(self, app: AppConfig, *, at: datetime, sides: Sides = BY_TRACK) -> Reading:
+        """Canary and stable (as `sides` tells them apart) side by side over the app's window
+        ending at `at`; raises MetricsUnavailable."""
         ...
 
-    def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
+    def trend(self, app: AppConfig, *, at: datetime, points: int, sides: Sides = BY_TRACK) -> Trend:
         """`points` values per metric over the app's window ending at `at`;
         raises MetricsUnavailable."""
         ...
 
-    def batch_of(self, app: AppConfig) -> str:
+    def batch_of(self, app: AppConfig, sides: Sides = BY_TRACK) -> str:
         """Apps with the same batch can be read together by one read_many."""
         ...
 
     def read_many(
-        self, apps: Sequence[AppConfig], *, at: datetime
+        self, apps: Sequence[tuple[AppConfig, Sides]], *, at: datetime
     ) -> dict[str, Reading | MetricsUnavailable]:
-        """`read` of each app of one batch, by app name, in as few queries as one read."""
+        """`read` of each app of one batch (with its sides), by app name, in as few queries as
+        one read."""
         ...
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from bot.application.apps_file import ConfigError, load_config
 from bot.core.analysis import MetricsUnavailable
-from bot.core.apps import AppConfig, BotConfig
+from bot.core.apps import AppConfig, BotConfig, NoRouter
 from bot.core.errors import PermanentError
 from bot.core.plan import DEFAULT_PLAN
 from bot.core.text import count, plan_text
@@ -26,10 +26,11 @@ from bot.metrics.prometheus import PrometheusMetrics
 
 
 def _describe_app(app: AppConfig) -> str:
-    return (
-        f"{app.name}: {app.namespace}/{app.workload} via {app.router.provider}, "
-        f"plan {app.plan.name}, channel {app.slack_channel}"
-    )
+    if isinstance(app.router, NoRouter):
+        releases = "no router: blue-green only"
+    else:
+        releases = f"via {app.router.provider}, plan {app.plan.name}"
+    return f"{app.name}: {app.namespace}/{app.workload} {releases}, channel {app.slack_channel}"
 
 
 def _summary(config: BotConfig) -> str:

@@ -36,7 +36,15 @@ import structlog
 
 from bot.application.checks import CanaryChecks
 from bot.application.service import ReleaseService
-from bot.core.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
+from bot.core.analysis import (
+    BY_TRACK,
+    Metric,
+    MetricsUnavailable,
+    Reading,
+    Sides,
+    TrackReading,
+    Trend,
+)
 from bot.core.apps import (
     AppConfig,
     AuthorizationConfig,
@@ -451,16 +459,17 @@ class SimulatedMetrics:
         """Every app has simulated metrics."""
         return True
 
-    def batch_of(self, app: AppConfig) -> str:
+    def batch_of(self, app: AppConfig, sides: Sides = BY_TRACK) -> str:
         """Each app alone: nothing is queried, so there is nothing to batch."""
         return app.name
 
     def read_many(
-        self, apps: Sequence[AppConfig], *, at: datetime
+        self, apps: Sequence[tuple[AppConfig, Sides]], *, at: datetime
     ) -> dict[str, Reading | MetricsUnavailable]:
-        return {app.name: self.read(app, at=at) for app in apps}
+        return {app.name: self.read(app, at=at, sides=sides) for app, sides in apps}
 
-    def read(self, app: AppConfig, *, at: datetime) -> Reading:
+    def read(self, app: AppConfig, *, at: datetime, sides: Sides = BY_TRACK) -> Reading:
+        """The simulated canary's (or green's) traffic against stable's (or blue's)."""
         traffic = self._cluster.canary_traffic(app)
         public_share = traffic.weight / 100
         canary_qps = self.PUBLIC_QPS * public_share
@@ -483,7 +492,7 @@ class SimulatedMetrics:
         )
         return reading
 
-    def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
+    def trend(self, app: AppConfig, *, at: datetime, points: int, sides: Sides = BY_TRACK) -> Trend:
         """Per point, the latest reading taken by then."""
         window = app.metrics.window_s
         step = timedelta(seconds=window / points)

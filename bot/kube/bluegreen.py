@@ -6,7 +6,10 @@ production Service selects when the release starts; green, the new version, goes
 slot: a copy of blue with the new image and version label, annotated with the release's id. The
 production Service selects its app labels plus `<version label>: <blue's version>`, so the switch
 is one update of its selector (with the resourceVersion it was read at); the preview Service
-(`<app>-green` by default) selects only green's pods.
+(`<app>-green` by default) selects only green's pods. Green's own selector is blue's plus
+`release-bot.io/slot: <its slot>`, never its version: selectors are immutable, and a later canary
+of that slot rolls its version like any stable's. Once one slot is left (blue retired or green
+removed) the production Service's version pin is dropped again.
 
 What each phase wants (bot.core.release.desired_traffic's weight says which colour serves):
 - STARTING, VERIFYING and the preview (weight 0): production pinned to blue's version, green and
@@ -58,6 +61,7 @@ from bot.kube.workloads import (
 )
 
 SLOT_SUFFIX = "-green"
+SLOT_LABEL = "release-bot.io/slot"
 RELEASE_ANNOTATION = "release-bot.io/release-id"
 ENDPOINTS_WAIT_S = 5.0
 _ENDPOINTS_POLL_S = 0.005
@@ -73,6 +77,53 @@ class _Pair:
     blue: Object | None
     green_name: str
     green: Object | None
+
+
+class ProductionSlots:
+    """An app's two Deployment slots (`workload`, `<workload>-green`) and the production Service
+    in front of them: which slot serves production today. Blue-green starts from it, and the
+    canary and hybrid strategies (bot.kube.reconciler) release the Deployment it names."""
+
+    def __init__(self, app: AppConfig, *, api: k8s.ApiClient) -> None:
+        self._app = app
+        self._deployments = NamespacedResources(api, DEPLOYMENTS, app.namespace)
+        self._services = NamespacedResources(api, SERVICES, app.namespace)
+        self.names = (app.workload, f"{app.workload}{SLOT_SUFFIX}")
+        self.service = app.bluegreen.service or app.workload
+
+    def serving_name(self) -> str:
+        """The slot that exists; when both do, the one the production Service selects; the
+        app's `workload` when neither does (preflight then says it is missing)."""
+        present = [name for name in self.names if self._deployments.get(name) is not None]
+        if len(present) < len(self.names):
+            return (present or [self._app.workload])[0]
+        name: str = self.serving()["metadata"]["name"]
+        return name
+
+    def serving(self) -> Object:
+        """The Deployment whose pods the production Service selects (exactly one of the two)."""
+        service = self._services.get(self.service)
+        if service is None:
+            raise PermanentError(
+                f"production Service `{self.service}` not found in namespace "
+                f"`{self._app.namespace}`: set apps.{self._app.name}.bluegreen.service"
+            )
+        selector = service["spec"].get("selector") or {}
+        serving = [
+            deployment
+            for name in self.names
+            if (deployment := self._deployments.get(name)) is not None
+            and selector
+            and selector.items() <= _template_labels(deployment).items()
+        ]
+        if len(serving) != 1:
+            names = " and ".join(f"`{name}`" for name in self.names)
+            count = "none" if not serving else "both"
+            raise PermanentError(
+                f"production Service `{self.service}` (selector {selector}) selects the pods of "
+                f"{count} of the Deployments {names}; exactly one must serve production"
+            )
+        return serving[0]
 
 
 class PreviewService:
@@ -147,18 +198,19 @@ class BlueGreenStrategy:
         self._services = NamespacedResources(api, SERVICES, app.namespace)
         self._slices = NamespacedResources(api, ENDPOINT_SLICES, app.namespace)
         self._pods = NamespacedResources(api, PODS, app.namespace)
-        self._service = app.bluegreen.service or app.workload
+        self._production = ProductionSlots(app, api=api)
+        self._service = self._production.service
         self._preview = PreviewService(
             self._services,
             name=app.bluegreen.preview_service_of(app.name),
             production=self._service,
         )
-        self._slots = (app.workload, f"{app.workload}{SLOT_SUFFIX}")
+        self._slots = self._production.names
         self._verifications = VerificationJobs(api, app)
 
     def stable_version(self) -> str:
         """Blue's version label, else the tag of its released container."""
-        blue = self._serving()
+        blue = self._production.serving()
         label = _template_labels(blue).get(_version_label(blue))
         return label or image_version(self._container(blue)["image"])
 
@@ -167,7 +219,7 @@ class BlueGreenStrategy:
         the switch needs: a production Service selecting blue, free slots for green and its
         preview Service."""
         try:
-            blue = self._serving()
+            blue = self._production.serving()
         except PermanentError as error:
             return preflight_result([Finding("service", Severity.BLOCK, f"{error}.")])
         blue_name = blue["metadata"]["name"]
@@ -221,30 +273,34 @@ class BlueGreenStrategy:
         return Observation(switched=timing, pods=self._pods_of(pair))
 
     def _retire_blue(self, pair: _Pair, release: Release) -> Observation:
-        self._point_production(_require(pair.green, pair.green_name, "green"))
         blue = pair.blue
-        if blue is not None:
-            if blue["spec"].get("replicas", 1) != 0:
-                self._deployments.merge_patch(pair.blue_name, {"spec": {"replicas": 0}})
-                return Observation(pods=self._pods_of(pair))
-            due = release.blue_due_at
-            if blue.get("status", {}).get("replicas", 0) or (due and datetime.now(UTC) < due):
-                return Observation(pods=self._pods_of(pair))
+        if blue is None:
+            self._preview.remove()
+            self._verifications.remove(release.id)
+            self._unpin_production()
+            return Observation(promotion_complete=True, pods=self._pods_of(pair))
+        self._point_production(_require(pair.green, pair.green_name, "green"))
+        if blue["spec"].get("replicas", 1) != 0:
+            self._deployments.merge_patch(pair.blue_name, {"spec": {"replicas": 0}})
+            return Observation(pods=self._pods_of(pair))
+        due = release.blue_due_at
+        if not blue.get("status", {}).get("replicas", 0) and not (due and datetime.now(UTC) < due):
             self._deployments.delete(pair.blue_name)
-        self._preview.remove()
-        self._verifications.remove(release.id)
-        return Observation(promotion_complete=True, pods=self._pods_of(pair))
+        return Observation(pods=self._pods_of(pair))
 
     def _back_to_blue(self, pair: _Pair, release: Release) -> Observation:
         if pair.blue is None:
             return Observation()  # blue is gone (retired): green goes on serving
+        if pair.green is None:
+            self._preview.remove()
+            self._verifications.remove(release.id)
+            self._unpin_production()
+            return Observation(rollback_complete=True, pods=self._pods_of(pair))
         self._point_production(pair.blue)
-        if pair.green is not None:
-            _require_managed(pair.green, "green")
-            self._deployments.delete(pair.green_name)
+        _require_managed(pair.green, "green")
+        self._deployments.delete(pair.green_name)
         self._preview.remove()
-        self._verifications.remove(release.id)
-        return Observation(rollback_complete=pair.green is None, pods=self._pods_of(pair))
+        return Observation(pods=self._pods_of(pair))
 
     # the objects
 
@@ -267,44 +323,23 @@ class BlueGreenStrategy:
         blue_name = next(name for name in self._slots if name != green_name)
         return _Pair(blue_name, found[blue_name], green_name, found[green_name])
 
-    def _serving(self) -> Object:
-        """The Deployment whose pods the production Service selects: blue, at a start."""
-        service = self._services.get(self._service)
-        if service is None:
-            raise PermanentError(
-                f"production Service `{self._service}` not found in namespace "
-                f"`{self.config.namespace}`: set apps.{self.config.name}.bluegreen.service"
-            )
-        selector = service["spec"].get("selector") or {}
-        serving = [
-            deployment
-            for name in self._slots
-            if (deployment := self._deployments.get(name)) is not None
-            and selector
-            and selector.items() <= _template_labels(deployment).items()
-        ]
-        if len(serving) != 1:
-            names = " and ".join(f"`{name}`" for name in self._slots)
-            count = "none" if not serving else "both"
-            raise PermanentError(
-                f"production Service `{self._service}` (selector {selector}) selects the pods of "
-                f"{count} of the Deployments {names}; blue-green needs exactly one"
-            )
-        return serving[0]
-
     def _ensure_green(self, name: str, blue: Object, release: Release) -> Object:
         label = _version_label(blue)
         container = self._container(blue)
         target = resolve_version(current_image=container["image"], version=release.version)
         template = copy.deepcopy(blue["spec"]["template"])
-        template["metadata"].setdefault("labels", {})[label] = target.label
+        labels_of_green = {label: target.label, SLOT_LABEL: name}
+        template["metadata"].setdefault("labels", {}).update(labels_of_green)
         self._container_of(template)["image"] = target.image
         selector = copy.deepcopy(blue["spec"]["selector"])
         if any(e["key"] == label for e in selector.get("matchExpressions", [])):
             raise PermanentError(
                 f"blue Deployment {blue['metadata']['name']} has a matchExpression on {label!r}"
             )
-        selector.setdefault("matchLabels", {})[label] = target.label
+        match_labels = selector.setdefault("matchLabels", {})
+        if label in match_labels:
+            match_labels[label] = target.label
+        match_labels[SLOT_LABEL] = name
         spec = {
             "selector": selector,
             "template": template,
@@ -338,9 +373,22 @@ class BlueGreenStrategy:
     def _point_production(self, colour: Object) -> bool:
         """The production Service selects `colour`'s pods; True when this call changed it (one
         update, carrying the resourceVersion it was read at)."""
-        before = self._services.get(self._service)
-        service = _require(before, self._service, "production Service")
-        selector = self._selector_for(service, colour)
+        service = _require(self._services.get(self._service), self._service, "production Service")
+        return self._select_in_production(service, self._selector_for(service, colour))
+
+    def _unpin_production(self) -> None:
+        """Once one slot is left: the production Service's selector without the version label
+        the release pinned, so it selects that slot's pods whatever their version (a later
+        canary's pods too, and the stable pods a promotion rolls to a new version)."""
+        service = _require(self._services.get(self._service), self._service, "production Service")
+        pinned = service["spec"].get("selector") or {}
+        unpinned = {key: value for key, value in pinned.items() if key not in VERSION_LABELS}
+        if unpinned:  # a selector of the version alone stays: empty, it would select nothing
+            self._select_in_production(service, unpinned)
+
+    def _select_in_production(self, service: Object, selector: dict[str, str]) -> bool:
+        """One update of the production Service's selector (carrying the resourceVersion it was
+        read at); False when it already is `selector`."""
         if service["spec"].get("selector") == selector:
             return False
 

@@ -1,12 +1,14 @@
 """The cluster half of `release-bot check-config --live`; called by bot.entrypoints.check_config.
 
 `check_app_live` reads (never writes) what an app of the apps file names: its namespace, the
-stable Deployment and the released container, and the router's objects (replicas: the Service;
-istio: the VirtualService with the weighted route and the DestinationRule; gateway-api: the
-HTTPRoute with the weighted rule and the stable Service; the canary Service is created at the
-first release when missing). For the replicas router it also says which stage weights the
-Deployment's pod count can honour: the canary's share is its share of the pods
-(bot.kube.routers.replicas.replica_counts), so 1 % of 4 pods runs as 25 %.
+Deployment that serves production (bot.kube.bluegreen.ProductionSlots: after a blue-green release
+it may be `<workload>-green`) and the released container, then asks the app's router the same
+`check` preflight asks before a canary starts (bot.kube.routers.TrafficRouter.check), so the two
+never disagree: what the router creates at the first release (a DestinationRule, a canary
+Service) is no problem, what it needs and cannot create is, said as what to change. For the
+replicas router it also says which stage weights the Deployment's pod count can honour: the
+canary's share is its share of the pods (bot.kube.routers.replicas.replica_counts), so 1 % of 4
+pods runs as 25 %.
 
 Objects are read through bot.kube.client; a missing permission, an apiserver error or an
 unreachable apiserver is a problem of the app (the check cannot vouch for it), never a crash.
@@ -19,20 +21,16 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
-from bot.core.apps import AppConfig, GatewayApiRouter, IstioRouter, ReplicasRouter
+from bot.core.apps import AppConfig, NoRouter, ReplicasRouter
 from bot.core.errors import PermanentError, TemporaryError
-from bot.kube.client import (
-    DEPLOYMENTS,
-    DESTINATION_RULES,
-    HTTP_ROUTES,
-    NAMESPACES,
-    SERVICES,
-    VIRTUAL_SERVICES,
-    NamespacedResources,
-    Object,
-    ResourceType,
-)
+from bot.kube.bluegreen import ProductionSlots
+from bot.kube.client import DEPLOYMENTS, NAMESPACES, NamespacedResources, Object
+from bot.kube.routers import build_router
 from bot.kube.routers.replicas import BASELINE_ANNOTATION, replica_counts
+from bot.kube.workloads import AppWorkload, CanaryWorkloads
+
+PROBE_VERSION = "release-bot-live-check"
+"""The version the router is checked for: any tag other than the one production runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,40 +50,44 @@ def check_app_live(api: k8s.ApiClient, app: AppConfig) -> list[LiveFinding]:
 
 
 def _checks(api: k8s.ApiClient, app: AppConfig) -> Iterator[LiveFinding]:
-    def read(kind: ResourceType, name: str) -> Object | None:
-        return NamespacedResources(api, kind, app.namespace).get(name)
-
     if NamespacedResources(api, NAMESPACES, "").get(app.namespace) is None:
         yield _problem(f"namespace {app.namespace} does not exist")
         return
-    stable = read(DEPLOYMENTS, app.workload)
-    where = f"{app.namespace}/{app.workload}"
+    name = ProductionSlots(app, api=api).serving_name()
+    stable = NamespacedResources(api, DEPLOYMENTS, app.namespace).get(name)
+    where = f"{app.namespace}/{name}"
     if stable is None:
         yield _problem(f"Deployment {where} does not exist")
         return
-    yield from _container(stable, app, where)
-    router = app.router
-    if isinstance(router, ReplicasRouter):
-        service = router.service or app.workload
-        yield _exists(read(SERVICES, service), f"Service {app.namespace}/{service}")
+    container = _container(stable, app, where)
+    if not container.ok:
+        yield container
+        return
+    yield container
+    if isinstance(app.router, NoRouter):
+        yield _ok("router none: blue-green only (a canary or hybrid start needs a router)")
+        return
+    yield from _routing(api, app, stable)
+    if isinstance(app.router, ReplicasRouter):
         yield from _replica_shares(stable, app, where)
-    elif isinstance(router, IstioRouter):
-        virtual_service = read(VIRTUAL_SERVICES, router.virtual_service)
-        name = f"VirtualService {app.namespace}/{router.virtual_service}"
-        yield _with_index(virtual_service, name, "http", "route", router.route_index)
-        rule = read(DESTINATION_RULES, router.destination_rule)
-        yield _exists(rule, f"DestinationRule {app.namespace}/{router.destination_rule}")
-    elif isinstance(router, GatewayApiRouter):
-        route = read(HTTP_ROUTES, router.http_route)
-        name = f"HTTPRoute {app.namespace}/{router.http_route}"
-        yield _with_index(route, name, "rules", "rule", router.rule_index)
-        stable_service = read(SERVICES, router.stable_service)
-        yield _exists(stable_service, f"Service {app.namespace}/{router.stable_service}")
-        canary = f"Service {app.namespace}/{router.canary_service}"
-        if read(SERVICES, router.canary_service) is None:
-            yield _ok(f"{canary} absent: the first release creates it from the stable one")
-        else:
-            yield _ok(f"{canary} found")
+
+
+def _routing(api: k8s.ApiClient, app: AppConfig, stable: Object) -> Iterator[LiveFinding]:
+    """The router's own check, as preflight runs it before a canary of `stable`."""
+    workload = AppWorkload(
+        namespace=app.namespace,
+        stable_deployment=stable["metadata"]["name"],
+        container=app.container or _names(stable)[0],
+    )
+    router = build_router(app.router, api=api, workloads=CanaryWorkloads(api, workload))
+    try:
+        found = router.check(PROBE_VERSION)
+    except PermanentError as error:
+        found = [str(error)]
+    if not found:
+        yield _ok(f"router {app.router.provider}: a canary can be routed")
+    for problem in found:
+        yield _problem(f"router {app.router.provider}: {problem}")
 
 
 def _ok(message: str) -> LiveFinding:
@@ -96,36 +98,22 @@ def _problem(message: str) -> LiveFinding:
     return LiveFinding(ok=False, message=message)
 
 
-def _exists(found: Object | None, what: str) -> LiveFinding:
-    return _ok(f"{what} found") if found is not None else _problem(f"{what} does not exist")
+def _names(stable: Object) -> list[str]:
+    return [container["name"] for container in stable["spec"]["template"]["spec"]["containers"]]
 
 
-def _with_index(found: Object | None, what: str, field: str, item: str, index: int) -> LiveFinding:
-    if found is None:
-        return _problem(f"{what} does not exist")
-    count = len((found.get("spec") or {}).get(field) or [])
-    if index >= count:
-        return _problem(
-            f"{what} has {count} {field} entries, so it has no {item} [{index}] to weight "
-            f"(the app's router names {item} index {index})"
-        )
-    return _ok(f"{what} found, {item} [{index}] of {count}")
-
-
-def _container(stable: Object, app: AppConfig, where: str) -> Iterator[LiveFinding]:
-    containers = stable["spec"]["template"]["spec"]["containers"]
-    names = [container["name"] for container in containers]
+def _container(stable: Object, app: AppConfig, where: str) -> LiveFinding:
+    names = _names(stable)
     if app.container is None and len(names) > 1:
-        yield _problem(
+        return _problem(
             f"Deployment {where} has several containers ({', '.join(names)}): "
             "set the app's container to the one to release"
         )
-    elif app.container is not None and app.container not in names:
-        yield _problem(
+    if app.container is not None and app.container not in names:
+        return _problem(
             f"Deployment {where} has no container {app.container} (it has {', '.join(names)})"
         )
-    else:
-        yield _ok(f"Deployment {where} found, container {app.container or names[0]}")
+    return _ok(f"Deployment {where} found, container {app.container or names[0]}")
 
 
 def _pods(stable: Object) -> int:

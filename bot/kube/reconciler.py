@@ -37,7 +37,7 @@ from bot.core.apps import AppConfig, ReplicasRouter
 from bot.core.errors import PermanentError
 from bot.core.ports import Observation, PreflightResult
 from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
-from bot.kube.bluegreen import BlueGreenStrategy, PreviewService
+from bot.kube.bluegreen import BlueGreenStrategy, PreviewService, ProductionSlots
 from bot.kube.client import DEPLOYMENTS, SERVICES, NamespacedResources, Object
 from bot.kube.preflight import Finding, Severity, preflight_result, run_preflight
 from bot.kube.routers import RouterOptions, TrafficRouter, build_router
@@ -86,18 +86,22 @@ class KubernetesCluster:
         self._strategies: dict[tuple[str, ReleaseKind], ReleaseStrategy] = {}
 
     def stable_version(self, app: AppConfig, kind: ReleaseKind) -> str:
-        return self._strategy(app, kind).stable_version()
+        return self._strategy(app, kind, starting=True).stable_version()
 
     def preflight(self, app: AppConfig, version: str, kind: ReleaseKind) -> PreflightResult:
-        return self._strategy(app, kind).preflight(version)
+        return self._strategy(app, kind, starting=True).preflight(version)
 
     def reconcile(self, release: Release, app: AppConfig) -> Observation:
         return self._strategy(app, release.kind).reconcile(release)
 
-    def _strategy(self, app: AppConfig, kind: ReleaseKind) -> ReleaseStrategy:
-        """Built on first use and again only when the app's configuration changes."""
+    def _strategy(
+        self, app: AppConfig, kind: ReleaseKind, *, starting: bool = False
+    ) -> ReleaseStrategy:
+        """Built on first use, again when the app's configuration changes, and at every start:
+        which Deployment slot serves production (ProductionSlots) may have changed since, by a
+        blue-green release; within one release it does not change."""
         cached = self._strategies.get((app.name, kind))
-        if cached is None or cached.config != app:
+        if starting or cached is None or cached.config != app:
             cached = self._strategies[app.name, kind] = build_strategy(kind, self._api, app)
         return cached
 
@@ -112,18 +116,21 @@ def build_strategy(kind: str, api: k8s.ApiClient, app: AppConfig) -> ReleaseStra
 
 
 def _canary_strategy(api: k8s.ApiClient, app: AppConfig) -> _CanaryStrategy:
+    """The canary of the Deployment slot that serves production (after a blue-green release
+    that may be `<workload>-green`)."""
     deployments = NamespacedResources(api, DEPLOYMENTS, app.namespace)
+    stable_name = ProductionSlots(app, api=api).serving_name()
     container = app.container
     if container is None:
-        stable = deployments.get(app.workload)
+        stable = deployments.get(stable_name)
         if stable is None:
             raise PermanentError(
-                f"stable Deployment {app.namespace}/{app.workload} not found: check the "
+                f"stable Deployment {app.namespace}/{stable_name} not found: check the "
                 f"namespace and workload of app {app.name} in the bot's configuration"
             )
         container = _first_container(stable)
     workload = AppWorkload(
-        namespace=app.namespace, stable_deployment=app.workload, container=container
+        namespace=app.namespace, stable_deployment=stable_name, container=container
     )
     workloads = CanaryWorkloads(api, workload)
     router = build_router(app.router, api=api, workloads=workloads, options=_ROUTER_OPTIONS)
@@ -182,12 +189,13 @@ class _CanaryStrategy:
         """Preflight of a canary whose pods peak at the stable's count (at promotion), and of
         everything its router needs."""
         app = self.config
-        stable = self.deployments.get(app.workload)
+        stable_name = self.workloads.app.stable_deployment
+        stable = self.deployments.get(stable_name)
         replicas = int(stable["spec"].get("replicas", 1)) if stable else 1
         report = run_preflight(
             api=self.api,
             namespace=app.namespace,
-            deployment=app.workload,
+            deployment=stable_name,
             container=app.container or (_first_container(stable) if stable else None),
             version=version,
             kind="canary",
@@ -196,7 +204,7 @@ class _CanaryStrategy:
         )
         findings = list(report.findings)
         if stable is not None and replicas == 0:
-            findings.append(_scaled_to_zero(app.workload))
+            findings.append(_scaled_to_zero(stable_name))
         return findings
 
     def reconcile(self, release: Release) -> Observation:

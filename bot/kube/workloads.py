@@ -88,12 +88,8 @@ def resolve_version(*, current_image: str, version: str) -> ResolvedVersion:
             f"reference with a tag or digest (like registry.example.com/shop/api:v2.4.1): "
             f"{malformed}"
         ) from malformed
-    if parsed.is_tag:
-        resolved = ResolvedVersion(image=f"{_repository(current_image)}:{version}", label=version)
-    else:
-        algorithm, _, hex_digest = (parsed.digest or "").partition(":")
-        label = parsed.tag or f"{algorithm}-{hex_digest[:12]}"
-        resolved = ResolvedVersion(image=version, label=label)
+    image = f"{_repository(current_image)}:{version}" if parsed.is_tag else version
+    resolved = ResolvedVersion(image=image, label=parsed.label)
     if not _LABEL_VALUE_RE.fullmatch(resolved.label):
         raise PermanentError(
             f"{resolved.label!r} (from version {version!r}) cannot be a label value: at most 63 "

@@ -12,6 +12,9 @@ Decisions:
   of them, grouped by the labels that tell apps apart, then split per app; each app's reading is
   the one `read` gives (the same series summed the same way), so queries per check interval do
   not grow with the number of releases.
+- What a reading compares is the caller's `Sides`: by track (a canary's `track: canary` pods
+  against stable's: PRESETS) or by version (blue-green's green against blue, whichever
+  Deployment slot each runs in: BY_VERSION, the same queries grouped by the version label).
 - QPS and error rate are computed here from the request counts (qps = requests / window,
   error rate = 5xx / all): no requests gives None, where PromQL would give NaN or nothing.
 - One read() or trend() shares one deadline of `timeout_s` among its queries, and the client
@@ -44,7 +47,15 @@ import urllib3
 from prometheus_api_client import PrometheusConnect
 from requests import exceptions as http_errors
 
-from bot.core.analysis import Metric, MetricsUnavailable, Reading, TrackReading, Trend
+from bot.core.analysis import (
+    BY_TRACK,
+    Metric,
+    MetricsUnavailable,
+    Reading,
+    Sides,
+    TrackReading,
+    Trend,
+)
 from bot.core.apps import AppConfig
 from bot.metrics.telemetry import PROMETHEUS_QUERY_ERRORS, PROMETHEUS_QUERY_SECONDS
 
@@ -83,31 +94,36 @@ class QueryPreset:
     label's), and each series keeps the labels that tell the apps apart."""
 
 
-PRESETS: dict[str, QueryPreset] = {
-    # An app instrumented like prometheus_client's defaults, pods labelled track=canary|stable.
-    "generic": QueryPreset(
-        track_label="track",
-        canary="canary",
-        stable="stable",
-        requests='sum by (track) (increase(http_requests_total{namespace="$namespace",'
-        ' app="$workload"}[$range]))',
-        errors='sum by (track) (increase(http_requests_total{namespace="$namespace",'
-        ' app="$workload", code=~"5.."}[$range]))',
-        p99_ms="1000 * histogram_quantile(0.99, sum by (track, le) (rate("
+def _generic(*, side_label: str, canary: str, stable: str) -> QueryPreset:
+    """The `generic` provider's queries, telling the sides apart by the pod label `side_label`."""
+    return QueryPreset(
+        track_label=side_label,
+        canary=canary,
+        stable=stable,
+        requests=f"sum by ({side_label}) (increase(http_requests_total{{"
+        'namespace="$namespace", app="$workload"}[$range]))',
+        errors=f"sum by ({side_label}) (increase(http_requests_total{{"
+        'namespace="$namespace", app="$workload", code=~"5.."}[$range]))',
+        p99_ms=f"1000 * histogram_quantile(0.99, sum by ({side_label}, le) (rate("
         'http_request_duration_seconds_bucket{namespace="$namespace", app="$workload"}'
         "[$range])))",
         namespace_label="namespace",
         workload_label="app",
         batch={
-            "requests": "sum by (namespace, app, track) (increase(http_requests_total{"
+            "requests": f"sum by (namespace, app, {side_label}) (increase(http_requests_total{{"
             'namespace=~"$namespaces", app=~"$workloads"}[$range]))',
-            "errors": "sum by (namespace, app, track) (increase(http_requests_total{"
+            "errors": f"sum by (namespace, app, {side_label}) (increase(http_requests_total{{"
             'namespace=~"$namespaces", app=~"$workloads", code=~"5.."}[$range]))',
-            "p99_ms": "1000 * histogram_quantile(0.99, sum by (namespace, app, track, le) (rate("
-            'http_request_duration_seconds_bucket{namespace=~"$namespaces", app=~"$workloads"}'
-            "[$range])))",
+            "p99_ms": f"1000 * histogram_quantile(0.99, sum by (namespace, app, {side_label}, le)"
+            ' (rate(http_request_duration_seconds_bucket{namespace=~"$namespaces",'
+            ' app=~"$workloads"}[$range])))',
         },
-    ),
+    )
+
+
+PRESETS: dict[str, QueryPreset] = {
+    # An app instrumented like prometheus_client's defaults, pods labelled track=canary|stable.
+    "generic": _generic(side_label="track", canary="canary", stable="stable"),
     # Istio's standard metrics as the server-side sidecar reports them, per Deployment.
     "istio": QueryPreset(
         track_label="destination_workload",
@@ -143,6 +159,52 @@ PRESETS: dict[str, QueryPreset] = {
     ),
 }
 
+# Blue-green's green against blue (Sides.by_version): the same three queries grouped by the
+# version label instead of the track, for the app's pods in whichever Deployment slot they run;
+# $canary_version and $stable_version are the two label values.
+BY_VERSION: dict[str, QueryPreset] = {
+    "generic": _generic(side_label="version", canary="$canary_version", stable="$stable_version"),
+    # Istio's destination_version is the pods' version label; destination_app their app label.
+    "istio": QueryPreset(
+        track_label="destination_version",
+        canary="$canary_version",
+        stable="$stable_version",
+        requests="sum by (destination_version) (increase(istio_requests_total{"
+        'reporter="destination", destination_workload_namespace="$namespace",'
+        ' destination_app="$workload"}[$range]))',
+        errors="sum by (destination_version) (increase(istio_requests_total{"
+        'reporter="destination", destination_workload_namespace="$namespace",'
+        ' destination_app="$workload", response_code=~"5.."}[$range]))',
+        p99_ms="histogram_quantile(0.99, sum by (destination_version, le) (rate("
+        'istio_request_duration_milliseconds_bucket{reporter="destination",'
+        ' destination_workload_namespace="$namespace", destination_app="$workload"}'
+        "[$range])))",
+        namespace_label="destination_workload_namespace",
+        workload_label="destination_app",
+        batch={
+            "requests": "sum by (destination_workload_namespace, destination_app,"
+            ' destination_version) (increase(istio_requests_total{reporter="destination",'
+            ' destination_workload_namespace=~"$namespaces", destination_app=~"$workloads"}'
+            "[$range]))",
+            "errors": "sum by (destination_workload_namespace, destination_app,"
+            ' destination_version) (increase(istio_requests_total{reporter="destination",'
+            ' destination_workload_namespace=~"$namespaces", destination_app=~"$workloads",'
+            ' response_code=~"5.."}[$range]))',
+            "p99_ms": "histogram_quantile(0.99, sum by (destination_workload_namespace,"
+            " destination_app, destination_version, le) (rate("
+            'istio_request_duration_milliseconds_bucket{reporter="destination",'
+            ' destination_workload_namespace=~"$namespaces", destination_app=~"$workloads"}'
+            "[$range])))",
+        },
+    ),
+}
+
+
+def preset_for(provider: str, sides: Sides) -> QueryPreset:
+    """The queries of `provider` that tell `sides` apart."""
+    return (BY_VERSION if sides.by_version else PRESETS)[provider]
+
+
 # The trend's points are whole milliseconds apart, as Prometheus keeps time.
 _MS_PER_S = 1000
 _SHOWN_BODY_CHARS = 200
@@ -158,48 +220,49 @@ class PrometheusMetrics:
         self._timeout_s = timeout_s
         self._clients: dict[str, _Client] = {}
 
-    def read(self, app: AppConfig, *, at: datetime) -> Reading:
+    def read(self, app: AppConfig, *, at: datetime, sides: Sides = BY_TRACK) -> Reading:
         window_s = app.metrics.window_s
-        queries = _QueryFiller(app, range_ms=window_s * _MS_PER_S)
+        queries = _QueryFiller(app, sides, range_ms=window_s * _MS_PER_S)
         call = self._call(app)
         values = {kind: queries.by_track(call.instant(q, at=at)) for kind, q in queries.all()}
         return _reading(values, window_s=window_s, at=at)
 
-    def batch_of(self, app: AppConfig) -> str:
-        """Apps with the same batch are read by one read_many: the same Prometheus, provider
-        and window."""
-        return f"{self._url(app)} {app.metrics.provider} {app.metrics.window_s}s"
+    def batch_of(self, app: AppConfig, sides: Sides = BY_TRACK) -> str:
+        """Apps with the same batch are read by one read_many: the same Prometheus, provider,
+        window, and way of telling the sides apart (by track, by version)."""
+        by = "version" if sides.by_version else "track"
+        return f"{self._url(app)} {app.metrics.provider} {app.metrics.window_s}s {by}"
 
     def read_many(
-        self, apps: Sequence[AppConfig], *, at: datetime
+        self, apps: Sequence[tuple[AppConfig, Sides]], *, at: datetime
     ) -> dict[str, Reading | MetricsUnavailable]:
         """`read` of every app of one batch (see batch_of), with one query per metric for all of
         them; each app's reading is what `read` would give. A failed query fails every app's."""
         if not apps:
             return {}
-        if len({self.batch_of(app) for app in apps}) != 1:
+        if len({self.batch_of(app, sides) for app, sides in apps}) != 1:
             raise ValueError("read_many reads the apps of one batch (batch_of) at a time")
-        window_s = apps[0].metrics.window_s
+        window_s = apps[0][0].metrics.window_s
         queries = _BatchFiller(apps, range_ms=window_s * _MS_PER_S)
         try:
-            call = self._call(apps[0])
+            call = self._call(apps[0][0])
             values = {kind: queries.by_app(call.instant(q, at=at)) for kind, q in queries.all()}
         except MetricsUnavailable as error:
-            return {app.name: error for app in apps}
+            return {app.name: error for app, _ in apps}
         return {
             app.name: _reading(
                 {kind: found.get(app.name, {}) for kind, found in values.items()},
                 window_s=window_s,
                 at=at,
             )
-            for app in apps
+            for app, _ in apps
         }
 
-    def trend(self, app: AppConfig, *, at: datetime, points: int) -> Trend:
+    def trend(self, app: AppConfig, *, at: datetime, points: int, sides: Sides = BY_TRACK) -> Trend:
         if points < 1:
             raise ValueError(f"a trend needs at least one point, got {points}")
         step_ms = max(app.metrics.window_s * _MS_PER_S // points, 1)
-        queries = _QueryFiller(app, range_ms=step_ms)
+        queries = _QueryFiller(app, sides, range_ms=step_ms)
         steps = _Steps(end_ms=round(at.timestamp() * _MS_PER_S), step_ms=step_ms, points=points)
         call = self._call(app)
         values = {kind: queries.by_track(call.ranged(q, steps=steps)) for kind, q in queries.all()}
@@ -242,16 +305,21 @@ class PrometheusMetrics:
 class _QueryFiller:
     """An app's preset filled in: the queries, and which track each answered series is."""
 
-    def __init__(self, app: AppConfig, *, range_ms: int) -> None:
-        self._preset = PRESETS[app.metrics.provider]
+    def __init__(self, app: AppConfig, sides: Sides, *, range_ms: int) -> None:
+        self._preset = preset_for(app.metrics.provider, sides)
         self._values = {
             "namespace": _promql_string(app.namespace),
             "workload": _promql_string(app.workload),
             "workload_re": _promql_string(re.escape(app.workload)),
             "range": _promql_duration(range_ms),
         }
-        canary = Template(self._preset.canary).substitute(workload=app.workload)
-        stable = Template(self._preset.stable).substitute(workload=app.workload)
+        names = {
+            "workload": app.workload,
+            "canary_version": sides.canary_version or "",
+            "stable_version": sides.stable_version or "",
+        }
+        canary = Template(self._preset.canary).substitute(names)
+        stable = Template(self._preset.stable).substitute(names)
         self.tracks: dict[str, Track] = {canary: "canary", stable: "stable"}
         """Which track a series is, by its track label's value."""
 
@@ -276,16 +344,16 @@ class _BatchFiller:
     """The batched queries of several apps that share a preset and a window, and which app and
     track each answered series is."""
 
-    def __init__(self, apps: Sequence[AppConfig], *, range_ms: int) -> None:
-        self._preset = preset = PRESETS[apps[0].metrics.provider]
+    def __init__(self, apps: Sequence[tuple[AppConfig, Sides]], *, range_ms: int) -> None:
+        self._preset = preset = preset_for(apps[0][0].metrics.provider, apps[0][1])
         self._series: dict[tuple[str, str, str], tuple[str, Track]] = {}
         workloads = set()
-        for app in apps:
-            for value, track in _QueryFiller(app, range_ms=range_ms).tracks.items():
+        for app, sides in apps:
+            for value, track in _QueryFiller(app, sides, range_ms=range_ms).tracks.items():
                 workload = app.workload if preset.workload_label else ""
                 self._series[(app.namespace, workload, value)] = (app.name, track)
                 workloads.add(app.workload if preset.workload_label else value)
-        namespaces = {app.namespace for app in apps}
+        namespaces = {app.namespace for app, _ in apps}
         self._values = {
             "namespaces": _promql_string(_alternatives(namespaces)),
             "workloads": _promql_string(_alternatives(workloads)),

@@ -41,7 +41,8 @@ PHASE_TIMEOUT_S = 45.0
 
 ROUTER_YAML = {
     "replicas": "{provider: replicas, service: shop-api}",
-    "bluegreen": "{provider: replicas, service: shop-api}",  # a blue-green app needs a router too
+    "bluegreen": "{provider: replicas, service: shop-api}",
+    "bluegreen-only": "",  # no router: the app releases by blue-green only
     "istio": "{provider: istio, virtual_service: shop-api, destination_rule: shop-api, "
     "host: shop-api}",
     "gateway-api": "{provider: gateway-api, http_route: shop-api, stable_service: shop-api-stable, "
@@ -263,7 +264,8 @@ def _config(  # noqa: PLR0917 (private; the fixture passes every block)
     return (
         f"plans:\n  e2e:\n{stages}"
         f"apps:\n  {APP}:\n    namespace: {namespace}\n    workload: {APP}\n"
-        f"    slack_channel: {RELEASES.id}\n    plan: e2e\n    router: {ROUTER_YAML[provider]}\n"
+        f"    slack_channel: {RELEASES.id}\n    plan: e2e\n"
+        + (f"    router: {ROUTER_YAML[provider]}\n" if ROUTER_YAML[provider] else "")
         + (f"    metrics: {metrics}\n" if metrics else "")
         + (f"    authorization: {authorization}\n" if authorization else "")
         + (f"    verification: {verification}\n" if verification else "")
@@ -275,7 +277,7 @@ def _config(  # noqa: PLR0917 (private; the fixture passes every block)
 def _install_app(cluster: Cluster, provider: str) -> None:
     cluster.create(DEPLOYMENTS, stable_deployment(image=STABLE_IMAGE, readiness_probe=True))
     cluster.rolled_out(APP)
-    if provider in ("replicas", "bluegreen"):
+    if provider in ("replicas", "bluegreen", "bluegreen-only"):
         cluster.create(SERVICES, service(APP, {"app": APP}))
     elif provider == "istio":
         cluster.create(VIRTUAL_SERVICES, _virtual_service())

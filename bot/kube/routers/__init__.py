@@ -2,8 +2,8 @@
 builds one with `build_router` and drives it through the `TrafficRouter` interface; the step
 logic decides every weight, a router only applies what it is told and reports what it sees.
 
-`build_router` takes the app's router model from the apps file (bot.core.apps.Router, or
-NoRouting for "none") as it is and picks the router class by its `provider`, one module per
+`build_router` takes the app's router model from the apps file (bot.core.apps.Router; "none"
+for an app without one) as it is and picks the router class by its `provider`, one module per
 router; what the apps file does not say (the replicas router's ready timeout, the canary
 header) comes in RouterOptions. MeshRouter is what the istio and gateway-api routers share.
 
@@ -21,8 +21,9 @@ raises PermanentError on what they find.
 
 Providers: "replicas" (replica ratio behind one Service, no mesh), "istio" (VirtualService
 weights between DestinationRule subsets), "gateway-api" (HTTPRoute backendRef weights between
-a stable and a canary Service), "none" (nothing is split: blue-green moves traffic by switching a
-Service selector). No router needs a change to the stable pod template, so onboarding an app
+a stable and a canary Service), "none" (an app without a router: nothing is split, so its check
+refuses a canary; blue-green moves traffic by switching a Service selector and needs none).
+No router needs a change to the stable pod template, so onboarding an app
 never restarts its pods: they route by what tells the canary pods from the stable ones today.
 Canary pods carry the stable pods' labels except two: the version label, set to the new
 version, and `track: canary` (CanaryWorkloads). The istio router keys its subsets on the version
@@ -40,7 +41,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from kubernetes import client as k8s
 
@@ -115,14 +116,7 @@ class RouterOptions:
 DEFAULT_OPTIONS = RouterOptions()
 
 
-@dataclass(frozen=True, slots=True)
-class NoRouting:
-    """provider "none": nothing to configure (the apps file has no such router yet)."""
-
-    provider: Literal["none"] = "none"
-
-
-RouterConfig = apps.Router | NoRouting
+RouterConfig = apps.Router
 
 
 class _RouterClass(Protocol):

@@ -1,24 +1,25 @@
-"""The router for provider "none", built by build_router: it splits nothing. Blue-green uses it,
-since switching the production Service's selector moves all traffic at once, so release code
-calls the same four methods whatever the strategy.
+"""The router for provider "none" (an app without a `router`, which releases by blue-green
+only), built by build_router: it splits nothing.
 
-It cannot send traffic to a canary, so it refuses to pretend: any weight above 0, or header
-routing, is a PermanentError, and the split it reports is always 100 % stable.
+It cannot send traffic to a canary, so it refuses to pretend: `check` names what to add, so
+preflight refuses a canary or hybrid start before anything is created; any weight above 0, or
+header routing, is a PermanentError, and the split it reports is always 100 % stable.
 """
 
 from __future__ import annotations
 
 from kubernetes import client as k8s
 
+from bot.core.apps import NoRouter
 from bot.core.errors import PermanentError
-from bot.kube.routers import NoRouting, RouterOptions, TrafficSplit, validate_weight
+from bot.kube.routers import RouterOptions, TrafficSplit, validate_weight
 from bot.kube.workloads import CanaryWorkloads
 
 
 class NoopRouter:
     def __init__(
         self,
-        config: NoRouting,
+        config: NoRouter,
         *,
         api: k8s.ApiClient,
         workloads: CanaryWorkloads,
@@ -27,8 +28,12 @@ class NoopRouter:
         """Nothing to keep: there is nothing to configure or route."""
 
     def check(self, version: str) -> list[str]:
-        """Nothing to check: nothing is routed."""
-        return []
+        """A canary needs a router: what to add."""
+        return [
+            "the app names no router, so it releases by blue-green only (/release bluegreen): "
+            "for a canary or hybrid release add `router:` to the app in the apps file "
+            "(provider replicas, istio or gateway-api)"
+        ]
 
     def ensure_routes(self) -> None:
         """Nothing to create: there are no routing objects."""
