@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,14 +116,25 @@ def release_card(release: Release, *, now: datetime) -> CardMessage:
     """The release's one message in its channel, rebuilt and edited in place after each change.
 
     `release.latest_metrics`, the newest metrics summary (bot.core.analysis.summary_line), is shown
-    when there is one.
+    when there is one. `now` only shows as the stage's time left and the "updated" time, so a card
+    is built and validated once per (release, those two texts): CARD_CACHE_SIZE are kept, and a
+    status answered many times a second reuses its card.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    return _release_card(release, _stage_time_text(release, now), _slack_time(now))
+
+
+CARD_CACHE_SIZE = 256
+"""Cards kept built: a few per active release (one per second of its "updated" time)."""
+
+
+@lru_cache(maxsize=CARD_CACHE_SIZE)
+def _release_card(release: Release, stage_time: str | None, updated: str) -> CardMessage:
     blocks: list[Block] = [
         _header(f"{release.app} {release.version} · {release.kind} release"),
         _context(_origin_text(release)),
-        _section(_status_text(release), fields=_stage_fields(release, now)),
+        _section(_status_text(release), fields=_stage_fields(release, stage_time)),
         _section(f"*Stages:* {_progress_line(release)}"),
     ]
     if release.overrides:
@@ -133,7 +145,7 @@ def release_card(release: Release, *, now: datetime) -> CardMessage:
         blocks.append(_context(f"📊 {release.latest_metrics}"))
     if buttons := _buttons(release):
         blocks.append(ActionsBlock(elements=buttons))
-    blocks.append(_context(f"release `{release.id}` · updated {_slack_time(now)}"))
+    blocks.append(_context(f"release `{release.id}` · updated {updated}"))
     summary = f"{release.app} {release.version}: {_PHASE_EMOJI[release.phase]} {_headline(release)}"
     return CardMessage(text=_fit(summary, FALLBACK_TEXT_MAX), blocks=tuple(blocks))
 
@@ -322,12 +334,12 @@ def _finished_at(release: Release) -> str:
     return _slack_time(release.finished_at)
 
 
-def _stage_fields(release: Release, now: datetime) -> list[str]:
+def _stage_fields(release: Release, stage_time: str | None) -> list[str]:
     if release.kind is ReleaseKind.BLUE_GREEN:
         fields = _blue_green_fields(release)
     else:
         fields = [f"*Traffic*\n{_traffic_text(release)}"]
-    if stage_time := _stage_time_text(release, now):
+    if stage_time:
         fields.append(f"*Stage time*\n{stage_time}")
     return fields
 
