@@ -426,13 +426,22 @@ def run(profile_dir: Path | None, *, targets: tuple[str, ...], kinds: tuple[str,
 
 
 def _wait_first_pass(log: Path) -> None:
-    """The scheduler's first pass (at start) has given up on the absent apiserver."""
-    wait_until(
-        lambda: "tick_retry_later" in log.read_text(errors="replace"),
-        timeout_s=120,
-        what="the scheduler's first pass",
-        interval_s=0.5,
-    )
+    """The scheduler's first pass (at start) has given up on the absent apiserver: the release
+    is deferred (or, before the due-time index, retried later). A pass that finds nothing due
+    logs nothing: after FIRST_PASS_WAIT_S the rounds begin anyway."""
+    try:
+        wait_until(
+            lambda: any(mark in log.read_text(errors="replace") for mark in FIRST_PASS_MARKS),
+            timeout_s=FIRST_PASS_WAIT_S,
+            what="the scheduler's first pass",
+            interval_s=0.5,
+        )
+    except TimeoutError:
+        print(f"  (no scheduler pass logged within {FIRST_PASS_WAIT_S:.0f} s; going on)")
+
+
+FIRST_PASS_MARKS = ("reconcile_deferred", "tick_retry_later", "scheduler_pass_failed")
+FIRST_PASS_WAIT_S = 30.0
 
 
 def _profile(bench: Bench, server: Server, profile_dir: Path) -> None:
