@@ -190,13 +190,16 @@ class World:
         windows: tuple[FreezeWindow, ...] = (),
         membership: dict[str, set[str]] | None = None,
         plan: Plan = DEMO_PLAN,
+        starters: tuple[str, ...] = (),
     ) -> None:
         self.clock = Clock()
         self.store = ReleaseStore(client)
         self.announcer = RecordingAnnouncer()
+        app = app_typed_in(COMMANDS)
+        rules = app.authorization.model_copy(update={"start": starters})
         config = BotConfig(
             source="tests",
-            apps={APP: app_typed_in(COMMANDS).model_copy(update={"plan": plan})},
+            apps={APP: app.model_copy(update={"plan": plan, "authorization": rules})},
             plans={DEMO_PLAN.name: DEMO_PLAN},
             freezes=windows,
             break_glass=(CAROL, GLASS_GROUP),
@@ -445,6 +448,32 @@ def test_the_listener_maps_freeze_unfreeze_and_override_to_the_service(
     assert world.release().overrides[0].reason == "sev1 fix"
     assert typed("unfreeze shop-api", BOB).startswith(f"<@{BOB}> lifted the freeze of shop-api")
     assert world.service.frozen(APP) is None
+
+
+def test_a_freeze_is_lifted_by_who_set_it_break_glass_or_for_one_app_who_may_start_it(
+    redis_client: redis.Redis,
+) -> None:
+    world = World(redis_client, starters=(BOB,))
+    assert world.service.freeze(scope="all", duration_s=3600, user=BOB, reason="incident").applied
+    refused = world.service.unfreeze(scope="all", user=ANA, channel=COMMANDS)
+    assert not refused.applied
+    assert (
+        refused.message == f"lifting the freeze of all needs <@{BOB}>, who set it, or break glass"
+    )
+    assert world.service.frozen(APP) is not None  # nothing changed
+    assert world.service.unfreeze(scope="all", user=CAROL).applied  # break glass may
+
+    assert world.service.freeze(scope=APP, duration_s=600, user=CAROL, reason="drill").applied
+    refused = world.service.unfreeze(scope=APP, user=ANA, channel=COMMANDS)
+    assert not refused.applied and world.service.frozen(APP) is not None  # ANA may not start
+    assert refused.message.endswith(f"or break glass, or starting shop-api needs <@{BOB}>")
+    assert world.service.unfreeze(scope=APP, user=BOB, channel=COMMANDS).applied  # BOB may
+    denied = [
+        (entry.app, entry.actor)
+        for entry in world.store.history(APP, limit=50) + world.store.history("all", limit=50)
+        if entry.action == "unfreeze" and entry.outcome.startswith("denied: ")
+    ]
+    assert sorted(denied) == [("all", ANA), (APP, ANA)]
 
 
 def test_the_card_of_a_held_release_says_it_goes_on_when_the_freeze_ends(

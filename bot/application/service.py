@@ -496,8 +496,13 @@ class ReleaseService:
         )
 
     def unfreeze(self, *, scope: str, user: str, channel: str | None = None) -> Outcome:
+        """Lift a one-off freeze: allowed to whoever set it, to the break-glass group, and, for
+        one app's freeze, to those who may start that app (a freeze of `all`: only the first
+        two)."""
         if scope != ALL_APPS and scope not in self._config.apps:
             return self._unknown_app(scope)
+        if denied := self._unfreeze_denied(scope, user=user, channel=channel):
+            return denied
         previous = self._store.unfreeze(scope)
         if previous is None:
             return Outcome(False, f"{scope} has no freeze set with `/release freeze`.")
@@ -511,6 +516,21 @@ class ReleaseService:
             "(recurring windows still apply).",
             for_everyone=True,
         )
+
+    def _unfreeze_denied(self, scope: str, *, user: str, channel: str | None) -> Outcome | None:
+        """None when `user` may lift the freeze of `scope` (or there is none to lift)."""
+        looked_up = ALL_APPS if scope == ALL_APPS else scope
+        current = next((f for f in self._store.freezes_of(looked_up) if f.scope == scope), None)
+        if current is None or current.by == user or self.may_break_glass(user):
+            return None
+        needed = f"lifting the freeze of {scope} needs <@{current.by}>, who set it, or break glass"
+        if scope == ALL_APPS:
+            self._audit(ALL_APPS, "-", user, "unfreeze", f"denied: {needed}", channel=channel)
+            return Outcome(False, needed)
+        seen = None if channel is None else SeenChannel(channel, "")
+        app = self._config.app(scope)
+        denied = self._denied(app, Right.START, "unfreeze", user=user, channel=seen)
+        return None if denied is None else Outcome(False, f"{needed}, or {denied.message}")
 
     def _due_now_if_held(self, scope: str) -> None:
         """The releases a lifted freeze held go on at the next pass, not at the freeze's end."""
