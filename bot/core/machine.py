@@ -693,6 +693,26 @@ _VERIFYING_TRANSITIONS: TransitionTable = {
 }
 """A stage naming a verification Job is entered through VERIFYING, in every kind's table."""
 
+_PAUSE_AND_CHECK_TRANSITIONS: TransitionTable = {
+    (Phase.RUNNING, Pause): Transition(_pause, _to(Phase.PAUSED)),
+    (Phase.AWAITING_APPROVAL, Pause): Transition(_pause, _to(Phase.PAUSED)),
+    (Phase.PAUSED, Resume): Transition(_resume, _BACK_FROM_A_PAUSE),
+    (Phase.PAUSED, PauseTimerElapsed): Transition(_pause_timer_elapsed, _BACK_FROM_A_PAUSE),
+    (Phase.RUNNING, ChecksInconclusive): Transition(_checks_inconclusive, _to(Phase.PAUSED)),
+    (Phase.AWAITING_APPROVAL, ChecksInconclusive): Transition(
+        _checks_inconclusive, _to(Phase.PAUSED)
+    ),
+    (Phase.PAUSED, ChecksInconclusive): Transition(_recheck_while_paused, _to(Phase.PAUSED)),
+    (Phase.RUNNING, ChecksPassed): Transition(_checks_passed, _to(Phase.RUNNING)),
+    (Phase.AWAITING_APPROVAL, ChecksPassed): Transition(
+        _checks_passed, _to(Phase.AWAITING_APPROVAL)
+    ),
+    (Phase.PAUSED, ChecksPassed): Transition(
+        _checks_passed, _to(Phase.PAUSED, *_BACK_FROM_A_PAUSE)
+    ),
+}
+"""Pausing, resuming and the metric checks of a stage: the same in every kind's table."""
+
 CANARY_TRANSITIONS: TransitionTable = {
     (Phase.STARTING, CanaryReady): Transition(_canary_ready, _ENTERING_A_STAGE),
     **_VERIFYING_TRANSITIONS,
@@ -709,22 +729,7 @@ CANARY_TRANSITIONS: TransitionTable = {
     ),
     (Phase.RUNNING, Promote): Transition(_promote, _MOVED_ON),
     (Phase.AWAITING_APPROVAL, Promote): Transition(_promote, _MOVED_ON),
-    (Phase.RUNNING, Pause): Transition(_pause, _to(Phase.PAUSED)),
-    (Phase.AWAITING_APPROVAL, Pause): Transition(_pause, _to(Phase.PAUSED)),
-    (Phase.RUNNING, ChecksInconclusive): Transition(_checks_inconclusive, _to(Phase.PAUSED)),
-    (Phase.AWAITING_APPROVAL, ChecksInconclusive): Transition(
-        _checks_inconclusive, _to(Phase.PAUSED)
-    ),
-    (Phase.PAUSED, ChecksInconclusive): Transition(_recheck_while_paused, _to(Phase.PAUSED)),
-    (Phase.RUNNING, ChecksPassed): Transition(_checks_passed, _to(Phase.RUNNING)),
-    (Phase.AWAITING_APPROVAL, ChecksPassed): Transition(
-        _checks_passed, _to(Phase.AWAITING_APPROVAL)
-    ),
-    (Phase.PAUSED, ChecksPassed): Transition(
-        _checks_passed, _to(Phase.PAUSED, *_BACK_FROM_A_PAUSE)
-    ),
-    (Phase.PAUSED, Resume): Transition(_resume, _BACK_FROM_A_PAUSE),
-    (Phase.PAUSED, PauseTimerElapsed): Transition(_pause_timer_elapsed, _BACK_FROM_A_PAUSE),
+    **_PAUSE_AND_CHECK_TRANSITIONS,
     (Phase.PROMOTING, PromotionDone): Transition(_promotion_done, _to(Phase.SUCCEEDED)),
     (Phase.ROLLING_BACK, RollbackDone): Transition(_rollback_done, _to(Phase.ROLLED_BACK)),
     (Phase.ROLLING_BACK, Rollback): Transition(_repeat_rollback, _to(Phase.ROLLING_BACK)),
@@ -778,24 +783,7 @@ BLUE_GREEN_TRANSITIONS: TransitionTable = {
         _blue_retention_elapsed, _to(Phase.PROMOTING)
     ),
     (Phase.PROMOTING, PromotionDone): Transition(_promotion_done, _to(Phase.SUCCEEDED)),
-    **{
-        (phase, Pause): Transition(_pause, _to(Phase.PAUSED))
-        for phase in (Phase.RUNNING, Phase.AWAITING_APPROVAL)
-    },
-    (Phase.PAUSED, Resume): Transition(_resume, _BACK_FROM_A_PAUSE),
-    (Phase.PAUSED, PauseTimerElapsed): Transition(_pause_timer_elapsed, _BACK_FROM_A_PAUSE),
-    **{
-        (phase, ChecksInconclusive): Transition(_checks_inconclusive, _to(Phase.PAUSED))
-        for phase in (Phase.RUNNING, Phase.AWAITING_APPROVAL)
-    },
-    (Phase.PAUSED, ChecksInconclusive): Transition(_recheck_while_paused, _to(Phase.PAUSED)),
-    (Phase.RUNNING, ChecksPassed): Transition(_checks_passed, _to(Phase.RUNNING)),
-    (Phase.AWAITING_APPROVAL, ChecksPassed): Transition(
-        _checks_passed, _to(Phase.AWAITING_APPROVAL)
-    ),
-    (Phase.PAUSED, ChecksPassed): Transition(
-        _checks_passed, _to(Phase.PAUSED, *_BACK_FROM_A_PAUSE)
-    ),
+    **_PAUSE_AND_CHECK_TRANSITIONS,
     **{
         (phase, ChecksFailed): Transition(_checks_failed, _to(phase, Phase.ROLLING_BACK))
         for phase in (Phase.STARTING, Phase.VERIFYING, *_BG_STAGE_PHASES)
