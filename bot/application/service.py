@@ -519,8 +519,7 @@ class ReleaseService:
 
     def _unfreeze_denied(self, scope: str, *, user: str, channel: str | None) -> Outcome | None:
         """None when `user` may lift the freeze of `scope` (or there is none to lift)."""
-        looked_up = ALL_APPS if scope == ALL_APPS else scope
-        current = next((f for f in self._store.freezes_of(looked_up) if f.scope == scope), None)
+        current = next((f for f in self._store.freezes_of(scope) if f.scope == scope), None)
         if current is None or current.by == user or self.may_break_glass(user):
             return None
         needed = f"lifting the freeze of {scope} needs <@{current.by}>, who set it, or break glass"
