@@ -205,6 +205,8 @@ def outcome_of(
                 reason=reason,
                 kind=_KINDS[type(command)],
             )
+        case commands.Retry():
+            return service.retry(app_name=command.app, user=user, **where)
         case commands.Lock():
             return service.lock(app_name=command.app, user=user, reason=command.reason, **where)
         case commands.Unlock():

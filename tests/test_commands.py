@@ -30,6 +30,7 @@ from bot.core.commands import (
     Pause,
     Promote,
     Resume,
+    Retry,
     Rollback,
     StartBlueGreen,
     StartCanary,
@@ -135,6 +136,7 @@ VALID: list[tuple[str, Command]] = [
     ("rollback shop-api 'it's on fire'", Rollback(app="shop-api", reason="'it's on fire'")),
     ("promote shop-api", Promote(app="shop-api", full=False)),
     ("promote shop-api --FULL", Promote(app="shop-api", full=True)),
+    ("retry shop-api", Retry(app="shop-api")),
     ("lock shop-api", Lock(app="shop-api", reason="")),
     (
         "lock shop-api code freeze until Monday's release",

@@ -13,6 +13,7 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
+from bot.core.argo import RolloutAbort
 from bot.core.machine import (
     Accepted,
     Advance,
@@ -36,6 +37,7 @@ from bot.core.machine import (
     Resume,
     Rollback,
     RollbackDone,
+    RolloutAborted,
     StageTimerElapsed,
     Switched,
     UpdateCard,
@@ -86,6 +88,7 @@ ONE_OF_EACH: list[Event] = [
     Switched(selector_s=0.2, endpoints_s=0.3),
     BlueRetentionElapsed(),
     PodsObserved(pods=BlueGreenPods(blue_ready=3, blue_desired=3, green_ready=1, green_desired=3)),
+    RolloutAborted(abort=RolloutAbort(message="RolloutAborted: aborted from outside")),
 ]
 CANARY_PHASES = [phase for phase in Phase if phase not in (Phase.SWITCHING, Phase.KEEPING_BLUE)]
 

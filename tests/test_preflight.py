@@ -432,7 +432,7 @@ def test_unknown_deployment_blocks_with_a_clear_message(
             "deployment",
             Severity.BLOCK,
             f"Deployment `no-such-app` not found in namespace `{namespace}`: "
-            "check the app's deployment name and namespace in the bot's configuration.",
+            "check the app's workload name and namespace in the bot's configuration.",
         ),
     )
 

@@ -59,6 +59,7 @@ from bot.core.machine import (
     Refused,
     Resume,
     RollbackDone,
+    RolloutAborted,
     StageTimerElapsed,
     Switched,
     VerificationPassed,
@@ -339,6 +340,12 @@ class ReleaseService:
         kind: ReleaseKind,
     ) -> Outcome:
         app = self._config.app(app_name)
+        try:
+            kind = app.release_kind(kind)
+        except ValueError as refusal:
+            return Outcome(False, f"{app.name}: {refusal}")
+        if kind.drives_argo and plan_name:
+            return Outcome(False, f"{app.name}: {_OWN_STEPS}; --plan does not apply")
         problem = self._start_problem(
             app,
             plan_name,
@@ -362,6 +369,7 @@ class ReleaseService:
                 False,
                 f"Preflight refused the release of {app.name} {version}:\n{preflight.summary}",
             )
+        plan = preflight.plan or plan
         now = self._clock()
         started = start_release(
             release_id=uuid.uuid4().hex[:12],
@@ -408,6 +416,27 @@ class ReleaseService:
                     stored = self._deliver(leased)
         return Outcome(
             True, f"Started {_KIND_NAMES[kind]} of {app.name} {version}.", stored.release
+        )
+
+    def retry(self, *, app_name: str, user: str, channel: str, channel_name: str = "") -> Outcome:
+        """`/release retry`: the app's last release, rolled back on an Argo Rollout, started
+        again at its version; its start clears the Rollout's abort, as Argo's own retry does, and
+        walks its steps from the first. Checked like any start (rights, freeze, lock)."""
+        if app_name not in self._config.apps:
+            return self._unknown_app(app_name)
+        last = next(self._started_releases(app_name), None)
+        refusal = _retry_refusal(app_name, last)
+        if refusal is not None or last is None:
+            return Outcome(False, refusal or "")
+        return self.start(
+            app_name=app_name,
+            version=last.version,
+            plan_name=None,
+            user=user,
+            channel=channel,
+            channel_name=channel_name,
+            reason=f"retry of release {last.id}",
+            kind=last.kind,
         )
 
     def act(
@@ -707,17 +736,21 @@ class ReleaseService:
 
     def recent_versions(self, app_name: str, *, limit: int = 5) -> list[str]:
         """The versions the app's last releases started with, newest first, each once."""
-        entries = self._store.history(self._config.app(app_name).name, limit=200)
         versions: list[str] = []
-        for entry in reversed(entries):
-            if entry.action != "start" or entry.outcome != "applied":
-                continue
-            stored = self._store.get(entry.release_id)
-            if stored is not None and stored.release.version not in versions:
-                versions.append(stored.release.version)
+        for release in self._started_releases(self._config.app(app_name).name):
+            if release.version not in versions:
+                versions.append(release.version)
             if len(versions) == limit:
                 break
         return versions
+
+    def _started_releases(self, app_name: str) -> Iterator[Release]:
+        """The app's releases, newest start first, as far back as its audit trail reaches."""
+        for entry in reversed(self._store.history(app_name, limit=200)):
+            if entry.action == "start" and entry.outcome == "applied":
+                stored = self._store.get(entry.release_id)
+                if stored is not None:
+                    yield stored.release
 
     def _refresh_home(self) -> None:
         """A release changed: everyone who looked at App Home lately gets a refresh scheduled;
@@ -901,6 +934,8 @@ class ReleaseService:
         except TemporaryError as error:
             log.warning("reconcile_deferred", release=stored.release.id, error=str(error))
         reconciled = observation is not None
+        if (aborted := _aborted_outside(stored.release, observation)) is not None:
+            return self._apply(stored, aborted, actor=BOT_ACTOR).applied, True
         now = self._clock()
         if self._checks is not None and self._checks.due(stored.release, app, now=now):
             checked = self._checks.run(stored.release, app, now=now, reading_of=reading_of)
@@ -1307,13 +1342,19 @@ _SHAPES = {
     ReleaseKind.CANARY: _canary_shape,
     ReleaseKind.BLUE_GREEN: _blue_green_shape,
     ReleaseKind.HYBRID: _hybrid_shape,
+    # the Rollout's own steps replace the app's plan once preflight has read them
+    ReleaseKind.ARGO_CANARY: _canary_shape,
+    ReleaseKind.ARGO_BLUE_GREEN: _canary_shape,
 }
 """A release kind's plan and blue-green timers for an app (and the `--plan` asked for)."""
 _KIND_NAMES = {
     ReleaseKind.CANARY: "a canary",
     ReleaseKind.BLUE_GREEN: "a blue-green release",
     ReleaseKind.HYBRID: "a hybrid release",
+    ReleaseKind.ARGO_CANARY: "an Argo Rollouts canary",
+    ReleaseKind.ARGO_BLUE_GREEN: "an Argo Rollouts blue-green release",
 }
+_OWN_STEPS = "an Argo Rollout walks its own steps (its spec.strategy)"
 
 
 def _switched(release: Release, timing: SwitchTiming, reconciled_at: datetime) -> Switched:
@@ -1325,6 +1366,29 @@ def _switched(release: Release, timing: SwitchTiming, reconciled_at: datetime) -
         selector_s=None if timing.selector_s is None else before + timing.selector_s,
         endpoints_s=None if timing.endpoints_s is None else before + timing.endpoints_s,
     )
+
+
+def _retry_refusal(app_name: str, last: Release | None) -> str | None:
+    """Why `/release retry` has nothing to retry, or None."""
+    if last is None:
+        return f"{app_name} has no release to retry."
+    if not last.kind.drives_argo:
+        return (
+            f"retry is for Argo Rollouts; start {app_name} {last.version} again with "
+            f"`/release {last.kind.value} {app_name} {last.version}`."
+        )
+    if last.phase is not Phase.ROLLED_BACK:
+        return f"{app_name}'s last release ({last.version}) is {last.phase.value}, not aborted."
+    return None
+
+
+def _aborted_outside(release: Release, observation: Observation | None) -> RolloutAborted | None:
+    """Argo aborted the Rollout, not at the bot's request (which is ROLLING_BACK)."""
+    if observation is None or observation.aborted is None:
+        return None
+    if release.phase is Phase.ROLLING_BACK:
+        return None
+    return RolloutAborted(abort=observation.aborted)
 
 
 def _resumed_by_bot(event: Event) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,7 +29,7 @@ from bot.core.durations import PositiveDuration, StageDuration
 from bot.core.errors import ReleaseBotError
 from bot.core.freezes import Window, parse_rule
 from bot.core.plan import Plan, blue_green_plan, hybrid_plan
-from bot.core.release import BlueGreenTimes
+from bot.core.release import BlueGreenTimes, ReleaseKind
 from bot.core.verification import (
     DEFAULT_LOG_LINES,
     DEFAULT_TIMEOUT_S,
@@ -573,9 +573,12 @@ class AppSettings(FrozenModel):
     namespace: DnsLabel
     """The Kubernetes namespace of the workload."""
     workload: ResourceName
-    """The stable Deployment."""
+    """The stable Deployment, or the Argo Rollout (with `workload_kind: Rollout`)."""
+    workload_kind: Literal["Deployment", "Rollout"] = "Deployment"
+    """`Rollout`: the workload is an Argo Rollouts `Rollout`, released through its own fields
+    and steps (its strategy says canary or blueGreen; no `router`, `plan` or `bluegreen`)."""
     container: DnsLabel | None = None
-    """The container whose image changes; default: the Deployment's first container."""
+    """The container whose image changes; default: the workload's first container."""
     router: Annotated[Router, Field(discriminator="provider")] = NoRouter(provider="none")
     """How traffic is split between stable and canary: one of the `router.*` blocks below;
     without one the app releases by blue-green only."""
@@ -589,6 +592,33 @@ class AppSettings(FrozenModel):
     freezes: FreezeWindows = ()
     """The app's recurring freeze windows (besides the top-level `freezes`, which apply to all)."""
     verification: VerificationSettings = VerificationSettings()
+
+    @model_validator(mode="after")
+    def _rollout_routes_itself(self) -> Self:
+        if self.workload_kind == "Rollout" and not isinstance(self.router, NoRouter):
+            raise ValueError(
+                "an Argo Rollout splits its traffic itself (its spec.strategy): remove `router` "
+                "from an app with workload_kind Rollout"
+            )
+        return self
+
+    def release_kind(self, asked: ReleaseKind) -> ReleaseKind:
+        """The kind of release `asked` starts for this app: an Argo Rollout's own for a
+        Rollout; ValueError (a person's words) when a Rollout cannot release that way."""
+        if self.workload_kind != "Rollout" or asked.drives_argo:
+            return asked
+        if asked not in _ARGO_KINDS:
+            raise ValueError(
+                f"{self.workload} is an Argo Rollout, which releases by its own canary or "
+                f"blueGreen strategy: start it with `/release canary` or `/release bluegreen`"
+            )
+        return _ARGO_KINDS[asked]
+
+
+_ARGO_KINDS = {
+    ReleaseKind.CANARY: ReleaseKind.ARGO_CANARY,
+    ReleaseKind.BLUE_GREEN: ReleaseKind.ARGO_BLUE_GREEN,
+}
 
 
 class AppConfig(AppSettings):

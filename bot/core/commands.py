@@ -145,6 +145,13 @@ class Promote:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Retry:
+    """Start an aborted Argo Rollouts release again at its version."""
+
+    app: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Lock:
     app: str
     reason: str
@@ -184,6 +191,7 @@ Command = (
     | Resume
     | Rollback
     | Promote
+    | Retry
     | Lock
     | Unlock
     | Freeze
@@ -588,6 +596,12 @@ _GRAMMAR = {
                 app=args.app(), full=args.switch("--full"), override=args.override()
             ),
             flags={"--full": "", "--override": '"<reason>"'},
+        ),
+        _Syntax(
+            name="retry",
+            arguments="<app>",
+            summary="Argo Rollouts: retry an aborted rollout (its steps again from the first)",
+            build=lambda args: Retry(app=args.app()),
         ),
         _Syntax(
             name="lock",

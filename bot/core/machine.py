@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core import thread_wording as wording
+from bot.core.argo import RolloutAbort
 from bot.core.plan import Plan
 from bot.core.release import (
     Approval,
@@ -180,6 +181,15 @@ class BlueRetentionElapsed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutAborted:
+    """Argo Rollouts aborted the release's Rollout, not the bot: its own analysis failed, or
+    someone aborted it from outside (from the reconciler); Argo is already shifting traffic
+    back to stable."""
+
+    abort: RolloutAbort
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fail:
     """The bot cannot carry the release on (e.g. a permanent cluster error); a person must look."""
 
@@ -206,6 +216,7 @@ Event = (
     | Switched
     | PodsObserved
     | BlueRetentionElapsed
+    | RolloutAborted
     | Fail
 )
 
@@ -624,6 +635,13 @@ def _blue_retention_elapsed(
     return _Change(release=retiring, reconcile=True, notices=(notice,))
 
 
+def _rollout_aborted(release: Release, event: RolloutAborted, now: datetime) -> _Change:
+    text = wording.aborted_by_argo(release, event.abort)
+    notice = _notice(NoticeKind.AUTO_ROLLBACK, text, in_channel=True)
+    reason = wording.aborted_by_argo_reason(event.abort)
+    return _begin_rollback(release, by=None, reason=reason, notice=notice)
+
+
 def _fail(release: Release, event: Fail, now: datetime) -> _Change:
     failed = release.evolve(
         phase=Phase.FAILED,
@@ -806,11 +824,26 @@ BLUE_GREEN_TRANSITIONS: TransitionTable = {
     },
 }
 
+ARGO_TRANSITIONS: TransitionTable = {
+    **CANARY_TRANSITIONS,
+    # Argo aborted the Rollout itself (its analysis) or someone did outside the bot
+    **{
+        (phase, RolloutAborted): Transition(
+            _rollout_aborted, _to(Phase.ROLLING_BACK), offered=lambda _: False
+        )
+        for phase in _NOT_YET_ROLLING_BACK
+    },
+}
+"""An Argo Rollout walks the canary's table over the stages of its own steps (bot.core.argo):
+the bot decides as for its own canary, the Rollout's fields carry it out (bot.kube.argo)."""
+
 TRANSITIONS_BY_KIND: dict[ReleaseKind, TransitionTable] = {
     ReleaseKind.CANARY: CANARY_TRANSITIONS,
     ReleaseKind.BLUE_GREEN: BLUE_GREEN_TRANSITIONS,
     # hybrid walks a canary's stages; its first one is the preview, gated like blue-green's
     ReleaseKind.HYBRID: CANARY_TRANSITIONS,
+    ReleaseKind.ARGO_CANARY: ARGO_TRANSITIONS,
+    ReleaseKind.ARGO_BLUE_GREEN: ARGO_TRANSITIONS,
 }
 
 
@@ -916,6 +949,9 @@ _CANARY_EXITS = _Exits(
 _EXITS = {
     ReleaseKind.CANARY: _CANARY_EXITS,
     ReleaseKind.HYBRID: _CANARY_EXITS,
+    # a Rollout's blue-green switch is its stage 2, which Argo makes once the preview is left
+    ReleaseKind.ARGO_CANARY: _CANARY_EXITS,
+    ReleaseKind.ARGO_BLUE_GREEN: _CANARY_EXITS,
     # leaving the preview, or promoting past it with --full, is the switch
     ReleaseKind.BLUE_GREEN: _Exits(
         next_stage=_begin_switch,

@@ -16,10 +16,12 @@ from typing import Protocol
 
 from bot.core.analysis import BY_TRACK, MetricsUnavailable, Reading, Sides, Trend
 from bot.core.apps import AppConfig
+from bot.core.argo import RolloutAbort
 from bot.core.chart import Chart, ChartImage
 from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
+from bot.core.plan import Plan
 from bot.core.release import BlueGreenPods, Release, ReleaseKind
 from bot.core.verification import VerificationStatus
 
@@ -48,12 +50,17 @@ class Observation:
     switched: SwitchTiming | None = None
     pods: BlueGreenPods | None = None
     """Blue-green: blue's and green's pods."""
+    aborted: RolloutAbort | None = None
+    """Argo Rollouts: the Rollout was aborted during the release, and not by the bot."""
 
 
 @dataclass(frozen=True, slots=True)
 class PreflightResult:
     blocked: bool
     summary: str  # what a person reads in the thread
+    plan: Plan | None = None
+    """The plan the workload itself describes (an Argo Rollout's steps), which the release
+    walks instead of the apps file's; None: the apps file's."""
 
 
 class ClusterPort(Protocol):

@@ -25,6 +25,13 @@ class ReleaseKind(StrEnum):
     CANARY = "canary"
     BLUE_GREEN = "bluegreen"
     HYBRID = "hybrid"  # green beside blue and previewed, then canary stages onto it
+    ARGO_CANARY = "argo-canary"  # an Argo Rollout's canary steps, driven through its fields
+    ARGO_BLUE_GREEN = "argo-bluegreen"  # an Argo Rollout's blueGreen strategy, the same way
+
+    @property
+    def drives_argo(self) -> bool:
+        """The release moves an Argo Rollout through Argo's own fields (bot.kube.argo)."""
+        return self in {ReleaseKind.ARGO_CANARY, ReleaseKind.ARGO_BLUE_GREEN}
 
 
 class Phase(StrEnum):
@@ -274,7 +281,7 @@ class Release(_Record):
     def previews(self, stage_index: int) -> bool:
         """Stage `stage_index` is a blue-green or hybrid preview (the first stage): green is
         reachable through its preview Service only."""
-        return stage_index == 0 and self.kind in (ReleaseKind.BLUE_GREEN, ReleaseKind.HYBRID)
+        return stage_index == 0 and self.kind in _PREVIEWED
 
     @property
     def is_last_stage(self) -> bool:
@@ -298,6 +305,7 @@ class Release(_Record):
         return Release.model_validate(self.model_dump() | changes)
 
 
+_PREVIEWED = (ReleaseKind.BLUE_GREEN, ReleaseKind.HYBRID, ReleaseKind.ARGO_BLUE_GREEN)
 _STAGE_PHASES = {Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.PAUSED}
 _NEW_VERSION_SERVES = {Phase.SWITCHING, Phase.KEEPING_BLUE, Phase.PROMOTING}
 

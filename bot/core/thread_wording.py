@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.core.argo import RolloutAbort
 from bot.core.durations import format_duration
 from bot.core.release import Approval, DesiredTraffic, Phase, Release, ReleaseKind, VerificationRun
 from bot.core.text import amount, count, mention, percent, plan_text, principal_mention
@@ -19,6 +20,12 @@ from bot.core.text import amount, count, mention, percent, plan_text, principal_
 def started(release: Release) -> str:
     previous = release.previous_version
     replacing = f" (replacing {previous})" if previous else ""
+    if release.kind.drives_argo:
+        return (
+            f"{mention(release.requested_by)} started a release of {release.app} "
+            f"{release.version}{replacing} through its Argo Rollout, walking the Rollout's own "
+            f"steps: {plan_text(release.plan)}"
+        )
     if release.kind is ReleaseKind.HYBRID:
         return (
             f"{mention(release.requested_by)} started a hybrid release of {release.app} "
@@ -289,6 +296,29 @@ def rolling_back_automatically(release: Release, reading: str) -> str:
     return f"{what} is rolling back automatically {_where(release)}: {reading}"
 
 
+def aborted_by_argo(release: Release, abort: RolloutAbort) -> str:
+    """`release` as it was when Argo Rollouts aborted it: the alert, with the failed analysis."""
+    cause = abort.message or "aborted outside release-bot"
+    measured = abort.measurement
+    if measured is not None:
+        cause = (
+            f"analysis {measured.run} failed: {measured.metric} measured {measured.value} "
+            f"({measured.condition}); Argo says: {cause}"
+        )
+    return (
+        f"Argo Rollouts aborted {release.app} {release.version} {_where(release)}: {cause}. "
+        f"Its traffic goes back to stable {release.previous_version or ''}".rstrip()
+    )
+
+
+def aborted_by_argo_reason(abort: RolloutAbort) -> str:
+    """The outcome reason of a release Argo aborted."""
+    measured = abort.measurement
+    if measured is not None:
+        return f"aborted by Argo Rollouts: {measured.metric} measured {measured.value}"
+    return f"aborted by Argo Rollouts: {abort.message or 'from outside release-bot'}"
+
+
 def verification_started(release: Release, run: VerificationRun) -> str:
     """`release` at the gate it has just reached."""
     verification = run.verification
@@ -341,6 +371,11 @@ def verification_log(job: str, log_tail: tuple[str, ...]) -> str:
 
 
 def released(release: Release) -> str:
+    if release.kind.drives_argo:
+        return (
+            f"{release.app} {release.version} is released: the Rollout is Healthy and its "
+            "stable ReplicaSet runs it"
+        )
     if release.kind is ReleaseKind.BLUE_GREEN:
         return (
             f"{release.app} {release.version} is released: green serves production and blue "
@@ -351,6 +386,12 @@ def released(release: Release) -> str:
 
 def rolled_back(release: Release) -> str:
     stable = release.previous_version or "the previous version"
+    if release.kind.drives_argo:
+        return (
+            f"{release.app} is back on {stable} for all traffic: the Rollout is aborted, its "
+            f"{release.version} ReplicaSet scaled down (`/release retry {release.app}` tries "
+            f"{release.version} again)"
+        )
     if release.kind is ReleaseKind.BLUE_GREEN:
         return (
             f"{release.app} is back on blue {stable} for all traffic; green {release.version} "

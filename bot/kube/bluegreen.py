@@ -56,6 +56,7 @@ from bot.kube.workloads import (
     VERSION_LABELS,
     image_version,
     is_rolled_out,
+    released_container,
     resolve_version,
     version_keys,
 )
@@ -474,14 +475,7 @@ class BlueGreenStrategy:
         return self._container_of(deployment["spec"]["template"])
 
     def _container_of(self, template: Object) -> Object:
-        containers: list[Object] = template["spec"]["containers"]
-        wanted = self.config.container
-        for container in containers:
-            if wanted is None or container["name"] == wanted:
-                return container
-        raise PermanentError(
-            f"no container {wanted!r} in the pod template of app {self.config.name}"
-        )
+        return released_container(template, wanted=self.config.container, app=self.config.name)
 
 
 def _template_labels(deployment: Object) -> dict[str, str]:

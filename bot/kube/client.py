@@ -131,6 +131,9 @@ CONFIG_MAPS = ResourceType("", "v1", "configmaps")
 RESOURCE_QUOTAS = ResourceType("", "v1", "resourcequotas")
 LIMIT_RANGES = ResourceType("", "v1", "limitranges")
 ENDPOINT_SLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices")
+REPLICA_SETS = ResourceType("apps", "v1", "replicasets")
+ROLLOUTS = ResourceType("argoproj.io", "v1alpha1", "rollouts")
+ANALYSIS_RUNS = ResourceType("argoproj.io", "v1alpha1", "analysisruns")
 NAMESPACES = ResourceType("", "v1", "namespaces", namespaced=False)
 
 
@@ -189,9 +192,16 @@ class NamespacedResources:
         return self._send("PUT", "update", name, body=desired)
 
     @_retry_temporary
-    def merge_patch(self, name: str, patch: Object) -> Object:
+    def merge_patch(self, name: str, patch: Object, *, subresource: str = "") -> Object:
+        """A JSON merge patch of the object, or of its `subresource` (`status`): a patch that
+        carries metadata.resourceVersion fails with a 409 if the object changed meanwhile."""
         return self._send(
-            "PATCH", "patch", name, body=patch, content_type="application/merge-patch+json"
+            "PATCH",
+            "patch",
+            name,
+            subresource=subresource,
+            body=patch,
+            content_type="application/merge-patch+json",
         )
 
     @_retry_temporary
@@ -227,12 +237,19 @@ class NamespacedResources:
         verb: str,
         name: str | None,
         *,
+        subresource: str = "",
         body: Object | None = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Object:
         text = self._send_text(
-            method, verb, name, body=body, query=query, content_type=content_type
+            method,
+            verb,
+            name,
+            subresource=subresource,
+            body=body,
+            query=query,
+            content_type=content_type,
         )
         result: Object = json.loads(text) if text else {}
         return result

@@ -40,10 +40,13 @@ from bot.kube.client import (
     ForbiddenError,
     NamespacedResources,
     Object,
+    ResourceType,
 )
 from bot.kube.workloads import VERSION_LABELS, resolve_version
 
 ReleaseKind = Literal["canary", "bluegreen"]
+_NOUNS = {"deployments": "Deployment", "rollouts": "Rollout"}
+"""How a finding names the workload, by its resource."""
 # Besides pods, a release adds one Deployment (canary or green) and the ReplicaSet under it.
 OBJECTS_A_RELEASE_ADDS: Mapping[str, int] = {
     "count/deployments.apps": 1,
@@ -100,6 +103,7 @@ def run_preflight(
     kind: ReleaseKind,
     extra_replicas: int | None = None,
     routing: Callable[[], Sequence[str]] | None = None,
+    workload_type: ResourceType = DEPLOYMENTS,
 ) -> PreflightReport:
     """Check that `deployment` can be released to `version` (an image tag or a full reference).
 
@@ -107,24 +111,28 @@ def run_preflight(
     `extra_replicas` is how many pods the release adds at its peak: required for a canary; for
     blue-green None means a full second copy (as many pods as the stable runs: twice the resources).
     `routing` lists what keeps the app's traffic router from routing the release (its
-    TrafficRouter.check); it runs once the container and image are found.
+    TrafficRouter.check); it runs once the container and image are found. `workload_type`:
+    what `deployment` names, a Deployment or an Argo Rollout (whose pod template is read alike).
     """
     _validate_arguments(kind=kind, extra_replicas=extra_replicas)
     kube = _Kube(api=api, namespace=namespace)
+    workloads = NamespacedResources(api, workload_type, namespace)
+    noun = _NOUNS[workload_type.plural]
+    subject = f"{noun} `{deployment}`"
 
     def report(new_image: str | None, findings: Sequence[Finding]) -> PreflightReport:
         return PreflightReport(namespace, deployment, kind, new_image, tuple(findings))
 
     try:
-        stable = kube.deployments.get(deployment)
+        stable = workloads.get(deployment)
     except ForbiddenError as denied:
         return report(None, [_forbidden("deployment", denied)])
     if stable is None:
-        return report(None, [_deployment_missing(deployment, namespace)])
-    found = Finding("deployment", Severity.PASS, f"Deployment `{deployment}` found.")
+        return report(None, [_deployment_missing(subject, namespace)])
+    found = Finding("deployment", Severity.PASS, f"{subject} found.")
     template = stable["spec"]["template"]
     pod_spec: Object = template["spec"]
-    target, picked = _pick_container(pod_spec["containers"], container, deployment)
+    target, picked = _pick_container(pod_spec["containers"], container, subject)
     if target is None:
         return report(None, [found, picked])
     new_image, image_findings = _check_image(
@@ -135,8 +143,8 @@ def run_preflight(
         found,
         picked,
         *image_findings,
-        _check_readiness_probes(pod_spec, deployment),
-        _check_version_label(template.get("metadata", {}).get("labels") or {}, deployment),
+        _check_readiness_probes(pod_spec, subject),
+        _check_version_label(template.get("metadata", {}).get("labels") or {}, subject),
         *_check_gitops(stable, pod_spec["containers"].index(target)),
         *_guarded("configmaps", lambda: _check_configmaps(kube, pod_spec)),
         *_guarded("quota", lambda: _check_quota(kube, pod_spec, pods=pods, kind=kind)),
@@ -170,12 +178,12 @@ def _validate_arguments(*, kind: str, extra_replicas: int | None) -> None:
         raise ValueError(f"extra_replicas must be at least 1, got {extra_replicas}")
 
 
-def _deployment_missing(deployment: str, namespace: str) -> Finding:
+def _deployment_missing(subject: str, namespace: str) -> Finding:
     return Finding(
         "deployment",
         Severity.BLOCK,
-        f"Deployment `{deployment}` not found in namespace `{namespace}`: "
-        "check the app's deployment name and namespace in the bot's configuration.",
+        f"{subject} not found in namespace `{namespace}`: "
+        "check the app's workload name and namespace in the bot's configuration.",
     )
 
 
@@ -186,7 +194,6 @@ class _Kube:
     """The objects preflight reads (it never writes), through bot.kube.client."""
 
     def __init__(self, *, api: k8s.ApiClient, namespace: str) -> None:
-        self.deployments = NamespacedResources(api, DEPLOYMENTS, namespace)
         self.configmaps = NamespacedResources(api, CONFIG_MAPS, namespace)
         self.resource_quotas = NamespacedResources(api, RESOURCE_QUOTAS, namespace)
         self.limit_ranges = NamespacedResources(api, LIMIT_RANGES, namespace)
@@ -214,7 +221,7 @@ def _forbidden(check: str, denied: ForbiddenError) -> Finding:
 
 
 def _pick_container(
-    containers: list[Object], wanted: str | None, deployment: str
+    containers: list[Object], wanted: str | None, subject: str
 ) -> tuple[Object | None, Finding]:
     names = ", ".join(f"`{container['name']}`" for container in containers)
     if wanted is None:
@@ -223,7 +230,7 @@ def _pick_container(
         return None, Finding(
             "container",
             Severity.BLOCK,
-            f"Deployment `{deployment}` has several containers ({names}): "
+            f"{subject} has several containers ({names}): "
             "name the one to release in the app's configuration.",
         )
     for container in containers:
@@ -232,7 +239,7 @@ def _pick_container(
     return None, Finding(
         "container",
         Severity.BLOCK,
-        f"Deployment `{deployment}` has no container `{wanted}` (it has {names}).",
+        f"{subject} has no container `{wanted}` (it has {names}).",
     )
 
 
@@ -268,7 +275,7 @@ def _check_image(*, current: str, version: str, container: str) -> tuple[str | N
 # --- readiness probes and version label ----------------------------------------------------
 
 
-def _check_readiness_probes(pod_spec: Object, deployment: str) -> Finding:
+def _check_readiness_probes(pod_spec: Object, subject: str) -> Finding:
     missing = [c["name"] for c in pod_spec["containers"] if c.get("readinessProbe") is None]
     if not missing:
         return Finding("readiness-probe", Severity.PASS, "Every container has a readiness probe.")
@@ -276,13 +283,13 @@ def _check_readiness_probes(pod_spec: Object, deployment: str) -> Finding:
     return Finding(
         "readiness-probe",
         Severity.BLOCK,
-        f"Container {names} of Deployment `{deployment}` has no readinessProbe: a new pod would "
+        f"Container {names} of {subject} has no readinessProbe: a new pod would "
         "get traffic before it can serve, and a broken version would still look Ready. "
         "Add a readinessProbe before releasing.",
     )
 
 
-def _check_version_label(labels: Mapping[str, str], deployment: str) -> Finding:
+def _check_version_label(labels: Mapping[str, str], subject: str) -> Finding:
     """Blocking, not a warning: canary metrics, logs, mesh subsets and the blue-green selector
     (`version: green`) all tell versions apart by this label. Without it the canary's metrics mix
     with the stable's, so no stage could ever be judged. The bot does not add the label itself:
@@ -295,7 +302,7 @@ def _check_version_label(labels: Mapping[str, str], deployment: str) -> Finding:
     return Finding(
         "version-label",
         Severity.BLOCK,
-        f"The pod template of Deployment `{deployment}` has no version label "
+        f"The pod template of {subject} has no version label "
         f"(`{VERSION_LABELS[0]}` or `{VERSION_LABELS[1]}`): metrics and logs of the new version "
         "could not be told apart from the stable's. Add e.g. `version: <current tag>` to "
         "spec.template.metadata.labels (this rolls the stable pods once).",

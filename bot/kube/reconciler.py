@@ -4,7 +4,8 @@
 builds one around the bot's ApiClient and hands it to the ReleaseService (bot.application),
 which calls `stable_version` and `preflight` when a release starts, and `reconcile` after every
 transition and on every scheduler tick. Each call goes to the strategy of the release's kind
-(`build_strategy`: the canary's below, blue-green's in bot.kube.bluegreen), one per app and kind.
+(`build_strategy`: the canary's below, blue-green's in bot.kube.bluegreen, an Argo Rollout's in
+bot.kube.argo), one per app and kind.
 
 The canary strategy, by phase:
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from kubernetes import client as k8s
@@ -37,6 +39,7 @@ from bot.core.apps import AppConfig, ReplicasRouter
 from bot.core.errors import PermanentError
 from bot.core.ports import Observation, PreflightResult
 from bot.core.release import Phase, Release, ReleaseKind, desired_traffic
+from bot.kube.argo import argo_strategy
 from bot.kube.bluegreen import BlueGreenStrategy, PreviewService, ProductionSlots
 from bot.kube.client import DEPLOYMENTS, SERVICES, NamespacedResources, Object
 from bot.kube.preflight import Finding, Severity, preflight_result, run_preflight
@@ -162,6 +165,8 @@ _STRATEGIES: dict[str, Callable[[k8s.ApiClient, AppConfig], ReleaseStrategy]] = 
     ReleaseKind.CANARY: _canary_strategy,
     ReleaseKind.BLUE_GREEN: _blue_green_strategy,
     ReleaseKind.HYBRID: _hybrid_strategy,
+    ReleaseKind.ARGO_CANARY: partial(argo_strategy, ReleaseKind.ARGO_CANARY),
+    ReleaseKind.ARGO_BLUE_GREEN: partial(argo_strategy, ReleaseKind.ARGO_BLUE_GREEN),
 }
 
 

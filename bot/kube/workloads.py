@@ -121,6 +121,16 @@ def image_version(image: str) -> str:
     return image if reference.digest else "latest"
 
 
+def released_container(template: Object, *, wanted: str | None, app: str) -> Object:
+    """The container of pod `template` whose image a release changes: the one named `wanted`,
+    else the first; PermanentError when there is no such container."""
+    containers: list[Object] = template["spec"]["containers"]
+    for container in containers:
+        if wanted is None or container["name"] == wanted:
+            return container
+    raise PermanentError(f"no container {wanted!r} in the pod template of app {app}")
+
+
 def _repository(image: str) -> str:
     """`registry:5000/shop/api:v1@sha256:...` -> `registry:5000/shop/api`."""
     without_digest = image.split("@", 1)[0]

@@ -455,7 +455,7 @@ def _latest_lines(lines: list[str], limit: int) -> str:
 
 def _stage_name(release: Release, index: int) -> str:
     stages = release.plan.stages
-    if index == 0 and release.kind in (ReleaseKind.BLUE_GREEN, ReleaseKind.HYBRID):
+    if release.previews(index):
         return "the preview"
     if release.kind is ReleaseKind.BLUE_GREEN:
         return "the watch window"
