@@ -32,3 +32,4 @@ fi
 
 bash scripts/build-control-plane.sh >/dev/null
 bash scripts/build-tools.sh >/dev/null
+bash scripts/build-argo-rollouts.sh >/dev/null

@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.infra.slack",
     "tests.infra.kube",
     "tests.infra.tools",
+    "tests.infra.argo",
     "tests.infra.release_world",
 ]

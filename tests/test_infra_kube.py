@@ -116,6 +116,10 @@ def test_virtual_service_schema_accepts_weights_and_rejects_wrong_types(
         ("networking.istio.io", "v1", "destinationrules"),
         ("gateway.networking.k8s.io", "v1", "httproutes"),
         ("argoproj.io", "v1alpha1", "rollouts"),
+        ("argoproj.io", "v1alpha1", "analysisruns"),
+        ("argoproj.io", "v1alpha1", "analysistemplates"),
+        ("argoproj.io", "v1alpha1", "clusteranalysistemplates"),
+        ("argoproj.io", "v1alpha1", "experiments"),
     ],
 )
 def test_crds_from_go_modules_are_served(

@@ -1,47 +1,78 @@
 """CustomResourceDefinitions taken from their Go modules at test time (never copied into the repo).
 
-Called by tests/infra/kube.py when the control plane starts.
+Called by tests/infra/kube.py when the control plane starts. Argo Rollouts' CRDs are those of the
+release scripts/build-argo-rollouts.sh builds the controller from (tests/infra/argo.py runs it):
+every kind that controller watches, so the real controller finds them all.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.infra.processes import REPO_ROOT
+
 
 @dataclass(frozen=True)
 class CrdSource:
     module: str
     version: str
-    path: str
-    names: tuple[str, ...]  # metadata.name of the CRDs to install from that file
+    files: Mapping[str, tuple[str, ...]]  # path in the module -> metadata.name of its CRDs
 
 
-CRD_SOURCES = (
-    CrdSource(
-        module="istio.io/api",
-        version="v1.31.4",
-        path="kubernetes/customresourcedefinitions.gen.yaml",
-        names=("virtualservices.networking.istio.io", "destinationrules.networking.istio.io"),
-    ),
-    CrdSource(
-        module="sigs.k8s.io/gateway-api",
-        version="v1.4.1",
-        path="config/crd/standard/gateway.networking.k8s.io_httproutes.yaml",
-        names=("httproutes.gateway.networking.k8s.io",),
-    ),
-    CrdSource(
-        module="github.com/argoproj/argo-rollouts",
-        version="v1.8.3",
-        path="manifests/crds/rollout-crd.yaml",
-        names=("rollouts.argoproj.io",),
-    ),
-)
+ARGO_ROLLOUTS_BUILD = REPO_ROOT / "scripts/build-argo-rollouts.sh"
+
+
+def argo_rollouts_version() -> str:
+    """The release scripts/build-argo-rollouts.sh pins (the one place that names it)."""
+    completed = subprocess.run(
+        ["bash", str(ARGO_ROLLOUTS_BUILD), "--version"], capture_output=True, text=True, check=True
+    )
+    return completed.stdout.strip()
+
+
+def crd_sources() -> tuple[CrdSource, ...]:
+    return (
+        CrdSource(
+            module="istio.io/api",
+            version="v1.31.4",
+            files={
+                "kubernetes/customresourcedefinitions.gen.yaml": (
+                    "virtualservices.networking.istio.io",
+                    "destinationrules.networking.istio.io",
+                )
+            },
+        ),
+        CrdSource(
+            module="sigs.k8s.io/gateway-api",
+            version="v1.4.1",
+            files={
+                "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml": (
+                    "httproutes.gateway.networking.k8s.io",
+                )
+            },
+        ),
+        CrdSource(
+            module="github.com/argoproj/argo-rollouts",
+            version=argo_rollouts_version(),
+            files={
+                f"manifests/crds/{file}-crd.yaml": (f"{plural}.argoproj.io",)
+                for file, plural in (
+                    ("rollout", "rollouts"),
+                    ("analysis-run", "analysisruns"),
+                    ("analysis-template", "analysistemplates"),
+                    ("cluster-analysis-template", "clusteranalysistemplates"),
+                    ("experiment", "experiments"),
+                )
+            },
+        ),
+    )
 
 
 def module_dir(module: str, version: str) -> Path:
@@ -61,18 +92,20 @@ def module_dir(module: str, version: str) -> Path:
 
 
 def load_crds(source: CrdSource) -> list[dict[str, Any]]:
-    text = (module_dir(source.module, source.version) / source.path).read_text()
+    directory = module_dir(source.module, source.version)
+    return [crd for path, names in source.files.items() for crd in crds_in(directory, path, names)]
+
+
+def crds_in(directory: Path, path: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
     documents = [
         doc
-        for doc in yaml.safe_load_all(text)
+        for doc in yaml.safe_load_all((directory / path).read_text())
         if doc and doc.get("kind") == "CustomResourceDefinition"
     ]
-    wanted = [doc for doc in documents if doc["metadata"]["name"] in source.names]
+    wanted = [doc for doc in documents if doc["metadata"]["name"] in names]
     found = {doc["metadata"]["name"] for doc in wanted}
-    if missing := set(source.names) - found:
-        raise RuntimeError(
-            f"{source.module}@{source.version}/{source.path} lacks CRDs {sorted(missing)}"
-        )
+    if missing := set(names) - found:
+        raise RuntimeError(f"{directory}/{path} lacks CRDs {sorted(missing)}")
     for doc in wanted:
         doc["metadata"].pop("creationTimestamp", None)
         doc.pop("status", None)
@@ -80,4 +113,4 @@ def load_crds(source: CrdSource) -> list[dict[str, Any]]:
 
 
 def all_crds() -> list[dict[str, Any]]:
-    return [crd for source in CRD_SOURCES for crd in load_crds(source)]
+    return [crd for source in crd_sources() for crd in load_crds(source)]

@@ -27,9 +27,8 @@ from kubernetes.client.rest import ApiException
 
 from tests.infra.crds import all_crds
 from tests.infra.kwok_config import write_kwok_config
-from tests.infra.processes import ManagedProcess, free_port, wait_until
+from tests.infra.processes import ManagedProcess, built_bin_dir, free_port, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 RESTRICTED_TOKEN = "restricted-" + uuid.uuid4().hex
 RESTRICTED_USER = "restricted-viewer"
@@ -38,15 +37,7 @@ FAKE_NODE = "kwok-node-0"
 
 def ensure_control_plane() -> Path:
     """Build (or find cached) control-plane binaries; return their directory."""
-    completed = subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts/build-control-plane.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"building the control plane failed:\n{completed.stderr[-4000:]}")
-    return Path(completed.stdout.strip().splitlines()[-1])
+    return built_bin_dir("build-control-plane.sh", what="the control plane")
 
 
 @dataclass

@@ -1,16 +1,30 @@
-"""Starting and stopping the real server processes the tests talk to.
+"""Building, starting and stopping the real server processes the tests talk to.
 
-Called by the service modules in tests/infra (redis_server, prometheus_server, kube).
+Called by the service modules in tests/infra (redis_server, prometheus_server, kube, tools, argo).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def built_bin_dir(script: str, *, what: str) -> Path:
+    """Run a scripts/build-*.sh (it builds only what is not cached); return the directory it
+    prints last, where the binaries are."""
+    completed = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / script)], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"building {what} failed:\n{completed.stderr[-4000:]}")
+    return Path(completed.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:
@@ -44,6 +58,7 @@ class ManagedProcess:
     argv: Sequence[str]
     log_path: Path
     cwd: Path | None = None
+    env: Mapping[str, str] | None = None  # added to this process's environment
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ManagedProcess:
@@ -54,6 +69,7 @@ class ManagedProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.cwd,
+            env={**os.environ, **self.env} if self.env else None,
             start_new_session=True,
         )
         log.close()

@@ -16,20 +16,12 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.infra.processes import REPO_ROOT, built_bin_dir
 
 
 def ensure_tools() -> Path:
     """Build (or find cached) helm and kubectl; return their directory."""
-    completed = subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts/build-tools.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"building helm and kubectl failed:\n{completed.stderr[-4000:]}")
-    return Path(completed.stdout.strip().splitlines()[-1])
+    return built_bin_dir("build-tools.sh", what="helm and kubectl")
 
 
 @dataclass(frozen=True)
