@@ -43,6 +43,7 @@ ROUTER_YAML = {
     "replicas": "{provider: replicas, service: shop-api}",
     "bluegreen": "{provider: replicas, service: shop-api}",
     "bluegreen-only": "",  # no router: the app releases by blue-green only
+    "argo": "",  # an Argo Rollout routes its own traffic
     "istio": "{provider: istio, virtual_service: shop-api, destination_rule: shop-api, "
     "host: shop-api}",
     "gateway-api": "{provider: gateway-api, http_route: shop-api, stable_service: shop-api-stable, "
@@ -265,6 +266,7 @@ def _config(  # noqa: PLR0917 (private; the fixture passes every block)
         f"plans:\n  e2e:\n{stages}"
         f"apps:\n  {APP}:\n    namespace: {namespace}\n    workload: {APP}\n"
         f"    slack_channel: {RELEASES.id}\n    plan: e2e\n"
+        + ("    workload_kind: Rollout\n" if provider == "argo" else "")
         + (f"    router: {ROUTER_YAML[provider]}\n" if ROUTER_YAML[provider] else "")
         + (f"    metrics: {metrics}\n" if metrics else "")
         + (f"    authorization: {authorization}\n" if authorization else "")
