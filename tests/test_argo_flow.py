@@ -121,6 +121,19 @@ def replica_sets(world: World) -> dict[str, tuple[int, str]]:
     }
 
 
+def abort_from_outside(world: World) -> None:
+    """What `kubectl argo rollouts abort shop-api` does, as the cluster's admin."""
+    k8s.CustomObjectsApi(world.kube_admin).patch_namespaced_custom_object_status(
+        "argoproj.io",
+        "v1alpha1",
+        world.cluster.namespace,
+        "rollouts",
+        APP,
+        {"status": {"abort": True}},
+        _content_type="application/merge-patch+json",
+    )
+
+
 def channel_alerts(world: World) -> list[str]:
     return [
         m["text"] for m in world.slack.messages(RELEASES.id)[1:] if "Argo Rollouts" in m["text"]
@@ -237,16 +250,7 @@ def test_an_abort_from_outside_the_bot_alerts_the_channel(argo_world: Any) -> No
     world.command(f"canary {APP} v4")
     world.wait_for(Phase.AWAITING_APPROVAL, 1)
 
-    # someone runs `kubectl argo rollouts abort shop-api`
-    k8s.CustomObjectsApi(world.kube_admin).patch_namespaced_custom_object_status(
-        "argoproj.io",
-        "v1alpha1",
-        world.cluster.namespace,
-        "rollouts",
-        APP,
-        {"status": {"abort": True}},
-        _content_type="application/merge-patch+json",
-    )
+    abort_from_outside(world)
     rolled_back = world.wait_for(Phase.ROLLED_BACK)
     assert rolled_back.outcome_by is None
     assert rolled_back.outcome_reason is not None
@@ -321,3 +325,83 @@ def test_argos_failing_analysis_alerts_with_the_measurement(
     assert 'Metric "error-ratio" assessed Failed' in alert
     state = status(world)
     assert state["abort"] is True and state["phase"] == "Degraded"
+
+
+WINDOW_S = 4
+METRICS = (
+    f"{{provider: generic, interval: 1s, window: {WINDOW_S}s, min_requests: 10, "
+    "failure_limit: 0, snapshot_interval: 1m}"
+)
+
+
+def test_the_bots_own_checks_abort_a_bad_rollout_and_alert(
+    argo_world: Any, prometheus_server: PrometheusServer, clean_exporter: MetricsExporter
+) -> None:
+    """release-bot's Prometheus analysis runs beside Argo's: the new ReplicaSet's pods against
+    the stable's, told apart by the version label the bot set on the template."""
+    world = argo_world(
+        {"canary": {"steps": STEPS}}, APP, metrics=METRICS, prometheus_url=prometheus_server.url
+    )
+    namespace = world.cluster.namespace
+    for version, errors in (("v1", 0.0), ("v6", 0.3)):
+        clean_exporter.set_traffic(
+            app=APP,
+            version=version,
+            track="stable",
+            qps=30,
+            error_ratio=errors,
+            namespace=namespace,
+        )
+    prometheus_server.wait_for_samples(
+        f'http_requests_total{{namespace="{namespace}",app="{APP}",version="v6"}}',
+        window_s=WINDOW_S,
+    )
+    world.command(f"canary {APP} v6")
+    rolled_back = world.wait_for(Phase.ROLLED_BACK)
+    assert rolled_back.outcome_by is None
+    assert (rolled_back.outcome_reason or "").startswith("checks failed: error rate is")
+    state = status(world)
+    assert state["abort"] is True and state["phase"] == "Degraded"
+    alerts = [m["text"] for m in world.slack.messages(RELEASES.id)[1:]]
+    assert any("rolling back automatically" in alert for alert in alerts), alerts
+    assert channel_alerts(world) == []  # Argo did not abort it on its own
+
+
+def test_a_blue_green_rollout_previews_then_switches_on_approval(argo_world: Any) -> None:
+    strategy = {
+        "blueGreen": {
+            "activeService": APP,
+            "previewService": f"{APP}-preview",
+            "autoPromotionEnabled": False,
+            "scaleDownDelaySeconds": 2,
+        }
+    }
+    world = argo_world(strategy, APP, f"{APP}-preview")
+    blue_hash = status(world)["stableRS"]
+    assert "uses the blueGreen strategy: start it with `/release bluegreen" in world.command(
+        f"canary {APP} v2"
+    )
+    answer = world.command(f"bluegreen {APP} v2")
+    assert answer.startswith(
+        f":white_check_mark: Started an Argo Rollouts blue-green release of {APP} v2"
+    )
+    world.wait_for(Phase.AWAITING_APPROVAL, 0)
+    wait_status(world, "the preview paused", lambda state: bool(state.get("pauseConditions")))
+    state = status(world)
+    assert state["pauseConditions"][0]["reason"] == "BlueGreenPause"
+    green_hash = state["currentPodHash"]
+    assert state["blueGreen"]["previewSelector"] == green_hash
+    assert state["blueGreen"]["activeSelector"] == blue_hash
+    assert selector_hash(world, APP) == blue_hash
+    assert selector_hash(world, f"{APP}-preview") == green_hash
+
+    assert world.post(world.click(ACTION_APPROVE)) == ""
+    world.wait_for(Phase.SUCCEEDED)
+    state = status(world)
+    assert state["blueGreen"]["activeSelector"] == green_hash == state["stableRS"]
+    assert selector_hash(world, APP) == green_hash
+
+
+def selector_hash(world: World, name: str) -> str:
+    found = world.cluster.read(SERVICES, name)
+    return str(found["spec"]["selector"]["rollouts-pod-template-hash"])

@@ -28,11 +28,21 @@ from bot.kube.client import JOBS, SERVICES
 from bot.kube.routers import TrafficSplit
 from bot.kube.workloads import MANAGED_BY, MANAGED_BY_LABEL
 from bot.slack.cards import ACTION_APPROVE
+from tests.infra.argo import ArgoController
 from tests.infra.kube import KubeCluster, create_namespace
 from tests.infra.kwok_config import LOG_LINES, smoke_job
 from tests.infra.release_world import APP, STABLE_IMAGE, World
 from tests.infra.slack_requests import ALICE
 from tests.kube_objects import stable_deployment
+from tests.test_argo_flow import (
+    STEPS,
+    abort_from_outside,
+    installs,
+    paused_at,
+    rollout_of,
+    status,
+    wait_status,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_WIDE = REPO_ROOT / "deploy/rbac.yaml"
@@ -232,6 +242,32 @@ def test_a_blue_green_release_runs_with_the_namespace_scoped_rules(
         "bluegreen", PLAN, bluegreen=BLUE_GREEN, kubeconfig=bot_account.kubeconfig
     )
     run_blue_green(world)
+
+
+def test_an_argo_rollout_runs_with_the_cluster_wide_rules(
+    world_for: Any,
+    bot_account: BotAccount,
+    bind_cluster_wide: Callable[[], None],
+    argo_controller: ArgoController,
+) -> None:
+    """Every call bot/kube/argo.py makes: the image set (update), the pause resumed and the full
+    promotion (status patches), the stable ReplicaSet and an abort's AnalysisRuns listed."""
+    bind_cluster_wide()
+    install = installs(rollout_of({"canary": {"steps": STEPS}}), APP)
+    world: World = world_for("argo", PLAN, install=install, kubeconfig=bot_account.kubeconfig)
+    world.command(f"canary {APP} v2", user=ALICE)
+    world.wait_for(Phase.AWAITING_APPROVAL, 1)
+    world.post(world.click(ACTION_APPROVE))
+    world.wait_for(Phase.AWAITING_APPROVAL, 2)
+    wait_status(world, "the Rollout resumed to its 60 % pause", paused_at(5))
+    world.command(f"promote {APP} --full", user=ALICE)
+    world.wait_for(Phase.SUCCEEDED)
+    world.command(f"canary {APP} v3", user=ALICE)  # the stable ReplicaSet read for its version
+    assert world.release().previous_version == "v2"
+    world.wait_for(Phase.AWAITING_APPROVAL, 1)
+    abort_from_outside(world)
+    world.wait_for(Phase.ROLLED_BACK)  # the abort's AnalysisRuns listed: none
+    assert status(world)["abort"] is True
 
 
 def plan_for(provider: str) -> str:

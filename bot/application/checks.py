@@ -229,11 +229,18 @@ class CanaryChecks:
             return None
 
 
+_COMPARED_BY_VERSION = frozenset(
+    {ReleaseKind.BLUE_GREEN, ReleaseKind.ARGO_CANARY, ReleaseKind.ARGO_BLUE_GREEN}
+)
+
+
 def sides_of(release: Release) -> Sides:
     """What a release's checks compare: blue-green's green (pods labelled with the release's
-    version) against blue (the version it replaces), whatever slot each runs in; a canary's and
-    a hybrid's green (`track: canary`, a canary Deployment) against stable by track."""
-    if release.kind is not ReleaseKind.BLUE_GREEN or release.previous_version is None:
+    version) against blue (the version it replaces), whatever slot each runs in, and an Argo
+    Rollout's new ReplicaSet against its stable one the same way (their pods differ by version
+    label only); a canary's and a hybrid's green (`track: canary`, a canary Deployment) against
+    stable by track."""
+    if release.kind not in _COMPARED_BY_VERSION or release.previous_version is None:
         return BY_TRACK
     green = parse_version(release.version).label
     return Sides(canary_version=green, stable_version=release.previous_version)
