@@ -183,6 +183,12 @@ def test_a_canary_rollout_walks_its_steps_from_slack(argo_world: Any) -> None:
     assert state["pauseConditions"][0]["reason"] == "CanaryPauseStep"
     assert state["stableRS"] == stable_hash != state["currentPodHash"]
     assert replica_sets(world)[state["currentPodHash"]] == (2, "registry.example/shop/api:v2")
+    # the card shows what Argo reports: its phase, the step, the new and the stable ReplicaSet
+    expected = (
+        f"🐙 Argo Rollouts: *Paused* (CanaryPauseStep) · step 4/8 · new ReplicaSet "
+        f"`{state['currentPodHash']}` 2/5 pods · stable `{stable_hash}`"
+    )
+    wait_until(lambda: expected in str(world.card()["blocks"]), timeout_s=10, what=expected)
 
     # Approve on the card: the pause is resumed (pauseConditions cleared), Argo moves to 60 %
     assert world.post(world.click(ACTION_APPROVE)) == ""

@@ -24,6 +24,7 @@ from bot.core.machine import (
     CanaryReady,
     Notify,
     RolloutAborted,
+    RolloutObserved,
     StageTimerElapsed,
     start_release,
     transition,
@@ -110,11 +111,14 @@ def test_a_strategy_that_makes_no_plan_says_why(spec: dict[str, Any], problem: s
         rollout_plan(spec)
 
 
-def test_the_argo_table_is_the_canarys_plus_arguments_from_argo() -> None:
+def test_the_argo_table_is_the_canarys_plus_what_argo_reports() -> None:
     added = set(ARGO_TRANSITIONS) - set(CANARY_TRANSITIONS)
     assert set(CANARY_TRANSITIONS) <= set(ARGO_TRANSITIONS)
-    assert {event for _, event in added} == {RolloutAborted}
-    assert {phase for phase, _ in added} == {
+    assert {event for _, event in added} == {RolloutAborted, RolloutObserved}
+    aborted_in = {phase for phase, event in added if event is RolloutAborted}
+    observed_in = {phase for phase, event in added if event is RolloutObserved}
+    assert observed_in == aborted_in | {Phase.ROLLING_BACK}
+    assert aborted_in == {
         Phase.STARTING,
         Phase.VERIFYING,
         Phase.RUNNING,

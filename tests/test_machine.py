@@ -38,6 +38,7 @@ from bot.core.machine import (
     Rollback,
     RollbackDone,
     RolloutAborted,
+    RolloutObserved,
     StageTimerElapsed,
     Switched,
     UpdateCard,
@@ -53,6 +54,7 @@ from bot.core.release import (
     DesiredTraffic,
     Phase,
     Release,
+    RolloutView,
     desired_traffic,
 )
 from tests.releases import (
@@ -89,6 +91,7 @@ ONE_OF_EACH: list[Event] = [
     BlueRetentionElapsed(),
     PodsObserved(pods=BlueGreenPods(blue_ready=3, blue_desired=3, green_ready=1, green_desired=3)),
     RolloutAborted(abort=RolloutAbort(message="RolloutAborted: aborted from outside")),
+    RolloutObserved(view=RolloutView(phase="Paused", step=3, steps=8)),
 ]
 CANARY_PHASES = [phase for phase in Phase if phase not in (Phase.SWITCHING, Phase.KEEPING_BLUE)]
 

@@ -60,6 +60,7 @@ from bot.core.machine import (
     Resume,
     RollbackDone,
     RolloutAborted,
+    RolloutObserved,
     StageTimerElapsed,
     Switched,
     VerificationPassed,
@@ -978,9 +979,7 @@ class ReleaseService:
                 return PromotionDone()
             case Phase.ROLLING_BACK if observation.rollback_complete:
                 return RollbackDone()
-        if observation.pods is not None and observation.pods != release.pods:
-            return PodsObserved(pods=observation.pods)
-        return None
+        return _seen_change(release, observation)
 
     def _verification_event(
         self, release: Release, observation: Observation, *, now: datetime
@@ -1379,6 +1378,15 @@ def _retry_refusal(app_name: str, last: Release | None) -> str | None:
         )
     if last.phase is not Phase.ROLLED_BACK:
         return f"{app_name}'s last release ({last.version}) is {last.phase.value}, not aborted."
+    return None
+
+
+def _seen_change(release: Release, observation: Observation) -> Event | None:
+    """What the card shows of the cluster changed: blue's and green's pods, a Rollout's status."""
+    if observation.pods is not None and observation.pods != release.pods:
+        return PodsObserved(pods=observation.pods)
+    if observation.rollout is not None and observation.rollout != release.rollout:
+        return RolloutObserved(view=observation.rollout)
     return None
 
 

@@ -30,6 +30,7 @@ from bot.core.release import (
     Phase,
     Release,
     ReleaseKind,
+    RolloutView,
     VerificationRun,
     desired_traffic,
 )
@@ -190,6 +191,14 @@ class RolloutAborted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutObserved:
+    """Argo Rollouts: what the Rollout's status shows changed (from the reconciler); the card
+    shows it."""
+
+    view: RolloutView
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fail:
     """The bot cannot carry the release on (e.g. a permanent cluster error); a person must look."""
 
@@ -217,6 +226,7 @@ Event = (
     | PodsObserved
     | BlueRetentionElapsed
     | RolloutAborted
+    | RolloutObserved
     | Fail
 )
 
@@ -642,6 +652,10 @@ def _rollout_aborted(release: Release, event: RolloutAborted, now: datetime) -> 
     return _begin_rollback(release, by=None, reason=reason, notice=notice)
 
 
+def _rollout_observed(release: Release, event: RolloutObserved, now: datetime) -> _Change:
+    return _Change(release=release.evolve(rollout=event.view))
+
+
 def _fail(release: Release, event: Fail, now: datetime) -> _Change:
     failed = release.evolve(
         phase=Phase.FAILED,
@@ -832,6 +846,10 @@ ARGO_TRANSITIONS: TransitionTable = {
             _rollout_aborted, _to(Phase.ROLLING_BACK), offered=lambda _: False
         )
         for phase in _NOT_YET_ROLLING_BACK
+    },
+    **{
+        (phase, RolloutObserved): Transition(_rollout_observed, _to(phase), offered=lambda _: False)
+        for phase in _UNFINISHED
     },
 }
 """An Argo Rollout walks the canary's table over the stages of its own steps (bot.core.argo):

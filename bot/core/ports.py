@@ -22,7 +22,7 @@ from bot.core.errors import ReleaseBotError, TemporaryError
 from bot.core.freezes import OneOffFreeze
 from bot.core.machine import Notify
 from bot.core.plan import Plan
-from bot.core.release import BlueGreenPods, Release, ReleaseKind
+from bot.core.release import BlueGreenPods, Release, ReleaseKind, RolloutView
 from bot.core.verification import VerificationStatus
 
 # ---------------------------------------------------------------- the cluster
@@ -52,6 +52,8 @@ class Observation:
     """Blue-green: blue's and green's pods."""
     aborted: RolloutAbort | None = None
     """Argo Rollouts: the Rollout was aborted during the release, and not by the bot."""
+    rollout: RolloutView | None = None
+    """Argo Rollouts: the Rollout's status, for the card."""
 
 
 @dataclass(frozen=True, slots=True)

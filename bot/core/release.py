@@ -150,6 +150,23 @@ class BlueGreenPods(_Record):
     green_desired: int = Field(ge=0)
 
 
+class RolloutView(_Record):
+    """An Argo Rollout as its controller last reported it (bot.kube.argo), for the card."""
+
+    phase: str
+    """status.phase: Progressing, Paused, Healthy, Degraded."""
+    message: str = ""
+    step: int | None = None
+    """status.currentStepIndex (a canary's; None for blue-green)."""
+    steps: int = 0
+    new_revision: str | None = None
+    """The pod-template hash of the release's ReplicaSet (status.currentPodHash)."""
+    stable_revision: str | None = None
+    """status.stableRS."""
+    updated_pods: int = Field(default=0, ge=0)
+    pods: int = Field(default=0, ge=0)
+
+
 class OutboxNotice(_Record):
     """A thread message decided by a transition and saved with it, until Slack has it."""
 
@@ -249,6 +266,8 @@ class Release(_Record):
     blue_due_at: AwareDatetime | None = None
     """Blue-green: while KEEPING_BLUE, when blue's retention ends; while PROMOTING, when the
     scaled-down blue is deleted."""
+    rollout: RolloutView | None = None
+    """Argo Rollouts: the Rollout as last observed."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

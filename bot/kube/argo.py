@@ -39,7 +39,7 @@ from bot.core.argo import (
 )
 from bot.core.errors import PermanentError
 from bot.core.ports import Observation, PreflightResult
-from bot.core.release import Phase, Release, ReleaseKind
+from bot.core.release import Phase, Release, ReleaseKind, RolloutView
 from bot.kube.client import ANALYSIS_RUNS, REPLICA_SETS, ROLLOUTS, NamespacedResources, Object
 from bot.kube.preflight import Finding, Severity, preflight_result, run_preflight
 from bot.kube.workloads import (
@@ -215,13 +215,16 @@ class ArgoRolloutStrategy:
         status = rollout.get("status") or {}
         if not _observed(rollout):
             return Observation()
+        view = _view(rollout, planned)
         if status.get("abort"):
             if release.phase in _ABORTING or _stale_abort(rollout, release.started_at):
-                return Observation(rollback_complete=status.get("phase") == "Degraded")
-            return Observation(aborted=self._abort_cause(rollout))
+                done = status.get("phase") == "Degraded"
+                return Observation(rollback_complete=done, rollout=view)
+            return Observation(aborted=self._abort_cause(rollout), rollout=view)
         return Observation(
             canary_ready=_first_stage_reached(status, planned),
             promotion_complete=_complete(rollout),
+            rollout=view,
         )
 
     def _abort_cause(self, rollout: Object) -> RolloutAbort:
@@ -288,6 +291,21 @@ class ArgoRolloutStrategy:
 
     def _container(self, template: Object) -> Object:
         return released_container(template, wanted=self.config.container, app=self.config.name)
+
+
+def _view(rollout: Object, planned: RolloutPlan) -> RolloutView:
+    status = rollout.get("status") or {}
+    steps = ((rollout["spec"].get("strategy") or {}).get(CANARY_STRATEGY) or {}).get("steps")
+    return RolloutView(
+        phase=str(status.get("phase") or "unknown"),
+        message=str(status.get("message") or ""),
+        step=status.get("currentStepIndex") if planned.strategy == CANARY_STRATEGY else None,
+        steps=len(steps or []),
+        new_revision=status.get("currentPodHash"),
+        stable_revision=status.get("stableRS"),
+        updated_pods=int(status.get("updatedReplicas") or 0),
+        pods=int(rollout["spec"].get("replicas") or 0),
+    )
 
 
 def _observed(rollout: Object) -> bool:

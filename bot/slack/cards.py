@@ -32,7 +32,7 @@ from slack_sdk.models.blocks import (
 from bot.core.durations import format_duration
 from bot.core.freezes import held_by_freeze
 from bot.core.machine import Advance, Approve, Event, Notify, Pause, Resume, Rollback, offers
-from bot.core.release import NoticeKind, Phase, Release, ReleaseKind, desired_traffic
+from bot.core.release import NoticeKind, Phase, Release, ReleaseKind, RolloutView, desired_traffic
 from bot.core.text import percent, principal_mention
 
 ACTION_APPROVE = "release.approve"
@@ -141,6 +141,8 @@ def _release_card(release: Release, stage_time: str | None, updated: str) -> Car
         blocks.append(_section(_overrides_text(release)))
     if release.approvals:
         blocks.append(_section(_approvals_text(release)))
+    if release.rollout is not None:
+        blocks.append(_context(_rollout_text(release.rollout)))
     if release.latest_metrics:
         blocks.append(_context(f"📊 {release.latest_metrics}"))
     if buttons := _buttons(release):
@@ -164,6 +166,19 @@ _PHASE_EMOJI = {
     Phase.ROLLED_BACK: "⏪",
     Phase.FAILED: "❌",
 }
+
+
+def _rollout_text(view: RolloutView) -> str:
+    """What Argo Rollouts last reported of the release's Rollout."""
+    parts = [f"🐙 Argo Rollouts: *{view.phase}*" + (f" ({view.message})" if view.message else "")]
+    if view.step is not None:
+        parts.append(f"step {min(view.step + 1, view.steps)}/{view.steps}")
+    if view.new_revision:
+        pods = f"{view.updated_pods}/{view.pods} pods"
+        parts.append(f"new ReplicaSet `{view.new_revision}` {pods}")
+    if view.stable_revision and view.stable_revision != view.new_revision:
+        parts.append(f"stable `{view.stable_revision}`")
+    return " · ".join(parts)
 
 
 def _origin_text(release: Release) -> str:

@@ -155,7 +155,11 @@ class World:
                 and (stage_index is None or latest.stage_index == stage_index)
             )
 
-        wait_until(reached, timeout_s=PHASE_TIMEOUT_S, what=f"{phase} at stage {stage_index}")
+        try:
+            wait_until(reached, timeout_s=PHASE_TIMEOUT_S, what=f"{phase} at stage {stage_index}")
+        except TimeoutError as error:
+            last = f"{seen[0].phase} at stage {seen[0].stage_index}" if seen else "no release"
+            raise TimeoutError(f"{error}; the release was last {last}") from error
         return seen[0]
 
     def _latest(self) -> Release | None:
