@@ -13,7 +13,14 @@ from kubernetes import client as k8s
 
 from bot.application.apps_file import load_config
 from bot.core.apps import AppConfig
-from bot.kube.client import DEPLOYMENTS, DESTINATION_RULES, HTTP_ROUTES, SERVICES, VIRTUAL_SERVICES
+from bot.kube.client import (
+    DEPLOYMENTS,
+    DESTINATION_RULES,
+    HTTP_ROUTES,
+    ROLLOUTS,
+    SERVICES,
+    VIRTUAL_SERVICES,
+)
 from bot.kube.live_check import LiveFinding, canary_share, check_app_live
 from tests.infra.kube import KubeCluster
 from tests.infra.processes import free_port
@@ -112,6 +119,36 @@ def test_an_app_without_a_router_is_checked_as_blue_green_only(
     assert [f.message for f in check_app_live(kube_admin, apps(tmp_path, text)["cart"])] == [
         f"Deployment {namespace}/cart found, container app",
         "router none: blue-green only (a canary or hybrid start needs a router)",
+    ]
+
+
+def test_an_argo_rollout_app_is_checked_as_its_steps(
+    kube_admin: k8s.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """No controller is needed to read a Rollout: its CRD is installed with the control plane."""
+    cluster = Cluster(kube_admin, namespace)
+    template = stable_deployment(name="cart", replicas=2)["spec"]
+    steps = [{"setWeight": 25}, {"pause": {"duration": "10m"}}, {"setWeight": 50}, {"pause": {}}]
+    cluster.create(
+        ROLLOUTS,
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "cart"},
+            "spec": {**template, "strategy": {"canary": {"steps": steps}}},
+        },
+    )
+    text = apps_file(namespace, prometheus_url="http://x:1").replace(
+        "    plan: steps\n    router: {provider: replicas}\n", "    workload_kind: Rollout\n"
+    )
+    found = apps(tmp_path, text)
+    assert [f.message for f in check_app_live(kube_admin, found["cart"])] == [
+        f"Rollout {namespace}/cart found, container app",
+        f"Rollout {namespace}/cart (canary) walks: 25 % for 10m → 50 % + approval → 100 %",
+    ]
+    # the file's other apps are still Deployments
+    assert [(f.ok, f.message) for f in check_app_live(kube_admin, found["checkout"])] == [
+        (False, f"Deployment {namespace}/checkout does not exist")
     ]
 
 

@@ -81,9 +81,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_example_file_loads_into_typed_objects() -> None:
     config = load_config(EXAMPLE)
 
-    assert list(config.apps) == ["shop-api", "checkout", "image-resizer", "ledger"]
+    assert list(config.apps) == ["shop-api", "checkout", "image-resizer", "storefront", "ledger"]
+    storefront = config.apps["storefront"]
+    assert storefront.workload_kind == "Rollout"
+    assert isinstance(storefront.router, NoRouter)
     assert list(config.plans) == ["default", "fast", "careful", "verified"]
-    shop, checkout, resizer, ledger = (config.app(name) for name in config.apps)
+    shop, checkout, resizer, _, ledger = (config.app(name) for name in config.apps)
     settings = ledger.bluegreen
     assert (settings.service, settings.preview_service_of("ledger")) == ("ledger", "ledger-green")
     assert (settings.approvals, settings.preview_checks) == (2, True)
@@ -167,7 +170,11 @@ def test_check_config_cli_on_the_example_exits_zero_with_a_summary() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines[0] == "OK: 4 apps, 4 plans"
+    assert lines[0] == "OK: 5 apps, 4 plans"
+    assert (
+        "  storefront: shop/storefront an Argo Rollout: its own steps, channel #shop-releases"
+        in lines
+    )
     assert "  shop-api: shop/shop-api via istio, plan careful, channel #shop-releases" in lines
     assert (
         "  checkout: payments/checkout via gateway-api, plan verified, channel C0PAYMENTS" in lines

@@ -26,7 +26,9 @@ from bot.metrics.prometheus import PrometheusMetrics
 
 
 def _describe_app(app: AppConfig) -> str:
-    if isinstance(app.router, NoRouter):
+    if app.workload_kind == "Rollout":
+        releases = "an Argo Rollout: its own steps"
+    elif isinstance(app.router, NoRouter):
         releases = "no router: blue-green only"
     else:
         releases = f"via {app.router.provider}, plan {app.plan.name}"

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from kubernetes import client as k8s
 
 from bot.core.apps import AppConfig, NoRouter, ReplicasRouter
+from bot.core.argo import RolloutSpecError, rollout_plan
 from bot.core.errors import PermanentError, TemporaryError
+from bot.core.text import plan_text
 from bot.kube.bluegreen import ProductionSlots
-from bot.kube.client import DEPLOYMENTS, NAMESPACES, NamespacedResources, Object
+from bot.kube.client import DEPLOYMENTS, NAMESPACES, ROLLOUTS, NamespacedResources, Object
 from bot.kube.routers import build_router
 from bot.kube.routers.replicas import BASELINE_ANNOTATION, replica_counts
 from bot.kube.workloads import AppWorkload, CanaryWorkloads
@@ -53,6 +55,9 @@ def _checks(api: k8s.ApiClient, app: AppConfig) -> Iterator[LiveFinding]:
     if NamespacedResources(api, NAMESPACES, "").get(app.namespace) is None:
         yield _problem(f"namespace {app.namespace} does not exist")
         return
+    if app.workload_kind == "Rollout":
+        yield from _rollout(api, app)
+        return
     name = ProductionSlots(app, api=api).serving_name()
     stable = NamespacedResources(api, DEPLOYMENTS, app.namespace).get(name)
     where = f"{app.namespace}/{name}"
@@ -70,6 +75,26 @@ def _checks(api: k8s.ApiClient, app: AppConfig) -> Iterator[LiveFinding]:
     yield from _routing(api, app, stable)
     if isinstance(app.router, ReplicasRouter):
         yield from _replica_shares(stable, app, where)
+
+
+def _rollout(api: k8s.ApiClient, app: AppConfig) -> Iterator[LiveFinding]:
+    """An Argo Rollout: it exists, with its own pod template, the container, steps that make
+    the plan its releases walk (what the card will show)."""
+    where = f"{app.namespace}/{app.workload}"
+    rollout = NamespacedResources(api, ROLLOUTS, app.namespace).get(app.workload)
+    if rollout is None:
+        yield _problem(f"Rollout {where} does not exist")
+        return
+    if "template" not in rollout["spec"]:
+        yield _problem(f"Rollout {where} has no spec.template (workloadRef is not supported)")
+        return
+    yield _container(rollout, app, where, noun="Rollout")
+    try:
+        planned = rollout_plan(rollout["spec"])
+    except RolloutSpecError as error:
+        yield _problem(f"Rollout {where}: {error}")
+        return
+    yield _ok(f"Rollout {where} ({planned.strategy}) walks: {plan_text(planned.plan)}")
 
 
 def _routing(api: k8s.ApiClient, app: AppConfig, stable: Object) -> Iterator[LiveFinding]:
@@ -102,18 +127,20 @@ def _names(stable: Object) -> list[str]:
     return [container["name"] for container in stable["spec"]["template"]["spec"]["containers"]]
 
 
-def _container(stable: Object, app: AppConfig, where: str) -> LiveFinding:
+def _container(
+    stable: Object, app: AppConfig, where: str, *, noun: str = "Deployment"
+) -> LiveFinding:
     names = _names(stable)
     if app.container is None and len(names) > 1:
         return _problem(
-            f"Deployment {where} has several containers ({', '.join(names)}): "
+            f"{noun} {where} has several containers ({', '.join(names)}): "
             "set the app's container to the one to release"
         )
     if app.container is not None and app.container not in names:
         return _problem(
-            f"Deployment {where} has no container {app.container} (it has {', '.join(names)})"
+            f"{noun} {where} has no container {app.container} (it has {', '.join(names)})"
         )
-    return _ok(f"Deployment {where} found, container {app.container or names[0]}")
+    return _ok(f"{noun} {where} found, container {app.container or names[0]}")
 
 
 def _pods(stable: Object) -> int:
