@@ -22,7 +22,7 @@ from tests.infra.exporter import MetricsExporter
 from tests.infra.processes import wait_until
 from tests.infra.prometheus_server import PrometheusServer
 from tests.infra.release_world import APP, World
-from tests.infra.slack_requests import RELEASES
+from tests.infra.slack_requests import ALICE, BOB, RELEASES
 from tests.kube_objects import Cluster, service, stable_deployment
 
 Rollout = dict[str, Any]
@@ -156,7 +156,7 @@ def argo_world(world_for: Any, argo_controller: ArgoController) -> Callable[...,
 
 
 def test_a_canary_rollout_walks_its_steps_from_slack(argo_world: Any) -> None:
-    world = argo_world({"canary": {"steps": STEPS}}, APP)
+    world = argo_world({"canary": {"steps": STEPS}}, APP, authorization="{four_eyes: true}")
     stable_hash = status(world)["stableRS"]
 
     answer = world.command(f"canary {APP} v2")
@@ -190,6 +190,12 @@ def test_a_canary_rollout_walks_its_steps_from_slack(argo_world: Any) -> None:
     )
     wait_until(lambda: expected in str(world.card()["blocks"]), timeout_s=10, what=expected)
 
+    # four-eyes as for every release: the requester's Approve is refused, the Rollout stays
+    refused = world.click(ACTION_APPROVE, user=ALICE)
+    assert world.post(refused) == ""
+    assert "four-eyes rule" in world.response_to(refused)
+    assert paused_at(3)(status(world))
+
     # Approve on the card: the pause is resumed (pauseConditions cleared), Argo moves to 60 %
     assert world.post(world.click(ACTION_APPROVE)) == ""
     world.wait_for(Phase.AWAITING_APPROVAL, 2)
@@ -198,12 +204,12 @@ def test_a_canary_rollout_walks_its_steps_from_slack(argo_world: Any) -> None:
     assert replica_sets(world)[status(world)["currentPodHash"]][0] == 3
 
     # promote: the pause step is skipped, Argo goes on to the 80 % pause
-    assert "Promote applied" in world.command(f"promote {APP}")
+    assert "Promote applied" in world.command(f"promote {APP}", user=BOB)
     world.wait_for(Phase.AWAITING_APPROVAL, 3)
     wait_status(world, "the Rollout at the 80 % pause", paused_at(7))
 
     # promote --full: status.promoteFull, and the Rollout is Healthy on v2
-    assert "Promote applied" in world.command(f"promote {APP} --full")
+    assert "Promote applied" in world.command(f"promote {APP} --full", user=BOB)
     done = world.wait_for(Phase.SUCCEEDED)
     assert done.outcome_reason is not None
     rollout = read(world.cluster)
