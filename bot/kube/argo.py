@@ -120,7 +120,9 @@ class ArgoRolloutStrategy:
             return preflight_result(report.findings)
         planned, findings = self._rollout_findings(rollout)
         result = preflight_result([*report.findings, *findings])
-        return replace(result, plan=None if planned is None else planned.plan)
+        if result.blocked or planned is None:
+            return result
+        return replace(result, plan=planned.plan)
 
     def reconcile(self, release: Release) -> Observation:
         rollout = self._rollout()
