@@ -229,6 +229,18 @@ def test_rollback_aborts_the_rollout_and_retry_walks_it_again(argo_world: Any) -
     wait_status(world, "the Rollout at its first indefinite pause", paused_at(3))
     canary_hash = status(world)["currentPodHash"]
 
+    # pause and resume are spec.paused, as `kubectl argo rollouts pause / resume`
+    assert "Pause applied" in world.command(f"pause {APP} looking at dashboards")
+    world.wait_for(Phase.PAUSED, 1)
+    assert read(world.cluster)["spec"]["paused"] is True
+    wait_status(world, "Argo sees the pause", lambda state: state.get("phase") == "Paused")
+    assert "Resume applied" in world.command(f"resume {APP}")
+    world.wait_for(Phase.AWAITING_APPROVAL, 1)
+    assert read(world.cluster)["spec"]["paused"] is False
+    assert paused_at(3)(status(world))  # the step's own pause still holds it
+
+    world.command(f"pause {APP}")  # a rollback needs no resume first
+    world.wait_for(Phase.PAUSED, 1)
     assert "Rollback applied" in world.command(f"rollback {APP} errors in the logs")
     rolled_back = world.wait_for(Phase.ROLLED_BACK)
     assert rolled_back.outcome_reason == "errors in the logs"

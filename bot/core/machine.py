@@ -475,7 +475,7 @@ def _pause(release: Release, event: Pause, now: datetime) -> _Change | Refused:
     resume_due_at = None if event.duration_s is None else now + timedelta(seconds=event.duration_s)
     paused = _hold(release, now, by=event.by, reason=event.reason, resume_due_at=resume_due_at)
     text = wording.paused_by(release, event.by, event.reason, resume_due_at, now)
-    return _Change(release=paused, notices=(_notice(NoticeKind.PAUSED, text),))
+    return _Change(release=paused, reconcile=True, notices=(_notice(NoticeKind.PAUSED, text),))
 
 
 def _checks_passed(release: Release, event: ChecksPassed, now: datetime) -> _Change:
@@ -519,6 +519,7 @@ def _checks_inconclusive(release: Release, event: ChecksInconclusive, now: datet
     text = wording.paused_by_metrics(release, event.reason)
     return _Change(
         release=paused,
+        reconcile=True,
         notices=(_notice(NoticeKind.PAUSED, text, in_channel=True),),
     )
 
@@ -1011,7 +1012,9 @@ def _begin_rollback(release: Release, *, by: str | None, reason: str, notice: No
 def _hold(
     release: Release, now: datetime, *, by: str | None, reason: str, resume_due_at: datetime | None
 ) -> Release:
-    """The release PAUSED, remembering the stage time left so Resume can restore it."""
+    """The release PAUSED, remembering the stage time left so Resume can restore it. Pausing and
+    resuming reconcile the cluster: most strategies hold traffic as it is, an Argo Rollout
+    holds itself by its spec.paused."""
     remaining = timedelta(0)
     if release.stage_due_at is not None:
         remaining = max(release.stage_due_at - now, timedelta(0))
@@ -1032,11 +1035,12 @@ def _end_pause(release: Release, now: datetime, *, opening: str) -> _Change:
     if pause.paused_from is Phase.AWAITING_APPROVAL:
         waiting = release.evolve(phase=Phase.AWAITING_APPROVAL, pause=None)
         text = wording.resumed_awaiting_approval(release, opening)
-        return _Change(release=waiting, notices=(_notice(NoticeKind.RESUMED, text),))
+        notices = (_notice(NoticeKind.RESUMED, text),)
+        return _Change(release=waiting, reconcile=True, notices=notices)
     due = now + timedelta(seconds=pause.remaining_s)
     running = release.evolve(phase=Phase.RUNNING, pause=None, stage_due_at=due)
     text = wording.resumed_with_time_left(release, opening, pause.remaining_s)
-    return _Change(release=running, notices=(_notice(NoticeKind.RESUMED, text),))
+    return _Change(release=running, reconcile=True, notices=(_notice(NoticeKind.RESUMED, text),))
 
 
 def _with_approvals(

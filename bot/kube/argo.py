@@ -190,17 +190,22 @@ class ArgoRolloutStrategy:
         )
 
     def _promote_full(self, rollout: Object) -> Object:
-        status = rollout.get("status") or {}
-        if rollout["spec"].get("paused"):
-            rollout = self.rollouts.merge_patch(self.name, {"spec": {"paused": False}})
-        if _complete(rollout) or status.get("promoteFull"):
+        rollout = self._unpaused(rollout)
+        if _complete(rollout) or (rollout.get("status") or {}).get("promoteFull"):
             return rollout
         return self._patch_status(rollout, {"promoteFull": True})
 
     def _abort(self, rollout: Object) -> Object:
+        """Paused or not when it was rolled back, a Rollout only carries out its abort unpaused."""
+        rollout = self._unpaused(rollout)
         if (rollout.get("status") or {}).get("abort"):
             return rollout
         return self._patch_status(rollout, {"abort": True})
+
+    def _unpaused(self, rollout: Object) -> Object:
+        if not rollout["spec"].get("paused"):
+            return rollout
+        return self.rollouts.merge_patch(self.name, {"spec": {"paused": False}})
 
     def _patch_status(self, rollout: Object, status: Object, *, guarded: bool = False) -> Object:
         """A merge patch of the status subresource, where Argo's plugin writes; `guarded`: it
