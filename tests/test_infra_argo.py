@@ -254,11 +254,12 @@ def test_blue_green_waits_before_the_switch_and_promote_switches_the_active_serv
             },
         )
 
-    def selected_hashes() -> tuple[str, str]:
-        return tuple(  # type: ignore[return-value]
+    def selected_hashes() -> list[str | None]:
+        """The pod-template hash each Service (active, preview) selects."""
+        return [
             core.read_namespaced_service(s, namespace).spec.selector.get(HASH_LABEL)
             for s in services
-        )
+        ]
 
     strategy = {
         "blueGreen": {
@@ -270,7 +271,7 @@ def test_blue_green_waits_before_the_switch_and_promote_switches_the_active_serv
     }
     rollouts.create(rollout("shop:1", strategy, replicas=2))
     blue = status(rollouts.wait(APP, "shop:1 healthy", healthy_at("shop:1")))["stableRS"]
-    assert selected_hashes() == (blue, blue)
+    assert selected_hashes() == [blue, blue]
 
     set_image(rollouts, "shop:2")
     paused = rollouts.wait(APP, "paused before the switch", phase_is("Paused"))
@@ -283,7 +284,7 @@ def test_blue_green_waits_before_the_switch_and_promote_switches_the_active_serv
         blue,
     )
     assert now["blueGreen"] == {"activeSelector": blue, "previewSelector": green}
-    assert selected_hashes() == (blue, green)
+    assert selected_hashes() == [blue, green]
     rollouts.wait(
         APP,
         "green Ready beside blue",
@@ -296,7 +297,7 @@ def test_blue_green_waits_before_the_switch_and_promote_switches_the_active_serv
     done = status(rollouts.wait(APP, "promoted", healthy_at("shop:2")))
     assert done["blueGreen"] == {"activeSelector": green, "previewSelector": green}
     assert done["stableRS"] == green
-    assert selected_hashes() == (green, green)
+    assert selected_hashes() == [green, green]
     assert "scale-down-deadline" in replica_sets(apps, namespace)[blue].metadata.annotations
     rollouts.wait(
         APP,
