@@ -11,6 +11,7 @@ tail in its report.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from collections.abc import Callable, Generator, Iterator
@@ -179,6 +180,8 @@ def argo_controller(
     controller = ArgoController(
         cluster=kube_cluster, work_dir=Path(tmp_path_factory.mktemp("argo"))
     ).start()
+    if os.environ.get("RELEASE_BOT_TEST_TIMINGS"):
+        print(f"\nrollouts-controller startup: {controller.startup_seconds} s")
     yield controller
     controller.stop()
 
