@@ -16,6 +16,8 @@ controller wrote, observed in these tests (a replica-weighted canary, no traffic
 - Resume (status.pauseConditions null; spec.paused false only when it was true): the steps go on;
   at the end phase Healthy, currentStepIndex = len(steps), stableRS == currentPodHash,
   controllerPause and pauseConditions gone, conditions Paused False, Completed True.
+- Skip the current step (status.currentStepIndex + 1, even at an indefinite pause): the controller
+  carries on from there, one step on, and pauses again at the next pause step.
 - status.promoteFull true: Healthy at once, stableRS == currentPodHash, currentStepIndex =
   len(steps); promoteFull is removed again by the controller.
 - status.abort true: phase Degraded, abort true, abortedAt set, message "RolloutAborted: Rollout
@@ -194,6 +196,21 @@ def test_canary_walks_its_steps_and_a_resume_releases_the_indefinite_pause(
     assert "pauseConditions" not in now and "controllerPause" not in now
     assert conditions(done)["Completed"] == ("True", "RolloutCompleted")
     assert replicas_by_hash(apps, namespace)[canary] == (REPLICAS, REPLICAS)
+
+
+def test_skipping_the_current_step_moves_on_by_exactly_one_step(rollouts: Rollouts) -> None:
+    """kubectl argo rollouts promote --skip-current-step: status.currentStepIndex + 1."""
+    steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]
+    rollouts.create(rollout("shop:1", {"canary": {"steps": steps}}))
+    rollouts.wait(APP, "shop:1 healthy", healthy_at("shop:1"))
+    set_image(rollouts, "shop:2")
+    rollouts.wait(APP, "at the first pause", paused_at(1))
+
+    rollouts.patch_status(APP, {"currentStepIndex": 2})
+
+    now = status(rollouts.wait(APP, "at the second pause", paused_at(3)))
+    assert (now["phase"], now["controllerPause"]) == ("Paused", True)
+    assert [c["reason"] for c in now["pauseConditions"]] == ["CanaryPauseStep"]
 
 
 def test_promote_full_skips_the_remaining_steps(rollouts: Rollouts) -> None:
