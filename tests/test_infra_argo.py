@@ -121,9 +121,15 @@ def healthy_at(image: str) -> Callable[[Rollout], bool]:
 
 
 def paused_at(step: int) -> Callable[[Rollout], bool]:
+    """At the step with its pause written: the controller writes the pause, then the conditions."""
+
     def check(rollout: Rollout) -> bool:
         now = status(rollout)
-        return now.get("currentStepIndex") == step and bool(now.get("pauseConditions"))
+        return bool(
+            now.get("currentStepIndex") == step
+            and now.get("pauseConditions")
+            and conditions(rollout).get("Paused") == ("True", "RolloutPaused")
+        )
 
     return check
 
@@ -148,6 +154,14 @@ def replicas_by_hash(apps: k8s.AppsV1Api, namespace: str) -> dict[str, tuple[int
     }
 
 
+def replicas_become(
+    apps: k8s.AppsV1Api, namespace: str, wanted: dict[str, tuple[int, int]]
+) -> Callable[[Rollout], bool]:
+    """(desired, ready) of each ReplicaSet: the ReplicaSet controller and kwok catch up a moment
+    after the Rollout's status says a step is done."""
+    return lambda _: replicas_by_hash(apps, namespace) == wanted
+
+
 def started_canary(rollouts: Rollouts) -> tuple[Rollout, Rollout]:
     """shop:1 Healthy, then shop:2 waiting at the indefinite pause: (first, paused)."""
     rollouts.create(rollout("shop:1", {"canary": {"steps": CANARY_STEPS}}))
@@ -165,7 +179,7 @@ def test_canary_walks_its_steps_and_a_resume_releases_the_indefinite_pause(
     first = status(rollouts.wait(APP, "shop:1 healthy", healthy_at("shop:1")))
     stable = first["stableRS"]
     assert first["currentStepIndex"] == len(CANARY_STEPS)  # a first revision skips the steps
-    assert replicas_by_hash(apps, namespace) == {stable: (REPLICAS, REPLICAS)}  # kwok: Ready
+    rollouts.wait(APP, "kwok made them Ready", replicas_become(apps, namespace, {stable: (4, 4)}))
 
     set_image(rollouts, "shop:2")
     timed = rollouts.wait(APP, "at the timed pause", paused_at(1))
@@ -182,9 +196,9 @@ def test_canary_walks_its_steps_and_a_resume_releases_the_indefinite_pause(
         True,
     )
     assert now["stableRS"] == stable != canary
-    assert conditions(paused)["Paused"] == ("True", "RolloutPaused")
     assert "paused" not in paused["spec"]
-    assert replicas_by_hash(apps, namespace) == {stable: (2, 2), canary: (2, 2)}  # setWeight 50
+    at_half = {stable: (2, 2), canary: (2, 2)}
+    rollouts.wait(APP, "setWeight 50 in replicas", replicas_become(apps, namespace, at_half))
     time.sleep(2.5)  # longer than the timed pause: this one waits for a person
     assert paused_at(INDEFINITE_PAUSE)(rollouts.read(APP))
 
@@ -195,7 +209,8 @@ def test_canary_walks_its_steps_and_a_resume_releases_the_indefinite_pause(
     assert now["currentStepIndex"] == len(CANARY_STEPS)
     assert "pauseConditions" not in now and "controllerPause" not in now
     assert conditions(done)["Completed"] == ("True", "RolloutCompleted")
-    assert replicas_by_hash(apps, namespace)[canary] == (REPLICAS, REPLICAS)
+    all_canary = {stable: (0, 0), canary: (4, 4)}
+    rollouts.wait(APP, "stable scaled down", replicas_become(apps, namespace, all_canary))
 
 
 def test_skipping_the_current_step_moves_on_by_exactly_one_step(rollouts: Rollouts) -> None:
@@ -221,7 +236,9 @@ def test_promote_full_skips_the_remaining_steps(rollouts: Rollouts) -> None:
     done = status(rollouts.wait(APP, "promoted in full", healthy_at("shop:2")))
     assert done["stableRS"] == status(paused)["currentPodHash"]
     assert done["currentStepIndex"] == len(CANARY_STEPS)
-    assert "promoteFull" not in done  # the controller clears it once done
+    rollouts.wait(
+        APP, "promoteFull cleared by the controller", lambda r: "promoteFull" not in status(r)
+    )
 
 
 def test_abort_returns_to_stable_and_retry_starts_the_steps_again(
@@ -233,19 +250,21 @@ def test_abort_returns_to_stable_and_retry_starts_the_steps_again(
 
     rollouts.patch_status(APP, {"abort": True})
 
-    aborted = rollouts.wait(APP, "aborted", phase_is("Degraded"))
+    aborted = rollouts.wait(
+        APP,
+        "aborted",
+        lambda r: conditions(r).get("Progressing") == ("False", "RolloutAborted"),
+    )
     now = status(aborted)
     assert now["abort"] is True and now["abortedAt"]
     assert now["message"] == "RolloutAborted: Rollout aborted update to revision 2"
     assert (now["currentStepIndex"], now["stableRS"], now["currentPodHash"]) == (0, stable, canary)
     assert "pauseConditions" not in now and "controllerPause" not in now
-    assert conditions(aborted)["Progressing"] == ("False", "RolloutAborted")
+    assert now["phase"] == "Degraded"
     rollouts.wait(
         APP,
         "canary scaled down",
-        lambda _: (
-            replicas_by_hash(apps, namespace) == {stable: (REPLICAS, REPLICAS), canary: (0, 0)}
-        ),
+        replicas_become(apps, namespace, {stable: (REPLICAS, REPLICAS), canary: (0, 0)}),
     )
 
     rollouts.patch_status(APP, {"abort": False})
@@ -254,7 +273,8 @@ def test_abort_returns_to_stable_and_retry_starts_the_steps_again(
     now = status(again)
     assert (now["phase"], now["abort"], now["currentPodHash"]) == ("Paused", False, canary)
     assert "abortedAt" not in now
-    assert replicas_by_hash(apps, namespace) == {stable: (2, 2), canary: (2, 2)}
+    at_half = {stable: (2, 2), canary: (2, 2)}
+    rollouts.wait(APP, "setWeight 50 again", replicas_become(apps, namespace, at_half))
 
 
 def test_blue_green_waits_before_the_switch_and_promote_switches_the_active_service(
@@ -305,7 +325,7 @@ def test_blue_green_waits_before_the_switch_and_promote_switches_the_active_serv
     rollouts.wait(
         APP,
         "green Ready beside blue",
-        lambda _: replicas_by_hash(apps, namespace) == {blue: (2, 2), green: (2, 2)},
+        replicas_become(apps, namespace, {blue: (2, 2), green: (2, 2)}),
     )
 
     rollouts.patch_status(APP, {"pauseConditions": None})
@@ -319,7 +339,7 @@ def test_blue_green_waits_before_the_switch_and_promote_switches_the_active_serv
     rollouts.wait(
         APP,
         "blue scaled down after scaleDownDelaySeconds",
-        lambda _: replicas_by_hash(apps, namespace) == {blue: (0, 0), green: (2, 2)},
+        replicas_become(apps, namespace, {blue: (0, 0), green: (2, 2)}),
     )
 
 
