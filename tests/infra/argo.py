@@ -10,9 +10,11 @@ tail in its report.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import urllib.request
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from tests.infra.kube import KubeCluster, create_namespace
 from tests.infra.processes import ManagedProcess, built_bin_dir, free_port, wait_until
 
 ROLLOUTS = ("argoproj.io", "v1alpha1")
+MERGE_PATCH = "application/merge-patch+json"
+Rollout = dict[str, Any]
 CONTROLLER_NAMESPACE = "argo-rollouts"  # where it looks for its ConfigMap and notification Secret
 PROBE_ROLLOUT = "controller-probe"
 
@@ -88,23 +92,70 @@ class ArgoController:
 
     def _wait_for_probe_rollout(self, api: k8s.ApiClient) -> None:
         """/healthz answers before the informers sync: a Rollout it reconciles proves it works."""
-        custom = k8s.CustomObjectsApi(api)
-        custom.create_namespaced_custom_object(
-            *ROLLOUTS, CONTROLLER_NAMESPACE, "rollouts", probe_rollout()
-        )
+        rollouts = Rollouts(api, CONTROLLER_NAMESPACE)
+        rollouts.create(probe_rollout())
 
-        def reconciled() -> bool:
+        def reconciled(rollout: Rollout) -> bool:
             assert self.process is not None
             self.process.ensure_alive()
-            rollout = custom.get_namespaced_custom_object(
-                *ROLLOUTS, CONTROLLER_NAMESPACE, "rollouts", PROBE_ROLLOUT
-            )
             return rollout.get("status", {}).get("phase") == "Healthy"
 
-        wait_until(reconciled, timeout_s=60, what="rollouts-controller reconciling a probe Rollout")
+        rollouts.wait(PROBE_ROLLOUT, "reconciled by the controller", reconciled, timeout_s=60)
 
 
-def probe_rollout() -> dict[str, Any]:
+class Rollouts:
+    """Argo objects of one namespace through plain API calls, the way Argo's kubectl plugin makes
+    them (status changes through the status subresource): what tests write and read back."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.custom = k8s.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def create(self, body: Rollout, plural: str = "rollouts") -> None:
+        self.custom.create_namespaced_custom_object(*ROLLOUTS, self.namespace, plural, body)
+
+    def read(self, name: str, plural: str = "rollouts") -> Rollout:
+        found = self.custom.get_namespaced_custom_object(*ROLLOUTS, self.namespace, plural, name)
+        return dict(found)
+
+    def list(self, plural: str) -> list[Rollout]:
+        listed = self.custom.list_namespaced_custom_object(*ROLLOUTS, self.namespace, plural)
+        return list(listed["items"])
+
+    def patch_spec(self, name: str, patch: Rollout) -> None:
+        self.custom.patch_namespaced_custom_object(
+            *ROLLOUTS, self.namespace, "rollouts", name, patch, _content_type=MERGE_PATCH
+        )
+
+    def patch_status(self, name: str, status: Rollout) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            *ROLLOUTS,
+            self.namespace,
+            "rollouts",
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    def wait(
+        self, name: str, what: str, check: Callable[[Rollout], bool], timeout_s: float = 30
+    ) -> Rollout:
+        """Poll the Rollout until `check` holds; return it. A timeout shows its last status."""
+        last: list[Rollout] = []
+
+        def met() -> bool:
+            last[:] = [self.read(name)]
+            return check(last[0])
+
+        try:
+            wait_until(met, timeout_s=timeout_s, what=f"Rollout {name}: {what}", interval_s=0.1)
+        except TimeoutError as error:
+            status = last[0].get("status") if last else None
+            raise TimeoutError(f"{error}; last status: {json.dumps(status)}") from None
+        return last[0]
+
+
+def probe_rollout() -> Rollout:
     labels = {"app": PROBE_ROLLOUT}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -129,6 +180,8 @@ def argo_controller(
     controller = ArgoController(
         cluster=kube_cluster, work_dir=Path(tmp_path_factory.mktemp("argo"))
     ).start()
+    if os.environ.get("RELEASE_BOT_TEST_TIMINGS"):
+        print(f"\nrollouts-controller startup: {controller.startup_seconds} s")
     yield controller
     controller.stop()
 
