@@ -443,6 +443,10 @@ def test_rbac_rules_are_the_ones_of_deploy_rbac_yaml(kube_tools: KubeTools) -> N
         ("networking.istio.io", "virtualservices"),
         ("networking.istio.io", "destinationrules"),
         ("gateway.networking.k8s.io", "httproutes"),
+        ("argoproj.io", "rollouts"),
+        ("argoproj.io", "rollouts/status"),
+        ("argoproj.io", "analysisruns"),
+        ("apps", "replicasets"),
     }
 
 
