@@ -202,8 +202,15 @@ class SentinelCluster:
         """Restart a dead node as a replica of the current master, as its pod would come back;
         seconds until it is in sync."""
         started = time.monotonic()
-        node.start(replica_of=self.master().port)
+        master = self.master()
+        node.start(replica_of=master.port)
         wait_until(node.linked, timeout_s=READY_TIMEOUT_S, what=f"{node.name} to resync")
+        # the replica sees its link up a moment before the master counts it online for WAIT
+        wait_until(
+            lambda: _online_replicas(master) >= 1,
+            timeout_s=READY_TIMEOUT_S,
+            what=f"{master.name} to count {node.name} as an online replica",
+        )
         return time.monotonic() - started
 
     def stop(self) -> None:
@@ -234,3 +241,13 @@ def redis_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentin
         yield cluster
     finally:
         cluster.stop()
+
+
+def _online_replicas(master: RedisNode) -> int:
+    """Replicas the master reports connected and online (`slaveN: ...,state=online,...`)."""
+    info = master.client().info("replication")
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
