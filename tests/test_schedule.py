@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.core.machine import ChecksInconclusive, ChecksPassed
-from bot.core.release import NoticeKind, OutboxNotice, Phase, Release
-from bot.core.schedule import next_due
+from bot.core.release import NoticeKind, OutboxNotice, Phase, Release, ReleaseKind
+from bot.core.schedule import ROLLOUT_WATCH_S, next_due
 from tests.releases import MINUTE, run_in
 
 CHECK_S = 30.0
@@ -75,6 +75,18 @@ def test_awaiting_approval_waits_for_people_but_keeps_checking_and_resyncing() -
     assert due(waiting, run.now) == run.now + RESYNC
     checked = waiting.evolve(analysis_enabled=True, last_check_at=run.now - timedelta(seconds=10))
     assert due(checked, run.now) == run.now + timedelta(seconds=20)
+
+
+@pytest.mark.parametrize("kind", [ReleaseKind.ARGO_CANARY, ReleaseKind.ARGO_BLUE_GREEN])
+def test_an_argo_rollout_is_read_back_every_few_seconds_whatever_waits(kind: ReleaseKind) -> None:
+    """Argo may abort it by its own analysis at any moment: the alert follows within seconds."""
+    run = run_in(Phase.AWAITING_APPROVAL)
+    waiting = delivered(run.release).evolve(kind=kind)
+    assert due(waiting, run.now) == run.now + timedelta(seconds=ROLLOUT_WATCH_S)
+    held = run_in(Phase.PAUSED)
+    paused = delivered(held.release).evolve(kind=kind)
+    assert due(paused, held.now) == held.now + timedelta(seconds=ROLLOUT_WATCH_S)
+    assert due(delivered(run_in(Phase.ROLLED_BACK).release).evolve(kind=kind), run.now) is None
 
 
 def test_a_pause_with_a_duration_is_due_when_it_ends() -> None:

@@ -16,6 +16,8 @@ A release is due:
   freeze that holds it ends, when blue's retention ends (blue-green, keeping blue);
 - when its next metric check is due (`check_interval_s` after the last one; at once if none ran
   yet), while checks run for it (running, awaiting approval, paused by the bot itself);
+- an Argo Rollout at least every ROLLOUT_WATCH_S: its controller acts on its own (its analysis
+  may abort it at any moment), and the channel's alert should follow within seconds;
 - in any case `resync_s` after now, so drift in the cluster (someone edited the route) is
   repaired within that period;
 - never once it is finished and has nothing left to post (it leaves the index).
@@ -32,6 +34,8 @@ WATCHED_PHASES = frozenset(
 )
 """Reconciled every pass until the reconciler observes what the phase waits for."""
 CHECKED_PHASES = frozenset({Phase.VERIFYING, Phase.RUNNING, Phase.AWAITING_APPROVAL})
+ROLLOUT_WATCH_S = 5.0
+"""How often an Argo Rollout is read back while nothing else is due (one GET)."""
 
 
 def next_due(
@@ -50,6 +54,8 @@ def next_due(
     if release.phase in WATCHED_PHASES:
         return now
     candidates = [now + timedelta(seconds=resync_s)]
+    if release.kind.drives_argo:
+        candidates.append(now + timedelta(seconds=ROLLOUT_WATCH_S))
     if release.stage_due_at is not None:
         candidates.append(release.stage_due_at)
     pause = release.pause
