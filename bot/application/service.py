@@ -1069,29 +1069,43 @@ class ReleaseService:
                     raise
                 stored = reread
                 continue
-            _log_applied(entry, app=release.app)
-            self._refresh_home()
-            telemetry.count_transition(action, applied=True)
-            telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
             # under the lease, so no scheduler pass reconciles it meanwhile and takes the
             # reconcile's findings (the switch and its times) for its own
-            with self._lease_soon(saved.release.id) as leased:
+            with self._lease_soon(saved) as leased:
                 reconciled_at = self._clock()
                 reconciled = None
-                if ReconcileCluster() in decided.effects:  # nothing (no Slack call) before it
-                    reconciled = self._reconcile(saved if leased is None else leased)
-                self._reached(CrashPoint.RECONCILED)
+                try:  # the cluster first: no log line, counter, App Home or Slack call before it
+                    if ReconcileCluster() in decided.effects:
+                        reconciled = self._reconcile(saved if leased is None else leased)
+                    self._reached(CrashPoint.RECONCILED)
+                finally:
+                    self._report_applied(entry, before=stored.release, after=release, event=event)
                 saved = self._deliver(saved)
                 if leased is not None:
                     return self._after_reconcile(saved, action, reconciled, reconciled_at)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
 
+    def _report_applied(
+        self, entry: HistoryEntry, *, before: Release, after: Release, event: Event
+    ) -> None:
+        """A saved transition in the log, the counters and App Home (once the cluster is told)."""
+        _log_applied(entry, app=after.app)
+        self._refresh_home()
+        telemetry.count_transition(entry.action, applied=True)
+        telemetry.count_rollback(before, after, event)
+
     @contextmanager
-    def _lease_soon(self, release_id: str) -> Iterator[StoredRelease | None]:
-        """The release's lease, waiting a moment for a scheduler pass that holds it; None when
-        it is still held after LEASE_WAIT_S."""
+    def _lease_soon(self, saved: StoredRelease) -> Iterator[StoredRelease | None]:
+        """The release under its lease: `saved` itself when this thread holds the lease already
+        (a scheduler pass's own transition: nothing to read again before the reconcile), else as
+        read when the lease is taken, waiting a moment for a scheduler pass that holds it; None
+        when it is still held after LEASE_WAIT_S."""
+        if self._leases.holds(saved.release.id):
+            yield saved
+            return
+        release_id = saved.release.id
         deadline = time.monotonic() + LEASE_WAIT_S
         while True:
             with self._leases.hold_release(release_id) as held:
