@@ -322,6 +322,7 @@ def scenario(world: World, size: int, *, baseline: bool) -> Figures:
         first_bad = first_bad_sample(world, namespace)
         stable_at, alert_at = watch(world, namespace, apps, deadline=first_bad + WATCHED_S)
         load_after = os.getloadavg()[0]
+        settled(store, apps)
     finally:
         scheduler.stop()
     never = first_bad + WATCHED_S  # not back (or not alerted) while watched: counted as that
@@ -356,6 +357,18 @@ def all_checked_once(store: ReleaseStore, apps: list[str]) -> bool:
         if stored.release.checks_passed < 1:
             return False
     return True
+
+
+def settled(store: ReleaseStore, apps: list[str]) -> None:
+    """Until every release has finished (rolled back, its last messages posted), so that none of
+    this scenario's work is left to compete with the next one's."""
+    try:
+        wait_until(
+            lambda: all(store.active(app) is None for app in apps),
+            timeout_s=WATCHED_S, what="every release finished", interval_s=0.5,
+        )  # fmt: skip
+    except TimeoutError as error:
+        print(f"  ({error})", flush=True)
 
 
 def first_bad_sample(world: World, namespace: str) -> float:
