@@ -53,3 +53,19 @@ def test_no_more_threads_than_workers_run_at_once() -> None:
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         RankedPool(workers=0, name="test-pool")
+
+
+def test_a_waiting_call_reranked_runs_once_with_its_new_call() -> None:
+    pool = RankedPool(workers=1, name="test-pool")
+    gate = threading.Event()
+    ran: list[str] = []
+    busy = pool.submit(1, gate.wait, 5)
+    first = pool.submit(1, ran.append, "first")
+    card_only = pool.submit(1, ran.append, "card only")
+    assert pool.rerank(card_only, 0, ran.append, "check due")
+    assert not pool.rerank(card_only, 0, ran.append, "again")  # waits at rank 0 already
+    gate.set()
+    for future in (busy, first, card_only):
+        future.result(timeout=5)
+    assert ran == ["check due", "first"]
+    assert not pool.rerank(card_only, 0, ran.append, "done")  # it ran: nothing to move

@@ -803,9 +803,14 @@ class ReleaseService:
         self._indexed_at = time.monotonic()
 
     def _due_ids(self) -> tuple[list[str], dict[tuple[str, str], int]]:
-        """The due releases no worker of this replica has yet, and the releases' tally."""
+        """The due releases no worker of this replica is working on yet (those still queued
+        too: one whose check has come due since moves up), and the releases' tally."""
         with self._in_flight_lock:
-            busy = set(self._in_flight)
+            busy = {
+                release_id
+                for release_id, work in self._in_flight.items()
+                if work.running() or work.done()
+            }
         due, counts = self._store.release_ids_due(self._clock())
         return [release_id for release_id in due if release_id not in busy], counts
 
@@ -826,8 +831,12 @@ class ReleaseService:
     def _submit(
         self, release_id: str, reading_of: ReadingOf | None
     ) -> Future[Release | None] | None:
+        """The release's work queued for a worker (None: it was queued or started already; a
+        queued one whose check has come due since moves up to CHECK_DUE_RANK)."""
         with self._in_flight_lock:
-            if release_id in self._in_flight:
+            if (queued := self._in_flight.get(release_id)) is not None:
+                if reading_of is not None:
+                    self._pool.rerank(queued, CHECK_DUE_RANK, self._work, release_id, reading_of)
                 return None
             rank = CHECK_DUE_RANK if reading_of is not None else WAITING_RANK
             future = self._pool.submit(rank, self._work, release_id, reading_of)
