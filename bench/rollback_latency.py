@@ -6,7 +6,11 @@ a pytest test. Everything is real but Slack: the control plane of tests/infra/ku
 controllers, kwok), Redis, Prometheus scraping the tests' exporter every second, the Slack
 stand-in; the bot is the real ReleaseService with its real adapters and scheduler loop, in this
 process so that its own part can be timed: from the failed check's verdict (CanaryChecks.run
-returning ChecksFailed) to the rollback's first reconcile call (the router's patch issued).
+returning ChecksFailed) to the rollback's first reconcile call (the router's patch issued), in
+steps: the decision (verdict -> the save sent), the save (one Lua call), and save -> patch. The
+exporter runs in a process of its own (tests/infra/exporter_process.py): rendering 100 apps'
+series every second in this one would take the GIL from the bot's threads, and time out
+Prometheus's scrapes.
 
 "now" is the service as it is; "baseline" is the same service with one worker and no batched
 prefetch (each release's check queries Prometheus itself, one release after the other), as
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import structlog
 import yaml
 from kubernetes import client as k8s
+from redis import Redis
 
 from bot.application.apps_file import load_config
 from bot.application.checks import CanaryChecks, ReadingOf
@@ -42,7 +48,7 @@ from bot.application.scheduler import Scheduler
 from bot.application.service import ReleaseService
 from bot.core.apps import AppConfig
 from bot.core.machine import ChecksFailed, Event
-from bot.core.ports import Observation
+from bot.core.ports import HistoryEntry, Observation, StoredRelease
 from bot.core.release import Phase, Release
 from bot.kube.client import DEPLOYMENTS, VIRTUAL_SERVICES
 from bot.kube.reconciler import KubernetesCluster
@@ -51,7 +57,7 @@ from bot.redis.leases import Leases
 from bot.redis.store import ReleaseStore, connect
 from bot.slack.announcer import SlackAnnouncer
 from bot.slack.client import build_web_client
-from tests.infra.exporter import MetricsExporter
+from tests.infra.exporter_process import ExporterProcess
 from tests.infra.kube import KubeCluster, create_namespace
 from tests.infra.processes import wait_until
 from tests.infra.prometheus_server import PrometheusServer
@@ -70,10 +76,49 @@ WATCHED_S = 60.0
 
 @dataclass
 class Marks:
-    """Monotonic times per app: the failed check's verdict and the rollback's patch issued."""
+    """Monotonic times per app: the failed check's verdict, the rollback's save sent and
+    answered, and its patch issued."""
 
     verdict: dict[str, float] = field(default_factory=dict)
+    save_sent: dict[str, float] = field(default_factory=dict)
+    saved: dict[str, float] = field(default_factory=dict)
     patch_issued: dict[str, float] = field(default_factory=dict)
+
+    def steps_ms(self, app: str) -> tuple[float, float, float, float] | None:
+        """(verdict -> patch, verdict -> save sent, the save, saved -> patch) in ms."""
+        marks = (self.verdict, self.save_sent, self.saved, self.patch_issued)
+        if any(app not in mark for mark in marks):
+            return None
+        verdict, sent, saved, patched = (mark[app] for mark in marks)
+        spans = (patched - verdict, sent - verdict, saved - sent, patched - saved)
+        whole, deciding, saving, to_patch = (1000 * span for span in spans)
+        return whole, deciding, saving, to_patch
+
+
+class TimedStore(ReleaseStore):
+    def __init__(self, client: Redis, *, prefix: str, marks: Marks) -> None:
+        super().__init__(client, prefix=prefix)
+        self.marks = marks
+
+    def save(
+        self,
+        stored: StoredRelease,
+        release: Release,
+        *,
+        entry: HistoryEntry | None,
+        finished: bool,
+        due_at: datetime | None = None,
+        only_sooner: bool = False,
+    ) -> StoredRelease:
+        rolling_back = entry is not None and release.phase is Phase.ROLLING_BACK
+        if rolling_back:
+            self.marks.save_sent.setdefault(release.app, time.monotonic())
+        saved = super().save(
+            stored, release, entry=entry, finished=finished, due_at=due_at, only_sooner=only_sooner
+        )
+        if rolling_back:
+            self.marks.saved.setdefault(release.app, time.monotonic())
+        return saved
 
 
 class TimedCluster(KubernetesCluster):
@@ -118,7 +163,7 @@ class World:
     kube: KubeCluster
     api: k8s.ApiClient
     redis: RedisServer
-    exporter: MetricsExporter
+    exporter: ExporterProcess
     prometheus: PrometheusServer
     slack: SlackStandIn
     work_dir: Path
@@ -130,7 +175,7 @@ def world() -> Iterator[World]:
         root = Path(work)
         kube = KubeCluster(work_dir=root / "kube").start()
         redis_server = RedisServer(data_dir=root / "redis").start()
-        exporter = MetricsExporter().start()
+        exporter = ExporterProcess().start()
         prometheus = PrometheusServer(
             data_dir=root / "prometheus", scrape_target=exporter.target
         ).start()
@@ -223,7 +268,10 @@ def weights(world: World, namespace: str) -> dict[str, tuple[int, int]]:
 class Figures:
     to_stable_s: list[float]
     to_alert_s: list[float]
-    bot_part_ms: list[float]
+    bot_steps_ms: list[tuple[float, float, float, float]]
+    """Per release: verdict -> patch, and its steps (Marks.steps_ms)."""
+    load: tuple[float, float]
+    """The machine's 1-minute load average as the canaries turned bad, and at the watch's end."""
     missed: int
     """Releases not back at stable, or not alerted, within WATCHED_S."""
 
@@ -239,7 +287,7 @@ def scenario(world: World, size: int, *, baseline: bool) -> Figures:
     scraped(world, namespace, size)
 
     marks = Marks()
-    store = ReleaseStore(connect(world.redis.url), prefix=f"rb-{namespace}:")
+    store = TimedStore(connect(world.redis.url), prefix=f"rb-{namespace}:", marks=marks)
     service_class = SerialService if baseline else ReleaseService
     service = service_class(
         config=config,
@@ -270,19 +318,19 @@ def scenario(world: World, size: int, *, baseline: bool) -> Figures:
             interval_s=0.5,
         )
         serve(world, namespace, apps, canary_errors=CANARY_ERRORS)
+        load_before = os.getloadavg()[0]
         first_bad = first_bad_sample(world, namespace)
         stable_at, alert_at = watch(world, namespace, apps, deadline=first_bad + WATCHED_S)
+        load_after = os.getloadavg()[0]
+        settled(store, apps)
     finally:
         scheduler.stop()
     never = first_bad + WATCHED_S  # not back (or not alerted) while watched: counted as that
     return Figures(
         to_stable_s=[stable_at.get(app, never) - first_bad for app in apps],
         to_alert_s=[alert_at.get(app, never) - first_bad for app in apps],
-        bot_part_ms=[
-            (marks.patch_issued[app] - marks.verdict[app]) * 1000
-            for app in apps
-            if app in marks.patch_issued and app in marks.verdict
-        ],
+        bot_steps_ms=[steps for app in apps if (steps := marks.steps_ms(app)) is not None],
+        load=(load_before, load_after),
         missed=sum(app not in stable_at or app not in alert_at for app in apps),
     )
 
@@ -309,6 +357,18 @@ def all_checked_once(store: ReleaseStore, apps: list[str]) -> bool:
         if stored.release.checks_passed < 1:
             return False
     return True
+
+
+def settled(store: ReleaseStore, apps: list[str]) -> None:
+    """Until every release has finished (rolled back, its last messages posted), so that none of
+    this scenario's work is left to compete with the next one's."""
+    try:
+        wait_until(
+            lambda: all(store.active(app) is None for app in apps),
+            timeout_s=WATCHED_S, what="every release finished", interval_s=0.5,
+        )  # fmt: skip
+    except TimeoutError as error:
+        print(f"  ({error})", flush=True)
 
 
 def first_bad_sample(world: World, namespace: str) -> float:
@@ -351,6 +411,9 @@ def summary(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument(
+        "--paths", nargs="+", choices=("baseline", "now"), default=["baseline", "now"]
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     with world() as bench_world:
@@ -360,19 +423,44 @@ def main() -> None:
             "median / max over the releases; bot's part: verdict -> patch issued, ms."
         )
         header = f"{'releases':>8} {'path':>8} | {'-> 100 % stable':>15} | {'-> alert':>15}"
-        print(f"{header} | {'bot ms':>15} | stable vs 2 intervals")
+        print(f"{header} | {'bot ms':>15} | stable vs 2 intervals | load")
+        steps: list[str] = []
         for size in args.sizes:
-            for baseline in (True, False):
+            for baseline in [path == "baseline" for path in args.paths]:
                 figures = scenario(bench_world, size, baseline=baseline)
-                bound = 2 * INTERVAL_S
-                missed = f"; {figures.missed} not done in {WATCHED_S:.0f} s" * bool(figures.missed)
-                print(
-                    f"{size:>8} {'baseline' if baseline else 'now':>8} | "
-                    f"{summary(figures.to_stable_s):>15} | {summary(figures.to_alert_s):>15} | "
-                    f"{summary(figures.bot_part_ms):>15} | "
-                    f"max {max(figures.to_stable_s) / bound:.2f} of {bound} s" + missed,
-                    flush=True,
-                )
+                path = f"{size:>8} {'baseline' if baseline else 'now':>8}"
+                print(f"{path} | {row(figures)}", flush=True)
+                steps.append(f"{path} | {step_row(figures.bot_steps_ms)}")
+        print(
+            "\nThe bot's part in steps, ms, median / max: decide (verdict -> save sent), "
+            "save (one Lua call), saved -> patch issued; and the steps of the slowest release."
+        )
+        columns = " | ".join(f"{name:>15}" for name in ("decide", "save", "-> patch"))
+        print(f"{'releases':>8} {'path':>8} | {columns} | slowest")
+        print("\n".join(steps))
+
+
+def row(figures: Figures) -> str:
+    bound = 2 * INTERVAL_S
+    missed = f"; {figures.missed} not done in {WATCHED_S:.0f} s" * bool(figures.missed)
+    bot_ms = [whole for whole, *_ in figures.bot_steps_ms]
+    return (
+        f"{summary(figures.to_stable_s):>15} | {summary(figures.to_alert_s):>15} | "
+        f"{summary(bot_ms):>15} | max {max(figures.to_stable_s) / bound:.2f} of {bound} s"
+        f"{missed:>12} | {figures.load[0]:.1f} -> {figures.load[1]:.1f}"
+    )
+
+
+def step_row(steps_ms: list[tuple[float, float, float, float]]) -> str:
+    if not steps_ms:
+        return "none"
+    columns = [summary([step[index] for step in steps_ms]) for index in (1, 2, 3)]
+    slowest = max(steps_ms)
+    return (
+        " | ".join(f"{column:>15}" for column in columns)
+        + " | "
+        + " + ".join(f"{span:.1f}" for span in slowest[1:])
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import structlog
 
 from bot.application import freeze_hold, telemetry, verification_gate
 from bot.application.checks import CanaryChecks, ReadingOf
+from bot.application.ranked_pool import RankedPool
 from bot.core import freezes, schedule
 from bot.core.apps import AppConfig, BotConfig, UnknownApp, UnknownPlan, plan_refusal
 from bot.core.authorization import (
@@ -46,6 +47,7 @@ from bot.core.machine import (
     Approve,
     BlueRetentionElapsed,
     CanaryReady,
+    ChecksFailed,
     Effect,
     Event,
     Fail,
@@ -110,6 +112,9 @@ LEASE_WAIT_S = 1.0  # a person's action waits this long for a scheduler pass to 
 LEASE_RETRY_S = 0.02
 BOT_ACTOR = "release-bot"
 WORKERS_DEFAULT = 8
+CHECK_DUE_RANK = 0
+"""Releases whose metric check a pass found due go first: their verdict may roll one back."""
+WAITING_RANK = 1
 METRICS_WORKERS = 4
 """Batches of metric queries read at once (one per Prometheus a pass reads)."""
 RESYNC_S_DEFAULT = 60.0
@@ -186,7 +191,7 @@ class ReleaseService:
         in the cluster is repaired within it."""
         if workers < 1:
             raise ValueError(f"a pass needs at least one worker, got {workers}")
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="release-worker")
+        self._pool = RankedPool(workers=workers, name="release-worker")
         self._metrics_pool = ThreadPoolExecutor(
             max_workers=METRICS_WORKERS, thread_name_prefix="metrics-batch"
         )
@@ -811,9 +816,10 @@ class ReleaseService:
         died before telling Slack left behind).
 
         The releases are worked by a pool of `workers` threads, so a release whose calls hang
-        holds only its own worker. The pass waits for them `wait_s` at most (None: until all are
-        done); one still at work then carries on, and later passes leave it alone until it is
-        done. An unexpected error of a release the pass waited for is raised once all are done."""
+        holds only its own worker; those whose metric check is due go first. The pass waits for
+        them `wait_s` at most (None: until all are done); one still at work then carries on, and
+        later passes leave it alone until it is done. An unexpected error of a release the pass
+        waited for is raised once all are done."""
         if self._indexed_at is None or time.monotonic() - self._indexed_at >= self._resync_s:
             self.index_unindexed()
         due, counts = self._due_ids()
@@ -831,9 +837,14 @@ class ReleaseService:
         self._indexed_at = time.monotonic()
 
     def _due_ids(self) -> tuple[list[str], dict[tuple[str, str], int]]:
-        """The due releases no worker of this replica has yet, and the releases' tally."""
+        """The due releases no worker of this replica is working on yet (those still queued
+        too: one whose check has come due since moves up), and the releases' tally."""
         with self._in_flight_lock:
-            busy = set(self._in_flight)
+            busy = {
+                release_id
+                for release_id, work in self._in_flight.items()
+                if work.running() or work.done()
+            }
         due, counts = self._store.release_ids_due(self._clock())
         return [release_id for release_id in due if release_id not in busy], counts
 
@@ -854,10 +865,15 @@ class ReleaseService:
     def _submit(
         self, release_id: str, reading_of: ReadingOf | None
     ) -> Future[Release | None] | None:
+        """The release's work queued for a worker (None: it was queued or started already; a
+        queued one whose check has come due since moves up to CHECK_DUE_RANK)."""
         with self._in_flight_lock:
-            if release_id in self._in_flight:
+            if (queued := self._in_flight.get(release_id)) is not None:
+                if reading_of is not None:
+                    self._pool.rerank(queued, CHECK_DUE_RANK, self._work, release_id, reading_of)
                 return None
-            future = self._pool.submit(self._work, release_id, reading_of)
+            rank = CHECK_DUE_RANK if reading_of is not None else WAITING_RANK
+            future = self._pool.submit(rank, self._work, release_id, reading_of)
             self._in_flight[release_id] = future
         future.add_done_callback(lambda _: self._finished(release_id))
         return future
@@ -921,11 +937,16 @@ class ReleaseService:
         self, stored: StoredRelease, reading_of: ReadingOf | None = None
     ) -> tuple[bool, bool]:
         """(applied, reconciled): whether it applied an event (its _apply has delivered what was
-        waiting), and whether the cluster could be reconciled. A reconcile that fails for now
-        never keeps a due metric check from running: a failing check still rolls back."""
+        waiting), and whether the cluster could be reconciled. A due metric check comes first
+        when it fails: nothing, not even this pass's reconcile of the running canary, stands
+        between its verdict and the rollback (the next pass reconciles). A reconcile that fails
+        for now never keeps a due metric check from running: a failing check still rolls back."""
         if stored.release.phase.is_terminal:
             return False, True  # only its last Slack messages were left to post
         app = self._config.app(stored.release.app)
+        checked = self._check_if_due(stored.release, app, reading_of)
+        if isinstance(checked, ChecksFailed):
+            return self._apply(stored, checked, actor=BOT_ACTOR).applied, False
         reconciled_at = self._clock()
         observation: Observation | None = None
         try:
@@ -937,16 +958,23 @@ class ReleaseService:
         reconciled = observation is not None
         if (aborted := _aborted_outside(stored.release, observation)) is not None:
             return self._apply(stored, aborted, actor=BOT_ACTOR).applied, True
-        now = self._clock()
-        if self._checks is not None and self._checks.due(stored.release, app, now=now):
-            checked = self._checks.run(stored.release, app, now=now, reading_of=reading_of)
-            # what comes due after the check is the next pass's business
+        if checked is not None:  # what comes due after the check is the next pass's business
             return self._apply(stored, checked, actor=BOT_ACTOR).applied, reconciled
         if observation is None:
             return False, False
+        now = self._clock()
         event = self._due_event(stored.release, observation, now=now, reconciled_at=reconciled_at)
         applied = event is not None and self._apply(stored, event, actor=BOT_ACTOR).applied
         return applied, True
+
+    def _check_if_due(
+        self, release: Release, app: AppConfig, reading_of: ReadingOf | None
+    ) -> Event | None:
+        """The metric check's event when one is due (its reading prefetched or read now)."""
+        now = self._clock()
+        if self._checks is None or not self._checks.due(release, app, now=now):
+            return None
+        return self._checks.run(release, app, now=now, reading_of=reading_of)
 
     def _due_event(
         self, release: Release, observation: Observation, *, now: datetime, reconciled_at: datetime
@@ -1103,29 +1131,43 @@ class ReleaseService:
                     raise
                 stored = reread
                 continue
-            _log_applied(entry, app=release.app)
-            self._refresh_home()
-            telemetry.count_transition(action, applied=True)
-            telemetry.count_rollback(stored.release, release, event)
             self._reached(CrashPoint.SAVED)
             # under the lease, so no scheduler pass reconciles it meanwhile and takes the
             # reconcile's findings (the switch and its times) for its own
-            with self._lease_soon(saved.release.id) as leased:
+            with self._lease_soon(saved) as leased:
                 reconciled_at = self._clock()
                 reconciled = None
-                if ReconcileCluster() in decided.effects:  # nothing (no Slack call) before it
-                    reconciled = self._reconcile(saved if leased is None else leased)
-                self._reached(CrashPoint.RECONCILED)
+                try:  # the cluster first: no log line, counter, App Home or Slack call before it
+                    if ReconcileCluster() in decided.effects:
+                        reconciled = self._reconcile(saved if leased is None else leased)
+                    self._reached(CrashPoint.RECONCILED)
+                finally:
+                    self._report_applied(entry, before=stored.release, after=release, event=event)
                 saved = self._deliver(saved)
                 if leased is not None:
                     return self._after_reconcile(saved, action, reconciled, reconciled_at)
             return Outcome(True, f"{action} applied to {saved.release.app}.", saved.release)
         raise RevisionConflict(f"{stored.release.app} kept changing; nothing applied, try again")
 
+    def _report_applied(
+        self, entry: HistoryEntry, *, before: Release, after: Release, event: Event
+    ) -> None:
+        """A saved transition in the log, the counters and App Home (once the cluster is told)."""
+        _log_applied(entry, app=after.app)
+        self._refresh_home()
+        telemetry.count_transition(entry.action, applied=True)
+        telemetry.count_rollback(before, after, event)
+
     @contextmanager
-    def _lease_soon(self, release_id: str) -> Iterator[StoredRelease | None]:
-        """The release's lease, waiting a moment for a scheduler pass that holds it; None when
-        it is still held after LEASE_WAIT_S."""
+    def _lease_soon(self, saved: StoredRelease) -> Iterator[StoredRelease | None]:
+        """The release under its lease: `saved` itself when this thread holds the lease already
+        (a scheduler pass's own transition: nothing to read again before the reconcile), else as
+        read when the lease is taken, waiting a moment for a scheduler pass that holds it; None
+        when it is still held after LEASE_WAIT_S."""
+        if self._leases.holds(saved.release.id):
+            yield saved
+            return
+        release_id = saved.release.id
         deadline = time.monotonic() + LEASE_WAIT_S
         while True:
             with self._leases.hold_release(release_id) as held:

@@ -363,3 +363,7 @@ class LeasesPort(Protocol):
         """The release, read as its lease is taken, while this thread holds the lease; None if
         someone else holds it or the release is gone."""
         ...
+
+    def holds(self, release_id: str) -> bool:
+        """Whether this thread holds the release's lease (inside its hold_release block)."""
+        ...

@@ -60,6 +60,9 @@ class Leases:
         with self._kept(release_id, owner):
             yield stored
 
+    def holds(self, release_id: str) -> bool:
+        return release_id in self._held_here()
+
     @contextmanager
     def _kept(self, release_id: str, owner: str) -> Iterator[None]:
         """Renew the taken lease until the block ends, then drop it."""
