@@ -274,6 +274,20 @@ def test_an_abort_from_outside_the_bot_alerts_the_channel(argo_world: Any) -> No
     world.command(f"canary {APP} v4")
     world.wait_for(Phase.AWAITING_APPROVAL, 1)
 
+    # someone runs `kubectl argo rollouts promote shop-api`: the release follows its Rollout
+    k8s.CustomObjectsApi(world.kube_admin).patch_namespaced_custom_object_status(
+        "argoproj.io",
+        "v1alpha1",
+        world.cluster.namespace,
+        "rollouts",
+        APP,
+        {"status": {"pauseConditions": None}},
+        _content_type="application/merge-patch+json",
+    )
+    wait_status(world, "the Rollout at its 60 % pause", paused_at(5))
+    world.wait_for(Phase.AWAITING_APPROVAL, 2)
+    world.wait_thread("to stage 3/5 (60 %) outside release-bot")
+
     abort_from_outside(world)
     rolled_back = world.wait_for(Phase.ROLLED_BACK)
     assert rolled_back.outcome_by is None
@@ -281,7 +295,7 @@ def test_an_abort_from_outside_the_bot_alerts_the_channel(argo_world: Any) -> No
     assert rolled_back.outcome_reason.startswith("aborted by Argo Rollouts")
     (alert,) = channel_alerts(world)
     assert "<!here>" in alert
-    assert f"Argo Rollouts aborted {APP} v4 at stage 2/5 (40 %)" in alert
+    assert f"Argo Rollouts aborted {APP} v4 at stage 3/5 (60 %)" in alert
     assert status(world)["phase"] == "Degraded"
 
 

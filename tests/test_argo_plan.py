@@ -24,6 +24,7 @@ from bot.core.machine import (
     CanaryReady,
     Notify,
     RolloutAborted,
+    RolloutMovedOn,
     RolloutObserved,
     StageTimerElapsed,
     start_release,
@@ -114,7 +115,9 @@ def test_a_strategy_that_makes_no_plan_says_why(spec: dict[str, Any], problem: s
 def test_the_argo_table_is_the_canarys_plus_what_argo_reports() -> None:
     added = set(ARGO_TRANSITIONS) - set(CANARY_TRANSITIONS)
     assert set(CANARY_TRANSITIONS) <= set(ARGO_TRANSITIONS)
-    assert {event for _, event in added} == {RolloutAborted, RolloutObserved}
+    assert {event for _, event in added} == {RolloutAborted, RolloutObserved, RolloutMovedOn}
+    followed_in = {phase for phase, event in added if event is RolloutMovedOn}
+    assert followed_in == {Phase.RUNNING, Phase.AWAITING_APPROVAL}
     aborted_in = {phase for phase, event in added if event is RolloutAborted}
     observed_in = {phase for phase, event in added if event is RolloutObserved}
     assert observed_in == aborted_in | {Phase.ROLLING_BACK}
@@ -195,3 +198,42 @@ def test_a_rollout_app_takes_no_router_and_starts_argo_kinds() -> None:
         AppSettings.model_validate(routed)
     deployment_app = AppSettings.model_validate({**rollout_app, "workload_kind": "Deployment"})
     assert deployment_app.release_kind(ReleaseKind.HYBRID) is ReleaseKind.HYBRID
+
+
+def test_a_release_follows_its_rollout_promoted_outside_the_bot() -> None:
+    planned = rollout_plan(
+        canary({"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}})
+    )
+    release = start_release(
+        release_id="rel-argo",
+        app="shop",
+        version="v2",
+        previous_version="v1",
+        plan=planned.plan,
+        requested_by="U0ANA",
+        channel="C0DEPLOYS",
+        four_eyes=True,
+        now=T0,
+        kind=ReleaseKind.ARGO_CANARY,
+    ).release
+    running = transition(release, CanaryReady(), now=T0)
+    assert isinstance(running, Accepted)
+    waiting = transition(running.release, StageTimerElapsed(), now=T0)
+    assert isinstance(waiting, Accepted) and waiting.release.phase is Phase.AWAITING_APPROVAL
+
+    followed = transition(waiting.release, RolloutMovedOn(stage_index=1), now=T0)
+    assert isinstance(followed, Accepted)
+    assert (followed.release.phase, followed.release.stage_index) == (Phase.RUNNING, 1)
+    assert followed.release.approvals == ()  # nobody approved here: nothing is recorded
+    texts = [e.text for e in followed.effects if isinstance(e, Notify)]
+    assert texts[0] == (
+        "shop's Rollout moved on from stage 1/3 (20 %) to stage 2/3 (50 %) outside release-bot "
+        "(promoted with kubectl or Argo's dashboard): the release follows it; release-bot's gates"
+        " between were not asked"
+    )
+    behind = transition(followed.release, RolloutMovedOn(stage_index=1), now=T0)
+    assert not isinstance(behind, Accepted)
+    assert behind.reason == (
+        "shop's Rollout is not ahead of its release: it is at stage 2, the release at "
+        "stage 2/3 (50 %)"
+    )

@@ -38,6 +38,7 @@ from bot.core.machine import (
     Rollback,
     RollbackDone,
     RolloutAborted,
+    RolloutMovedOn,
     RolloutObserved,
     StageTimerElapsed,
     Switched,
@@ -92,6 +93,7 @@ ONE_OF_EACH: list[Event] = [
     PodsObserved(pods=BlueGreenPods(blue_ready=3, blue_desired=3, green_ready=1, green_desired=3)),
     RolloutAborted(abort=RolloutAbort(message="RolloutAborted: aborted from outside")),
     RolloutObserved(view=RolloutView(phase="Paused", step=3, steps=8)),
+    RolloutMovedOn(stage_index=3),
 ]
 CANARY_PHASES = [phase for phase in Phase if phase not in (Phase.SWITCHING, Phase.KEEPING_BLUE)]
 

@@ -62,6 +62,7 @@ from bot.core.machine import (
     Resume,
     RollbackDone,
     RolloutAborted,
+    RolloutMovedOn,
     RolloutObserved,
     StageTimerElapsed,
     Switched,
@@ -995,6 +996,9 @@ class ReleaseService:
                 verdict := self._verification_event(release, observation, now=now)
             ) is not None:
                 return verdict  # while the Job runs, blue-green's pods still reach the card
+            case Phase.RUNNING | Phase.AWAITING_APPROVAL if _ahead(release, observation):
+                assert observation.rollout_stage is not None  # _ahead says so
+                return RolloutMovedOn(stage_index=observation.rollout_stage)
             case Phase.RUNNING if release.stage_due_at is not None and now >= release.stage_due_at:
                 return StageTimerElapsed()
             case Phase.PAUSED if _resume_due(release, now):
@@ -1421,6 +1425,12 @@ def _retry_refusal(app_name: str, last: Release | None) -> str | None:
     if last.phase is not Phase.ROLLED_BACK:
         return f"{app_name}'s last release ({last.version}) is {last.phase.value}, not aborted."
     return None
+
+
+def _ahead(release: Release, observation: Observation) -> bool:
+    """An Argo Rollout promoted outside the bot, into a stage its release has not reached."""
+    reached = observation.rollout_stage
+    return reached is not None and reached > release.stage_index
 
 
 def _seen_change(release: Release, observation: Observation) -> Event | None:

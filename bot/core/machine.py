@@ -191,6 +191,14 @@ class RolloutAborted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutMovedOn:
+    """Argo Rollouts: the Rollout has reached stage `stage_index` of the release's plan, past
+    the release's own (promoted from kubectl or Argo's dashboard), from the reconciler."""
+
+    stage_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutObserved:
     """Argo Rollouts: what the Rollout's status shows changed (from the reconciler); the card
     shows it."""
@@ -227,6 +235,7 @@ Event = (
     | BlueRetentionElapsed
     | RolloutAborted
     | RolloutObserved
+    | RolloutMovedOn
     | Fail
 )
 
@@ -653,6 +662,14 @@ def _rollout_aborted(release: Release, event: RolloutAborted, now: datetime) -> 
     return _begin_rollback(release, by=None, reason=reason, notice=notice)
 
 
+def _rollout_moved_on(release: Release, event: RolloutMovedOn, now: datetime) -> _Change | Refused:
+    """The release follows its Rollout into the stage it reached outside the bot."""
+    if not release.stage_index < event.stage_index < len(release.plan.stages):
+        return Refused(reason=wording.rollout_not_ahead(release, event.stage_index))
+    notice = _notice(NoticeKind.ADVANCED, wording.rollout_moved_on(release, event.stage_index))
+    return _enter_stage(release, event.stage_index, now).preceded_by(notice)
+
+
 def _rollout_observed(release: Release, event: RolloutObserved, now: datetime) -> _Change:
     return _Change(release=release.evolve(rollout=event.view))
 
@@ -847,6 +864,12 @@ ARGO_TRANSITIONS: TransitionTable = {
             _rollout_aborted, _to(Phase.ROLLING_BACK), offered=lambda _: False
         )
         for phase in _NOT_YET_ROLLING_BACK
+    },
+    **{
+        (phase, RolloutMovedOn): Transition(
+            _rollout_moved_on, _to(Phase.RUNNING), offered=lambda _: False
+        )
+        for phase in (Phase.RUNNING, Phase.AWAITING_APPROVAL)
     },
     **{
         (phase, RolloutObserved): Transition(_rollout_observed, _to(phase), offered=lambda _: False)

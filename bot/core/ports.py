@@ -54,6 +54,9 @@ class Observation:
     """Argo Rollouts: the Rollout was aborted during the release, and not by the bot."""
     rollout: RolloutView | None = None
     """Argo Rollouts: the Rollout's status, for the card."""
+    rollout_stage: int | None = None
+    """Argo Rollouts: the stage of the release's plan the Rollout's step is in (past the
+    release's own when someone promoted it outside the bot)."""
 
 
 @dataclass(frozen=True, slots=True)

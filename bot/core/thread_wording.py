@@ -311,6 +311,22 @@ def aborted_by_argo(release: Release, abort: RolloutAbort) -> str:
     )
 
 
+def rollout_moved_on(release: Release, index: int) -> str:
+    """`release` as it was when its Rollout was found in stage `index`, ahead of it."""
+    return (
+        f"{release.app}'s Rollout moved on from {stage_label(release)} to "
+        f"{stage_label(release, index)} outside release-bot (promoted with kubectl or Argo's "
+        "dashboard): the release follows it; release-bot's gates between were not asked"
+    )
+
+
+def rollout_not_ahead(release: Release, index: int) -> str:
+    return (
+        f"{release.app}'s Rollout is not ahead of its release: it is at stage {index + 1}, "
+        f"the release at {stage_label(release)}"
+    )
+
+
 def aborted_by_argo_reason(abort: RolloutAbort) -> str:
     """The outcome reason of a release Argo aborted."""
     measured = abort.measurement

@@ -232,6 +232,7 @@ class ArgoRolloutStrategy:
             canary_ready=_first_stage_reached(status, planned),
             promotion_complete=_complete(rollout),
             rollout=view,
+            rollout_stage=_stage_reached(rollout, planned),
         )
 
     def _abort_cause(self, rollout: Object) -> RolloutAbort:
@@ -313,6 +314,20 @@ def _view(rollout: Object, planned: RolloutPlan) -> RolloutView:
         updated_pods=int(status.get("updatedReplicas") or 0),
         pods=int(rollout["spec"].get("replicas") or 0),
     )
+
+
+def _stage_reached(rollout: Object, planned: RolloutPlan) -> int | None:
+    """The plan's stage the Rollout stands in: a canary's by its step, a blue-green's 1 once
+    production selects the new pods; the last once it is complete; None before its new
+    revision has started."""
+    status = rollout.get("status") or {}
+    if _complete(rollout):
+        return len(planned.stages) - 1
+    if planned.strategy == BLUE_GREEN_STRATEGY:
+        active = (status.get("blueGreen") or {}).get("activeSelector")
+        return 1 if active and active == status.get("currentPodHash") else 0
+    step = status.get("currentStepIndex")
+    return None if step is None else planned.stage_of_step(step)
 
 
 def _observed(rollout: Object) -> bool:
