@@ -121,17 +121,22 @@ def replica_sets(world: World) -> dict[str, tuple[int, str]]:
     }
 
 
-def abort_from_outside(world: World) -> None:
-    """What `kubectl argo rollouts abort shop-api` does, as the cluster's admin."""
+def from_outside(world: World, status: dict[str, Any]) -> None:
+    """A status patch as Argo's kubectl plugin makes it, as the cluster's admin."""
     k8s.CustomObjectsApi(world.kube_admin).patch_namespaced_custom_object_status(
         "argoproj.io",
         "v1alpha1",
         world.cluster.namespace,
         "rollouts",
         APP,
-        {"status": {"abort": True}},
+        {"status": status},
         _content_type="application/merge-patch+json",
     )
+
+
+def abort_from_outside(world: World) -> None:
+    """What `kubectl argo rollouts abort shop-api` does."""
+    from_outside(world, {"abort": True})
 
 
 def channel_alerts(world: World) -> list[str]:
@@ -275,15 +280,7 @@ def test_an_abort_from_outside_the_bot_alerts_the_channel(argo_world: Any) -> No
     world.wait_for(Phase.AWAITING_APPROVAL, 1)
 
     # someone runs `kubectl argo rollouts promote shop-api`: the release follows its Rollout
-    k8s.CustomObjectsApi(world.kube_admin).patch_namespaced_custom_object_status(
-        "argoproj.io",
-        "v1alpha1",
-        world.cluster.namespace,
-        "rollouts",
-        APP,
-        {"status": {"pauseConditions": None}},
-        _content_type="application/merge-patch+json",
-    )
+    from_outside(world, {"pauseConditions": None})
     wait_status(world, "the Rollout at its 60 % pause", paused_at(5))
     world.wait_for(Phase.AWAITING_APPROVAL, 2)
     world.wait_thread("to stage 3/5 (60 %) outside release-bot")

@@ -30,14 +30,30 @@ from bot.core.machine import (
     start_release,
     transition,
 )
-from bot.core.plan import Stage
-from bot.core.release import NoticeKind, Phase, ReleaseKind
+from bot.core.plan import Plan, Stage
+from bot.core.release import NoticeKind, Phase, Release, ReleaseKind
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 def canary(*steps: dict[str, Any]) -> dict[str, Any]:
     return {"strategy": {"canary": {"steps": list(steps)}}}
+
+
+def argo_release(plan: Plan, *, four_eyes: bool = False) -> Release:
+    """A release of shop v2 (replacing v1) walking `plan`, an Argo Rollout's, just started."""
+    return start_release(
+        release_id="rel-argo",
+        app="shop",
+        version="v2",
+        previous_version="v1",
+        plan=plan,
+        requested_by="U0ANA",
+        channel="C0DEPLOYS",
+        four_eyes=four_eyes,
+        now=T0,
+        kind=ReleaseKind.ARGO_CANARY,
+    ).release
 
 
 def test_canary_steps_fall_into_stages_at_their_pauses() -> None:
@@ -133,18 +149,7 @@ def test_the_argo_table_is_the_canarys_plus_what_argo_reports() -> None:
 
 def test_an_abort_by_argos_analysis_alerts_the_channel_with_the_measurement() -> None:
     planned = rollout_plan(canary({"setWeight": 20}, {"pause": {"duration": 60}}))
-    release = start_release(
-        release_id="rel-argo",
-        app="shop",
-        version="v2",
-        previous_version="v1",
-        plan=planned.plan,
-        requested_by="U0ANA",
-        channel="C0DEPLOYS",
-        four_eyes=False,
-        now=T0,
-        kind=ReleaseKind.ARGO_CANARY,
-    ).release
+    release = argo_release(planned.plan)
     running = transition(release, CanaryReady(), now=T0 + timedelta(seconds=20))
     assert isinstance(running, Accepted)
     abort = RolloutAbort(
@@ -204,18 +209,7 @@ def test_a_release_follows_its_rollout_promoted_outside_the_bot() -> None:
     planned = rollout_plan(
         canary({"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}})
     )
-    release = start_release(
-        release_id="rel-argo",
-        app="shop",
-        version="v2",
-        previous_version="v1",
-        plan=planned.plan,
-        requested_by="U0ANA",
-        channel="C0DEPLOYS",
-        four_eyes=True,
-        now=T0,
-        kind=ReleaseKind.ARGO_CANARY,
-    ).release
+    release = argo_release(planned.plan, four_eyes=True)
     running = transition(release, CanaryReady(), now=T0)
     assert isinstance(running, Accepted)
     waiting = transition(running.release, StageTimerElapsed(), now=T0)
