@@ -29,6 +29,7 @@ from tests.kube_objects import Cluster, stable_deployment
 from tests.releases import Run, start
 
 APP = "shop-api"
+INSTANCE_LABEL = "argo-rollouts.argoproj.io/controller-instance-id"
 STEPS = [
     {"setWeight": 20},
     {"analysis": {"templates": [{"templateName": "smoke"}]}},
@@ -43,7 +44,9 @@ def rollout(steps: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
-        "metadata": {"name": APP},
+        # the suite's real controller (started by other tests, watching every namespace) leaves
+        # a Rollout of another controller instance alone: this module plays the controller
+        "metadata": {"name": APP, "labels": {INSTANCE_LABEL: "tests-stand-in"}},
         "spec": {**spec, "strategy": {"canary": {"steps": steps}}},
     }
 
