@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from bot.core.release import Phase
 from bot.kube.client import ROLLOUTS, SERVICES
 from bot.slack.cards import ACTION_APPROVE
-from tests.infra.argo import ArgoController
+from tests.infra.argo import ArgoController, error_ratio_template
 from tests.infra.exporter import MetricsExporter
 from tests.infra.processes import wait_until
 from tests.infra.prometheus_server import PrometheusServer
@@ -309,26 +309,9 @@ def test_argos_failing_analysis_alerts_with_the_measurement(
             "v1alpha1",
             cluster.namespace,
             "analysistemplates",
-            {
-                "apiVersion": "argoproj.io/v1alpha1",
-                "kind": "AnalysisTemplate",
-                "metadata": {"name": "error-ratio"},
-                "spec": {
-                    "metrics": [
-                        {
-                            "name": "error-ratio",
-                            "successCondition": "result[0] < 0.05",
-                            "failureLimit": 0,
-                            "provider": {
-                                "prometheus": {
-                                    "address": prometheus_server.url,
-                                    "query": f"sum(rate({errors}[5s])) / sum(rate({requests}[5s]))",
-                                }
-                            },
-                        }
-                    ]
-                },
-            },
+            error_ratio_template(
+                prometheus_server.url, f"sum(rate({errors}[5s])) / sum(rate({requests}[5s]))"
+            ),
         )
 
     steps = [

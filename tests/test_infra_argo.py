@@ -52,7 +52,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.infra.argo import Rollout, Rollouts
+from tests.infra.argo import Rollout, Rollouts, error_ratio_template
 from tests.infra.exporter import MetricsExporter
 from tests.infra.prometheus_server import PrometheusServer
 
@@ -357,26 +357,7 @@ def test_a_failing_step_analysis_aborts_the_rollout_with_the_measured_value(
         f'sum(rate(http_requests_total{{{canary},code="500"}}[5s]))'
         f" / sum(rate(http_requests_total{{{canary}}}[5s]))"
     )
-    rollouts.create(
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "AnalysisTemplate",
-            "metadata": {"name": "error-ratio"},
-            "spec": {
-                "metrics": [
-                    {
-                        "name": "error-ratio",
-                        "successCondition": "result[0] < 0.05",
-                        "failureLimit": 0,
-                        "provider": {
-                            "prometheus": {"address": prometheus_server.url, "query": query}
-                        },
-                    }
-                ]
-            },
-        },
-        plural="analysistemplates",
-    )
+    rollouts.create(error_ratio_template(prometheus_server.url, query), plural="analysistemplates")
     prometheus_server.wait_for_samples(f"http_requests_total{{{canary}}}", window_s=5)
     steps = [
         {"setWeight": 50},

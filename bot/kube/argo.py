@@ -133,7 +133,7 @@ class ArgoRolloutStrategy:
                 "release; roll back, then start again to walk the new steps"
             )
         if release.phase in _WALKING:
-            rollout = self._walk(rollout, release, planned)
+            rollout = self._walk(release, planned)
         elif release.phase is Phase.PROMOTING:
             rollout = self._promote_full(rollout)
         elif release.phase in _ABORTING:
@@ -142,7 +142,7 @@ class ArgoRolloutStrategy:
 
     # ------------------------------------------------------------ writing Argo's fields
 
-    def _walk(self, rollout: Object, release: Release, planned: RolloutPlan) -> Object:
+    def _walk(self, release: Release, planned: RolloutPlan) -> Object:
         rollout = self._ensure_spec(release)
         if _stale_abort(rollout, release.started_at):
             rollout = self._patch_status(rollout, {"abort": False})

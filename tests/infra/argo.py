@@ -155,6 +155,23 @@ class Rollouts:
         return last[0]
 
 
+def error_ratio_template(prometheus_url: str, query: str) -> Rollout:
+    """An AnalysisTemplate `error-ratio`: Argo's own analysis, one Prometheus query whose first
+    result must stay below 0.05, no failure tolerated."""
+    metric = {
+        "name": "error-ratio",
+        "successCondition": "result[0] < 0.05",
+        "failureLimit": 0,
+        "provider": {"prometheus": {"address": prometheus_url, "query": query}},
+    }
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "error-ratio"},
+        "spec": {"metrics": [metric]},
+    }
+
+
 def probe_rollout() -> Rollout:
     labels = {"app": PROBE_ROLLOUT}
     return {
