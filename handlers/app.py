@@ -3,13 +3,14 @@
 Called by bot.entrypoints.cli, which hands `build_app` to bot.entrypoints.server.serve (bot never
 imports handlers).
 
-The rule for every listener: it runs in its request's own thread and its acknowledgement goes
-out when it returns (Bolt's process_before_response: no hand-off to a listener pool, no polling
-for ack(); bench/README.md has the figures). So a listener parses, reads only what its
-acknowledgement shows, calls ack() and returns; anything slower, and anything that talks to
-Slack (respond, the Web API) or to the cluster, goes to `answer_after_ack` (handlers.commands),
-which carries it out on the after-ack pool. Bolt does not check signatures: the server's request
-guard has, before anything was parsed."""
+The rule for every listener: it runs on the HTTP server's event loop, one request at a time
+(bot.entrypoints.http_server; in Socket Mode on its client's thread), and its acknowledgement goes
+out when it returns (Bolt's process_before_response: no hand-off to a listener pool, no polling for
+ack(); bench/README.md has the figures). So a listener parses, reads only what its acknowledgement
+shows (Redis, at most a call or two), calls ack() and returns; anything slower, and anything that
+talks to Slack (respond, the Web API) or to the cluster, goes to `answer_after_ack`
+(handlers.commands), which carries it out on the after-ack pool. Bolt does not check signatures: the
+server's request guard has, before anything was parsed."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from bot.slack.cards import ACTION_APPROVE
 from tests.infra.argo import ArgoController
 from tests.infra.kube import KubeCluster, create_namespace
 from tests.infra.kwok_config import LOG_LINES, smoke_job
+from tests.infra.processes import wait_until
 from tests.infra.release_world import APP, STABLE_IMAGE, World
 from tests.infra.slack_requests import ALICE
 from tests.kube_objects import stable_deployment
@@ -127,6 +128,7 @@ def bind_cluster_wide(
         rbac.create_cluster_role(role)
         created.append(name)
         rbac.create_cluster_role_binding(binding)
+        _wait_in_effect(bot_account, "default")
 
     yield bind
     for name in created:
@@ -150,6 +152,17 @@ def bind_in_namespace(kube_admin: k8s.ApiClient, account: BotAccount, namespace:
     rbac = k8s.RbacAuthorizationV1Api(kube_admin)
     rbac.create_namespaced_role(namespace, role)
     rbac.create_namespaced_role_binding(namespace, binding)
+    _wait_in_effect(account, namespace)
+
+
+def _wait_in_effect(account: BotAccount, namespace: str) -> None:
+    """The apiserver's authorizer sees a new binding through its informers, a moment after
+    the create returns (a CI run once asked in between)."""
+    wait_until(
+        lambda: can(account.api, "get", "deployments", namespace, group="apps"),
+        timeout_s=10,
+        what=f"{account.name}'s new binding in effect in {namespace}",
+    )
 
 
 def can(

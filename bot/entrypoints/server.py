@@ -1,11 +1,12 @@
 """`release-bot serve`: runs the Slack app in HTTP mode or Socket Mode, plus health and metrics.
 
 Called by bot.entrypoints.cli. It wires the adapters to the release service and the service to
-the Slack listeners (handlers.app.build_app), then serves one WSGI application with waitress on
-PORT: `/slack/events` (HTTP mode only), `/healthz` (the process lives), `/readyz` (Readiness:
-the token verified, releases configured, Redis and the apiserver answering) and `/metrics`. Logs
-are JSON lines on stdout, and every secret in them is replaced by [REDACTED]; a fatal error ends
-in one plain line on stderr and an exit code of bot.entrypoints.exit_codes.
+the Slack listeners (handlers.app.build_app), then serves one WSGI application on PORT
+(bot.entrypoints.http_server: aiohttp's event loop): `/slack/events`
+(HTTP mode only), `/healthz` (the process lives), `/readyz` (Readiness: the token verified,
+releases configured, Redis and the apiserver answering) and `/metrics`. Logs are JSON lines
+on stdout, and every secret in them is replaced by [REDACTED]; a fatal error ends in one plain line
+on stderr and an exit code of bot.entrypoints.exit_codes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import FrameType
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -33,7 +33,6 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
 from tenacity.wait import wait_exponential
-from waitress.server import create_server
 
 from bot.application.apps_file import ConfigError, load_config
 from bot.application.checks import CanaryChecks
@@ -50,7 +49,8 @@ from bot.entrypoints.exit_codes import (
     EXIT_SLACK_REFUSED,
     EXIT_SLACK_UNREACHABLE,
 )
-from bot.entrypoints.request_guard import Dispatch, guard_slack_events
+from bot.entrypoints.http_server import HttpServer
+from bot.entrypoints.request_guard import MAX_BODY_BYTES, Dispatch, guard_slack_events
 from bot.entrypoints.settings import Settings, SettingsError, load_settings
 from bot.kube.client import apiserver_ready, build_api_client
 from bot.kube.reconciler import KubernetesCluster
@@ -69,11 +69,6 @@ READINESS_TIMEOUT_S = 0.5
 """How long /readyz waits for Redis or the apiserver before counting it as down."""
 READINESS_MAX_AGE_S = 1.0
 """How long one answer of Redis or the apiserver stands for /readyz, so probes stay cheap."""
-
-HTTP_THREADS = 16
-"""waitress's worker threads: requests answered at once. A listener's thread mostly waits on
-Redis (handlers.app: it answers in its own thread), so more threads than cores keep the CPU
-busy; bench/acks.py measured 4 (waitress's default) against 16."""
 
 SLACK_EVENTS_PATH = "/slack/events"
 """Where Slack sends commands, clicks and events in HTTP mode (deploy/slack-app-manifest.yaml)."""
@@ -227,12 +222,11 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
         readiness=readiness,
     )
     try:  # bind first: a taken port fails at once, before anything talks to Slack
-        server = create_server(
+        server = HttpServer(
             wsgi_app,
             host="0.0.0.0",
             port=settings.port,
-            ident="release-bot",
-            threads=HTTP_THREADS,
+            max_body_bytes=MAX_BODY_BYTES,
         )
     except OSError as error:
         return fatal(
@@ -248,13 +242,12 @@ def _run(app: App, settings: Settings, scheduler: Scheduler | None, readiness: R
             socket_mode.client.close()
             server.close()
             return fatal(*failure)
-    signal.signal(signal.SIGTERM, stopper.on_signal)
     verifier.start()
     if scheduler is not None:
         scheduler.start()
         readiness.add("scheduler", scheduler.is_alive)
     try:
-        server.run()
+        server.run(stop_on=(signal.SIGTERM, signal.SIGINT), on_stop=stopper.on_signal)
     finally:
         verifier.stop()
         if scheduler is not None:
@@ -294,14 +287,14 @@ def _connect_socket_mode(
 
 
 class Stopper:
-    """Turns SIGTERM (or a fatal error in a worker thread) into a clean stop of the server."""
+    """The exit code of a stop by SIGTERM or SIGINT, or by a fatal error in a worker thread
+    (which sends SIGTERM to the main thread, ending the server's loop)."""
 
     def __init__(self) -> None:
         self.exit_code = EXIT_OK
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        raise SystemExit(self.exit_code)  # waitress's loop catches it and shuts down its threads
+    def on_signal(self, signum: signal.Signals) -> None:
+        log.info("stopping", signal=signum.name)
 
     def fail(self, reason: str) -> None:
         self.exit_code = fatal(reason, EXIT_SLACK_REFUSED)
@@ -522,7 +515,7 @@ def _timed(app: WSGIApplication) -> WSGIApplication:
 
 
 def configure_logging(*, level: str, secrets: Sequence[str]) -> None:
-    """JSON lines on stdout for structlog and stdlib loggers (Bolt, slack_sdk, waitress) alike."""
+    """JSON lines on stdout for structlog and stdlib loggers (Bolt, slack_sdk, aiohttp) alike."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
