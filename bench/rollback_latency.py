@@ -45,7 +45,7 @@ from redis import Redis
 from bot.application.apps_file import load_config
 from bot.application.checks import CanaryChecks, ReadingOf
 from bot.application.scheduler import Scheduler
-from bot.application.service import ReleaseService
+from bot.application.service import WORKERS_DEFAULT, ReleaseService
 from bot.core.apps import AppConfig
 from bot.core.machine import ChecksFailed, Event
 from bot.core.ports import HistoryEntry, Observation, StoredRelease
@@ -276,7 +276,7 @@ class Figures:
     """Releases not back at stable, or not alerted, within WATCHED_S."""
 
 
-def scenario(world: World, size: int, *, baseline: bool) -> Figures:
+def scenario(world: World, size: int, *, baseline: bool, workers: int) -> Figures:
     namespace = "b-" + uuid.uuid4().hex[:8]
     create_namespace(world.api, namespace)
     apps = app_names(size)
@@ -301,7 +301,7 @@ def scenario(world: World, size: int, *, baseline: bool) -> Figures:
         checks=TimedChecks(
             metrics=PrometheusMetrics(default_url=world.prometheus.url), marks=marks
         ),
-        workers=1 if baseline else 8,
+        workers=1 if baseline else workers,
     )
     scheduler = Scheduler(tick=service.tick, interval_s=TICK_S)
     scheduler.start()
@@ -414,6 +414,7 @@ def main() -> None:
     parser.add_argument(
         "--paths", nargs="+", choices=("baseline", "now"), default=["baseline", "now"]
     )
+    parser.add_argument("--workers", type=int, default=WORKERS_DEFAULT, help="the now path's")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     with world() as bench_world:
@@ -427,7 +428,7 @@ def main() -> None:
         steps: list[str] = []
         for size in args.sizes:
             for baseline in [path == "baseline" for path in args.paths]:
-                figures = scenario(bench_world, size, baseline=baseline)
+                figures = scenario(bench_world, size, baseline=baseline, workers=args.workers)
                 path = f"{size:>8} {'baseline' if baseline else 'now':>8}"
                 print(f"{path} | {row(figures)}", flush=True)
                 steps.append(f"{path} | {step_row(figures.bot_steps_ms)}")

@@ -29,6 +29,9 @@ from aiohttp import web
 LISTEN_BACKLOG = 1024
 """Connections the kernel queues before the loop accepts them (Slack opens many at once)."""
 
+SHUTDOWN_GRACE_S = 5.0
+"""At a stop, how long answers still being worked out get (Slack waits 3 s for one)."""
+
 log = structlog.get_logger("release_bot.http_server")
 
 
@@ -63,9 +66,9 @@ class HttpServer:
 
     async def _start(self) -> web.ServerRunner:
         server = web.Server(self._answer, access_log=None)
-        runner = web.ServerRunner(server, handle_signals=False)
+        runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
-        await web.SockSite(runner, self._socket).start()
+        await web.SockSite(runner, self._socket, backlog=LISTEN_BACKLOG).start()
         return runner
 
     def close(self) -> None:
