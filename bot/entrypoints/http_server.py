@@ -8,7 +8,8 @@ a time, as a Bolt AsyncApp's listeners do: a listener only acknowledges (at most
 the read-only commands) and leaves everything slower to handlers' after-ack pool (handlers.app).
 Handing each request to a thread pool instead cost about 0.3 ms of CPU a request in thread wake-ups
 and more in the p99 (bench/README.md). A Redis that hangs holds each read-only answer for its 2 s
-socket timeout, as it held a pool's threads.
+socket timeout, as it held a pool's threads; /readyz waits at most READINESS_TIMEOUT_S for a fresh
+answer.
 """
 
 from __future__ import annotations
