@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from structlog.testing import capture_logs
 
 from bot.entrypoints.http_server import HttpServer
 from tests.infra.processes import free_port
@@ -101,3 +102,27 @@ def test_a_taken_port_fails_when_the_server_is_built() -> None:
         port = holder.getsockname()[1]
         with pytest.raises(OSError):
             HttpServer(_echo, host="127.0.0.1", port=port, max_body_bytes=LIMIT)
+
+
+def test_a_request_the_parser_refuses_is_400_and_logged_in_one_line_without_its_bytes(
+    base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = int(base_url.rsplit(":", 1)[1])
+    secret = b"xoxb-1-in-a-header"
+    raw = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: \xb1\x7f" + secret + b"\r\n\r\n"
+
+    with capture_logs() as logged, socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(raw)
+        answer = sock.recv(4096)
+
+    assert answer.split(b" ", 2)[1] == b"400"  # aiohttp answers it, its message quoting the header
+    assert logged == [
+        {
+            "event": "http_request_unparsable",
+            "status": 400,
+            "reason": "Invalid header value char",
+            "log_level": "warning",
+        }
+    ]
+    assert not [record for record in caplog.records if record.exc_info]
+    assert secret.decode() not in caplog.text

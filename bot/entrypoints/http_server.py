@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import signal
 import socket
 import sys
@@ -26,6 +27,7 @@ from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 LISTEN_BACKLOG = 1024
 """Connections the kernel queues before the loop accepts them (Slack opens many at once)."""
@@ -66,7 +68,9 @@ class HttpServer:
             loop.close()
 
     async def _start(self) -> web.ServerRunner:
-        server = web.Server(self._answer, access_log=None)
+        server = web.Server(
+            self._answer, access_log=None, logger=_OneLineRefusals(logging.getLogger("aiohttp"))
+        )
         runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
         await web.SockSite(runner, self._socket, backlog=LISTEN_BACKLOG).start()
@@ -108,6 +112,19 @@ class HttpServer:
             key = "HTTP_" + name.upper().replace("-", "_")
             environ[key] = ",".join(request.headers.getall(name))
         return environ
+
+
+class _OneLineRefusals(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's logger for its connections: a request its parser refuses (aiohttp answers it
+    400) is one warning naming the reason, with no traceback and none of the request's bytes (a
+    header may carry a token); anything else is logged as aiohttp logs it."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            reason = exc_info.message.split("\n", 1)[0].rstrip(": ")
+            log.warning("http_request_unparsable", status=exc_info.code, reason=reason)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _stop(
