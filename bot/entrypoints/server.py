@@ -11,7 +11,6 @@ on stderr and an exit code of bot.entrypoints.exit_codes.
 
 from __future__ import annotations
 
-import _thread
 import json
 import logging
 import os
@@ -298,7 +297,7 @@ class Stopper:
 
     def fail(self, reason: str) -> None:
         self.exit_code = fatal(reason, EXIT_SLACK_REFUSED)
-        _thread.interrupt_main(signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # a real one: the loop's handler wakes on it
 
 
 class Readiness:
