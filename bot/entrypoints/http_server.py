@@ -44,6 +44,7 @@ class HttpServer:
 
     def __init__(self, app: WSGIApplication, *, host: str, port: int, max_body_bytes: int) -> None:
         self._socket = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
+        self._port = str(self._socket.getsockname()[1])  # the one bound, also when given 0
         self._app = app
         self._max_body_bytes = max_body_bytes
 
@@ -98,7 +99,7 @@ class HttpServer:
             "CONTENT_TYPE": request.headers.get("Content-Type", ""),
             "CONTENT_LENGTH": request.headers.get("Content-Length", str(len(body))),
             "SERVER_NAME": request.host.split(":", 1)[0],
-            "SERVER_PORT": str(self._socket.getsockname()[1]),
+            "SERVER_PORT": self._port,
             "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",

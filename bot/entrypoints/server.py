@@ -2,11 +2,11 @@
 
 Called by bot.entrypoints.cli. It wires the adapters to the release service and the service to
 the Slack listeners (handlers.app.build_app), then serves one WSGI application on PORT
-(bot.entrypoints.http_server: aiohttp's event loop): `/slack/events`
-(HTTP mode only), `/healthz` (the process lives), `/readyz` (Readiness: the token verified,
-releases configured, Redis and the apiserver answering) and `/metrics`. Logs are JSON lines
-on stdout, and every secret in them is replaced by [REDACTED]; a fatal error ends in one plain line
-on stderr and an exit code of bot.entrypoints.exit_codes.
+(bot.entrypoints.http_server: aiohttp's event loop): `/slack/events` (HTTP mode only),
+`/healthz` (the process lives), `/readyz` (Readiness: the token verified, releases configured,
+Redis and the apiserver answering) and `/metrics`. Logs are JSON lines on stdout, and every
+secret in them is replaced by [REDACTED]; a fatal error ends in one plain line on stderr and an
+exit code of bot.entrypoints.exit_codes.
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def _connect_socket_mode(
 
 class Stopper:
     """The exit code of a stop by SIGTERM or SIGINT, or by a fatal error in a worker thread
-    (which sends SIGTERM to the main thread, ending the server's loop)."""
+    (which sends the process SIGTERM, so the server's loop ends as on an operator's)."""
 
     def __init__(self) -> None:
         self.exit_code = EXIT_OK
