@@ -46,11 +46,16 @@ _EVENTS: dict[str, Callable[[str, int], machine.Event]] = {
 }
 
 
+RELEASE_BUTTONS = re.compile("^(?:" + "|".join(map(re.escape, _EVENTS)) + ")$")
+"""The action ids of every release button: one listener, so a click is matched by one regex
+instead of Bolt trying a listener per button (each try builds its keyword arguments)."""
+
+
 def register(
     app: App, *, service: ReleaseService | None, after_ack: Executor, home: AppHome | None = None
 ) -> None:
-    """Attach one listener per release button, then a catch-all for buttons nobody knows;
-    `home`: where a refusal of a click on App Home is shown."""
+    """Attach the release buttons' listener; `home`: where a refusal of a click on App Home is
+    shown. handlers.app registers it before every other action: clicks on a card come first."""
 
     def handle_button(
         ack: Ack, respond: Respond, body: dict[str, Any], action: dict[str, Any]
@@ -62,6 +67,13 @@ def register(
             answer=lambda: {"text": _click(service, body, action)},
         )
 
+    app.action(RELEASE_BUTTONS)(handle_button)
+
+
+def register_unknown_button(app: App, *, after_ack: Executor) -> None:
+    """Attach the catch-all for buttons nobody knows; handlers.app registers it after every
+    other action listener."""
+
     def handle_unknown_button(ack: Ack, respond: Respond, action: dict[str, Any]) -> None:
         ack()
         known = ", ".join(_EVENTS)
@@ -71,8 +83,6 @@ def register(
         )
         answer_after_ack(after_ack=after_ack, respond=respond, answer=lambda: {"text": text})
 
-    for action_id in _EVENTS:
-        app.action(action_id)(handle_button)
     app.action(re.compile(".*"))(handle_unknown_button)
 
 

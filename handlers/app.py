@@ -67,7 +67,8 @@ def build_app(
         max_workers=AFTER_ACK_WORKERS, thread_name_prefix="after-ack", initializer=_yield_to_acks
     )
     commands.register(app, service=service, after_ack=after_ack, open_form=start_form.open_form)
-    start_form.register(app, service=service, after_ack=after_ack)  # before the catch-all
-    actions.register(app, service=service, after_ack=after_ack, home=home)
+    actions.register(app, service=service, after_ack=after_ack, home=home)  # Bolt tries in order
+    start_form.register(app, service=service, after_ack=after_ack)
+    actions.register_unknown_button(app, after_ack=after_ack)  # after every known action
     events.register(app, service=service, home=home, after_ack=after_ack)
     return app
